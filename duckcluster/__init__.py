@@ -1,0 +1,128 @@
+"""duckcluster: GROUP BY over embedding space, from DuckDB SQL.
+
+>>> import duckcluster
+>>> con = duckcluster.connect()          # in-memory database with every function installed
+>>> con.sql("SELECT count(*) FROM cluster_list()").fetchall()
+[(0,)]
+>>> con.close()
+"""
+
+from __future__ import annotations
+
+import atexit
+import weakref
+
+import duckdb
+
+from . import _catalog
+from ._errors import (
+    DataError,
+    DuckclusterError,
+    MissingDependencyError,
+    RunFailedError,
+    RunNotFoundError,
+    SpecError,
+    UnknownNameError,
+)
+from ._spec import ClusterSpec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ClusterSpec",
+    "DataError",
+    "DuckclusterError",
+    "MissingDependencyError",
+    "RunFailedError",
+    "RunNotFoundError",
+    "SpecError",
+    "UnknownNameError",
+    "__version__",
+    "connect",
+    "install",
+    "sql",
+]
+
+#: Storage format written by default: files open in DuckDB 1.4 and later.
+DEFAULT_STORAGE_VERSION = "v1.4.0"
+
+_connections: "weakref.WeakSet[duckdb.DuckDBPyConnection]" = weakref.WeakSet()
+
+
+def connect(path: str | None = None, *, artifacts_dir: str | None = None,
+            read_only: bool = False, storage_version: str = DEFAULT_STORAGE_VERSION,
+            config: dict | None = None) -> duckdb.DuckDBPyConnection:
+    """Open a DuckDB database with every duckcluster function installed.
+
+    path: database file, default None (in memory). artifacts_dir: where run
+    Parquet files go, default ``<db>.artifacts`` next to the file.
+    storage_version: ``'v1.4.0'`` (default, readable by DuckDB 1.4+) or
+    ``'latest'`` for the newest, smaller format.
+    """
+    cfg = dict(config or {})
+    if storage_version and not read_only:
+        cfg.setdefault("storage_compatibility_version", storage_version)
+    con = duckdb.connect(path if path is not None else ":memory:", read_only=read_only,
+                         config=cfg)
+    try:
+        install(con, artifacts_dir=artifacts_dir)
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def install(con: duckdb.DuckDBPyConnection, *, artifacts_dir: str | None = None
+            ) -> duckdb.DuckDBPyConnection:
+    """Install duckcluster's catalog and SQL functions on an existing connection or cursor.
+
+    Idempotent. TEMP macros are per connection, so call it on each ``con.cursor()``
+    you run duckcluster SQL on. Runs left 'running' by a dead process are marked
+    'abandoned' here.
+    """
+    from . import _sql
+
+    con.execute("SET enable_progress_bar = false")
+    read_only = _is_read_only(con)
+    if not read_only:
+        _catalog.ensure(con)
+        _catalog.mark_abandoned(con, _sql._ACTIVE_PIDS)
+    has_catalog = con.execute(
+        "SELECT count(*) FROM duckdb_schemas() WHERE schema_name = 'duckcluster' "
+        "AND database_name = current_database()").fetchall()[0][0] > 0
+    settings = _catalog.Settings(
+        artifacts_dir=_catalog.resolve_artifacts_dir(con, artifacts_dir) if has_catalog
+        else (artifacts_dir or ""))
+    _sql.register(con, settings)
+    _connections.add(con)
+    return con
+
+
+def _is_read_only(con: duckdb.DuckDBPyConnection) -> bool:
+    row = con.execute("SELECT readonly FROM duckdb_databases() WHERE database_name = "
+                      "current_database()").fetchall()
+    return bool(row and row[0][0])
+
+
+def sql(con: duckdb.DuckDBPyConnection, query: str) -> duckdb.DuckDBPyRelation | None:
+    """Run a query or script that may use ``CLUSTER BY EMBEDDING(...) USING algo(...)``.
+
+    Returns the relation of the last statement (None if it returns no rows).
+    """
+    from ._syntax import rewrite, split_statements
+
+    statements = [s for s in split_statements(rewrite(query)) if s.strip().strip(";").strip()]
+    result = None
+    for stmt in statements:
+        result = con.sql(stmt)
+    return result
+
+
+@atexit.register
+def _close_all() -> None:
+    # Connections holding Python UDFs print nanobind leak warnings if alive at exit.
+    for con in list(_connections):
+        try:
+            con.close()
+        except Exception:
+            pass

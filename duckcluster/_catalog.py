@@ -1,0 +1,294 @@
+"""The catalog: the only module that reads and writes ``duckcluster.*`` tables and artifacts.
+
+Layout of artifacts (a local folder by default)::
+
+    <artifacts_dir>/<quoted name>/<run_id>/centroids.parquet
+    <artifacts_dir>/<quoted name>/<run_id>/members.parquet
+
+A run is atomic: Parquet files are written into ``<run_id>.tmp`` and renamed,
+then centroids, members and the run row commit in one transaction; on any
+error both are undone and the run is recorded as ``failed`` with its error.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import secrets
+import shutil
+import urllib.parse
+from dataclasses import dataclass
+from importlib import resources
+from importlib.metadata import PackageNotFoundError, version
+
+import duckdb
+import pyarrow as pa
+
+from ._errors import RunNotFoundError, SpecError, UnknownNameError, closest
+from ._source import quote_literal
+from ._spec import ClusterSpec
+
+SCHEMA = "duckcluster"
+_LIBS = ("duckcluster", "duckdb", "numpy", "scikit-learn", "hdbscan", "umap-learn", "pyarrow")
+
+
+def sql_text(filename: str) -> str:
+    """Text of a file in the package's ``sql/`` folder."""
+    return resources.files("duckcluster").joinpath("sql", filename).read_text(encoding="utf-8")
+
+
+def ensure(cur: duckdb.DuckDBPyConnection) -> None:
+    """Create the catalog schema and tables if missing (idempotent)."""
+    cur.execute(sql_text("catalog.sql"))
+
+
+def now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for lib in _LIBS:
+        try:
+            out[lib] = version(lib)
+        except PackageNotFoundError:
+            out[lib] = "not installed"
+    return out
+
+
+# -- settings ---------------------------------------------------------------
+
+@dataclass
+class Settings:
+    """Per-connection settings: where artifacts go."""
+
+    artifacts_dir: str
+
+
+def resolve_artifacts_dir(cur: duckdb.DuckDBPyConnection, given: str | None) -> str:
+    """Explicit > stored in duckcluster.meta > next to the database file > a temp folder."""
+    if given:
+        path = given if "://" in given else os.path.abspath(given)
+        cur.execute("INSERT OR REPLACE INTO duckcluster.meta VALUES ('artifacts_dir', ?)", [path])
+        return path
+    row = cur.execute("SELECT value FROM duckcluster.meta WHERE key = 'artifacts_dir'").fetchall()
+    if row:
+        return row[0][0]
+    db_path = cur.execute(
+        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()[0][0]
+    if db_path and db_path != ":memory:":
+        base, _ = os.path.splitext(os.path.abspath(db_path))
+        path = base + ".artifacts"
+        try:
+            cur.execute("INSERT OR REPLACE INTO duckcluster.meta VALUES ('artifacts_dir', ?)", [path])
+        except duckdb.Error:  # read-only database: just use it
+            pass
+        return path
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="duckcluster-artifacts-")
+
+
+def run_dir(settings: Settings, name: str, run_id: str) -> str:
+    safe = urllib.parse.quote(name, safe="")
+    if safe in ("", ".", ".."):
+        safe = safe.replace(".", "%2E") or "_"
+    return f"{settings.artifacts_dir.rstrip('/')}/{safe}/{run_id}"
+
+
+# -- definitions --------------------------------------------------------------
+
+def definition_names(cur) -> list[str]:
+    return [r[0] for r in cur.execute(
+        "SELECT name FROM duckcluster.definitions ORDER BY name").fetchall()]
+
+
+def put_definition(cur, spec: ClusterSpec, replace: bool = False) -> None:
+    exists = cur.execute("SELECT count(*) FROM duckcluster.definitions WHERE name = ?",
+                         [spec.name]).fetchall()[0][0]
+    if exists and not replace:
+        raise SpecError(
+            f"A cluster definition named {spec.name!r} already exists. Pick another name, "
+            f"pass replace := true to overwrite it, or SELECT cluster_delete({spec.name!r}) first."
+        )
+    ts = now()
+    if exists:
+        cur.execute("UPDATE duckcluster.definitions SET spec = ?, updated_at = ? WHERE name = ?",
+                    [spec.to_json(), ts, spec.name])
+    else:
+        cur.execute("INSERT INTO duckcluster.definitions VALUES (?, ?, ?, ?)",
+                    [spec.name, spec.to_json(), ts, ts])
+
+
+def get_definition(cur, name: str) -> ClusterSpec:
+    row = cur.execute("SELECT spec FROM duckcluster.definitions WHERE name = ?", [name]).fetchall()
+    if not row:
+        names = definition_names(cur)
+        listed = ", ".join(repr(n) for n in names) if names else "none yet"
+        raise UnknownNameError(
+            f"No cluster definition named {name!r}.{closest(name, names)} Existing definitions: "
+            f"{listed}. Create one with SELECT cluster_create({name!r}, source := ..., "
+            "embedding := ...)."
+        )
+    return ClusterSpec.from_json(row[0][0])
+
+
+def delete_definition(cur, name: str, drop_artifacts: bool, settings: Settings) -> int:
+    get_definition(cur, name)
+    paths = [r[0] for r in cur.execute(
+        "SELECT artifacts_path FROM duckcluster.runs WHERE name = ? AND artifacts_path IS NOT NULL",
+        [name]).fetchall()]
+    cur.execute("BEGIN")
+    try:
+        cur.execute("DELETE FROM duckcluster.definitions WHERE name = ?", [name])
+        if drop_artifacts:
+            for table in ("members", "centroids", "runs"):
+                cur.execute(f"DELETE FROM duckcluster.{table} WHERE name = ?", [name])
+        cur.execute("COMMIT")
+    except BaseException:
+        cur.execute("ROLLBACK")
+        raise
+    if drop_artifacts:
+        for p in paths:
+            _rmtree(p)
+    return len(paths)
+
+
+# -- runs -------------------------------------------------------------------------
+
+def new_run_id() -> str:
+    return f"run_{now():%Y%m%dT%H%M%S}_{secrets.token_hex(4)}"
+
+
+def start_run(cur, spec: ClusterSpec, mode: str, threshold: float | None,
+              status: str = "running") -> str:
+    """Insert the run row (committed at once, so a failure is always recorded)."""
+    run_id = new_run_id()
+    cur.execute(
+        "INSERT INTO duckcluster.runs (run_id, run_seq, name, mode, status, started_at, seed, "
+        "assignment_threshold, spec, versions, pid) SELECT ?, coalesce(max(run_seq), 0) + 1, ?, ?, "
+        "?, ?, ?, ?, ?, ?, ? FROM duckcluster.runs",
+        [run_id, spec.name, mode, status, now(), spec.seed, threshold, spec.to_json(),
+         json.dumps(library_versions(), sort_keys=True), os.getpid()])
+    return run_id
+
+
+def set_status(cur, run_id: str, status: str) -> None:
+    cur.execute("UPDATE duckcluster.runs SET status = ? WHERE run_id = ?", [status, run_id])
+
+
+def fail_run(cur, run_id: str, error: str, started: _dt.datetime | None = None) -> None:
+    ts = now()
+    cur.execute(
+        "UPDATE duckcluster.runs SET status = 'failed', error = ?, finished_at = ?, "
+        "duration_s = date_diff('microsecond', started_at, ?::TIMESTAMP) / 1e6 WHERE run_id = ?",
+        [error, ts, ts, run_id])
+
+
+def mark_abandoned(cur, alive_pids: set[int]) -> int:
+    """Runs left queued/running by a process that is gone become 'abandoned'; their
+    half-written artifacts are removed. Returns how many were marked."""
+    rows = cur.execute(
+        "SELECT run_id, pid, artifacts_path, name FROM duckcluster.runs "
+        "WHERE status IN ('queued', 'running')").fetchall()
+    dead = [r for r in rows if r[1] not in alive_pids]
+    for run_id, _pid, path, _name in dead:
+        cur.execute("BEGIN")
+        cur.execute("DELETE FROM duckcluster.members WHERE run_id = ?", [run_id])
+        cur.execute("DELETE FROM duckcluster.centroids WHERE run_id = ?", [run_id])
+        cur.execute(
+            "UPDATE duckcluster.runs SET status = 'abandoned', error = coalesce(error, "
+            "'the process running it ended before it finished'), finished_at = ? WHERE run_id = ?",
+            [now(), run_id])
+        cur.execute("COMMIT")
+        if path:
+            _rmtree(path)
+            _rmtree(path + ".tmp")
+    return len(dead)
+
+
+def latest_run(cur, name: str, mode: str | None = None) -> str:
+    q = ("SELECT run_id FROM duckcluster.runs WHERE name = ? AND status = 'succeeded'"
+         + (" AND mode = ?" if mode else "") + " ORDER BY run_seq DESC LIMIT 1")
+    row = cur.execute(q, [name, mode] if mode else [name]).fetchall()
+    if not row:
+        get_definition(cur, name)
+        kind = f"successful {mode} run" if mode else "successful run"
+        raise RunNotFoundError(
+            f"Cluster {name!r} has no {kind} yet. Run SELECT cluster_execute({name!r}) first.")
+    return row[0][0]
+
+
+def get_run(cur, run_id: str) -> dict:
+    rel = cur.execute("SELECT * FROM duckcluster.runs WHERE run_id = ?", [run_id])
+    cols = [d[0] for d in rel.description]
+    row = rel.fetchall()
+    if not row:
+        raise RunNotFoundError(f"No run with id {run_id!r}. List runs with "
+                               "SELECT * FROM cluster_runs('<name>').")
+    return dict(zip(cols, row[0]))
+
+
+def load_centroids(cur, run_id: str) -> tuple[list[int], "pa.Table"]:
+    """Top-level centroids of a run as (cluster_ids, arrow table)."""
+    tbl = cur.sql(
+        "SELECT cluster_id, centroid FROM duckcluster.centroids WHERE run_id = ? AND "
+        "hierarchy_level = 0 ORDER BY cluster_id", params=[run_id]).to_arrow_table()
+    return tbl.column("cluster_id").to_pylist(), tbl
+
+
+def commit_run(cur, run_id: str, settings: Settings, centroids: pa.Table, members: pa.Table,
+               updates: dict) -> str:
+    """Write artifacts, then rows + run status in one transaction. All or nothing."""
+    spec_name = updates.pop("_name")
+    final = run_dir(settings, spec_name, run_id)
+    local = "://" not in final
+    tmp = final + ".tmp" if local else final
+    try:
+        if local:
+            os.makedirs(tmp, exist_ok=True)
+        for fname, tbl in (("centroids", centroids), ("members", members)):
+            view = f"__dc_{fname}_{run_id}"
+            cur.register(view, tbl)
+            try:
+                cur.execute(f"COPY (SELECT * FROM {view}) TO "
+                            f"{quote_literal(tmp + '/' + fname + '.parquet')} (FORMAT parquet)")
+            finally:
+                cur.unregister(view)
+        if local:
+            if os.path.exists(final):
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        cur.execute("BEGIN")
+        try:
+            for fname, tbl in (("centroids", centroids), ("members", members)):
+                view = f"__dc_{fname}_{run_id}"
+                cur.register(view, tbl)
+                try:
+                    cols = ", ".join(f'"{c}"' for c in tbl.column_names)
+                    cur.execute(f"INSERT INTO duckcluster.{fname} ({cols}) SELECT {cols} FROM {view}")
+                finally:
+                    cur.unregister(view)
+            updates = {**updates, "status": "succeeded", "artifacts_path": final,
+                       "finished_at": now()}
+            sets = ", ".join(f"{k} = ?" for k in updates)
+            cur.execute(f"UPDATE duckcluster.runs SET {sets}, duration_s = "
+                        "date_diff('microsecond', started_at, finished_at) / 1e6 WHERE run_id = ?",
+                        [*updates.values(), run_id])
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+    except BaseException:
+        if local:
+            _rmtree(tmp)
+            _rmtree(final)
+        raise
+    return final
+
+
+def _rmtree(path: str) -> None:
+    if path and "://" not in path and os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,83 @@
+"""The clustering pipeline as data: arrays in, a :class:`FitResult` out.
+
+No DuckDB here. ``_execute`` (stored definitions) and ``_sql`` (the one-shot
+``cluster_embeddings``) both call :func:`fit`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._assign import assign, centroids_from_labels, similarity_to_own
+from ._hierarchy import Hierarchy, build_hierarchy
+from ._preprocess import run_preprocessing
+from ._quality import Quality, compute_quality
+from ._reduce import reduce_coordinates
+from ._spec import ClusterSpec
+from .algorithms import get_algorithm
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """Everything a full run produces, aligned with the input rows."""
+
+    labels: np.ndarray  # (n,) int64, -1 = noise
+    cluster_ids: np.ndarray  # (k,) int64
+    centroids: np.ndarray  # (k, d) float32, L2-normalized, original space
+    similarity: np.ndarray  # (n,) float32 cosine to own centroid, NaN for noise
+    coords: np.ndarray | None  # (n, dimensions) float32
+    hierarchy: Hierarchy | None
+    quality: Quality
+    n_fit: int  # rows the algorithm saw (sample_size)
+
+
+def _noop(stage: str) -> None:
+    pass
+
+
+def fit(X_norm: np.ndarray, spec: ClusterSpec, progress: Progress = _noop,
+        with_coords: bool = True) -> FitResult:
+    """Run preprocessing, the algorithm, centroids, hierarchy, coordinates and quality."""
+    seed = spec.seed
+    n = X_norm.shape[0]
+    rng = np.random.default_rng(seed)
+    sample = None
+    if spec.sample_size and n > spec.sample_size:
+        sample = np.sort(rng.choice(n, size=spec.sample_size, replace=False))
+    X_fit = X_norm if sample is None else X_norm[sample]
+
+    progress("preprocessing")
+    Xp = run_preprocessing(X_fit, spec.preprocessing, seed)
+    progress(f"fitting {spec.algorithm} on {X_fit.shape[0]:,} rows")
+    alg = get_algorithm(spec.algorithm)
+    fit_labels = np.asarray(alg.fit_predict(Xp, dict(spec.params), seed), dtype=np.int64)
+
+    cluster_ids, C = centroids_from_labels(X_fit, fit_labels)
+    if sample is None:
+        labels = fit_labels
+    else:
+        progress(f"assigning {n:,} rows to {len(cluster_ids)} centroids")
+        idx, _ = assign(X_norm, C) if len(cluster_ids) else (np.full(n, -1), None)
+        labels = np.where(idx >= 0, cluster_ids[np.maximum(idx, 0)], -1).astype(np.int64)
+        if len(cluster_ids):
+            cluster_ids, C = centroids_from_labels(X_norm, labels)
+    sims = similarity_to_own(X_norm, C, labels, cluster_ids)
+
+    hierarchy = None
+    if spec.hierarchical and spec.max_hierarchy_depth > 1:
+        progress("sub-clustering")
+        hierarchy = build_hierarchy(X_norm, labels, spec.max_hierarchy_depth, seed)
+    coords = None
+    if with_coords:
+        progress("reducing coordinates")
+        coords = reduce_coordinates(X_norm, spec.dimensions, seed)
+    progress("quality metrics")
+    quality = compute_quality(X_norm, labels, sims, seed)
+    return FitResult(labels=labels, cluster_ids=cluster_ids, centroids=C, similarity=sims,
+                     coords=coords, hierarchy=hierarchy, quality=quality,
+                     n_fit=int(X_fit.shape[0]))

@@ -1,0 +1,121 @@
+"""Parameter constraints declared as data, and the one validator that checks them.
+
+Every algorithm, preprocessing step and spec option declares its parameters as a
+``dict[str, Param]``; :func:`validate_params` checks a user mapping against it,
+rejects unknown keys (suggesting the closest), fills defaults and returns a plain
+dict that downstream code trusts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ._errors import SpecError, closest
+
+_TYPE_NAMES = {int: "an int", float: "a float", str: "a str", bool: "a bool"}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter: its type, allowed range or choices, and default.
+
+    ``low``/``high`` bound numbers (inclusive unless ``low_open``/``high_open``);
+    ``choices`` lists allowed strings; ``nullable`` admits None (as "not set").
+    """
+
+    kind: type
+    default: Any = None
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple[str, ...] | None = None
+    nullable: bool = False
+    doc: str = ""
+
+    def describe(self) -> str:
+        if self.choices:
+            return f"one of {', '.join(repr(c) for c in self.choices)}"
+        text = _TYPE_NAMES[self.kind]
+        if self.low is not None or self.high is not None:
+            lo = "-inf" if self.low is None else _fmt(self.low)
+            hi = "inf" if self.high is None else _fmt(self.high)
+            lb = "(" if self.low_open or self.low is None else "["
+            rb = ")" if self.high_open or self.high is None else "]"
+            text += f" in the range {lb}{lo}, {hi}{rb}"
+        if self.nullable:
+            text += " or None"
+        return text
+
+    def check(self, owner: str, name: str, value: Any) -> Any:
+        """Return the value coerced to ``kind`` or raise SpecError."""
+        if value is None:
+            if self.nullable:
+                return None
+            raise self._error(owner, name, value)
+        v = value
+        if self.kind is bool:
+            if not isinstance(v, bool):
+                raise self._error(owner, name, value)
+        elif self.kind is int:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise self._error(owner, name, value)
+            if isinstance(v, float):
+                if not v.is_integer():
+                    raise self._error(owner, name, value)
+                v = int(v)
+        elif self.kind is float:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise self._error(owner, name, value)
+            v = float(v)
+            if math.isnan(v):
+                raise self._error(owner, name, value)
+        elif self.kind is str:
+            if not isinstance(v, str):
+                raise self._error(owner, name, value)
+            if self.choices and v not in self.choices:
+                raise self._error(owner, name, value, hint=closest(v, self.choices))
+            return v
+        if self.low is not None and (v < self.low or (self.low_open and v == self.low)):
+            raise self._error(owner, name, value)
+        if self.high is not None and (v > self.high or (self.high_open and v == self.high)):
+            raise self._error(owner, name, value)
+        return v
+
+    def _error(self, owner: str, name: str, value: Any, hint: str = "") -> SpecError:
+        return SpecError(
+            f"The {name!r} parameter of {owner} must be {self.describe()}. "
+            f"Got {value!r} instead.{hint}"
+        )
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+def validate_params(
+    owner: str, spec: Mapping[str, Param], given: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Check ``given`` against ``spec``; return a full dict with defaults filled.
+
+    A None value counts as "not given" (DuckDB fills missing STRUCT keys with NULL).
+    """
+    given = dict(given or {})
+    out: dict[str, Any] = {}
+    for key in given:
+        if key not in spec:
+            valid = ", ".join(repr(k) for k in sorted(spec)) or "none"
+            raise SpecError(
+                f"Unknown parameter {key!r} for {owner}.{closest(key, spec)} "
+                f"Valid parameters: {valid}."
+            )
+    for key, param in spec.items():
+        value = given.get(key)
+        if value is None:
+            out[key] = param.default
+        else:
+            out[key] = param.check(owner, key, value)
+    return out

@@ -1,0 +1,305 @@
+"""Registration of duckcluster's SQL functions on a DuckDB connection.
+
+DuckDB 2.0 Python UDFs are scalar and positional-only, so every public function
+is a TEMP macro (named ``:=`` arguments with defaults) over a private ``_dc_*``
+UDF. The read side comes from ``sql/duckcluster.sql`` unchanged; Python then
+replaces ``assign_cluster`` with a vectorized Arrow UDF under the same name.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import _catalog as catalog
+from . import _execute
+from ._assign import assign, normalize_rows
+from ._errors import DataError, SpecError
+from ._fit import fit
+from ._source import quote_ident, source_sql_unchecked
+from ._spec import ClusterSpec, check_rows, parse_json_arg
+from ._vectors import check_nonzero, to_dense
+
+_ASSIGN_CACHE_SECONDS = 1.0
+_ACTIVE_PIDS = {os.getpid()}
+_progress: Callable[[str], None] | None = None
+_lock = threading.Lock()
+
+
+def set_progress(fn: Callable[[str], None] | None) -> None:
+    """Route stage messages of long calls (cluster_execute...) to ``fn`` (the CLI's display)."""
+    global _progress
+    _progress = fn
+
+
+def _report(msg: str) -> None:
+    if _progress is not None:
+        _progress(msg)
+
+
+class _State:
+    """What the UDFs of one connection share: settings and the centroid cache."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, settings: catalog.Settings):
+        self.con_ref = weakref.ref(con)
+        self.settings = settings
+        self.cache: dict[str, tuple[float, str, np.ndarray, np.ndarray]] = {}
+        self.generation = 0
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        con = self.con_ref()
+        if con is None:
+            raise RuntimeError("the duckcluster connection was closed")
+        return con.cursor()
+
+    def centroids(self, name: str) -> tuple[str, np.ndarray, np.ndarray]:
+        """(run_id, cluster_ids, C) of the latest successful full run, cached ~1 s."""
+        now = time.monotonic()
+        hit = self.cache.get(name)
+        if hit and hit[0] == self.generation and now - hit[1] < _ASSIGN_CACHE_SECONDS:
+            return hit[2], hit[3], hit[4]
+        with self.cursor() as cur:
+            run_id = catalog.latest_run(cur, name, mode="full")
+            if hit and hit[2] == run_id:
+                self.cache[name] = (self.generation, now, *hit[2:])
+                return hit[2], hit[3], hit[4]
+            ids, tbl = catalog.load_centroids(cur, run_id)
+        C = np.asarray(tbl.column("centroid").combine_chunks().flatten().to_numpy(),
+                       dtype=np.float32).reshape(len(ids), -1)
+        ids_arr = np.asarray(ids, dtype=np.int32)
+        self.cache[name] = (self.generation, now, run_id, ids_arr, C)
+        return run_id, ids_arr, C
+
+
+# -- UDF bodies ----------------------------------------------------------------------
+
+def _create(state: _State, args_json: str, replace: bool) -> str:
+    args = json.loads(args_json)
+    args = {k: v for k, v in args.items() if v is not None}
+    with state.cursor() as cur:
+        spec = _execute.create(cur, args, replace=bool(replace))
+    return spec.name
+
+
+def _execute_udf(state: _State, name: str, mode: str | None, threshold: float | None) -> str:
+    if name is None:
+        raise SpecError("cluster_execute needs a definition name; got NULL.")
+    with state.cursor() as cur:
+        run_id = _execute.execute(cur, name, state.settings, mode=mode or "full",
+                                  threshold=threshold, progress=_report)
+    state.generation += 1
+    return run_id
+
+
+def _delete(state: _State, name: str, drop_artifacts: bool) -> str:
+    with state.cursor() as cur:
+        n = catalog.delete_definition(cur, name, bool(drop_artifacts), state.settings)
+    state.cache.pop(name, None)
+    return (f"deleted {name!r}" + (f" and the artifacts of {n} run(s)" if drop_artifacts
+                                   else "; runs and artifacts kept"))
+
+
+def _oneshot_sql(source: str, embedding_json: str, id_col: str | None) -> str:
+    """SQL for the rows of cluster_embeddings: row number, all columns, packed embeddings."""
+    embedding = json.loads(embedding_json) if embedding_json else None
+    cols = (embedding,) if isinstance(embedding, str) else embedding
+    if not cols or not all(isinstance(c, str) and c for c in cols):
+        raise SpecError("cluster_embeddings: 'embedding' must name an embedding column or a "
+                        f"list of columns. Got {embedding!r}.")
+    src = source_sql_unchecked(source)
+    packed = ", ".join(f"CAST({quote_ident(c)} AS FLOAT[])" for c in cols)
+    ident = "__dc_rn" if not id_col else quote_ident(id_col)
+    return (f"SELECT *, [{packed}] AS __dc_emb, CAST({ident} AS VARCHAR) AS __dc_id "
+            f"FROM (SELECT row_number() OVER () AS __dc_rn, * FROM {src}) AS __dc_numbered")
+
+
+def _fit_lists(embs: pa.ChunkedArray, ids: pa.ChunkedArray, spec_json: pa.ChunkedArray):
+    """Arrow UDF: one call per aggregate group; returns labels + similarities per row."""
+    out = []
+    for i in range(len(embs)):
+        rows = embs[i].values  # one entry per source row: a list of column vectors
+        spec_d = json.loads(spec_json[i].as_py())
+        out.append(_fit_one(rows, ids[i].values, spec_d))
+    return pa.array(out, type=pa.struct([("cluster_id", pa.list_(pa.int32())),
+                                         ("similarity", pa.list_(pa.float32()))]))
+
+
+def _fit_one(rows: pa.Array, ids_arr: pa.Array, spec_d: dict) -> dict:
+    emb = spec_d.pop("embedding")
+    cols = [emb] if isinstance(emb, str) else list(emb)
+    spec = ClusterSpec.from_dict({"name": "cluster_embeddings", "source": "(query)",
+                                  "embedding": cols, **spec_d})
+    ids = np.asarray(ids_arr.to_pylist(), dtype=object)
+    n = len(ids)
+    valid = np.asarray(rows.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    parts = []
+    for j, c in enumerate(cols):
+        col = pc.list_element(rows, j)
+        v = to_dense(col, ids, c)
+        valid &= v.valid
+        parts.append((v, c))
+    mats = []
+    for v, c in parts:
+        X = v.X[valid[v.valid]]
+        check_nonzero(X, ids[valid], c)
+        mats.append(normalize_rows(X))
+    if not valid.any():
+        raise DataError("cluster_embeddings: the source is empty or every embedding is NULL; "
+                        "there is nothing to cluster.")
+    X = mats[0] if len(mats) == 1 else normalize_rows(np.concatenate(mats, axis=1))
+    check_rows(spec, X.shape[0])
+    r = fit(X, spec, progress=lambda s: _report(f"cluster_embeddings: {s}"), with_coords=False)
+    labels = np.full(n, None, dtype=object)
+    sims = np.full(n, None, dtype=object)
+    labels[valid] = r.labels.astype(int).tolist()
+    sims[valid] = [None if np.isnan(s) else float(s) for s in r.similarity]
+    return {"cluster_id": labels.tolist(), "similarity": sims.tolist()}
+
+
+def _assign_batch(state: _State, emb: pa.ChunkedArray, name: pa.ChunkedArray,
+                  threshold: pa.ChunkedArray, detail: bool):
+    n = len(emb)
+    names = name.to_pylist()
+    thr = np.asarray(pc.fill_null(threshold, -2.0).to_numpy(), dtype=np.float32) \
+        if threshold.null_count < n else np.full(n, -2.0, dtype=np.float32)
+    out_ids = np.full(n, -1, dtype=np.int32)
+    out_sim = np.full(n, np.nan, dtype=np.float32)
+    valid = np.asarray(emb.is_valid().to_numpy(zero_copy_only=False), dtype=bool) \
+        if emb.null_count else np.ones(n, dtype=bool)
+    for nm in set(names):
+        if nm is None:
+            continue
+        run_id, ids_arr, C = state.centroids(nm)
+        rows = np.flatnonzero(np.array([x == nm for x in names]) & valid) \
+            if len(set(names)) > 1 or not valid.all() else np.arange(n)
+        sub = emb.take(pa.array(rows)) if len(rows) != n else emb
+        v = to_dense(sub, [f"#{i}" for i in rows], "embedding")
+        if v.X.shape[1] != C.shape[1]:
+            raise DataError(f"assign_cluster: the embedding has {v.X.shape[1]} dimensions but "
+                            f"cluster {nm!r} (run {run_id}) has {C.shape[1]}. Use the same "
+                            "embedding model as the definition's source.")
+        idx, best = assign(normalize_rows(v.X), C, None)
+        cid = ids_arr[idx]
+        cid = np.where(best >= thr[rows], cid, -1)
+        out_ids[rows] = cid
+        out_sim[rows] = best
+    null_mask = ~valid | np.array([x is None for x in names])
+    if detail:
+        return pa.StructArray.from_arrays(
+            [pa.array(out_ids, mask=null_mask), pa.array(out_sim, mask=null_mask)],
+            names=["cluster_id", "similarity"])
+    return pa.array(out_ids, mask=null_mask)
+
+
+# -- registration --------------------------------------------------------------------
+
+_UDFS = ("_dc_create", "_dc_execute", "_dc_delete", "_dc_oneshot_sql", "_dc_fit_lists",
+         "_dc_assign", "_dc_assign_detail")
+
+_PY_MACROS = r"""
+CREATE OR REPLACE TEMP MACRO cluster_create(name, source := NULL, embedding := NULL,
+    algorithm := 'hdbscan', params := NULL, preprocessing := NULL, id := NULL,
+    sample_size := NULL, hierarchical := NULL, max_hierarchy_depth := NULL, dimensions := NULL,
+    seed := NULL, assignment_threshold := NULL, pooling := NULL, labeling := NULL,
+    "replace" := false) AS
+    _dc_create(json_object('name', name, 'source', source, 'embedding', embedding,
+        'algorithm', algorithm, 'params', params, 'preprocessing', preprocessing, 'id', id,
+        'sample_size', sample_size, 'hierarchical', hierarchical,
+        'max_hierarchy_depth', max_hierarchy_depth, 'dimensions', dimensions, 'seed', seed,
+        'assignment_threshold', assignment_threshold, 'pooling', pooling,
+        'labeling', labeling)::VARCHAR, "replace");
+
+CREATE OR REPLACE TEMP MACRO cluster_execute(name, mode := 'full', assignment_threshold := NULL) AS
+    _dc_execute(name, mode, CAST(assignment_threshold AS DOUBLE));
+
+CREATE OR REPLACE TEMP MACRO cluster_delete(name, drop_artifacts := false) AS
+    _dc_delete(name, drop_artifacts);
+
+CREATE OR REPLACE TEMP MACRO cluster_embeddings(source, embedding, algorithm := 'hdbscan',
+    params := NULL, preprocessing := NULL, id := NULL, seed := 42, sample_size := NULL) AS TABLE
+    WITH __dc_src AS MATERIALIZED (
+        SELECT * FROM query(_dc_oneshot_sql(source, to_json(embedding)::VARCHAR, id))),
+    __dc_fit AS (
+        SELECT _dc_fit_lists(list(__dc_emb ORDER BY __dc_rn), list(__dc_id ORDER BY __dc_rn),
+            json_object('embedding', embedding, 'algorithm', algorithm, 'params', params,
+                        'preprocessing', preprocessing, 'seed', seed,
+                        'sample_size', sample_size)::VARCHAR) AS __dc_r
+        FROM __dc_src)
+    SELECT __dc_src.* EXCLUDE (__dc_rn, __dc_emb, __dc_id),
+           __dc_r.cluster_id[__dc_rn] AS cluster_id,
+           __dc_r.similarity[__dc_rn] AS cosine_similarity_to_centroid
+    FROM __dc_src, __dc_fit
+    ORDER BY __dc_rn;
+
+CREATE OR REPLACE TEMP MACRO assign_cluster_detail(embedding, cluster_name, threshold := 0.5) AS
+    _dc_assign_detail(CAST(embedding AS FLOAT[]), cluster_name, CAST(threshold AS FLOAT));
+
+CREATE OR REPLACE TEMP MACRO assign_cluster(embedding, cluster_name, threshold := 0.5) AS
+    _dc_assign(CAST(embedding AS FLOAT[]), cluster_name, CAST(threshold AS FLOAT));
+"""
+
+
+def _has_udfs(con: duckdb.DuckDBPyConnection) -> bool:
+    return con.execute("SELECT count(*) FROM duckdb_functions() WHERE function_name = "
+                       "'_dc_execute'").fetchall()[0][0] > 0
+
+
+def _wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn duckcluster errors into ValueError('ClassName: message') for clean SQL errors."""
+    @functools.wraps(fn)
+    def inner(*a):
+        try:
+            return fn(*a)
+        except duckdb.Error:
+            raise
+        except Exception as exc:
+            from ._errors import DuckclusterError
+            if isinstance(exc, DuckclusterError):
+                raise ValueError(f"{type(exc).__name__}: {exc}") from None
+            raise
+    return inner
+
+
+def register(con: duckdb.DuckDBPyConnection, settings: catalog.Settings) -> None:
+    """Register UDFs (once per database instance) and TEMP macros (per connection)."""
+    if not _has_udfs(con):
+        state = _State(con, settings)
+        f = con.create_function
+        f("_dc_create", _wrap(lambda a, r: _create(state, a, r)), ["VARCHAR", "BOOLEAN"],
+          "VARCHAR", side_effects=True, null_handling="special")
+        f("_dc_execute", _wrap(lambda n, m, t: _execute_udf(state, n, m, t)),
+          ["VARCHAR", "VARCHAR", "DOUBLE"], "VARCHAR", side_effects=True, null_handling="special")
+        f("_dc_delete", _wrap(lambda n, d: _delete(state, n, d)), ["VARCHAR", "BOOLEAN"],
+          "VARCHAR", side_effects=True, null_handling="special")
+        f("_dc_oneshot_sql", _wrap(_oneshot_sql), ["VARCHAR", "VARCHAR", "VARCHAR"], "VARCHAR",
+          null_handling="special")
+        f("_dc_fit_lists", _wrap(_fit_lists), ["FLOAT[][][]", "VARCHAR[]", "VARCHAR"],
+          "STRUCT(cluster_id INTEGER[], similarity FLOAT[])", type="arrow",
+          null_handling="special", side_effects=True)
+        f("_dc_assign", _wrap(lambda e, n, t: _assign_batch(state, e, n, t, False)),
+          ["FLOAT[]", "VARCHAR", "FLOAT"], "INTEGER", type="arrow", null_handling="special",
+          side_effects=True)
+        f("_dc_assign_detail", _wrap(lambda e, n, t: _assign_batch(state, e, n, t, True)),
+          ["FLOAT[]", "VARCHAR", "FLOAT"], "STRUCT(cluster_id INTEGER, similarity FLOAT)",
+          type="arrow", null_handling="special", side_effects=True)
+    con.execute(catalog.sql_text("duckcluster.sql"))
+    con.execute(_PY_MACROS)
+
+
+def unregister(con: duckdb.DuckDBPyConnection) -> None:
+    for name in _UDFS:
+        try:
+            con.remove_function(name)
+        except duckdb.Error:
+            pass
