@@ -103,7 +103,7 @@ def validate_params(
 
     A None value counts as "not given" (DuckDB fills missing STRUCT keys with NULL).
     """
-    given = dict(given or {})
+    given = {k: v for k, v in dict(given or {}).items() if v is not None}
     out: dict[str, Any] = {}
     for key in given:
         if key not in spec:

@@ -1,0 +1,138 @@
+"""The ``duckcluster`` command line: a thin adapter over :func:`duckcluster.connect`.
+
+    duckcluster sql DB -c "SELECT ..."      run statements, print result tables
+    duckcluster sql DB -f file.sql
+    duckcluster shell [DB]                  interactive SQL shell
+    duckcluster demo                        cluster scikit-learn's digits, print a summary
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from contextlib import contextmanager
+
+import click
+import duckdb
+from rich.console import Console
+
+from . import _sql, connect
+from ._display import print_result
+from ._errors import DuckclusterError
+
+# Piped output gets a wide console so tables are never folded; a terminal gets its width.
+console = Console() if sys.stdout.isatty() else Console(width=1000)
+err_console = Console(stderr=True)
+
+
+@contextmanager
+def progress_display(enabled: bool = True):
+    """Show the stage of long statements (cluster_execute...) on stderr while they run."""
+    if not enabled:
+        yield
+        return
+    with err_console.status("working…", spinner="dots") as status:
+        t0 = time.perf_counter()
+
+        def report(msg: str) -> None:
+            status.update(f"{msg} [dim]({time.perf_counter() - t0:.1f} s)[/dim]")
+
+        _sql.set_progress(report)
+        try:
+            yield
+        finally:
+            _sql.set_progress(None)
+
+
+def run_script(con: duckdb.DuckDBPyConnection, text: str, progress: bool = True) -> bool:
+    """Run every statement of a script, printing results; False after the first error."""
+    from ._syntax import rewrite, split_statements
+
+    try:
+        statements = split_statements(rewrite(text))
+    except DuckclusterError as exc:
+        err_console.print(f"[red]Error:[/red] {exc}")
+        return False
+    for stmt in statements:
+        if not stmt.strip().rstrip(";").strip():
+            continue
+        try:
+            with progress_display(progress):
+                rel = con.sql(stmt)
+                # relations run lazily: fetch under the display, once
+                result = None if rel is None else (rel.columns, [str(t) for t in rel.types],
+                                                   rel.to_arrow_table())
+            print_result(console, result)
+        except (duckdb.Error, DuckclusterError) as exc:
+            err_console.print(f"[red]Error:[/red] {exc}")
+            return False
+    return True
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="duckcluster")
+def main() -> None:
+    """GROUP BY over embedding space, from DuckDB SQL."""
+
+
+@main.command("sql")
+@click.argument("database", required=False, default=None)
+@click.option("-c", "--command", "commands", multiple=True, help="SQL to run (repeatable).")
+@click.option("-f", "--file", "files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="A .sql file to run (repeatable).")
+@click.option("--artifacts-dir", default=None, help="Where run Parquet files go.")
+@click.option("--read-only", is_flag=True, help="Open the database read-only.")
+@click.option("--no-progress", is_flag=True, help="Do not show the progress display.")
+def sql_cmd(database, commands, files, artifacts_dir, read_only, no_progress) -> None:
+    """Run SQL (with every duckcluster function) against DATABASE and print the results."""
+    if not commands and not files:
+        raise click.UsageError("give -c \"SQL\" or -f FILE")
+    con = _open(database, artifacts_dir, read_only)
+    try:
+        scripts = list(commands) + [open(f, encoding="utf-8").read() for f in files]
+        for text in scripts:
+            if not run_script(con, text, progress=not no_progress):
+                sys.exit(1)
+    finally:
+        con.close()
+
+
+@main.command("shell")
+@click.argument("database", required=False, default=None)
+@click.option("--artifacts-dir", default=None, help="Where run Parquet files go.")
+@click.option("--read-only", is_flag=True, help="Open the database read-only.")
+def shell_cmd(database, artifacts_dir, read_only) -> None:
+    """Interactive SQL shell with duckcluster functions and CLUSTER BY EMBEDDING syntax."""
+    from ._shell import run_shell
+
+    con = _open(database, artifacts_dir, read_only)
+    try:
+        run_shell(con, database or ":memory:", run_script)
+    finally:
+        con.close()
+
+
+@main.command("demo")
+@click.option("--db", "db_path", default="duckcluster_demo.duckdb", show_default=True,
+              help="Demo database file to (re)create.")
+@click.option("--artifacts-dir", default=None, help="Where run Parquet files go.")
+def demo_cmd(db_path, artifacts_dir) -> None:
+    """Cluster scikit-learn's handwritten digits two ways and print a summary."""
+    from ._demo import run_demo
+
+    run_demo(db_path, artifacts_dir, console, progress_display)
+
+
+def _open(database, artifacts_dir, read_only) -> duckdb.DuckDBPyConnection:
+    try:
+        return connect(database, artifacts_dir=artifacts_dir, read_only=read_only)
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise click.ClickException(
+                f"{database} is open for writing in another process (DuckDB allows one "
+                "writer). Close it there, or pass --read-only to read it here.") from None
+        raise click.ClickException(str(exc)) from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
