@@ -1,0 +1,256 @@
+"""End to end on a real DuckDB file: define, execute, read back, reopen, reproduce."""
+
+from __future__ import annotations
+
+import os
+
+import duckdb
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+import duckcluster
+from conftest import blobs, load_table
+
+KMEANS = ("SELECT cluster_create('topics', source := 'docs', embedding := 'embedding', "
+          "id := 'doc_id', algorithm := 'kmeans', params := {'n_clusters': 5})")
+
+
+def q(con, sql, params=None):
+    return con.execute(sql, params).fetchall() if params else con.sql(sql).fetchall()
+
+
+def ari(con, name, y):
+    rows = q(con, f"SELECT CAST(id AS BIGINT), cluster_id FROM cluster_members('{name}') ORDER BY 1")
+    return adjusted_rand_score(y, [r[1] for r in rows])
+
+
+def test_issue_example_hdbscan_whitening_umap(con, docs):
+    """The foundation issue's example, verbatim apart from the sizes."""
+    X, y = docs
+    assert q(con, "SELECT cluster_create('topics', source := 'docs', embedding := 'embedding', "
+                  "id := 'doc_id', algorithm := 'hdbscan', params := {'min_cluster_size': 20}, "
+                  "preprocessing := [{'method': 'whitening'}, {'method': 'umap', 'n_components': 10}])"
+             ) == [("topics",)]
+    run_id = q(con, "SELECT cluster_execute('topics')")[0][0]
+    assert run_id.startswith("run_")
+    sizes = q(con, "SELECT cluster_id, count(*) FROM cluster_members('topics') GROUP BY ALL ORDER BY 2 DESC")
+    assert sum(n for _, n in sizes) == 500
+    assert ari(con, "topics", y) > 0.95
+    cents = q(con, "SELECT cluster_id, size, mean_cosine_similarity, min_cosine_similarity, "
+                   "len(centroid) FROM cluster_centroids('topics')")
+    assert {c[0] for c in cents} == {c for c, _ in sizes if c >= 0}
+    assert all(c[4] == 32 and c[2] >= c[3] for c in cents)
+    (qual,) = q(con, "SELECT n_clusters, noise_ratio, silhouette_score, cluster_size_entropy, "
+                     "should_recluster FROM cluster_quality('topics')")
+    assert qual[0] == 5 and 0 <= qual[1] < 0.1 and qual[2] > 0.5 and qual[3] > 0.95
+    runs = q(con, "SELECT run_id, status, mode, n_rows, n_members, seed FROM cluster_runs('topics')")
+    assert runs == [(run_id, "succeeded", "full", 500, 500, 42)]
+
+
+@pytest.mark.parametrize("column_sql", [
+    "CAST(embedding AS DOUBLE[32])",
+    "CAST(embedding AS FLOAT[])",
+    "CAST(embedding AS DOUBLE[])",
+])
+def test_embedding_column_types(con, docs, column_sql):
+    X, y = docs
+    con.sql(f"CREATE TABLE docs2 AS SELECT doc_id, {column_sql} AS e FROM docs").fetchall()
+    q(con, "SELECT cluster_create('t', source := 'docs2', embedding := 'e', id := 'doc_id', "
+           "algorithm := 'kmeans', params := {'n_clusters': 5})")
+    q(con, "SELECT cluster_execute('t')")
+    assert ari(con, "t", y) == 1.0
+
+
+def test_several_columns_sparse_and_multivector(con, docs):
+    X, y = docs
+    con.sql("""CREATE TABLE multi AS SELECT doc_id,
+        embedding AS a,
+        CAST(embedding[1:8] AS FLOAT[]) AS b,
+        map(list_transform(range(8), lambda i: i::INTEGER), list_transform(range(8), lambda i: embedding[i + 1])) AS sparse_map,
+        {'indices': [0, 1, 2, 3], 'values': embedding[1:4]} AS sparse_struct,
+        [embedding, embedding] AS mv
+        FROM docs""").fetchall()
+    for name, emb in [("two", "['a', 'b']"), ("smap", "'sparse_map'"),
+                      ("sstruct", "'sparse_struct'"), ("mv", "'mv'")]:
+        q(con, f"SELECT cluster_create('{name}', source := 'multi', embedding := {emb}, "
+               "id := 'doc_id', algorithm := 'kmeans', params := {'n_clusters': 5})")
+        q(con, f"SELECT cluster_execute('{name}')")
+        dim = q(con, f"SELECT dim FROM cluster_runs('{name}')")[0][0]
+        assert dim == {"two": 40, "smap": 8, "sstruct": 4, "mv": 32}[name]
+        assert ari(con, name, y) > (0.9 if name != "sstruct" else 0.5), name
+
+
+def test_sources_parquet_glob_query_and_view(con, docs, tmp_path):
+    X, y = docs
+    pq = str(tmp_path / "docs.parquet")
+    con.sql(f"COPY docs TO '{pq}' (FORMAT parquet)").fetchall()
+    con.sql("CREATE VIEW docs_view AS SELECT * FROM docs WHERE topic < 3").fetchall()
+    for name, source in [("pq", pq), ("glob", str(tmp_path / "*.parquet")),
+                         ("query", "(SELECT * FROM docs WHERE topic < 3)"), ("view", "docs_view")]:
+        con.execute("SELECT cluster_create(?, source := ?, embedding := 'embedding', "
+                    "id := 'doc_id', algorithm := 'kmeans', params := {'n_clusters': 3})",
+                    [name, source]).fetchall()
+        q(con, f"SELECT cluster_execute('{name}')")
+        n = q(con, f"SELECT n_members FROM cluster_runs('{name}')")[0][0]
+        assert n == (500 if name in ("pq", "glob") else 300)
+
+
+def test_reopen_persistence_and_parquet_artifacts(db_path, docs, con):
+    q(con, KMEANS)
+    run_id = q(con, "SELECT cluster_execute('topics')")[0][0]
+    before = {f: q(con, f"SELECT * FROM {f}('topics')") for f in
+              ("cluster_members", "cluster_centroids", "cluster_quality", "cluster_runs")}
+    con.close()
+    con2 = duckcluster.connect(db_path)
+    try:
+        for f, rows in before.items():
+            assert q(con2, f"SELECT * FROM {f}('topics')") == rows, f
+        path = q(con2, "SELECT artifacts_path FROM cluster_runs('topics')")[0][0]
+        assert os.path.basename(path) == run_id
+        members_pq = q(con2, f"SELECT id, cluster_id FROM '{path}/members.parquet' ORDER BY id")
+        assert members_pq == q(con2, "SELECT id, cluster_id FROM cluster_members('topics') ORDER BY id")
+        cents_pq = q(con2, f"SELECT cluster_id, size FROM '{path}/centroids.parquet' ORDER BY 1")
+        assert cents_pq == [(i, 100) for i in range(5)]
+    finally:
+        con2.close()
+    # the stock format: the file is readable by DuckDB 1.4+ (storage v1.4.0)
+    ro = duckdb.connect(db_path, read_only=True)
+    assert ro.sql("SELECT tags['storage_version'] FROM duckdb_databases() "
+                  "WHERE database_name = current_database()").fetchall()[0][0].startswith("v1.")
+    ro.close()
+
+
+def test_reproducible_runs(con, docs):
+    """Same definition, unchanged data -> identical members and metrics."""
+    q(con, "SELECT cluster_create('t', source := 'docs', embedding := 'embedding', id := 'doc_id', "
+           "algorithm := 'hdbscan', params := {'min_cluster_size': 15}, "
+           "preprocessing := [{'method': 'umap', 'n_components': 5, 'n_neighbors': 15}], "
+           "sample_size := 400)")
+    r1 = q(con, "SELECT cluster_execute('t')")[0][0]
+    r2 = q(con, "SELECT cluster_execute('t')")[0][0]
+    assert r1 != r2
+    m1 = q(con, f"SELECT id, cluster_id, cosine_similarity_to_centroid, x, y FROM cluster_members('t', run_id := '{r1}')")
+    m2 = q(con, f"SELECT id, cluster_id, cosine_similarity_to_centroid, x, y FROM cluster_members('t', run_id := '{r2}')")
+    assert m1 == m2
+    cols = "input_hash, n_clusters, silhouette_score, noise_ratio, davies_bouldin, calinski_harabasz, n_fit"
+    h1, h2 = (q(con, f"SELECT {cols} FROM cluster_runs('t') WHERE run_id = '{r}'")[0] for r in (r1, r2))
+    assert h1 == h2 and h1[-1] == 400
+
+
+def test_every_algorithm_recovers_blobs(con):
+    """ARI per algorithm on 5 well-separated blobs through the full SQL path."""
+    X, y = blobs(n_per=60, k=5, d=16, spread=0.04, seed=3)
+    load_table(con, "b", X)
+    params = {
+        "kmeans": "{'n_clusters': 5}", "dbscan": "{'eps': 0.05, 'min_samples': 5}",
+        "hdbscan": "{'min_cluster_size': 10}", "agglomerative": "{'n_clusters': 5}",
+        "spectral": "{'n_clusters': 5}", "gaussian_mixture": "{'n_components': 5}",
+        "mean_shift": "{'bandwidth': 0.3}", "optics": "{'min_samples': 10}",
+    }
+    scores = {}
+    for algo, p in params.items():
+        q(con, f"SELECT cluster_create('{algo}', source := 'b', embedding := 'embedding', "
+               f"id := 'doc_id', algorithm := '{algo}', params := {p})")
+        q(con, f"SELECT cluster_execute('{algo}')")
+        scores[algo] = ari(con, algo, y)
+    assert all(s > 0.9 for s in scores.values()), scores
+
+
+def test_hierarchical_ids_and_links(con):
+    rng = np.random.default_rng(1)
+    top = rng.normal(size=(2, 24))
+    parts = []
+    for t in top:
+        for _ in range(2):
+            sub = t + 0.35 * rng.normal(size=24)
+            parts.append(sub + 0.03 * rng.normal(size=(120, 24)))
+    load_table(con, "h", np.concatenate(parts).astype(np.float32))
+    q(con, "SELECT cluster_create('h', source := 'h', embedding := 'embedding', id := 'doc_id', "
+           "algorithm := 'kmeans', params := {'n_clusters': 2}, hierarchical := true, "
+           "max_hierarchy_depth := 2)")
+    q(con, "SELECT cluster_execute('h')")
+    nodes = q(con, "SELECT node_id, parent_cluster_id, child_cluster_ids, hierarchy_level, size "
+                   "FROM cluster_centroids('h')")
+    levels = {n[0]: n for n in nodes}
+    subs = [n for n in nodes if n[3] == 1]
+    assert len(subs) >= 2 and all(n[0].startswith(n[1] + "_sub_") for n in subs)
+    for n in subs:
+        assert n[0] in levels[n[1]][2]
+    leaf = q(con, "SELECT count(*) FROM cluster_members('h') WHERE hierarchy_level = 1 "
+                  "AND node_id LIKE 'cl\\__\\_sub\\__%' ESCAPE '\\'")[0][0]
+    assert leaf > 300
+
+
+def test_coordinates_2d_and_3d(con, docs):
+    for dims in (2, 3):
+        q(con, f"SELECT cluster_create('c{dims}', source := 'docs', embedding := 'embedding', "
+               f"id := 'doc_id', algorithm := 'kmeans', params := {{'n_clusters': 5}}, dimensions := {dims})")
+        q(con, f"SELECT cluster_execute('c{dims}')")
+        nz = q(con, f"SELECT count(x), count(y), count(z) FROM cluster_members('c{dims}')")[0]
+        assert nz == (500, 500, 500 if dims == 3 else 0)
+
+
+def test_null_embeddings_skipped_and_counted(con, docs):
+    con.sql("UPDATE docs SET embedding = NULL WHERE doc_id % 50 = 0").fetchall()
+    q(con, KMEANS)
+    q(con, "SELECT cluster_execute('topics')")
+    assert q(con, "SELECT n_rows, n_null, n_members FROM cluster_runs('topics')") == [(500, 10, 490)]
+
+
+def test_assign_mode_records_a_run(con, docs):
+    q(con, KMEANS)
+    full = q(con, "SELECT cluster_execute('topics')")[0][0]
+    con.sql("INSERT INTO docs SELECT doc_id + 1000, topic, embedding FROM docs WHERE doc_id < 50").fetchall()
+    run = q(con, "SELECT cluster_execute('topics', mode := 'assign', assignment_threshold := 0.5)")[0][0]
+    runs = q(con, "SELECT run_id, mode, base_run_id, n_members FROM cluster_runs('topics')")
+    assert runs[-1] == (run, "assign", full, 550)
+    same = q(con, "SELECT count(*) FROM cluster_members('topics') a JOIN cluster_members('topics', "
+                  f"run_id := '{full}') b USING (id) WHERE a.cluster_id = b.cluster_id")[0][0]
+    assert same == 500
+    new = q(con, "SELECT a.cluster_id = b.cluster_id FROM cluster_members('topics') a "
+                 "JOIN cluster_members('topics') b ON b.id = CAST(CAST(a.id AS INT) - 1000 AS VARCHAR) "
+                 "WHERE CAST(a.id AS INT) >= 1000")
+    assert len(new) == 50 and all(r[0] for r in new)
+
+
+def test_assign_cluster_udf_matches_members(con, docs):
+    q(con, KMEANS)
+    q(con, "SELECT cluster_execute('topics')")
+    agree = q(con, "SELECT count(*) FROM docs d JOIN cluster_members('topics') m ON m.id = d.doc_id "
+                   "WHERE assign_cluster(d.embedding, 'topics') = m.cluster_id")[0][0]
+    assert agree == 500
+    far = q(con, "SELECT assign_cluster(CAST([1] || list_transform(range(31), lambda i: 0.0) AS FLOAT[32]), "
+                 "'topics', threshold := 0.99)")[0][0]
+    assert far == -1
+
+
+def test_cluster_list_and_delete(con, docs, tmp_path):
+    q(con, KMEANS)
+    q(con, "SELECT cluster_execute('topics')")
+    path = q(con, "SELECT artifacts_path FROM cluster_runs('topics')")[0][0]
+    rows = q(con, "SELECT name, algorithm, n_runs, latest_status, latest_n_clusters FROM cluster_list()")
+    assert rows == [("topics", "kmeans", 1, "succeeded", 5)]
+    msg = q(con, "SELECT cluster_delete('topics')")[0][0]
+    assert "kept" in msg and os.path.isdir(path)
+    assert q(con, "SELECT count(*) FROM cluster_list()") == [(0,)]
+    q(con, KMEANS)
+    q(con, "SELECT cluster_execute('topics')")
+    path2 = q(con, "SELECT artifacts_path FROM cluster_runs('topics') ORDER BY started_at DESC LIMIT 1")[0][0]
+    q(con, "SELECT cluster_delete('topics', drop_artifacts := true)")
+    assert not os.path.exists(path2)
+    assert q(con, "SELECT count(*) FROM duckcluster.runs WHERE name = 'topics'") == [(0,)]
+
+
+def test_digits_whitening_umap_hdbscan(con):
+    """The digits dataset through whitening + umap + hdbscan (figure in the closing note)."""
+    from duckcluster._demo import DEFINITIONS, load_digits_table
+
+    tbl, truth = load_digits_table()
+    con.register("__d", tbl)
+    con.sql("CREATE TABLE digits AS SELECT id, label, CAST(embedding AS FLOAT[64]) AS embedding FROM __d").fetchall()
+    q(con, DEFINITIONS["digits_hdbscan"])
+    q(con, "SELECT cluster_execute('digits_hdbscan')")
+    score = ari(con, "digits_hdbscan", truth)
+    print(f"digits whitening+umap+hdbscan ARI = {score:.3f}")
+    assert score > 0.75
