@@ -261,26 +261,29 @@ def commit_run(cur, run_id: str, settings: Settings, centroids: pa.Table, member
             if os.path.exists(final):
                 shutil.rmtree(final)
             os.replace(tmp, final)
-        cur.execute("BEGIN")
-        try:
-            for fname, tbl in (("centroids", centroids), ("members", members)):
-                view = f"__dc_{fname}_{run_id}"
-                cur.register(view, tbl)
-                try:
+        views = {fname: f"__dc_{fname}_{run_id}" for fname in ("centroids", "members")}
+        cur.register(views["centroids"], centroids)
+        cur.register(views["members"], members)
+        try:  # views live outside the transaction: an aborted one cannot unregister
+            cur.execute("BEGIN")
+            try:
+                for fname, tbl in (("centroids", centroids), ("members", members)):
                     cols = ", ".join(f'"{c}"' for c in tbl.column_names)
-                    cur.execute(f"INSERT INTO duckcluster.{fname} ({cols}) SELECT {cols} FROM {view}")
-                finally:
-                    cur.unregister(view)
-            updates = {**updates, "status": "succeeded", "artifacts_path": final,
-                       "finished_at": now()}
-            sets = ", ".join(f"{k} = ?" for k in updates)
-            cur.execute(f"UPDATE duckcluster.runs SET {sets}, duration_s = "
-                        "date_diff('microsecond', started_at, finished_at) / 1e6 WHERE run_id = ?",
-                        [*updates.values(), run_id])
-            cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
+                    cur.execute(f"INSERT INTO duckcluster.{fname} ({cols}) "
+                                f"SELECT {cols} FROM {views[fname]}")
+                updates = {**updates, "status": "succeeded", "artifacts_path": final,
+                           "finished_at": now()}
+                sets = ", ".join(f"{k} = ?" for k in updates)
+                cur.execute(f"UPDATE duckcluster.runs SET {sets}, duration_s = "
+                            "date_diff('microsecond', started_at, finished_at) / 1e6 "
+                            "WHERE run_id = ?", [*updates.values(), run_id])
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+        finally:
+            for view in views.values():
+                cur.unregister(view)
     except BaseException:
         if local:
             _rmtree(tmp)

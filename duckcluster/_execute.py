@@ -24,10 +24,6 @@ from .algorithms import get_algorithm
 
 Progress = Callable[[str], None]
 
-#: Hook for tests that need a run to fail at a precise stage (see tests/test_atomic.py).
-FAIL_AT: dict[str, str] = {}
-
-
 def _noop(stage: str) -> None:
     pass
 
@@ -105,7 +101,7 @@ def _check_unique(ids: np.ndarray, id_col: str) -> None:
     s = np.sort(ids.astype(str))
     dup = np.flatnonzero(s[1:] == s[:-1])
     if dup.size:
-        raise DataError(f"The id column {id_col!r} is not unique: {s[dup[0]]!r} appears more "
+        raise DataError(f"The id column {id_col!r} is not unique: {str(s[dup[0]])!r} appears more "
                         "than once. Name a unique column with id := '<column>'.")
 
 
@@ -135,8 +131,6 @@ def execute(cur, name: str, settings: catalog.Settings, mode: str = "full",
         t = time.perf_counter()
         timings[stage_name] = round(timings.get(stage_name, 0.0) + t - last, 4)
         last, stage_name = t, s.split(" ")[0]
-        if s.split(" ")[0] in FAIL_AT.values():
-            raise DuckclusterError(f"injected failure at {s.split(' ')[0]}")
         progress(f"{name}: {s}")
 
     try:

@@ -1,0 +1,45 @@
+"""Low-dimensional coordinates (x, y[, z]) of embeddings, for plotting.
+
+PCA from scikit-learn: exact SVD for small inputs, randomized (seeded) for large
+ones. The projection is fitted on at most :data:`FIT_SAMPLE` seeded rows and
+applied to all rows in chunks, so memory stays bounded on millions of rows.
+Inputs with fewer rows or dimensions than asked are zero-padded.
+
+>>> reduce_coordinates(np.eye(3, dtype=np.float32), dimensions=2, seed=0).shape
+(3, 2)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .algorithms._base import random_state
+
+FIT_SAMPLE = 100_000
+_CHUNK_ROWS = 65_536
+
+
+def reduce_coordinates(X_norm: np.ndarray, dimensions: int, seed: int) -> np.ndarray:
+    """Project rows (n, d) to float32 (n, dimensions) with PCA; deterministic for a seed.
+
+    Components beyond ``min(n - 1, d)`` carry no variance and are zeros.
+    """
+    from sklearn.decomposition import PCA
+
+    X = np.asarray(X_norm, dtype=np.float32)
+    n, d = X.shape
+    out = np.zeros((n, int(dimensions)), dtype=np.float32)
+    k = min(int(dimensions), d, n - 1)  # n rows span at most n - 1 centered directions
+    if k < 1:
+        return out
+    fit_rows = X
+    if n > FIT_SAMPLE:
+        rng = np.random.default_rng(random_state(seed))
+        fit_rows = X[np.sort(rng.choice(n, size=FIT_SAMPLE, replace=False))]
+    pca = PCA(n_components=k, svd_solver="auto", random_state=random_state(seed))
+    pca.fit(fit_rows)
+    W = pca.components_.T.astype(np.float32)  # (d, k)
+    mean = pca.mean_.astype(np.float32)
+    for start in range(0, n, _CHUNK_ROWS):
+        out[start : start + _CHUNK_ROWS, :k] = (X[start : start + _CHUNK_ROWS] - mean) @ W
+    return out

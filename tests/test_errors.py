@@ -1,0 +1,194 @@
+"""Bad input: each case asserts the message and that nothing was half-written."""
+
+from __future__ import annotations
+
+import os
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import duckcluster
+from duckcluster import _execute
+from conftest import blobs, load_table
+
+CREATE = ("SELECT cluster_create('t', source := {source}, embedding := {emb}, id := 'doc_id', "
+          "algorithm := {algo}, params := {params}{extra})")
+
+
+def snapshot(con):
+    return {t: con.sql(f"SELECT * FROM duckcluster.{t} ORDER BY ALL").fetchall()
+            for t in ("definitions", "runs", "centroids", "members")}
+
+
+def create(con, source="'docs'", emb="'embedding'", algo="'kmeans'",
+           params="{'n_clusters': 5}", extra=""):
+    return con.sql(CREATE.format(source=source, emb=emb, algo=algo, params=params,
+                                 extra=extra)).fetchall()
+
+
+# (case, create kwargs, expected message fragment)
+CREATE_CASES = [
+    ("unknown algorithm", dict(algo="'kmean'"),
+     "Unknown algorithm 'kmean'. Did you mean 'kmeans'? Valid values: 'agglomerative'"),
+    ("unknown param", dict(params="{'n_cluster': 5}"),
+     "Unknown parameter 'n_cluster' for kmeans. Did you mean 'n_clusters'?"),
+    ("param of the wrong type", dict(params="{'n_clusters': 'five'}"),
+     "The 'n_clusters' parameter of kmeans must be an int in the range [1, inf). Got 'five' instead."),
+    ("param out of range", dict(algo="'hdbscan'", params="{'min_cluster_size': 1}"),
+     "The 'min_cluster_size' parameter of hdbscan must be an int in the range [2, inf). Got 1 instead."),
+    ("params not JSON", dict(params="'{n_clusters: 5'"),
+     "'params' must be a STRUCT literal like {'k': 1} or a JSON string."),
+    ("unknown preprocessing", dict(extra=", preprocessing := [{'method': 'umpa'}]"),
+     "Unknown preprocessing method 'umpa'. Did you mean 'umap'?"),
+    ("bad preprocessing param", dict(extra=", preprocessing := [{'method': 'umap', 'n_components': 0}]"),
+     "The 'n_components' parameter of umap"),
+    ("dimensions out of range", dict(extra=", dimensions := 4"),
+     "The 'dimensions' parameter of the cluster definition must be an int in the range [2, 3]. Got 4 instead."),
+    ("missing source", dict(source="'dcos'"),
+     "Source 'dcos' is not a table or view in this database. Did you mean 'docs'?"),
+    ("missing column", dict(emb="'embeding'"),
+     "The embedding column 'embeding' does not exist in source 'docs'. Did you mean 'embedding'?"),
+    ("hostile source", dict(source="'docs; DROP TABLE docs'"),
+     "is not a table or view in this database"),
+]
+
+
+@pytest.mark.parametrize("case,kwargs,message", CREATE_CASES, ids=[c[0] for c in CREATE_CASES])
+def test_create_rejects(con, docs, case, kwargs, message):
+    before = snapshot(con)
+    with pytest.raises(duckdb.Error) as err:
+        create(con, **kwargs)
+    assert message in str(err.value)
+    assert snapshot(con) == before
+    assert con.sql("SELECT count(*) FROM docs").fetchall() == [(500,)]
+
+
+def test_duplicate_name_and_replace(con, docs):
+    create(con)
+    with pytest.raises(duckdb.Error, match="A cluster definition named 't' already exists"):
+        create(con)
+    create(con, params="{'n_clusters': 4}", extra=", \"replace\" := true")
+    assert '"n_clusters": 4' in con.sql("SELECT spec FROM duckcluster.definitions").fetchall()[0][0]
+
+
+def _data_case(con, setup_sql, params="{'n_clusters': 2}", emb="'embedding'"):
+    con.sql(setup_sql).fetchall()
+    create(con, source="'bad'", params=params, emb=emb)
+    before = snapshot(con)
+    with pytest.raises(duckdb.Error) as err:
+        con.sql("SELECT cluster_execute('t')").fetchall()
+    after = snapshot(con)
+    # only change: one failed run with the error, no centroids or members
+    assert after["centroids"] == before["centroids"] and after["members"] == before["members"]
+    (run,) = con.sql("SELECT status, error FROM duckcluster.runs").fetchall()
+    assert run[0] == "failed"
+    return str(err.value), run[1]
+
+
+DATA_CASES = [
+    ("NaN", "CREATE TABLE bad AS SELECT i AS doc_id, [CASE WHEN i = 7 THEN 'nan'::FLOAT ELSE i END, 1]::FLOAT[2] AS embedding FROM range(20) t(i)",
+     "{'n_clusters': 2}", "has NaN or Inf in the embedding of row id '7'"),
+    ("Inf", "CREATE TABLE bad AS SELECT i AS doc_id, [CASE WHEN i = 3 THEN 'inf'::FLOAT ELSE i END, 1]::FLOAT[2] AS embedding FROM range(20) t(i)",
+     "{'n_clusters': 2}", "has NaN or Inf in the embedding of row id '3'"),
+    ("mixed dimensions", "CREATE TABLE bad AS SELECT i AS doc_id, CASE WHEN i = 5 THEN [1.0, 2.0, 3.0] ELSE [1.0, i] END::FLOAT[] AS embedding FROM range(20) t(i)",
+     "{'n_clusters': 2}", "mixes dimensions: row id '5' has 3 values, but row id '0' has 2"),
+    ("zero vector", "CREATE TABLE bad AS SELECT i AS doc_id, [i, 0]::FLOAT[2] AS embedding FROM range(20) t(i)",
+     "{'n_clusters': 2}", "has a zero vector at row id '0'"),
+    ("all NULL", "CREATE TABLE bad AS SELECT i AS doc_id, NULL::FLOAT[2] AS embedding FROM range(20) t(i)",
+     "{'n_clusters': 2}", "has a NULL embedding"),
+    ("empty source", "CREATE TABLE bad (doc_id INTEGER, embedding FLOAT[2])",
+     "{'n_clusters': 2}", "Source 'bad' is empty"),
+    ("fewer rows than clusters", "CREATE TABLE bad AS SELECT i AS doc_id, [i + 1, 1]::FLOAT[2] AS embedding FROM range(3) t(i)",
+     "{'n_clusters': 5}", "kmeans with these params needs at least 5 rows with an embedding; the source has 3"),
+    ("not an embedding", "CREATE TABLE bad AS SELECT i AS doc_id, 'x' || i AS embedding FROM range(20) t(i)",
+     "{'n_clusters': 2}", "has type string, which is not an embedding"),
+    ("duplicate ids", "CREATE TABLE bad AS SELECT i % 10 AS doc_id, [i + 1, 1]::FLOAT[2] AS embedding FROM range(20) t(i)",
+     "{'n_clusters': 2}", "The id column 'doc_id' is not unique: '0' appears more than once"),
+]
+
+
+@pytest.mark.parametrize("case,setup,params,message", DATA_CASES, ids=[c[0] for c in DATA_CASES])
+def test_execute_data_errors_record_failed_run(con, case, setup, params, message):
+    raised, recorded = _data_case(con, setup, params)
+    assert message in raised and message in recorded
+
+
+def test_execute_argument_errors_change_nothing(con, docs):
+    create(con)
+    before = snapshot(con)
+    for sql, message in [
+        ("SELECT cluster_execute('nope')", "No cluster definition named 'nope'. Existing definitions: 't'"),
+        ("SELECT cluster_execute('t', mode := 'incremental')", "mode must be 'full' or 'assign'. Got 'incremental'"),
+        ("SELECT cluster_execute('t', mode := 'assign', assignment_threshold := 1.5)",
+         "assignment_threshold must be a float in the range [0, 1]. Got 1.5 instead."),
+        ("SELECT cluster_execute('t', mode := 'assign')",
+         "Cluster 't' has no successful full run yet. Run SELECT cluster_execute('t') first."),
+        ("SELECT * FROM cluster_members('t')", "Cluster 't' has no successful run yet."),
+        ("SELECT * FROM cluster_members('t', run_id := 'run_x')", "No successful run 'run_x' of cluster 't'"),
+        ("SELECT assign_cluster(embedding, 't') FROM docs", "Cluster 't' has no successful full run yet."),
+    ]:
+        with pytest.raises(duckdb.Error) as err:
+            con.sql(sql).fetchall()
+        assert message in str(err.value), sql
+    assert snapshot(con) == before
+
+
+def test_no_obvious_key(con):
+    con.sql("CREATE TABLE nokey AS SELECT i AS k, [i + 1, 1]::FLOAT[2] AS e FROM range(10) t(i)").fetchall()
+    with pytest.raises(duckdb.Error, match="has no obvious key"):
+        con.sql("SELECT cluster_create('t', source := 'nokey', embedding := 'e', algorithm := 'kmeans', "
+                "params := {'n_clusters': 2})").fetchall()
+    con.sql("CREATE TABLE pk (k INTEGER PRIMARY KEY, e FLOAT[2])").fetchall()
+    con.sql("INSERT INTO pk SELECT i, [i + 1, 1] FROM range(10) t(i)").fetchall()
+    con.sql("SELECT cluster_create('t', source := 'pk', embedding := 'e', algorithm := 'kmeans', "
+            "params := {'n_clusters': 2})").fetchall()
+    assert '"id": "k"' in con.sql("SELECT spec FROM duckcluster.definitions").fetchall()[0][0]
+
+
+def test_failure_midway_leaves_nothing_partial(con, docs, monkeypatch):
+    """Make the run fail inside its commit transaction, after the Parquet files and
+    the centroid rows were written: everything is undone, the run is 'failed'."""
+    create(con)
+    ok_run = con.sql("SELECT cluster_execute('t')").fetchall()[0][0]
+    before = snapshot(con)
+    real = _execute._full_tables
+
+    def broken(*args, **kwargs):
+        centroids, members = real(*args, **kwargs)
+        ids = members.column("id").to_pylist()
+        ids[len(ids) // 2] = None  # violates members.id NOT NULL at INSERT time
+        return centroids, members.set_column(members.schema.get_field_index("id"), "id",
+                                             pa.array(ids, type=pa.string()))
+
+    monkeypatch.setattr(_execute, "_full_tables", broken)
+    with pytest.raises(duckdb.Error, match="NOT NULL constraint failed"):
+        con.sql("SELECT cluster_execute('t')").fetchall()
+    after = snapshot(con)
+    assert after["centroids"] == before["centroids"]
+    assert after["members"] == before["members"]
+    runs = con.sql("SELECT run_id, status, error IS NOT NULL, artifacts_path FROM duckcluster.runs "
+                   "ORDER BY run_seq").fetchall()
+    assert runs[0][:2] == (ok_run, "succeeded")
+    failed_id, status, has_error, path = runs[1]
+    assert status == "failed" and has_error and path is None
+    run_dirs = os.listdir(os.path.dirname(runs[0][3]))
+    assert run_dirs == [ok_run]  # neither <failed>/ nor <failed>.tmp/ left behind
+    # and the read side still serves the good run
+    assert con.sql("SELECT count(*) FROM cluster_members('t')").fetchall() == [(500,)]
+
+
+def test_abandoned_run_is_marked_on_open(db_path, docs, con):
+    """A run left 'running' by a process that is gone becomes 'abandoned' at the next open."""
+    create(con)
+    con.sql("INSERT INTO duckcluster.runs (run_id, run_seq, name, mode, status, started_at, pid, "
+            "artifacts_path) VALUES ('run_dead', 99, 't', 'full', 'running', now()::TIMESTAMP, -1, NULL)"
+            ).fetchall()
+    con.close()
+    con2 = duckcluster.connect(db_path)
+    try:
+        assert con2.sql("SELECT status, error FROM duckcluster.runs WHERE run_id = 'run_dead'").fetchall() == [
+            ("abandoned", "the process running it ended before it finished")]
+    finally:
+        con2.close()
