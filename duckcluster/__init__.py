@@ -7,8 +7,6 @@
 >>> con.close()
 """
 
-from __future__ import annotations
-
 import atexit
 import weakref
 
@@ -29,6 +27,7 @@ from ._spec import ClusterSpec
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_STORAGE_VERSION",
     "ClusterSpec",
     "DataError",
     "DuckclusterError",
