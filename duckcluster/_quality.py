@@ -1,0 +1,171 @@
+"""Cluster quality metrics and the ``should_recluster`` recommendation.
+
+Metrics (computed on the L2-normalized embeddings, not on preprocessed ones):
+
+- ``silhouette_score`` (-1..1, cosine metric, non-noise rows): exact up to
+  :data:`SILHOUETTE_EXACT_MAX` rows, above that on a seeded sample of that many
+  non-noise rows (``silhouette_sample_size`` says how many rows were used).
+- ``mean_cosine_to_centroid`` (0..1 in practice): mean similarity of members to
+  their own centroid.
+- ``noise_ratio``: fraction of rows labelled -1.
+- ``cluster_size_entropy`` (0..1): Shannon entropy of the non-noise cluster
+  sizes divided by ``log(k)``; 1 is perfectly balanced.
+- ``davies_bouldin`` (lower is better) and ``calinski_harabasz`` (higher is
+  better), euclidean on the unit sphere, non-noise rows.
+
+Metrics that need two or more clusters are None when undefined; nothing here
+raises on zero or one cluster.
+
+``should_recluster`` is True when any of these thresholds (:data:`THRESHOLDS`)
+is crossed, each crossing adding a reason:
+
+- ``silhouette_score < 0.1``: clusters barely separated (0.5+ is good; text
+  embeddings typically score 0.05-0.3, so only the bottom is flagged);
+- ``noise_ratio > 0.5``: most rows are noise, density params too strict;
+- ``mean_cosine_to_centroid < 0.3``: members hardly resemble their centroid;
+- ``n_clusters < 2``: nothing was grouped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+THRESHOLDS: Mapping[str, float] = MappingProxyType(
+    {
+        "min_silhouette_score": 0.1,
+        "max_noise_ratio": 0.5,
+        "min_mean_cosine_to_centroid": 0.3,
+        "min_n_clusters": 2,
+    }
+)
+
+SILHOUETTE_EXACT_MAX = 10_000
+
+
+@dataclass(frozen=True)
+class Quality:
+    """Quality of one clustering; see the module docstring for each metric."""
+
+    silhouette_score: float | None
+    mean_cosine_to_centroid: float | None
+    noise_ratio: float
+    cluster_size_entropy: float | None
+    davies_bouldin: float | None
+    calinski_harabasz: float | None
+    n_clusters: int
+    should_recluster: bool
+    reasons: tuple[str, ...]
+    silhouette_sample_size: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict (``reasons`` as a list), ready for a table row or JSON."""
+        d = asdict(self)
+        d["reasons"] = list(self.reasons)
+        return d
+
+
+def _finite(x: float) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _entropy(counts: np.ndarray) -> float | None:
+    k = counts.size
+    if k < 2:
+        return None
+    p = counts / counts.sum()
+    return float(min(1.0, -(p * np.log(p)).sum() / math.log(k)))
+
+
+def _silhouette(
+    X: np.ndarray, labels: np.ndarray, seed: int
+) -> tuple[float | None, int | None]:
+    from sklearn.metrics import silhouette_score
+
+    n = labels.size
+    if n > SILHOUETTE_EXACT_MAX:
+        rng = np.random.default_rng(int(seed) % (2**32))
+        rows = np.sort(rng.choice(n, size=SILHOUETTE_EXACT_MAX, replace=False))
+        X, labels, n = X[rows], labels[rows], SILHOUETTE_EXACT_MAX
+    k = np.unique(labels).size
+    if not 2 <= k <= n - 1:
+        return None, None
+    return _finite(silhouette_score(X, labels, metric="cosine")), n
+
+
+def _two_cluster_metrics(X: np.ndarray, labels: np.ndarray) -> tuple[float | None, float | None]:
+    from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
+
+    k = np.unique(labels).size
+    if not 2 <= k <= labels.size - 1:
+        return None, None
+    return (_finite(davies_bouldin_score(X, labels)), _finite(calinski_harabasz_score(X, labels)))
+
+
+def _reasons(
+    silhouette: float | None, mean_cos: float | None, noise_ratio: float, k: int
+) -> tuple[str, ...]:
+    t = THRESHOLDS
+    out = []
+    if k < t["min_n_clusters"]:
+        out.append(f"n_clusters {k} < {t['min_n_clusters']:g}")
+    if silhouette is not None and silhouette < t["min_silhouette_score"]:
+        out.append(f"silhouette_score {silhouette:.3f} < {t['min_silhouette_score']:g}")
+    if noise_ratio > t["max_noise_ratio"]:
+        out.append(f"noise_ratio {noise_ratio:.3f} > {t['max_noise_ratio']:g}")
+    if mean_cos is not None and mean_cos < t["min_mean_cosine_to_centroid"]:
+        out.append(
+            f"mean_cosine_to_centroid {mean_cos:.3f} < {t['min_mean_cosine_to_centroid']:g}"
+        )
+    return tuple(out)
+
+
+def compute_quality(
+    X_norm: np.ndarray, labels: np.ndarray, sims: np.ndarray, seed: int
+) -> Quality:
+    """Quality metrics of a clustering.
+
+    ``X_norm`` (n, d) L2-normalized rows, ``labels`` (n,) with -1 for noise,
+    ``sims`` (n,) each row's cosine similarity to its own centroid (NaN for
+    noise), ``seed`` for the silhouette sample.
+
+    >>> X = np.array([[1, 0], [1, 0.1], [0, 1], [0.1, 1]], dtype=np.float32)
+    >>> q = compute_quality(X, np.array([0, 0, 1, 1]), np.ones(4), seed=0)
+    >>> q.n_clusters, q.cluster_size_entropy, q.should_recluster
+    (2, 1.0, False)
+    """
+    X = np.asarray(X_norm, dtype=np.float32)
+    labels = np.asarray(labels).astype(np.int64, copy=False).ravel()
+    sims = np.asarray(sims, dtype=np.float64).ravel()
+    n = labels.size
+    kept = labels >= 0
+    noise_ratio = float(1.0 - kept.mean()) if n else 0.0
+    _, counts = np.unique(labels[kept], return_counts=True)
+    k = int(counts.size)
+
+    member_sims = sims[kept]
+    member_sims = member_sims[np.isfinite(member_sims)]
+    mean_cos = float(member_sims.mean()) if member_sims.size else None
+
+    Xk, lk = X[kept], labels[kept]
+    silhouette, sample_size = _silhouette(Xk, lk, seed)
+    db, ch = _two_cluster_metrics(Xk, lk)
+    reasons = _reasons(silhouette, mean_cos, noise_ratio, k)
+    return Quality(
+        silhouette_score=silhouette,
+        mean_cosine_to_centroid=mean_cos,
+        noise_ratio=noise_ratio,
+        cluster_size_entropy=_entropy(counts),
+        davies_bouldin=db,
+        calinski_harabasz=ch,
+        n_clusters=k,
+        should_recluster=bool(reasons),
+        reasons=reasons,
+        silhouette_sample_size=sample_size,
+    )
