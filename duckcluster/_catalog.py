@@ -40,8 +40,16 @@ def sql_text(filename: str) -> str:
 
 
 def ensure(cur: duckdb.DuckDBPyConnection) -> None:
-    """Create the catalog schema and tables if missing (idempotent)."""
+    """Create the catalog schema and tables if missing (idempotent).
+
+    Runs ``sql/catalog.sql``, then every ``sql/catalog_<area>.sql`` (drift,
+    labels...) in name order.
+    """
     cur.execute(sql_text("catalog.sql"))
+    folder = resources.files("duckcluster").joinpath("sql")
+    for name in sorted(p.name for p in folder.iterdir()):
+        if name.startswith("catalog_") and name.endswith(".sql"):
+            cur.execute(sql_text(name))
 
 
 def now() -> _dt.datetime:

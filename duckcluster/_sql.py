@@ -271,6 +271,16 @@ def _wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
     return inner
 
 
+def _extensions() -> list:
+    """Modules that add the SQL functions of one feature area (drift, labels...).
+
+    Each module has ``register_udfs(con, state)``, called once per database
+    instance with the shared :class:`_State`, and ``MACROS``: SQL text of its
+    ``CREATE OR REPLACE TEMP MACRO`` statements, run on every connection.
+    """
+    return []
+
+
 def register(con: duckdb.DuckDBPyConnection, settings: catalog.Settings) -> None:
     """Register UDFs (once per database instance) and TEMP macros (per connection)."""
     if not _has_udfs(con):
@@ -293,8 +303,12 @@ def register(con: duckdb.DuckDBPyConnection, settings: catalog.Settings) -> None
         f("_dc_assign_detail", _wrap(lambda e, n, t: _assign_batch(state, e, n, t, True)),
           ["FLOAT[]", "VARCHAR", "FLOAT"], "STRUCT(cluster_id INTEGER, similarity FLOAT)",
           type="arrow", null_handling="special", side_effects=True)
+        for extension in _extensions():
+            extension.register_udfs(con, state)
     con.execute(catalog.sql_text("duckcluster.sql"))
     con.execute(_PY_MACROS)
+    for extension in _extensions():
+        con.execute(extension.MACROS)
 
 
 def unregister(con: duckdb.DuckDBPyConnection) -> None:
