@@ -481,11 +481,18 @@ def has_cluster_syntax(sql: str) -> bool:
     >>> has_cluster_syntax("SELECT 'CLUSTER BY EMBEDDING(e)' -- CLUSTER BY EMBEDDING")
     False
     """
+    if not _may_have_clause(sql):
+        return False
     try:
         tokens = _tokenize(sql)
     except TokenError:
         return bool(_LOOSE_CLAUSE.search(sql))
     return any(c.has_clause for c in _chunks(sql, tokens))
+
+
+def _may_have_clause(sql: str) -> bool:
+    """Cheap exit before tokenizing: a clause has a token whose text.upper() is EMBEDDING."""
+    return "EMBEDDING" in sql.upper()
 
 
 def rewrite(sql: str) -> str:
@@ -498,6 +505,8 @@ def rewrite(sql: str) -> str:
         SpecError: the clause is malformed, or sqlglot cannot parse the statement
             that holds it; the message gives line, column and an excerpt.
     """
+    if not _may_have_clause(sql):
+        return sql
     try:
         tokens = _tokenize(sql)
     except TokenError as exc:
