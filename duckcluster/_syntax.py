@@ -7,8 +7,10 @@ Accepted by ``duckcluster.sql()``, the shell and ``duckcluster sql``::
     CLUSTER BY EMBEDDING(embedding) USING hdbscan(min_cluster_size = 20)
     GROUP BY cluster_id
 
-The clause goes after FROM / JOIN / WHERE of any SELECT (top level, CTE, subquery,
-set operation, CREATE TABLE AS, INSERT). Its grammar::
+The clause goes after FROM / JOIN / WHERE of any SELECT: top level, CTE, subquery,
+set operation, CREATE TABLE/VIEW AS, INSERT ... SELECT, COPY (...) TO, and under
+EXPLAIN [ANALYZE], DESCRIBE or SUMMARIZE. Statements that sqlglot keeps as opaque
+text (CALL, PREPARE, SHOW ...) are refused with an error. Its grammar::
 
     CLUSTER BY EMBEDDING(column [, column ...])
     USING algorithm [( [name {= | => | :=} value [, ...]] )]
@@ -587,7 +589,7 @@ def _rewrite_statement(sql: str, start: int, end: int) -> str:
 # The rewrite.
 
 # Parts of a SELECT that choose its input rows; they move into the source CTE.
-_SOURCE_ARGS = ("from_", "joins", "laterals", "where", "sample", "prewhere")
+_SOURCE_ARGS = ("from_", "joins", "laterals", "where", "sample")
 
 
 def _rewrite_tree(tree: exp.Expression) -> None:
