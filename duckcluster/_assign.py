@@ -116,6 +116,24 @@ def assign(
     return idx, sims
 
 
+def assign_raw(X: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`assign` for rows that are NOT normalized (one small batch).
+
+    Cosine argmax is invariant to each row's scale, so the rows are multiplied as
+    they are and only the best similarity is divided by the row norm: one pass
+    less than normalizing first. ``C`` (k, d) must be L2-normalized. Returns
+    ``(idx, sims)`` as :func:`assign` with no threshold; zero rows get NaN.
+    """
+    X = np.asarray(X, dtype=np.float32)
+    S = X @ np.asarray(C, dtype=np.float32).T
+    idx = np.argmax(S, axis=1)
+    best = np.take_along_axis(S, idx[:, None], axis=1)[:, 0]
+    norms = np.sqrt(np.einsum("ij,ij->i", X, X))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sims = (best / norms).astype(np.float32)
+    return idx.astype(np.int64), sims
+
+
 def similarity_to_own(
     X_norm: np.ndarray, C: np.ndarray, labels: np.ndarray, cluster_ids: np.ndarray
 ) -> np.ndarray:

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from . import _catalog as catalog
 from . import _execute
-from ._assign import assign, normalize_rows
+from ._assign import assign_raw, normalize_rows
 from ._errors import DataError, SpecError
 from ._fit import fit
 from ._source import quote_ident, source_sql_unchecked
@@ -167,39 +167,108 @@ def _fit_one(rows: pa.Array, ids_arr: pa.Array, spec_d: dict) -> dict:
     return {"cluster_id": labels.tolist(), "similarity": sims.tolist()}
 
 
+class _SingleThreadBLAS:
+    """Pin BLAS to one thread while any assign UDF batch runs.
+
+    DuckDB already runs the UDF on several threads; BLAS threads on top of them
+    oversubscribe the cores (measured 1.5-2x slower). A counter keeps the pin
+    while batches overlap and restores the user's setting after the last one.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._restore: Any = None
+        self._controller: Any = None
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._depth == 0:
+                if self._controller is None:
+                    from threadpoolctl import ThreadpoolController
+
+                    self._controller = ThreadpoolController()
+                self._restore = self._controller.limit(limits=1, user_api="blas")
+            self._depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0 and self._restore is not None:
+                self._restore.restore_original_limits()
+                self._restore = None
+
+
+_BLAS_PIN = _SingleThreadBLAS()
+
+
+def _fast_matrix(emb: pa.Array) -> np.ndarray | None:
+    """Zero-copy (n, d) float32 view of a NULL-free list column of equal lengths, or None."""
+    if emb.null_count or not (pa.types.is_list(emb.type) or pa.types.is_fixed_size_list(emb.type)):
+        return None
+    if not pa.types.is_float32(emb.type.value_type):
+        return None
+    n = len(emb)
+    flat = emb.flatten()
+    if flat.null_count or n == 0 or len(flat) % n:
+        return None
+    d = len(flat) // n
+    if pa.types.is_list(emb.type):
+        offsets = emb.offsets.to_numpy()
+        if not (np.diff(offsets) == d).all():
+            return None
+    return flat.to_numpy(zero_copy_only=False).reshape(n, d)
+
+
 def _assign_batch(state: _State, emb: pa.ChunkedArray, name: pa.ChunkedArray,
                   threshold: pa.ChunkedArray, detail: bool):
+    """One vector of rows (about 2048): nearest stored centroid by cosine."""
+    emb = emb.combine_chunks() if isinstance(emb, pa.ChunkedArray) else emb
+    name = name.combine_chunks() if isinstance(name, pa.ChunkedArray) else name
+    threshold = threshold.combine_chunks() if isinstance(threshold, pa.ChunkedArray) else threshold
     n = len(emb)
-    names = name.to_pylist()
-    thr = np.asarray(pc.fill_null(threshold, -2.0).to_numpy(), dtype=np.float32) \
-        if threshold.null_count < n else np.full(n, -2.0, dtype=np.float32)
+    thr = np.asarray(pc.fill_null(threshold, -2.0).to_numpy(zero_copy_only=False),
+                     dtype=np.float32) if n else np.zeros(0, dtype=np.float32)
     out_ids = np.full(n, -1, dtype=np.int32)
     out_sim = np.full(n, np.nan, dtype=np.float32)
-    valid = np.asarray(emb.is_valid().to_numpy(zero_copy_only=False), dtype=bool) \
-        if emb.null_count else np.ones(n, dtype=bool)
-    for nm in set(names):
-        if nm is None:
-            continue
+    null_mask = np.asarray(emb.is_null().to_numpy(zero_copy_only=False), dtype=bool) \
+        if emb.null_count else np.zeros(n, dtype=bool)
+    if name.null_count:
+        null_mask |= np.asarray(name.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    first = name[0].as_py() if n else None
+    single = n > 0 and name.null_count == 0 and pc.all(pc.equal(name, first)).as_py()
+    groups = [(first, None)] if single else [
+        (nm, np.flatnonzero(np.asarray(pc.equal(name, nm).to_numpy(zero_copy_only=False),
+                                       dtype=bool) & ~null_mask))
+        for nm in pc.unique(name.drop_null()).to_pylist()]
+    for nm, rows in groups:
         run_id, ids_arr, C = state.centroids(nm)
-        rows = np.flatnonzero(np.array([x == nm for x in names]) & valid) \
-            if len(set(names)) > 1 or not valid.all() else np.arange(n)
-        sub = emb.take(pa.array(rows)) if len(rows) != n else emb
-        v = to_dense(sub, [f"#{i}" for i in rows], "embedding")
-        if v.X.shape[1] != C.shape[1]:
-            raise DataError(f"assign_cluster: the embedding has {v.X.shape[1]} dimensions but "
+        sub = emb if rows is None else emb.take(pa.array(rows, type=pa.int64()))
+        X = _fast_matrix(sub)
+        if X is None:
+            pos = np.arange(n) if rows is None else rows
+            keep = ~null_mask[pos]
+            v = to_dense(sub, [f"#{i}" for i in pos], "embedding")
+            X, rows = v.X, pos[keep]
+        if X.shape[0] == 0:
+            continue
+        if X.shape[1] != C.shape[1]:
+            raise DataError(f"assign_cluster: the embedding has {X.shape[1]} dimensions but "
                             f"cluster {nm!r} (run {run_id}) has {C.shape[1]}. Use the same "
                             "embedding model as the definition's source.")
-        idx, best = assign(normalize_rows(v.X), C, None)
-        cid = ids_arr[idx]
-        cid = np.where(best >= thr[rows], cid, -1)
-        out_ids[rows] = cid
-        out_sim[rows] = best
-    null_mask = ~valid | np.array([x is None for x in names])
+        with _BLAS_PIN:
+            idx, best = assign_raw(X, C)
+        t = thr if rows is None else thr[rows]
+        cid = np.where(best >= t, ids_arr[idx], -1).astype(np.int32)
+        if rows is None:
+            out_ids, out_sim = cid, best
+        else:
+            out_ids[rows], out_sim[rows] = cid, best
     if detail:
         return pa.StructArray.from_arrays(
             [pa.array(out_ids, mask=null_mask), pa.array(out_sim, mask=null_mask)],
             names=["cluster_id", "similarity"])
-    return pa.array(out_ids, mask=null_mask)
+    return pa.array(out_ids, mask=null_mask if null_mask.any() else None)
 
 
 # -- registration --------------------------------------------------------------------

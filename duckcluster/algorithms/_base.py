@@ -93,5 +93,5 @@ def require(module: str, extra: str, dist: str, purpose: str) -> Any:
     except ImportError as exc:
         raise MissingDependencyError(
             f"{purpose} needs the package {module!r}, which is not installed. "
-            f"Install it with: pip install 'duckcluster[{extra}]' (or: pip install {dist})"
+            f"Install it with: pip install {dist}"
         ) from exc

@@ -84,8 +84,7 @@ def _fit_hdbscan(X: np.ndarray, p: dict, seed: int) -> np.ndarray:
     except ImportError as exc:  # scikit-learn < 1.3
         raise MissingDependencyError(
             "hdbscan needs the package 'hdbscan' (or scikit-learn >= 1.3), which is not "
-            "installed. Install it with: pip install 'duckcluster[hdbscan]' "
-            "(or: pip install hdbscan)"
+            "installed. Install it with: pip install hdbscan"
         ) from exc
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
