@@ -79,29 +79,58 @@ CREATE OR REPLACE TEMP MACRO cluster_quality(cluster_name, run_id := NULL) AS TA
     FROM duckcluster.runs r
     WHERE COLUMNS('^run_id$') = _dc_run(cluster_name, run_id);
 
--- Definitions and their latest run.
+-- Definitions and their latest run (by run_seq, whatever its status). The latest run's
+-- columns come from that one row: max_by would skip its NULLs (a running run has no
+-- finished_at, a failed one no n_clusters) and report an older run's values.
 CREATE OR REPLACE TEMP MACRO cluster_list() AS TABLE
+    WITH latest AS (
+        SELECT r.name, count(*) OVER (PARTITION BY r.name) AS n_runs, r.run_id, r.status,
+               r.finished_at, r.n_clusters
+        FROM duckcluster.runs r
+        QUALIFY row_number() OVER (PARTITION BY r.name ORDER BY r.run_seq DESC) = 1)
     SELECT d.name, json_extract_string(d.spec, '$.algorithm') AS algorithm,
            json_extract_string(d.spec, '$.source') AS source, d.created_at, d.updated_at,
-           count(r.run_id) AS n_runs,
-           max_by(r.run_id, r.run_seq) AS latest_run_id,
-           max_by(r.status, r.run_seq) AS latest_status,
-           max_by(r.finished_at, r.run_seq) AS latest_finished_at,
-           max_by(r.n_clusters, r.run_seq) AS latest_n_clusters
-    FROM duckcluster.definitions d LEFT JOIN duckcluster.runs r ON r.name = d.name
-    GROUP BY ALL
+           coalesce(l.n_runs, 0) AS n_runs,
+           l.run_id AS latest_run_id,
+           l.status AS latest_status,
+           l.finished_at AS latest_finished_at,
+           l.n_clusters AS latest_n_clusters
+    FROM duckcluster.definitions d LEFT JOIN latest l ON l.name = d.name
     ORDER BY d.name;
 
+-- An embedding (FLOAT[N], DOUBLE[], ...) as FLOAT[]. The CASE matters: casting a NULL
+-- FLOAT[N] leaves NULL elements in the list's child vector, and list_cosine_similarity
+-- then fails for the whole vector ("can not contain NULL values", DuckDB 1.5 and 2.0).
+CREATE OR REPLACE TEMP MACRO _dc_as_list(embedding) AS
+    CASE WHEN embedding IS NULL THEN NULL ELSE CAST(embedding AS FLOAT[]) END;
+
+-- Cosine similarity of an embedding (FLOAT[]) to a stored centroid, as the Python version
+-- computes it: a zero vector has similarity NaN, a dimension mismatch is an error.
+CREATE OR REPLACE TEMP MACRO _dc_cosine_to_centroid(e, centroid, cluster_name, rid) AS
+    CASE WHEN len(e) <> len(centroid)
+             THEN error('assign_cluster: the embedding has ' || len(e) || ' dimensions but cluster '''
+                        || cluster_name || ''' (run ' || rid || ') has ' || len(centroid)
+                        || '. Use the same embedding model as the definition''s source.')
+         WHEN list_dot_product(e, e) = 0 THEN 'NaN'::FLOAT
+         ELSE list_cosine_similarity(e, centroid)::FLOAT END;
+
 -- Nearest centroid of the latest successful full run by cosine; -1 below the threshold.
--- Ties go to the lowest cluster_id, as in the Python version.
-CREATE OR REPLACE TEMP MACRO assign_cluster_detail(embedding, cluster_name, threshold := 0.5) AS (
-    SELECT CASE WHEN max(s.sim) >= threshold
-                THEN {'cluster_id': arg_max(s.cluster_id, {'sim': s.sim, 'neg_id': -s.cluster_id})::INTEGER, 'similarity': max(s.sim)::FLOAT}
-                ELSE {'cluster_id': -1::INTEGER, 'similarity': max(s.sim)::FLOAT} END
-    FROM (SELECT c.cluster_id, list_cosine_similarity(CAST(embedding AS FLOAT[]), c.centroid) AS sim
-          FROM duckcluster.centroids c
-          WHERE c.run_id = _dc_latest_full_run(cluster_name) AND c.hierarchy_level = 0) s
-);
+-- Same results as the Python version: ties go to the lowest cluster_id, a NULL embedding
+-- or name gives NULL, a NULL threshold means no threshold, a zero vector is -1 with
+-- similarity NaN whatever the threshold (DuckDB orders NaN above every number, hence
+-- isnan), and a run without clusters gives -1 with similarity NULL.
+CREATE OR REPLACE TEMP MACRO assign_cluster_detail(embedding, cluster_name, threshold := 0.5) AS
+    CASE WHEN embedding IS NULL OR cluster_name IS NULL THEN NULL ELSE (
+        SELECT CASE WHEN NOT isnan(max(s.sim))
+                         AND (threshold IS NULL OR max(s.sim) >= CAST(threshold AS FLOAT))
+                    THEN {'cluster_id': arg_max(s.cluster_id, {'sim': s.sim, 'neg_id': -s.cluster_id})::INTEGER,
+                          'similarity': max(s.sim)}
+                    ELSE {'cluster_id': -1::INTEGER, 'similarity': max(s.sim)} END
+        FROM (SELECT c.cluster_id,
+                     _dc_cosine_to_centroid(_dc_as_list(embedding), c.centroid, cluster_name, c.run_id) AS sim
+              FROM duckcluster.centroids c
+              WHERE c.run_id = _dc_latest_full_run(cluster_name) AND c.hierarchy_level = 0) s
+    ) END;
 
 CREATE OR REPLACE TEMP MACRO assign_cluster(embedding, cluster_name, threshold := 0.5) AS
     assign_cluster_detail(embedding, cluster_name, threshold := threshold).cluster_id;

@@ -1,0 +1,361 @@
+"""The read side in the real stock DuckDB CLI (the duckdb-cli wheel, no Python inside it).
+
+A database is built with duckcluster in Python (kmeans, hdbscan and hierarchical
+definitions, a full and an assign run, a failed run, a table of unseen rows), closed,
+then opened read-only by the CLI, which loads ``sql/duckcluster.sql`` with ``.read``.
+Every read-side function must give the Python connection's rows, row for row; for
+assign_cluster that compares the pure SQL macros with Python's Arrow UDFs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import shutil
+import subprocess
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import blobs, load_table
+
+ROOT = Path(__file__).resolve().parent.parent
+READ_SIDE = "sql/duckcluster.sql"  # relative to ROOT, as a user types it in the CLI
+
+
+def stock_cli() -> str:
+    """Path of the DuckDB CLI binary: the duckdb-cli wheel's executable, else `duckdb` on PATH."""
+    spec = importlib.util.find_spec("duckdb_cli")
+    if spec and spec.submodule_search_locations:
+        binary = Path(next(iter(spec.submodule_search_locations))) / "duckdb"
+        if binary.is_file():
+            return str(binary)
+    found = shutil.which("duckdb")
+    if not found:
+        pytest.skip("the stock DuckDB CLI is not installed (pip install duckdb-cli)")
+    return found
+
+
+def run_cli(db: str, *commands: str, read_only: bool = True,
+            reads: tuple[str, ...] = (READ_SIDE,)) -> subprocess.CompletedProcess:
+    """Run the CLI in the repo root on ``db``: ``.read`` each of ``reads``, then ``commands``.
+
+    Output is one JSON object per row; the CLI stops at the first error (-bail).
+    """
+    args = [stock_cli(), "-no-init", "-bail", "-jsonlines", *(["-readonly"] if read_only else []), db]
+    for command in [f".read {path}" for path in reads] + list(commands):
+        args += ["-c", command]
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def cli_rows(db: str, query: str) -> list[dict]:
+    out = run_cli(db, query)
+    assert out.returncode == 0 and not out.stderr, f"{query}\n{out.stderr}"
+    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+
+def cli_error(db: str, query: str) -> str:
+    out = run_cli(db, query)
+    assert out.returncode != 0, f"{query} succeeded in the CLI; expected an error"
+    return out.stderr.strip().splitlines()[0]
+
+
+def py_error(con, query: str) -> str:
+    with pytest.raises(Exception) as info:
+        con.sql(query).fetchall()
+    return str(info.value).splitlines()[0]
+
+
+def same(py, cli) -> bool:
+    """A Python-fetched value equals the CLI's JSON rendering of it (floats within 1e-5)."""
+    if py is None or cli is None:
+        return py is None and cli is None
+    if isinstance(py, datetime):
+        return py == datetime.fromisoformat(cli)
+    if isinstance(py, float):
+        return (math.isnan(py) and math.isnan(cli)) or math.isclose(py, cli, rel_tol=1e-5, abs_tol=1e-5)
+    if isinstance(py, str) and not isinstance(cli, str):  # a JSON column: the CLI inlines it
+        return json.loads(py) == cli
+    if isinstance(py, (list, tuple)):
+        return isinstance(cli, list) and len(py) == len(cli) and all(map(same, py, cli))
+    if isinstance(py, dict):
+        return isinstance(cli, dict) and list(py) == list(cli) and all(same(py[k], cli[k]) for k in py)
+    return py == cli
+
+
+def assert_same_rows(con, db: str, query: str) -> list[dict]:
+    rel = con.sql(query)
+    columns, py = rel.columns, rel.fetchall()
+    cli = cli_rows(db, query)
+    if cli:
+        assert list(cli[0]) == columns, f"{query}: column names differ"
+    assert len(py) == len(cli), f"{query}: Python has {len(py)} rows, the CLI {len(cli)}"
+    for i, (p, c) in enumerate(zip(py, cli)):
+        for name, pv in zip(columns, p):
+            assert same(pv, c[name]), f"{query}: row {i}, column {name}: Python {pv!r}, CLI {c[name]!r}"
+    return cli
+
+
+# -- the database ---------------------------------------------------------------------
+
+N_NEW_NEAR = 2100  # new_docs crosses the 2,048-row vector boundary of the Arrow UDF
+FAR_IDS = range(100_000, 100_012)
+NULL_ID, ZERO_ID = 200_000, 200_001
+
+
+def _far_from_every_centroid(C: np.ndarray, n: int, rng) -> np.ndarray:
+    """Rows with cosine ~0.3 to one centroid and clearly less to the others (no near ties)."""
+    Q, _ = np.linalg.qr(C.T.astype(np.float64))
+    V = rng.normal(size=(n, C.shape[1]))
+    V -= (V @ Q) @ Q.T
+    V /= np.linalg.norm(V, axis=1, keepdims=True)
+    return (V + 0.3 * C[rng.integers(0, len(C), n)]).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """(db path, run ids) of a database written by duckcluster and closed."""
+    import duckcluster
+
+    db = str(tmp_path_factory.mktemp("stock_cli") / "analytics.duckdb")
+    con = duckcluster.connect(db)
+    X, y = blobs(n_per=50, k=4, d=16, seed=1)
+    rng = np.random.default_rng(7)
+    load_table(con, "docs", np.concatenate([X, rng.normal(size=(12, 16)).astype(np.float32)]))
+
+    def one(sql: str):
+        return con.sql(sql).fetchall()[0][0]
+
+    common = "source := 'docs', embedding := 'embedding', id := 'doc_id'"
+    one(f"SELECT cluster_create('topics', {common}, algorithm := 'kmeans', params := {{'n_clusters': 4}})")
+    one(f"SELECT cluster_create('dense', {common}, algorithm := 'hdbscan', params := {{'min_cluster_size': 10}})")
+    one(f"SELECT cluster_create('nested', {common}, algorithm := 'kmeans', params := {{'n_clusters': 2}}, "
+        "hierarchical := true, max_hierarchy_depth := 2)")
+    one(f"SELECT cluster_create('pending', {common}, algorithm := 'kmeans', params := {{'n_clusters': 2}})")
+    runs = {"topics_full": one("SELECT cluster_execute('topics')"),
+            "dense": one("SELECT cluster_execute('dense')"),
+            "nested": one("SELECT cluster_execute('nested')")}
+    # rows added after the fit, then an incremental run on the full run's centroids
+    con.sql("INSERT INTO docs SELECT doc_id + 1000, embedding FROM docs WHERE doc_id < 10").fetchall()
+    runs["topics_assign"] = one("SELECT cluster_execute('topics', mode := 'assign', "
+                                "assignment_threshold := 0.9)")
+    # a failed run: the source is gone by the time it executes
+    con.sql("CREATE TABLE gone AS SELECT * FROM docs").fetchall()
+    one("SELECT cluster_create('broken', source := 'gone', embedding := 'embedding', id := 'doc_id', "
+        "algorithm := 'kmeans', params := {'n_clusters': 2})")
+    con.sql("DROP TABLE gone").fetchall()
+    with pytest.raises(Exception, match="not a table or view"):
+        con.sql("SELECT cluster_execute('broken')").fetchall()
+
+    C = np.array([r[0] for r in con.sql(
+        f"SELECT centroid FROM cluster_centroids('topics', run_id := '{runs['topics_full']}') "
+        "WHERE hierarchy_level = 0").fetchall()], dtype=np.float32)
+    near = X[rng.integers(0, len(X), N_NEW_NEAR)] + 0.05 * rng.normal(size=(N_NEW_NEAR, 16))
+    far = _far_from_every_centroid(C, len(FAR_IDS), rng)
+    load_table(con, "new_docs", np.concatenate([near, far]).astype(np.float32))
+    con.sql(f"UPDATE new_docs SET doc_id = {FAR_IDS.start} + doc_id - {N_NEW_NEAR} "
+            f"WHERE doc_id >= {N_NEW_NEAR}").fetchall()
+    con.sql(f"INSERT INTO new_docs VALUES ({NULL_ID}, NULL), "
+            f"({ZERO_ID}, array_value({', '.join(['0.0::FLOAT'] * 16)}))").fetchall()
+    con.close()
+    return db, runs
+
+
+@pytest.fixture(scope="module")
+def py(built):
+    """A read-only Python connection on the same file: the UDF-backed versions."""
+    import duckcluster
+
+    con = duckcluster.connect(built[0], read_only=True)
+    yield con
+    con.close()
+
+
+# -- read-side functions, row for row ---------------------------------------------------
+
+READ_QUERIES = {
+    "members_latest_is_assign_run": "SELECT * FROM cluster_members('topics')",
+    "members_full_run": "SELECT * FROM cluster_members('topics', run_id := '{topics_full}')",
+    "members_hdbscan_noise": "SELECT * FROM cluster_members('dense')",
+    "members_hierarchical": "SELECT * FROM cluster_members('nested')",
+    "centroids": "SELECT * FROM cluster_centroids('topics')",
+    "centroids_full_run": "SELECT * FROM cluster_centroids('topics', run_id := '{topics_full}')",
+    "centroids_hdbscan": "SELECT * FROM cluster_centroids('dense')",
+    "centroids_hierarchical": "SELECT * FROM cluster_centroids('nested')",
+    "quality": "SELECT * FROM cluster_quality('topics')",
+    "quality_full_run": "SELECT * FROM cluster_quality('topics', run_id := '{topics_full}')",
+    "quality_hdbscan": "SELECT * FROM cluster_quality('dense')",
+    "runs": "SELECT * FROM cluster_runs('topics')",
+    "runs_failed": "SELECT * FROM cluster_runs('broken')",
+    "runs_none": "SELECT * FROM cluster_runs('pending')",
+    "list": "SELECT * FROM cluster_list()",
+    "group_by_cluster": "SELECT cluster_id, count(*) AS n FROM cluster_members('dense') GROUP BY ALL ORDER BY ALL",
+}
+
+
+@pytest.mark.parametrize("key", READ_QUERIES)
+def test_read_side_matches_python(built, py, key):
+    db, runs = built
+    assert_same_rows(py, db, READ_QUERIES[key].format(**runs))
+
+
+def test_the_database_has_what_the_comparisons_need(built):
+    """Guards against vacuous comparisons: noise, hierarchy, both run modes, a failure."""
+    db, runs = built
+    assert cli_rows(db, "SELECT count(*) AS n FROM cluster_members('dense') WHERE cluster_id = -1")[0]["n"] > 0
+    assert cli_rows(db, "SELECT max(hierarchy_level) AS h FROM cluster_centroids('nested')")[0]["h"] == 1
+    modes = cli_rows(db, "SELECT mode, status, base_run_id FROM cluster_runs('topics')")
+    assert modes == [{"mode": "full", "status": "succeeded", "base_run_id": None},
+                     {"mode": "assign", "status": "succeeded", "base_run_id": runs["topics_full"]}]
+    broken = cli_rows(db, "SELECT latest_status FROM cluster_list() WHERE name = 'broken'")
+    assert broken == [{"latest_status": "failed"}]
+
+
+# -- assign_cluster: pure SQL macro in the CLI vs Arrow UDF in Python -----------------
+
+ASSIGN_QUERIES = {
+    "default": "SELECT doc_id, assign_cluster(embedding, 'topics') AS c FROM new_docs ORDER BY doc_id",
+    "threshold_positional": "SELECT doc_id, assign_cluster(embedding, 'topics', 0.97) AS c "
+                            "FROM new_docs ORDER BY doc_id",
+    "threshold_named": "SELECT doc_id, assign_cluster(embedding, 'topics', threshold := 0.2) AS c "
+                       "FROM new_docs ORDER BY doc_id",
+    "no_threshold": "SELECT doc_id, assign_cluster(embedding, 'topics', threshold := NULL) AS c "
+                    "FROM new_docs ORDER BY doc_id",
+    "hdbscan": "SELECT doc_id, assign_cluster(embedding, 'dense') AS c FROM new_docs ORDER BY doc_id",
+    "hierarchical_top_level": "SELECT doc_id, assign_cluster(embedding, 'nested') AS c "
+                              "FROM new_docs ORDER BY doc_id",
+    # fields, not the struct: for a NULL embedding the UDF gives {NULL, NULL}, not NULL (xfail below)
+    "detail": "SELECT doc_id, d.cluster_id, d.similarity FROM (SELECT doc_id, "
+              "assign_cluster_detail(embedding, 'topics') AS d FROM new_docs) ORDER BY doc_id",
+    "detail_threshold": "SELECT doc_id, d.cluster_id, d.similarity FROM (SELECT doc_id, "
+                        "assign_cluster_detail(embedding, 'dense', threshold := 0.95) AS d FROM new_docs) "
+                        "ORDER BY doc_id",
+    "join_and_group": "SELECT assign_cluster(n.embedding, 'topics') AS c, count(*) AS n FROM new_docs n "
+                      "GROUP BY ALL ORDER BY ALL",
+}
+
+
+@pytest.mark.parametrize("key", ASSIGN_QUERIES)
+def test_assign_cluster_sql_macro_matches_python_udf(built, py, key):
+    assert_same_rows(py, built[0], ASSIGN_QUERIES[key])
+
+
+def test_assign_cluster_known_rows(built):
+    """Rows far from every centroid are noise, the zero vector too (similarity NaN); NULL stays NULL."""
+    db, _ = built
+    rows = {r["doc_id"]: r["d"] for r in cli_rows(
+        db, "SELECT doc_id, assign_cluster_detail(embedding, 'topics') AS d FROM new_docs")}
+    assert all(rows[i]["cluster_id"] == -1 and 0.2 < rows[i]["similarity"] < 0.5 for i in FAR_IDS)
+    assert rows[NULL_ID] is None
+    assert rows[ZERO_ID]["cluster_id"] == -1 and math.isnan(rows[ZERO_ID]["similarity"])
+    near = [rows[i] for i in range(N_NEW_NEAR)]
+    assert all(r["cluster_id"] >= 0 and r["similarity"] > 0.9 for r in near)
+
+
+# -- errors, read-only, storage format ------------------------------------------------
+
+MACRO_ERRORS = {
+    "unknown_definition": "SELECT * FROM cluster_members('nope')",
+    "no_successful_run": "SELECT * FROM cluster_quality('pending')",
+    "only_a_failed_run": "SELECT * FROM cluster_centroids('broken')",
+    "unknown_run_id": "SELECT * FROM cluster_members('topics', run_id := 'run_does_not_exist')",
+    "run_of_another_definition": "SELECT * FROM cluster_centroids('topics', run_id := '{dense}')",
+}
+
+
+@pytest.mark.parametrize("key", MACRO_ERRORS)
+def test_macro_errors_have_the_same_text(built, py, key):
+    db, runs = built
+    query = MACRO_ERRORS[key].format(**runs)
+    message = cli_error(db, query)
+    assert message.startswith("Invalid Input Error: ")
+    assert message == py_error(py, query)
+
+
+ASSIGN_ERRORS = {
+    "SELECT assign_cluster(embedding, 'nope') FROM new_docs": "No cluster definition named 'nope'.",
+    "SELECT assign_cluster(embedding, 'pending') FROM new_docs":
+        "Cluster 'pending' has no successful full run yet. Run SELECT cluster_execute('pending') first.",
+    "SELECT assign_cluster([1, 2, 3]::FLOAT[3], 'topics')":
+        "assign_cluster: the embedding has 3 dimensions but cluster 'topics' (run {topics_full}) has 16. "
+        "Use the same embedding model as the definition's source.",
+}
+
+
+@pytest.mark.parametrize("query", ASSIGN_ERRORS)
+def test_assign_cluster_errors_say_the_same(built, py, query):
+    """The UDF's message wraps the sentence in 'Python exception ...'; the sentence is the same."""
+    db, runs = built
+    sentence = ASSIGN_ERRORS[query].format(**runs)
+    assert sentence in cli_error(db, query)
+    assert sentence in py_error(py, query)
+
+
+def test_cli_is_really_read_only(built):
+    out = run_cli(built[0], "CREATE TABLE t (i INTEGER)")
+    assert out.returncode != 0 and "read-only" in out.stderr
+
+
+def test_default_file_is_readable_and_latest_storage_is_not(tmp_path):
+    """storage_version='latest' is the documented opt-in: smaller files, DuckDB 2.0 only."""
+    import duckcluster
+
+    for name, version in (("compat.duckdb", None), ("latest.duckdb", "latest")):
+        kw = {"storage_version": version} if version else {}
+        con = duckcluster.connect(str(tmp_path / name), **kw)
+        con.close()
+    assert cli_rows(str(tmp_path / "compat.duckdb"), "SELECT count(*) AS n FROM cluster_list()") == [{"n": 0}]
+    out = run_cli(str(tmp_path / "latest.duckdb"), "SELECT 1")
+    assert out.returncode != 0
+    assert "IO Error" in out.stderr and "version number" in out.stderr, out.stderr
+
+
+# -- edge cases where the Python UDF diverged (the pure SQL macro is right) -------------
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """A hand-written catalog: 'toy' with three 2-d centroids, 'empty' with a run of no clusters."""
+    import duckcluster
+
+    db = str(tmp_path_factory.mktemp("toy") / "toy.duckdb")
+    con = duckcluster.connect(db)
+    for sql in (
+        "INSERT INTO duckcluster.definitions SELECT name, json_object('name', name, 'source', 'docs', "
+        "'embedding', 'embedding', 'algorithm', 'kmeans'), TIMESTAMP '2024-01-01', "
+        "TIMESTAMP '2024-01-01' FROM (VALUES ('toy'), ('empty')) v(name)",
+        "INSERT INTO duckcluster.runs (run_id, run_seq, name, mode, status, started_at) VALUES "
+        "('r1', 1, 'toy', 'full', 'succeeded', TIMESTAMP '2024-01-01'), "
+        "('e1', 2, 'empty', 'full', 'succeeded', TIMESTAMP '2024-01-01')",
+        "INSERT INTO duckcluster.centroids (run_id, name, cluster_id, node_id, hierarchy_level, size, "
+        "centroid) VALUES ('r1', 'toy', 0, 'cl_0', 0, 1, [1, 0]), ('r1', 'toy', 1, 'cl_1', 0, 1, [0, 1]), "
+        "('r1', 'toy', 2, 'cl_2', 0, 1, [-1, 0])",
+        "CREATE TABLE nulls_first AS SELECT i, (CASE WHEN i < 3000 THEN NULL "
+        "ELSE [cos(i), sin(i)] END)::FLOAT[2] AS e FROM range(5000) r(i)",
+        "CREATE TABLE mixed AS SELECT i, (CASE WHEN i = 1 THEN NULL "
+        "ELSE [cos(i), sin(i)] END)::FLOAT[2] AS e FROM range(3) r(i)",
+    ):
+        con.sql(sql).fetchall()
+    con.close()
+    con = duckcluster.connect(db, read_only=True)
+    yield con, db
+    con.close()
+
+
+@pytest.mark.xfail(strict=True, reason="_sql._assign_batch builds the STRUCT without a null mask")
+def test_detail_of_a_null_embedding_is_null(toy):
+    assert_same_rows(*toy, "SELECT i, assign_cluster_detail(e, 'toy') IS NULL AS is_null "
+                           "FROM mixed ORDER BY i")
+
+
+def test_a_batch_of_only_null_embeddings(toy):
+    """Regression: the UDF read a 2,048-row vector of only NULLs as 0-d embeddings."""
+    assert_same_rows(*toy, "SELECT count(assign_cluster(e, 'toy')) AS n FROM nulls_first")
+
+
+@pytest.mark.xfail(strict=True, reason="_sql._State.centroids cannot reshape zero centroids")
+def test_a_run_without_clusters_assigns_noise(toy):
+    assert_same_rows(*toy, "SELECT d.cluster_id, d.similarity FROM "
+                           "(SELECT assign_cluster_detail([1, 0]::FLOAT[2], 'empty') AS d)")
