@@ -279,12 +279,13 @@ def commit_run(cur, run_id: str, settings: Settings, centroids: pa.Table, member
                     cols = ", ".join(f'"{c}"' for c in tbl.column_names)
                     cur.execute(f"INSERT INTO duckcluster.{fname} ({cols}) "
                                 f"SELECT {cols} FROM {views[fname]}")
+                finished = now()
                 updates = {**updates, "status": "succeeded", "artifacts_path": final,
-                           "finished_at": now()}
+                           "finished_at": finished}
                 sets = ", ".join(f"{k} = ?" for k in updates)
                 cur.execute(f"UPDATE duckcluster.runs SET {sets}, duration_s = "
-                            "date_diff('microsecond', started_at, finished_at) / 1e6 "
-                            "WHERE run_id = ?", [*updates.values(), run_id])
+                            "date_diff('microsecond', started_at, ?::TIMESTAMP) / 1e6 "
+                            "WHERE run_id = ?", [*updates.values(), finished, run_id])
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")

@@ -75,9 +75,12 @@ class _State:
                 self.cache[name] = (self.generation, now, *hit[2:])
                 return hit[2], hit[3], hit[4]
             ids, tbl = catalog.load_centroids(cur, run_id)
-        C = np.asarray(tbl.column("centroid").combine_chunks().flatten().to_numpy(),
-                       dtype=np.float32).reshape(len(ids), -1)
         ids_arr = np.asarray(ids, dtype=np.int32)
+        if len(ids) == 0:  # a run that found no clusters: every row is noise
+            C = np.zeros((0, 0), dtype=np.float32)
+        else:
+            C = np.asarray(tbl.column("centroid").combine_chunks().flatten().to_numpy(),
+                           dtype=np.float32).reshape(len(ids), -1)
         self.cache[name] = (self.generation, now, run_id, ids_arr, C)
         return run_id, ids_arr, C
 
@@ -235,6 +238,7 @@ def _assign_batch(state: _State, emb: pa.ChunkedArray, name: pa.ChunkedArray,
         if emb.null_count else np.zeros(n, dtype=bool)
     if name.null_count:
         null_mask |= np.asarray(name.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    no_centroids = np.zeros(n, dtype=bool)
     first = name[0].as_py() if n else None
     single = n > 0 and name.null_count == 0 and pc.all(pc.equal(name, first)).as_py()
     groups = [(first, None)] if single else [
@@ -243,6 +247,9 @@ def _assign_batch(state: _State, emb: pa.ChunkedArray, name: pa.ChunkedArray,
         for nm in pc.unique(name.drop_null()).to_pylist()]
     for nm, rows in groups:
         run_id, ids_arr, C = state.centroids(nm)
+        if len(ids_arr) == 0:
+            no_centroids[rows if rows is not None else slice(None)] = True
+            continue  # no clusters: -1, similarity NULL
         sub = emb if rows is None else emb.take(pa.array(rows, type=pa.int64()))
         X = _fast_matrix(sub)
         if X is None:
@@ -266,8 +273,10 @@ def _assign_batch(state: _State, emb: pa.ChunkedArray, name: pa.ChunkedArray,
             out_ids[rows], out_sim[rows] = cid, best
     if detail:
         return pa.StructArray.from_arrays(
-            [pa.array(out_ids, mask=null_mask), pa.array(out_sim, mask=null_mask)],
-            names=["cluster_id", "similarity"])
+            [pa.array(out_ids, mask=null_mask),
+             pa.array(out_sim, mask=null_mask | no_centroids)],
+            names=["cluster_id", "similarity"],
+            mask=pa.array(null_mask) if null_mask.any() else None)
     return pa.array(out_ids, mask=null_mask if null_mask.any() else None)
 
 

@@ -254,3 +254,10 @@ def test_digits_whitening_umap_hdbscan(con):
     score = ari(con, "digits_hdbscan", truth)
     print(f"digits whitening+umap+hdbscan ARI = {score:.3f}")
     assert score > 0.75
+
+
+def test_run_duration_recorded(con, docs):
+    q(con, KMEANS)
+    q(con, "SELECT cluster_execute('topics')")
+    (d,) = q(con, "SELECT duration_s FROM cluster_runs('topics')")[0]
+    assert d is not None and d > 0

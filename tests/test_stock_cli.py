@@ -227,7 +227,6 @@ ASSIGN_QUERIES = {
     "hdbscan": "SELECT doc_id, assign_cluster(embedding, 'dense') AS c FROM new_docs ORDER BY doc_id",
     "hierarchical_top_level": "SELECT doc_id, assign_cluster(embedding, 'nested') AS c "
                               "FROM new_docs ORDER BY doc_id",
-    # fields, not the struct: for a NULL embedding the UDF gives {NULL, NULL}, not NULL (xfail below)
     "detail": "SELECT doc_id, d.cluster_id, d.similarity FROM (SELECT doc_id, "
               "assign_cluster_detail(embedding, 'topics') AS d FROM new_docs) ORDER BY doc_id",
     "detail_threshold": "SELECT doc_id, d.cluster_id, d.similarity FROM (SELECT doc_id, "
@@ -344,7 +343,6 @@ def toy(tmp_path_factory):
     con.close()
 
 
-@pytest.mark.xfail(strict=True, reason="_sql._assign_batch builds the STRUCT without a null mask")
 def test_detail_of_a_null_embedding_is_null(toy):
     assert_same_rows(*toy, "SELECT i, assign_cluster_detail(e, 'toy') IS NULL AS is_null "
                            "FROM mixed ORDER BY i")
@@ -355,7 +353,6 @@ def test_a_batch_of_only_null_embeddings(toy):
     assert_same_rows(*toy, "SELECT count(assign_cluster(e, 'toy')) AS n FROM nulls_first")
 
 
-@pytest.mark.xfail(strict=True, reason="_sql._State.centroids cannot reshape zero centroids")
 def test_a_run_without_clusters_assigns_noise(toy):
     assert_same_rows(*toy, "SELECT d.cluster_id, d.similarity FROM "
                            "(SELECT assign_cluster_detail([1, 0]::FLOAT[2], 'empty') AS d)")
