@@ -356,7 +356,9 @@ def _extensions() -> list:
     instance with the shared :class:`_State`, and ``MACROS``: SQL text of its
     ``CREATE OR REPLACE TEMP MACRO`` statements, run on every connection.
     """
-    return []
+    from . import _labels_sql
+
+    return [_labels_sql]
 
 
 def register(con: duckdb.DuckDBPyConnection, settings: catalog.Settings) -> None:
