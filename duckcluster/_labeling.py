@@ -187,7 +187,9 @@ def ctfidf_keywords(class_docs: Sequence[Sequence[str]], n: int = 10) -> list[li
     idf = np.log(1.0 + avg / np.maximum(freq, 1.0))
     idf[(freq < 2) & (np.char.count(terms.astype(str), " ") > 0)] = 0.0  # one-off bigrams
     tf = counts.multiply(1.0 / np.maximum(words, 1.0)[:, None]).tocsr()
-    W = tf.multiply(idf[None, :]).tocsr()
+    # share of a term's occurrences in this class: damps words every cluster uses
+    share = counts.multiply(1.0 / np.maximum(freq, 1.0)[None, :]).sqrt()
+    W = tf.multiply(idf[None, :]).multiply(share).tocsr()
     W.eliminate_zeros()
     out = []
     for i in range(W.shape[0]):
