@@ -209,14 +209,14 @@ def document_parts(payload: Mapping[str, Any], mappings: Sequence[InputMapping],
     return parts
 
 
-def literal_parts(mappings: Sequence[InputMapping], max_len: int | None) -> list[dict[str, str]]:
-    """Literal mappings: context sent once per prompt."""
+def literal_parts(mappings: Sequence[InputMapping]) -> list[dict[str, str]]:
+    """Literal mappings: context sent once per prompt (not truncated: the user wrote it)."""
     out = []
     for m in mappings:
         if m.source_type != "literal":
             continue
         if m.input_key == "text":
-            out.append({"type": "text", "text": truncate(as_text(m.override), max_len)})
+            out.append({"type": "text", "text": as_text(m.override)})
         elif isinstance(m.override, str) and m.override:
             out.append({"type": m.input_key, "url": m.override})
     return out

@@ -522,7 +522,8 @@ def _payloads(cur, spec, wanted: Sequence[str]) -> dict[str, dict[str, Any]]:
                   params=[list(wanted)]).to_arrow_table()
     out = {}
     for r in tbl.to_pylist():
-        out[r.pop("__dc_id")] = jsonable(r)
+        key = r.pop("__dc_id")
+        out[key] = jsonable(r)
     return out
 
 
@@ -571,7 +572,7 @@ def _llm_label(cur, name, nodes: list[_Node], cfg: LabelConfig, chat, ep, spec,
     shape = cfg.shape
     wanted = sorted({i for nd in nodes for i in nd.reps})
     payloads = _payloads(cur, spec, wanted)
-    context = literal_parts(cfg.input_mappings, cfg.sample_text_max_length)
+    context = literal_parts(cfg.input_mappings)
     jobs = []
     for nd in nodes:
         docs = [document_parts(payloads[i], cfg.input_mappings, cfg.sample_text_max_length)

@@ -143,7 +143,7 @@ class _Handler(BaseHTTPRequestHandler):
         srv = self.srv
         with srv._lock:
             srv.requests.append({"kind": kind, "path": path, "node": node, "body": body,
-                                 "headers": dict(self.headers), "prompt": prompt,
+                                 "headers": {k.lower(): v for k, v in self.headers.items()}, "prompt": prompt,
                                  "t": time.monotonic()})
         if srv.api_key is not None:
             given = (self.headers.get("x-goog-api-key") if gemini
