@@ -14,10 +14,12 @@ import duckdb
 
 from . import _catalog
 from ._errors import (
+    DatabaseBusyError,
     DataError,
     DuckclusterError,
     MissingDependencyError,
     RunFailedError,
+    ResourceError,
     RunNotFoundError,
     SpecError,
     UnknownNameError,
@@ -29,9 +31,11 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_STORAGE_VERSION",
     "ClusterSpec",
+    "DatabaseBusyError",
     "DataError",
     "DuckclusterError",
     "MissingDependencyError",
+    "ResourceError",
     "RunFailedError",
     "RunNotFoundError",
     "SpecError",
@@ -61,8 +65,16 @@ def connect(path: str | None = None, *, artifacts_dir: str | None = None,
     cfg = dict(config or {})
     if storage_version and not read_only:
         cfg.setdefault("storage_compatibility_version", storage_version)
-    con = duckdb.connect(path if path is not None else ":memory:", read_only=read_only,
-                         config=cfg)
+    try:
+        con = duckdb.connect(path if path is not None else ":memory:", read_only=read_only,
+                             config=cfg)
+    except duckdb.IOException as exc:
+        if "lock" not in str(exc).lower():
+            raise
+        raise DatabaseBusyError(
+            f"{path} is open for writing in another process, and DuckDB allows one writer "
+            "per file. Close it there (or wait for its run to finish), or open it here with "
+            f"read_only=True to read runs and results. DuckDB said: {exc}") from None
     try:
         install(con, artifacts_dir=artifacts_dir)
     except BaseException:
@@ -85,13 +97,14 @@ def install(con: duckdb.DuckDBPyConnection, *, artifacts_dir: str | None = None
     read_only = _is_read_only(con)
     if not read_only:
         _catalog.ensure(con)
-        _catalog.mark_abandoned(con, _sql._ACTIVE_PIDS)
     has_catalog = con.execute(
         "SELECT count(*) FROM duckdb_schemas() WHERE schema_name = 'duckcluster' "
         "AND database_name = current_database()").fetchall()[0][0] > 0
     settings = _catalog.Settings(
         artifacts_dir=_catalog.resolve_artifacts_dir(con, artifacts_dir) if has_catalog
         else (artifacts_dir or ""))
+    if not read_only:
+        _catalog.mark_abandoned(con, _sql._ACTIVE_PIDS, settings)
     _sql.register(con, settings)
     _connections.add(con)
     return con

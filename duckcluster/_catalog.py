@@ -195,14 +195,15 @@ def fail_run(cur, run_id: str, error: str, started: _dt.datetime | None = None) 
         [error, ts, ts, run_id])
 
 
-def mark_abandoned(cur, alive_pids: set[int]) -> int:
+def mark_abandoned(cur, alive_pids: set[int], settings: Settings) -> int:
     """Runs left queued/running by a process that is gone become 'abandoned'; their
-    half-written artifacts are removed. Returns how many were marked."""
+    half-written artifacts (the run folder or its ``.tmp``) are removed. Returns how
+    many were marked."""
     rows = cur.execute(
-        "SELECT run_id, pid, artifacts_path, name FROM duckcluster.runs "
+        "SELECT run_id, pid, name FROM duckcluster.runs "
         "WHERE status IN ('queued', 'running')").fetchall()
     dead = [r for r in rows if r[1] not in alive_pids]
-    for run_id, _pid, path, _name in dead:
+    for run_id, _pid, name in dead:
         cur.execute("BEGIN")
         cur.execute("DELETE FROM duckcluster.members WHERE run_id = ?", [run_id])
         cur.execute("DELETE FROM duckcluster.centroids WHERE run_id = ?", [run_id])
@@ -211,9 +212,9 @@ def mark_abandoned(cur, alive_pids: set[int]) -> int:
             "'the process running it ended before it finished'), finished_at = ? WHERE run_id = ?",
             [now(), run_id])
         cur.execute("COMMIT")
-        if path:
-            _rmtree(path)
-            _rmtree(path + ".tmp")
+        path = run_dir(settings, name, run_id)
+        _rmtree(path)
+        _rmtree(path + ".tmp")
     return len(dead)
 
 

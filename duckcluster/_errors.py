@@ -8,6 +8,8 @@
     ├── DataError (ValueError)            the data breaks a rule (NaN, mixed dims, too few rows)
     ├── RunNotFoundError (LookupError)    a run id or a successful run does not exist
     ├── RunFailedError                    a run failed; it is recorded as failed in the catalog
+    ├── ResourceError (MemoryError)       a run would not fit in memory; says what would
+    ├── DatabaseBusyError (OSError)       another process holds the database file for writing
     └── MissingDependencyError (ImportError)  an optional dependency is not installed
 
 Messages say what was wrong, what was given, what is allowed and the fix.
@@ -45,6 +47,14 @@ class RunNotFoundError(DuckclusterError, LookupError):
 
 class RunFailedError(DuckclusterError):
     """A run failed; it is recorded with status 'failed' and its error."""
+
+
+class ResourceError(DuckclusterError, MemoryError):
+    """A run would need more memory than is available; the message says how much."""
+
+
+class DatabaseBusyError(DuckclusterError, OSError):
+    """Another process holds the database file for writing (DuckDB allows one writer)."""
 
 
 class MissingDependencyError(DuckclusterError, ImportError):

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from . import _catalog as catalog
-from ._assign import assign, normalize_rows
+from ._assign import assign
 from ._errors import DataError, DuckclusterError, SpecError
 from ._fit import FitResult, fit
-from ._source import describe, find_key, quote_ident, require_columns, source_sql
+from . import _reader as reader
+from ._source import describe, find_key, require_columns, source_sql
 from ._spec import ClusterSpec, check_rows
-from ._vectors import check_nonzero, to_dense
 from .algorithms import get_algorithm
 
 Progress = Callable[[str], None]
@@ -53,56 +52,21 @@ def create(cur, args: Mapping[str, Any], replace: bool = False) -> ClusterSpec:
     return spec
 
 
-def read_source(cur, spec: ClusterSpec) -> SourceData:
-    """Read id + embedding columns in id order; validate and normalize."""
-    src = source_sql(cur, spec.source)
-    cols = describe(cur, src)
-    require_columns(cols, list(spec.embedding), "embedding", spec.source)
-    id_col = spec.id or find_key(cur, spec.source, cols)
-    require_columns(cols, [id_col], "id", spec.source)
-    emb = ", ".join(quote_ident(c) for c in spec.embedding)
-    qid = quote_ident(id_col)
-    tbl = cur.sql(f"SELECT CAST({qid} AS VARCHAR) AS __dc_id, {emb} FROM {src} "
-                  f"ORDER BY {qid}").to_arrow_table()
-    n_rows = tbl.num_rows
-    if n_rows == 0:
-        raise DataError(f"Source {spec.source!r} is empty: there is nothing to cluster. "
-                        "Load rows first or check the WHERE clause of a query source.")
-    id_arr = tbl.column("__dc_id")
-    if id_arr.null_count:
-        raise DataError(f"The id column {id_col!r} has NULL values; ids must be unique and "
-                        "not NULL.")
-    ids = np.asarray(id_arr.to_pylist(), dtype=object)
-    _check_unique(ids, id_col)
-    valid = np.ones(n_rows, dtype=bool)
-    dense = []
-    for c in spec.embedding:
-        v = to_dense(tbl.column(c), ids, c, spec.pooling)
-        dense.append((v, c))
-        valid &= v.valid
-    parts = []
-    for v, c in dense:  # each column: rows valid in all columns, normalized
-        X = v.X[valid[v.valid]] if not v.valid.all() else v.X[valid]
-        check_nonzero(X, ids[valid], c)
-        parts.append(normalize_rows(X))
-    X = parts[0] if len(parts) == 1 else normalize_rows(np.concatenate(parts, axis=1))
-    ids = ids[valid]
-    if len(ids) == 0:
+def read_source(cur, spec: ClusterSpec, p: reader.Plan | None = None) -> SourceData:
+    """Read every row (id order) into memory: validated and normalized."""
+    p = p or reader.plan(cur, spec)
+    stats = reader.ReadStats()
+    ids, mats = [], []
+    for b in reader.batches(cur, spec, p, stats):
+        ids.append(b.ids)
+        mats.append(b.X)
+    reader.check_dims({m.shape[1] for m in mats if len(m)}, spec)
+    X = np.concatenate(mats) if mats else np.zeros((0, 0), dtype=np.float32)
+    if X.shape[0] == 0:
         raise DataError(f"Every row of {spec.source!r} has a NULL embedding in "
                         f"{', '.join(spec.embedding)}; there is nothing to cluster.")
-    h = hashlib.sha256()
-    h.update("\x1f".join(ids.tolist()).encode())
-    h.update(np.ascontiguousarray(X).tobytes())
-    return SourceData(ids=ids, X=X, n_rows=n_rows, n_null=int((~valid).sum()),
-                      input_hash=h.hexdigest())
-
-
-def _check_unique(ids: np.ndarray, id_col: str) -> None:
-    s = np.sort(ids.astype(str))
-    dup = np.flatnonzero(s[1:] == s[:-1])
-    if dup.size:
-        raise DataError(f"The id column {id_col!r} is not unique: {str(s[dup[0]])!r} appears more "
-                        "than once. Name a unique column with id := '<column>'.")
+    return SourceData(ids=np.concatenate(ids), X=X, n_rows=stats.n_rows,
+                      n_null=stats.n_null, input_hash=stats.hash.hexdigest())
 
 
 def execute(cur, name: str, settings: catalog.Settings, mode: str = "full",
@@ -135,21 +99,28 @@ def execute(cur, name: str, settings: catalog.Settings, mode: str = "full",
 
     try:
         progress(f"{name}: reading source")
-        data = read_source(cur, spec)
-        if mode == "full":
+        p = reader.plan(cur, spec)
+        alg = get_algorithm(spec.algorithm)
+        sampled = mode == "full" and bool(spec.sample_size) and p.n_rows > spec.sample_size
+        if mode == "assign":
+            data, centroids, members, quality, n_clusters = _assign_run(
+                cur, run_id, spec, p, base_run, thr, stage)
+            n_fit = 0
+        elif sampled:
+            reader.check_memory(spec, spec.sample_size, p.dim, alg.quadratic_memory, True)
+            data, centroids, members, quality, n_clusters = _sampled_run(
+                cur, run_id, spec, p, stage)
+            n_fit = spec.sample_size
+        else:
+            reader.check_memory(spec, p.n_rows, p.dim, alg.quadratic_memory, False)
+            data = read_source(cur, spec, p)
             check_rows(spec, len(data.ids))
             result = fit(data.X, spec, progress=stage)
-            stage("writing")
             centroids, members = _full_tables(run_id, spec, data, result)
             quality = result.quality
             n_clusters = int(len(result.cluster_ids))
             n_fit = result.n_fit
-        else:
-            stage(f"assigning {len(data.ids):,} rows")
-            centroids, members, quality, n_clusters = _assign_tables(
-                cur, run_id, spec, data, base_run, thr)
-            n_fit = 0
-            stage("writing")
+        stage("writing")
         q = quality.as_dict()
         timings[stage_name] = round(time.perf_counter() - last, 4)
         timings["total"] = round(time.perf_counter() - t0, 4)
@@ -169,9 +140,10 @@ def execute(cur, name: str, settings: catalog.Settings, mode: str = "full",
     except BaseException as exc:
         msg = f"{type(exc).__name__}: {exc}" if isinstance(exc, DuckclusterError) else \
             f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
-        try:
-            catalog.fail_run(cur, run_id, msg)
-        except Exception:  # the connection itself is gone; mark_abandoned will catch it
+        try:  # on a fresh cursor: this one may hold an aborted or unfinished statement
+            with cur.cursor() as fresh:
+                catalog.fail_run(fresh, run_id, msg)
+        except Exception:  # the database itself is gone; mark_abandoned will catch it
             pass
         raise
 
@@ -269,42 +241,183 @@ def _full_tables(run_id: str, spec: ClusterSpec, data: SourceData, r: FitResult)
     return centroids, members
 
 
-def _assign_tables(cur, run_id, spec, data: SourceData, base_run: str, thr: float):
+@dataclass
+class _Streamed:
+    """Per-row results of a streamed pass, accumulated batch by batch."""
+
+    ids: list = field(default_factory=list)
+    labels: list = field(default_factory=list)
+    sims: list = field(default_factory=list)
+    coords: list = field(default_factory=list)
+
+    def add(self, ids, labels, sims, coords) -> None:
+        self.ids.append(ids)
+        self.labels.append(labels)
+        self.sims.append(sims)
+        self.coords.append(coords)
+
+    def arrays(self):
+        cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0))
+        return cat(self.ids), cat(self.labels).astype(np.int64), cat(self.sims), \
+            (np.concatenate(self.coords) if self.coords and self.coords[0] is not None else None)
+
+
+def _stream_assign(cur, spec, p, C, cluster_ids, stats, stage, threshold=None, floors=None,
+                   projection=None, keep: dict | None = None) -> _Streamed:
+    """Second pass: every row to its nearest centroid, batch by batch.
+
+    ``threshold``: rows below it are -1 (assign mode). ``floors`` (k,): per-cluster
+    minimum similarity of fitted members; rows below their cluster's floor are
+    noise (density algorithms). ``keep``: position -> label of rows the algorithm
+    labelled itself (the fitted sample), which keep that label.
+    """
+    out = _Streamed()
+    dims = set()
+    for b in reader.batches(cur, spec, p, stats):
+        if C.shape[1] != b.X.shape[1]:
+            raise DataError(f"The source's embeddings have {b.X.shape[1]} dimensions but the "
+                            f"centroids have {C.shape[1]}. Run a full execution again.")
+        dims.add(b.X.shape[1])
+        idx, best = assign(b.X, C, threshold) if len(C) else \
+            (np.full(len(b.ids), -1), np.full(len(b.ids), np.nan, dtype=np.float32))
+        labels = np.where(idx >= 0, cluster_ids[np.maximum(idx, 0)], -1)
+        if floors is not None and len(C):
+            labels = np.where(best >= floors[np.maximum(idx, 0)], labels, -1)
+        if keep:
+            pos = b.start + np.flatnonzero(b.valid)
+            for i, ps in enumerate(pos):
+                lab = keep.get(int(ps))
+                if lab is not None:
+                    labels[i] = lab
+        sims = np.where(labels >= 0, best, np.nan).astype(np.float32)
+        out.add(b.ids, labels, sims, projection.transform(b.X) if projection else None)
+        stage(f"assigning: {stats.n_rows:,} of {p.n_rows:,} rows")
+    reader.check_dims(dims, spec)
+    if not out.ids or sum(len(x) for x in out.ids) == 0:
+        raise DataError(f"Every row of {spec.source!r} has a NULL embedding in "
+                        f"{', '.join(spec.embedding)}; there is nothing to cluster.")
+    return out
+
+
+def _sample_pass(cur, spec, p, stats, stage) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """First pass of a sampled run: rows at seeded positions (of all rows, in id order)."""
+    rng = np.random.default_rng(spec.seed)
+    wanted = np.sort(rng.choice(p.n_rows, size=spec.sample_size, replace=False))
+    ids, mats, positions = [], [], []
+    for b in reader.batches(cur, spec, p, stats):
+        pos = b.start + np.flatnonzero(b.valid)  # source positions of rows with embeddings
+        hit = np.isin(pos, wanted)
+        ids.append(b.ids[hit])
+        mats.append(b.X[hit])
+        positions.append(pos[hit])
+        stage(f"reading the sample: {stats.n_rows:,} of {p.n_rows:,} rows")
+    reader.check_dims({m.shape[1] for m in mats if len(m)}, spec)
+    X = np.concatenate(mats) if mats else np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(ids), X, np.concatenate(positions)
+
+
+def _sampled_run(cur, run_id, spec, p, stage):
+    """Fit on a seeded sample, then stream every row to the nearest centroid."""
+    from ._assign import centroids_from_labels
+    from ._preprocess import run_preprocessing
+    from ._quality import compute_quality
+    from ._reduce import Projection
+
+    if spec.hierarchical:
+        raise SpecError("hierarchical := true cannot be combined with a sample_size smaller "
+                        "than the source yet; drop sample_size or hierarchical.")
+    stats1 = reader.ReadStats()
+    s_ids, Xs, s_pos = _sample_pass(cur, spec, p, stats1, stage)
+    check_rows(spec, len(s_ids))
+    stage("preprocessing")
+    Xp = run_preprocessing(Xs, spec.preprocessing, spec.seed)
+    alg = get_algorithm(spec.algorithm)
+    stage(f"fitting {spec.algorithm} on {len(s_ids):,} sampled rows")
+    s_labels = np.asarray(alg.fit_predict(Xp, dict(spec.params), spec.seed), dtype=np.int64)
+    cluster_ids, C = centroids_from_labels(Xs, s_labels)
+    floors = None
+    if alg.noise and len(cluster_ids):
+        own = np.searchsorted(cluster_ids, np.maximum(s_labels, 0))
+        s_sims = np.einsum("ij,ij->i", Xs, C[np.minimum(own, len(C) - 1)])
+        floors = np.array([s_sims[s_labels == c].min() for c in cluster_ids], dtype=np.float32)
+    projection = Projection(Xs, spec.dimensions, spec.seed)
+    stats2 = reader.ReadStats()
+    keep = dict(zip(s_pos.tolist(), s_labels.tolist()))
+    out = _stream_assign(cur, spec, p, C, cluster_ids, stats2, stage, floors=floors,
+                         projection=projection, keep=keep)
+    ids, labels, sims, coords = out.arrays()
+    if stats2.hash.hexdigest() != stats1.hash.hexdigest():
+        raise DataError(f"Source {spec.source!r} changed while the run read it twice; "
+                        "run it again when writers are done.")
+    stage("quality metrics")
+    order = {k: i for i, k in enumerate(ids.tolist())}
+    rows = np.array([order[k] for k in s_ids.tolist()], dtype=np.int64)
+    quality = compute_quality(Xs, labels[rows], sims[rows], spec.seed,
+                              population=(labels, sims))
+    data = _summary(ids, C, stats2)
+    centroids, members = _tables(run_id, spec, ids, labels, sims, coords, cluster_ids, C)
+    return data, centroids, members, quality, int(len(cluster_ids))
+
+
+def _assign_run(cur, run_id, spec, p, base_run, thr, stage):
+    """Assign mode: stream the source against the latest full run's centroids."""
     from ._quality import compute_quality
 
     cluster_ids, tbl = catalog.load_centroids(cur, base_run)
-    C = np.asarray(tbl.column("centroid").combine_chunks().flatten().to_numpy(),
-                   dtype=np.float32).reshape(len(cluster_ids), -1)
-    if C.shape[1] != data.X.shape[1]:
-        raise DataError(f"The source's embeddings have {data.X.shape[1]} dimensions but run "
-                        f"{base_run!r} has centroids of {C.shape[1]}. Re-run a full execution.")
     ids_arr = np.asarray(cluster_ids, dtype=np.int64)
-    idx, best = assign(data.X, C, thr)
-    labels = np.where(idx >= 0, ids_arr[np.maximum(idx, 0)], -1)
-    sims = np.where(idx >= 0, best, np.nan).astype(np.float32)
-    sizes, means, mins = _centroid_stats(labels, sims, ids_arr)
-    k = len(ids_arr)
+    C = np.asarray(tbl.column("centroid").combine_chunks().flatten().to_numpy(),
+                   dtype=np.float32).reshape(len(cluster_ids), -1) if len(cluster_ids) \
+        else np.zeros((0, 0), dtype=np.float32)
+    stats = reader.ReadStats()
+    out = _stream_assign(cur, spec, p, C, ids_arr, stats, stage, threshold=thr)
+    ids, labels, sims, _ = out.arrays()
+    # geometric metrics need the vectors: a seeded sample of them, read once more
+    quality = compute_quality(np.zeros((0, max(C.shape[1], 1)), dtype=np.float32),
+                              np.zeros(0), np.zeros(0), spec.seed, population=(labels, sims))
+    centroids, members = _tables(run_id, spec, ids, labels, sims, None, ids_arr, C,
+                                 centroid_column=tbl.column("centroid").combine_chunks())
+    return _summary(ids, C, stats), centroids, members, quality, \
+        int(len(np.unique(labels[labels >= 0])))
+
+
+def _summary(ids: np.ndarray, C: np.ndarray, stats: reader.ReadStats) -> SourceData:
+    """SourceData of a streamed run: ids and counts; vectors were never all in memory
+    (X is an empty matrix of the right width)."""
+    width = C.shape[1] if C.ndim == 2 else 0
+    return SourceData(ids=ids, X=np.zeros((0, width), dtype=np.float32), n_rows=stats.n_rows,
+                      n_null=stats.n_null, input_hash=stats.hash.hexdigest())
+
+
+def _tables(run_id, spec, ids, labels, sims, coords, cluster_ids, C, centroid_column=None):
+    """Centroid and member tables of a flat (non-hierarchical) run."""
+    sizes, means, mins = _centroid_stats(labels, sims, cluster_ids)
+    k, n = len(cluster_ids), len(ids)
     centroids = pa.table({
         "run_id": [run_id] * k, "name": [spec.name] * k,
-        "cluster_id": pa.array(ids_arr.astype(np.int32)), "node_id": [f"cl_{c}" for c in ids_arr],
+        "cluster_id": pa.array(np.asarray(cluster_ids).astype(np.int32)),
+        "node_id": [f"cl_{int(c)}" for c in cluster_ids],
         "parent_cluster_id": pa.array([None] * k, type=pa.string()),
         "child_cluster_ids": pa.array([[] for _ in range(k)], type=pa.list_(pa.string())),
-        "hierarchy_level": pa.array([0] * k, type=pa.int32()), "size": sizes,
+        "hierarchy_level": pa.array([0] * k, type=pa.int32()),
+        "size": pa.array(sizes, type=pa.int64()),
         "mean_cosine_similarity": pa.array(means, type=pa.float64()),
         "min_cosine_similarity": pa.array(mins, type=pa.float64()),
-        "centroid": tbl.column("centroid").combine_chunks(),
+        "centroid": centroid_column if centroid_column is not None else
+        pa.array([c.tolist() for c in C], type=pa.list_(pa.float32())),
     })
-    n = len(data.ids)
     nan = np.full(n, np.nan, dtype=np.float32)
+    xyz = [coords[:, i] if coords is not None and i < coords.shape[1] else nan
+           for i in range(3)]
     members = pa.table({
-        "run_id": [run_id] * n, "name": [spec.name] * n, "id": data.ids.tolist(),
+        "run_id": [run_id] * n, "name": [spec.name] * n, "id": pa.array(ids.tolist(), pa.string()),
         "cluster_id": pa.array(labels.astype(np.int32)),
-        "cosine_similarity_to_centroid": pa.array(sims, from_pandas=True),
-        "x": pa.array(nan, from_pandas=True), "y": pa.array(nan, from_pandas=True),
-        "z": pa.array(nan, from_pandas=True),
-        "node_id": pa.array([f"cl_{c}" if c >= 0 else None for c in labels], type=pa.string()),
+        "cosine_similarity_to_centroid": pa.array(sims.astype(np.float32), from_pandas=True),
+        "x": pa.array(xyz[0].astype(np.float32), from_pandas=True),
+        "y": pa.array(xyz[1].astype(np.float32), from_pandas=True),
+        "z": pa.array(xyz[2].astype(np.float32), from_pandas=True),
+        "node_id": pa.array([f"cl_{c}" if c >= 0 else None for c in labels.tolist()],
+                            type=pa.string()),
         "parent_cluster_id": pa.array([None] * n, type=pa.string()),
         "hierarchy_level": pa.array(np.where(labels >= 0, 0, -1).astype(np.int32)),
     })
-    quality = compute_quality(data.X, labels, sims, spec.seed)
-    return centroids, members, quality, int((np.asarray(sizes) > 0).sum())
+    return centroids, members

@@ -127,13 +127,17 @@ def _reasons(
 
 
 def compute_quality(
-    X_norm: np.ndarray, labels: np.ndarray, sims: np.ndarray, seed: int
+    X_norm: np.ndarray, labels: np.ndarray, sims: np.ndarray, seed: int,
+    population: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Quality:
     """Quality metrics of a clustering.
 
     ``X_norm`` (n, d) L2-normalized rows, ``labels`` (n,) with -1 for noise,
     ``sims`` (n,) each row's cosine similarity to its own centroid (NaN for
-    noise), ``seed`` for the silhouette sample.
+    noise), ``seed`` for the silhouette sample. ``population``: optional
+    ``(labels, sims)`` of ALL rows when ``X_norm`` is only a sample of them (runs
+    with ``sample_size``); noise_ratio, mean_cosine_to_centroid, n_clusters and
+    cluster_size_entropy then describe every row, the geometric metrics the sample.
 
     >>> X = np.array([[1, 0], [1, 0.1], [0, 1], [0.1, 1]], dtype=np.float32)
     >>> q = compute_quality(X, np.array([0, 0, 1, 1]), np.ones(4), seed=0)
@@ -143,16 +147,21 @@ def compute_quality(
     X = np.asarray(X_norm, dtype=np.float32)
     labels = np.asarray(labels).astype(np.int64, copy=False).ravel()
     sims = np.asarray(sims, dtype=np.float64).ravel()
-    n = labels.size
-    kept = labels >= 0
-    noise_ratio = float(1.0 - kept.mean()) if n else 0.0
-    _, counts = np.unique(labels[kept], return_counts=True)
+    all_labels, all_sims = labels, sims
+    if population is not None:
+        all_labels = np.asarray(population[0]).astype(np.int64, copy=False).ravel()
+        all_sims = np.asarray(population[1], dtype=np.float64).ravel()
+    n = all_labels.size
+    all_kept = all_labels >= 0
+    noise_ratio = float(1.0 - all_kept.mean()) if n else 0.0
+    _, counts = np.unique(all_labels[all_kept], return_counts=True)
     k = int(counts.size)
 
-    member_sims = sims[kept]
+    member_sims = all_sims[all_kept]
     member_sims = member_sims[np.isfinite(member_sims)]
     mean_cos = float(member_sims.mean()) if member_sims.size else None
 
+    kept = labels >= 0
     Xk, lk = X[kept], labels[kept]
     silhouette, sample_size = _silhouette(Xk, lk, seed)
     db, ch = _two_cluster_metrics(Xk, lk)

@@ -19,6 +19,30 @@ FIT_SAMPLE = 100_000
 _CHUNK_ROWS = 65_536
 
 
+class Projection:
+    """A PCA projection fitted once and applied to batches (streamed runs)."""
+
+    def __init__(self, X_fit: np.ndarray, dimensions: int, seed: int):
+        from sklearn.decomposition import PCA
+
+        X = np.asarray(X_fit, dtype=np.float32)
+        n, d = X.shape
+        self.dimensions = int(dimensions)
+        self.k = min(self.dimensions, d, n - 1)
+        self.W = self.mean = None
+        if self.k >= 1:
+            pca = PCA(n_components=self.k, svd_solver="auto",
+                      random_state=random_state(seed)).fit(X)
+            self.W = pca.components_.T.astype(np.float32)
+            self.mean = pca.mean_.astype(np.float32)
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        out = np.zeros((X.shape[0], self.dimensions), dtype=np.float32)
+        if self.W is not None:
+            out[:, : self.k] = (np.asarray(X, dtype=np.float32) - self.mean) @ self.W
+        return out
+
+
 def reduce_coordinates(X_norm: np.ndarray, dimensions: int, seed: int) -> np.ndarray:
     """Project rows (n, d) to float32 (n, dimensions) with PCA; deterministic for a seed.
 

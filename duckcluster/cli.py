@@ -107,9 +107,10 @@ def shell_cmd(database, artifacts_dir, read_only) -> None:
 
     con = _open(database, artifacts_dir, read_only)
     try:
-        run_shell(con, database or ":memory:", run_script)
+        status = run_shell(con, database or ":memory:", run_script)
     finally:
         con.close()
+    sys.exit(status)  # piped input: 1 if a statement failed
 
 
 @main.command("demo")
@@ -126,11 +127,9 @@ def demo_cmd(db_path, artifacts_dir) -> None:
 def _open(database, artifacts_dir, read_only) -> duckdb.DuckDBPyConnection:
     try:
         return connect(database, artifacts_dir=artifacts_dir, read_only=read_only)
-    except duckdb.IOException as exc:
-        if "lock" in str(exc).lower():
-            raise click.ClickException(
-                f"{database} is open for writing in another process (DuckDB allows one "
-                "writer). Close it there, or pass --read-only to read it here.") from None
+    except DuckclusterError as exc:
+        raise click.ClickException(str(exc)) from None
+    except duckdb.Error as exc:
         raise click.ClickException(str(exc)) from None
 
 

@@ -30,6 +30,8 @@ class Algorithm:
     params. ``noise`` is True when the algorithm can label rows -1. ``check``
     runs cross-field checks after per-field validation: it receives the filled
     params and the mapping the user gave, and returns the params to use.
+    ``quadratic_memory`` is True when fitting holds an n x n matrix (the memory
+    check of a run accounts for it).
     """
 
     name: str
@@ -39,6 +41,7 @@ class Algorithm:
     noise: bool
     doc: str
     check: Callable[[dict, Mapping[str, Any]], dict] | None = None
+    quadratic_memory: bool = False
 
 
 def relabel_by_size(labels: np.ndarray) -> np.ndarray:

@@ -72,4 +72,5 @@ AGGLOMERATIVE = Algorithm(
     noise=False,
     doc="Agglomerative: merge nearest groups bottom-up; O(n^2) memory, for up to ~20k rows.",
     check=_check,
+    quadratic_memory=True,
 )

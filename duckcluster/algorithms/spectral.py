@@ -53,4 +53,5 @@ SPECTRAL = Algorithm(
     min_rows=_min_rows,
     noise=False,
     doc="Spectral: clusters of a k-nearest-neighbour graph; finds non-convex shapes.",
+    quadratic_memory=True,
 )

@@ -1,0 +1,220 @@
+"""Reading a source in id order, in validated, normalized batches (the DuckDB edge).
+
+Every run reads through :func:`batches`: rows come in id order, ``BATCH_ROWS`` at a
+time, so assignment and sampled fits stream with bounded memory. Each batch is
+checked (NULL ids, duplicate ids across batch borders, NaN/Inf, zero vectors,
+mixed dimensions) and its embeddings L2-normalized (several columns: each
+normalized, then concatenated and normalized again). The input hash covers ids
+and vectors in id order, so it is the same whatever the batch size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._assign import normalize_rows
+from ._errors import DataError, ResourceError
+from ._source import describe, find_key, quote_ident, require_columns, source_sql
+from ._spec import ClusterSpec
+from ._vectors import check_nonzero, to_dense
+
+BATCH_ROWS = 65_536
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run will read: the source SQL, the id column, row count and widths."""
+
+    src: str
+    id_col: str
+    n_rows: int
+    sparse_dims: dict[str, int]  # width of each sparse column, from the whole source
+    dim: int | None  # embedding width after concatenation, when known before reading
+
+
+@dataclass
+class Batch:
+    ids: np.ndarray  # (m,) object str, rows with an embedding
+    X: np.ndarray  # (m, d) float32 normalized
+    start: int  # position of the batch's first row among all source rows
+    valid: np.ndarray  # (rows in batch,) bool: which rows had an embedding
+
+
+@dataclass
+class ReadStats:
+    n_rows: int = 0
+    n_null: int = 0
+    hash: "hashlib._Hash" = field(default_factory=hashlib.sha256)
+    last_id: str | None = None
+
+
+def plan(cur, spec: ClusterSpec) -> Plan:
+    src = source_sql(cur, spec.source)
+    cols = describe(cur, src)
+    require_columns(cols, list(spec.embedding), "embedding", spec.source)
+    id_col = spec.id or find_key(cur, spec.source, cols)
+    require_columns(cols, [id_col], "id", spec.source)
+    n_rows = cur.sql(f"SELECT count(*) FROM {src}").fetchall()[0][0]
+    if n_rows == 0:
+        raise DataError(f"Source {spec.source!r} is empty: there is nothing to cluster. "
+                        "Load rows first or check the WHERE clause of a query source.")
+    sparse, dims = {}, []
+    for c in spec.embedding:
+        t = cols[c].upper()
+        q = quote_ident(c)
+        if t.startswith("MAP("):
+            sparse[c] = int(cur.sql(f"SELECT coalesce(max(list_max(map_keys({q}))), -1) + 1 "
+                                    f"FROM {src}").fetchall()[0][0])
+            dims.append(sparse[c])
+        elif t.startswith("STRUCT("):
+            field_name = next((f for f in ("indices", "index", "idx") if f in t.lower()), None)
+            if field_name:
+                sparse[c] = int(cur.sql(
+                    f"SELECT coalesce(max(list_max({q}.{field_name})), -1) + 1 FROM {src}"
+                ).fetchall()[0][0])
+                dims.append(sparse[c])
+            else:
+                dims.append(None)
+        elif t.endswith("]") and t[:-1].rsplit("[", 1)[-1].isdigit():
+            dims.append(int(t[:-1].rsplit("[", 1)[-1]))
+        else:
+            dims.append(None)
+    dim = sum(dims) if all(d is not None for d in dims) else None
+    return Plan(src=src, id_col=id_col, n_rows=int(n_rows), sparse_dims=sparse, dim=dim)
+
+
+def batches(cur, spec: ClusterSpec, p: Plan, stats: ReadStats,
+            batch_rows: int | None = None) -> Iterator[Batch]:
+    """Yield validated, normalized batches of the whole source in id order
+    (``batch_rows`` rows each, default :data:`BATCH_ROWS`)."""
+    emb = ", ".join(quote_ident(c) for c in spec.embedding)
+    qid = quote_ident(p.id_col)
+    reader = cur.sql(f"SELECT CAST({qid} AS VARCHAR) AS __dc_id, {emb} FROM {p.src} "
+                     f"ORDER BY {qid}").to_arrow_reader(batch_rows or BATCH_ROWS)
+    try:
+        for rb in reader:
+            if rb.num_rows == 0:
+                continue
+            yield _batch(rb, spec, p, stats)
+    finally:  # an unfinished result would block the cursor (DuckDB 2.0)
+        reader.close()
+
+
+def _batch(rb, spec: ClusterSpec, p: Plan, stats: ReadStats) -> Batch:
+    id_arr = rb.column(0)
+    if id_arr.null_count:
+        raise DataError(f"The id column {p.id_col!r} has NULL values; ids must be unique and "
+                        "not NULL.")
+    ids = np.asarray(id_arr.to_pylist(), dtype=object)
+    _check_unique(ids, p.id_col, stats.last_id)
+    stats.last_id = ids[-1]
+    valid = np.ones(len(ids), dtype=bool)
+    dense = []
+    for j, c in enumerate(spec.embedding):
+        v = to_dense(rb.column(j + 1), ids, c, spec.pooling, dim=p.sparse_dims.get(c))
+        dense.append((v, c))
+        valid &= v.valid
+    parts = []
+    for v, c in dense:  # rows with an embedding in every column
+        X = v.X[valid[v.valid]]
+        check_nonzero(X, ids[valid], c)
+        parts.append(normalize_rows(X))
+    X = parts[0] if len(parts) == 1 else normalize_rows(np.concatenate(parts, axis=1))
+    kept = ids[valid]
+    start = stats.n_rows
+    stats.n_rows += len(ids)
+    stats.n_null += int((~valid).sum())
+    stats.hash.update("\x1f".join(kept.tolist()).encode() + b"\x1e")
+    stats.hash.update(np.ascontiguousarray(X).tobytes())
+    return Batch(ids=kept, X=X, start=start, valid=valid)
+
+
+def _check_unique(ids: np.ndarray, id_col: str, previous: str | None) -> None:
+    s = ids.astype(str)
+    dup = np.flatnonzero(s[1:] == s[:-1])  # rows come sorted by id: duplicates are adjacent
+    if dup.size or (previous is not None and len(s) and s[0] == previous):
+        bad = str(s[dup[0]]) if dup.size else str(previous)
+        raise DataError(f"The id column {id_col!r} is not unique: {bad!r} appears more "
+                        "than once. Name a unique column with id := '<column>'.")
+
+
+def check_dims(dims: set[int], spec: ClusterSpec) -> None:
+    if len(dims) > 1:
+        raise DataError(f"The embeddings of {', '.join(spec.embedding)} change dimension "
+                        f"within the source ({sorted(dims)}); every row must have the same "
+                        "length.")
+
+
+# -- memory ---------------------------------------------------------------------------
+
+#: Working copies of the embeddings an in-memory run holds at its peak (Arrow
+#: batch, normalized matrix, preprocessing output), used by :func:`check_memory`.
+WORKING_COPIES = 3
+#: Share of available memory a run may plan to use.
+MEMORY_SHARE = 0.8
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available: DUCKCLUSTER_MEMORY_LIMIT (e.g. '2GB') or MemAvailable."""
+    env = os.environ.get("DUCKCLUSTER_MEMORY_LIMIT")
+    if env:
+        return parse_bytes(env)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def parse_bytes(text: str) -> int:
+    units = {"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12,
+             "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+    t = text.strip().upper().replace(" ", "")
+    num = t.rstrip("KMGTIB")
+    unit = t[len(num):]
+    if unit not in units or not num:
+        raise ValueError(f"Cannot read {text!r} as a size; use e.g. '2GB' or '512MiB'.")
+    return int(float(num) * units[unit])
+
+
+def estimate_bytes(n_fit: int, dim: int, quadratic: bool) -> int:
+    """Peak bytes of fitting ``n_fit`` rows of width ``dim`` in memory."""
+    need = n_fit * dim * 4 * WORKING_COPIES
+    if quadratic:
+        need += n_fit * n_fit * 8
+    return int(need)
+
+
+def check_memory(spec: ClusterSpec, n_fit: int, dim: int | None, quadratic: bool,
+                 sampled: bool) -> None:
+    """Stop before reading when the fit would not fit in memory, saying what would."""
+    avail = available_memory()
+    if avail is None or dim is None:
+        return
+    need = estimate_bytes(n_fit, dim, quadratic)
+    if need <= MEMORY_SHARE * avail:
+        return
+    budget = MEMORY_SHARE * avail
+    per_row = dim * 4 * WORKING_COPIES
+    fit_rows = int(budget // per_row)
+    if quadratic:  # solve n*per_row + 8 n^2 <= budget
+        fit_rows = int((-per_row + (per_row ** 2 + 32 * budget) ** 0.5) / 16)
+    fit_rows = max(2, min(fit_rows, n_fit) // 1000 * 1000 or fit_rows)
+    what = "the sample" if sampled else "every row"
+    raise ResourceError(
+        f"Fitting {spec.algorithm} on {n_fit:,} rows x {dim} dimensions would need about "
+        f"{need / 1e9:.1f} GB of memory ({what} held {WORKING_COPIES} times"
+        f"{', plus an n x n distance matrix' if quadratic else ''}); about "
+        f"{avail / 1e9:.1f} GB is available. Set sample_size := {fit_rows} (or less) to fit "
+        "on a seeded sample and stream the assignment of every row, or cluster a "
+        "lower-dimensional embedding column (e.g. reduced with PCA beforehand)."
+        + (" Or choose an algorithm without an n x n matrix, such as kmeans or hdbscan."
+           if quadratic else ""))
