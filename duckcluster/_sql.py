@@ -28,7 +28,7 @@ from ._assign import assign_raw, normalize_rows
 from ._errors import DataError, SpecError
 from ._fit import fit
 from ._source import quote_ident, source_sql_unchecked
-from ._spec import ClusterSpec, check_rows, parse_json_arg
+from ._spec import ClusterSpec, check_rows
 from ._vectors import check_nonzero, to_dense
 
 _ASSIGN_CACHE_SECONDS = 1.0
