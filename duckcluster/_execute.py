@@ -15,7 +15,7 @@ import pyarrow as pa
 from . import _catalog as catalog
 from ._assign import assign
 from ._errors import DataError, DuckclusterError, SpecError
-from ._fit import FitResult, fit
+from ._fit import FitResult, check_distinct, fit, quiet_fit_warnings
 from . import _reader as reader
 from ._source import describe, find_key, require_columns, source_sql
 from ._spec import ClusterSpec, check_rows
@@ -329,11 +329,13 @@ def _sampled_run(cur, run_id, spec, p, stage):
     stats1 = reader.ReadStats()
     s_ids, Xs, s_pos = _sample_pass(cur, spec, p, stats1, stage)
     check_rows(spec, len(s_ids))
-    stage("preprocessing")
-    Xp = run_preprocessing(Xs, spec.preprocessing, spec.seed)
+    check_distinct(Xs, spec)
     alg = get_algorithm(spec.algorithm)
-    stage(f"fitting {spec.algorithm} on {len(s_ids):,} sampled rows")
-    s_labels = np.asarray(alg.fit_predict(Xp, dict(spec.params), spec.seed), dtype=np.int64)
+    with quiet_fit_warnings():
+        stage("preprocessing")
+        Xp = run_preprocessing(Xs, spec.preprocessing, spec.seed)
+        stage(f"fitting {spec.algorithm} on {len(s_ids):,} sampled rows")
+        s_labels = np.asarray(alg.fit_predict(Xp, dict(spec.params), spec.seed), dtype=np.int64)
     cluster_ids, C = centroids_from_labels(Xs, s_labels)
     floors = None
     if alg.noise and len(cluster_ids):

@@ -6,12 +6,15 @@ No DuckDB here. ``_execute`` (stored definitions) and ``_sql`` (the one-shot
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from ._assign import assign, centroids_from_labels, similarity_to_own
+from ._errors import DataError
 from ._hierarchy import Hierarchy, build_hierarchy
 from ._preprocess import run_preprocessing
 from ._quality import Quality, compute_quality
@@ -40,9 +43,50 @@ def _noop(stage: str) -> None:
     pass
 
 
+#: Above this many rows the distinct-rows check is skipped (it sorts every row).
+DISTINCT_CHECK_MAX_ROWS = 200_000
+
+
+def check_distinct(X: np.ndarray, spec: ClusterSpec) -> None:
+    """Algorithms asked for k clusters need at least k distinct embeddings."""
+    k = spec.params.get("n_clusters") or spec.params.get("n_components")
+    if not k or k <= 1 or X.shape[0] > DISTINCT_CHECK_MAX_ROWS or X.shape[0] == 0:
+        return
+    rows = np.ascontiguousarray(X).view(np.dtype((np.void, X.dtype.itemsize * X.shape[1])))
+    distinct = len(np.unique(rows))
+    if distinct < k:
+        what = "n_clusters" if "n_clusters" in spec.params else "n_components"
+        raise DataError(
+            f"The source has only {distinct} distinct embedding(s) among {X.shape[0]:,} rows, "
+            f"so {spec.algorithm} cannot make {k} clusters. Lower {what} to at most "
+            f"{distinct}, or check the embedding pipeline (identical vectors often mean "
+            "an empty or constant input text).")
+
+
+@contextlib.contextmanager
+def quiet_fit_warnings() -> Iterator[None]:
+    """Degenerate inputs (constant columns, fewer distinct points than asked) make
+    sklearn warn on stderr in the middle of a query; the quality metrics and
+    should_recluster report them instead."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module="sklearn")
+        yield
+
+
 def fit(X_norm: np.ndarray, spec: ClusterSpec, progress: Progress = _noop,
         with_coords: bool = True) -> FitResult:
     """Run preprocessing, the algorithm, centroids, hierarchy, coordinates and quality."""
+    with quiet_fit_warnings():
+        return _fit(X_norm, spec, progress, with_coords)
+
+
+def _fit(X_norm: np.ndarray, spec: ClusterSpec, progress: Progress,
+         with_coords: bool) -> FitResult:
+    check_distinct(X_norm if not spec.sample_size else X_norm[: spec.sample_size], spec)
     seed = spec.seed
     n = X_norm.shape[0]
     rng = np.random.default_rng(seed)

@@ -39,7 +39,12 @@ def source_sql(cur: duckdb.DuckDBPyConnection, source: str) -> str:
         return f"{quote_literal(s)} AS __dc_source"
     if _relation_exists(cur, None, s):
         return quote_ident(s)
-    parts = _split_qualified(s)
+    try:
+        parts = _split_qualified(s)
+    except SpecError:
+        parts = []
+    if len(parts) == 1 and _relation_exists(cur, None, parts[0]):
+        return quote_ident(parts[0])
     if len(parts) > 1 and _relation_exists(cur, parts[:-1], parts[-1]):
         return ".".join(quote_ident(p) for p in parts)
     names = [r[0] for r in cur.execute(

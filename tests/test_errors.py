@@ -104,6 +104,12 @@ DATA_CASES = [
      "{'n_clusters': 5}", "kmeans with these params needs at least 5 rows with an embedding; the source has 3"),
     ("not an embedding", "CREATE TABLE bad AS SELECT i AS doc_id, 'x' || i AS embedding FROM range(20) t(i)",
      "{'n_clusters': 2}", "has type string, which is not an embedding"),
+    ("single row", "CREATE TABLE bad AS SELECT 1 AS doc_id, [1, 2]::FLOAT[2] AS embedding",
+     "{'n_clusters': 2}", "kmeans with these params needs at least 2 rows with an embedding; the source has 1"),
+    ("all rows identical", "CREATE TABLE bad AS SELECT i AS doc_id, [1, 2]::FLOAT[2] AS embedding FROM range(20) t(i)",
+     "{'n_clusters': 3}", "The source has only 1 distinct embedding(s) among 20 rows, so kmeans cannot make 3 clusters. Lower n_clusters to at most 1"),
+    ("empty vector", "CREATE TABLE bad AS SELECT i AS doc_id, CASE WHEN i = 4 THEN []::FLOAT[] ELSE [1.0, i] END AS embedding FROM range(20) t(i)",
+     "{'n_clusters': 2}", "row id '4' has 0 values"),
     ("duplicate ids", "CREATE TABLE bad AS SELECT i % 10 AS doc_id, [i + 1, 1]::FLOAT[2] AS embedding FROM range(20) t(i)",
      "{'n_clusters': 2}", "The id column 'doc_id' is not unique: '0' appears more than once"),
 ]
@@ -133,6 +139,17 @@ def test_execute_argument_errors_change_nothing(con, docs):
             con.sql(sql).fetchall()
         assert message in str(err.value), sql
     assert snapshot(con) == before
+
+
+def test_error_matrix_is_published():
+    """docs/errors.md lists every case of this file with its message."""
+    import pathlib
+
+    doc = (pathlib.Path(__file__).parent.parent / "docs" / "errors.md").read_text(encoding="utf-8")
+    for case, _kwargs, message in CREATE_CASES:
+        assert case in doc and message in doc, case
+    for case, _setup, _params, message in DATA_CASES:
+        assert case in doc and message in doc, case
 
 
 def test_no_obvious_key(con):
