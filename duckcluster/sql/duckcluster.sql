@@ -134,3 +134,121 @@ CREATE OR REPLACE TEMP MACRO assign_cluster_detail(embedding, cluster_name, thre
 
 CREATE OR REPLACE TEMP MACRO assign_cluster(embedding, cluster_name, threshold := 0.5) AS
     assign_cluster_detail(embedding, cluster_name, threshold := threshold).cluster_id;
+
+-- The successful run just before run `rid` of a definition: cluster_drift's default baseline.
+CREATE OR REPLACE TEMP MACRO _dc_previous_run(cluster_name, rid) AS (
+    SELECT CASE WHEN count(*) = 0
+        THEN error('Cluster ''' || cluster_name || ''' has no successful run before ''' || rid || '''; cluster_drift compares two runs. Execute it again later, or pass baseline_run := ''run_...'' (see SELECT * FROM cluster_runs(''' || cluster_name || ''')).')
+        ELSE max_by(r.run_id, r.run_seq) END
+    FROM duckcluster.runs r
+    WHERE r.name = cluster_name AND r.status = 'succeeded'
+      AND r.run_seq < (SELECT r2.run_seq FROM duckcluster.runs r2 WHERE r2.run_id = rid)
+);
+
+-- Cluster-share drift between two runs of one definition (default: the latest run against
+-- the one before it). Cluster ids are arbitrary from run to run, so clusters are matched by
+-- centroid cosine similarity: a baseline and a current cluster match when each is the
+-- other's most similar (ties: lowest id) and the similarity is >= match_threshold.
+-- One row per matched pair, per unmatched baseline cluster (vanished), per unmatched current
+-- cluster (new) and for noise (-1 on both sides, when either run has noise). Shares are of
+-- all members of a run, noise included. status: new (no baseline rows) | vanished (no current
+-- rows) | grown / shrunk (two-proportion |z| >= significance_z and the share changed by at
+-- least min_change of the baseline share) | stable. Totals on every row: cluster counts and
+-- their change, js_divergence (base 2, 0..1) over the aligned shares, unmatched_share (current
+-- members in clusters that match no baseline cluster) and drift_detected = js_divergence >
+-- js_threshold OR |cluster_count_change| > max_count_change. For a p-value see
+-- cluster_drift_test (Python) or embedding_drift(..., method := 'cluster').
+CREATE OR REPLACE TEMP MACRO cluster_drift(cluster_name, baseline_run := NULL, current_run := NULL,
+    match_threshold := 0.8, min_change := 0.2, significance_z := 1.96, js_threshold := 0.05,
+    max_count_change := 2) AS TABLE
+    WITH ids AS MATERIALIZED (
+        SELECT _dc_run(cluster_name, current_run) AS cur_id),
+    chosen AS MATERIALIZED (
+        SELECT CASE WHEN baseline_run IS NULL THEN _dc_previous_run(cluster_name, ids.cur_id)
+                    ELSE _dc_check_run(cluster_name, baseline_run) END AS base_id, ids.cur_id
+        FROM ids),
+    pair AS MATERIALIZED (
+        SELECT CASE WHEN base_id = cur_id
+                    THEN error('cluster_drift compares two different runs; baseline and current are both ''' || cur_id || '''.')
+                    ELSE base_id END AS base_id, cur_id
+        FROM chosen),
+    sizes AS MATERIALIZED (
+        SELECT CASE WHEN m.run_id = pair.base_id THEN 'b' ELSE 'c' END AS side, m.cluster_id,
+               count(*) AS n
+        FROM duckcluster.members m, pair
+        WHERE m.run_id = pair.base_id OR m.run_id = pair.cur_id
+        GROUP BY ALL),
+    totals AS MATERIALIZED (
+        SELECT coalesce(sum(n) FILTER (WHERE side = 'b'), 0) AS nb,
+               coalesce(sum(n) FILTER (WHERE side = 'c'), 0) AS nc
+        FROM sizes),
+    cents AS MATERIALIZED (
+        SELECT CASE WHEN c.run_id = pair.base_id THEN 'b' ELSE 'c' END AS side, c.cluster_id,
+               c.centroid
+        FROM duckcluster.centroids c, pair
+        WHERE (c.run_id = pair.base_id OR c.run_id = pair.cur_id) AND c.hierarchy_level = 0),
+    sim AS MATERIALIZED (
+        SELECT b.cluster_id AS bid, k.cluster_id AS cid,
+               list_cosine_similarity(b.centroid, k.centroid) AS s
+        FROM cents b, cents k WHERE b.side = 'b' AND k.side = 'c'),
+    best_for_c AS (
+        SELECT cid, arg_max(bid, {'s': s, 'neg_id': -bid}) AS bid, max(s) AS s FROM sim GROUP BY cid),
+    best_for_b AS (
+        SELECT bid, arg_max(cid, {'s': s, 'neg_id': -cid}) AS cid, max(s) AS s FROM sim GROUP BY bid),
+    matched AS (
+        SELECT fc.bid, fc.cid, fc.s FROM best_for_c fc JOIN best_for_b fb
+            ON fb.bid = fc.bid AND fb.cid = fc.cid
+        WHERE fc.s >= match_threshold),
+    aligned AS (
+        SELECT bid, cid, s FROM matched
+        UNION ALL
+        SELECT c.cluster_id, NULL, fb.s FROM cents c LEFT JOIN best_for_b fb ON fb.bid = c.cluster_id
+        WHERE c.side = 'b' AND c.cluster_id NOT IN (SELECT bid FROM matched)
+        UNION ALL
+        SELECT NULL, c.cluster_id, fc.s FROM cents c LEFT JOIN best_for_c fc ON fc.cid = c.cluster_id
+        WHERE c.side = 'c' AND c.cluster_id NOT IN (SELECT cid FROM matched)
+        UNION ALL
+        SELECT DISTINCT -1, -1, NULL FROM sizes WHERE cluster_id = -1),
+    rows AS (
+        SELECT a.bid, a.cid, a.s,
+               coalesce((SELECT n FROM sizes WHERE side = 'b' AND cluster_id = a.bid), 0) AS nb_i,
+               coalesce((SELECT n FROM sizes WHERE side = 'c' AND cluster_id = a.cid), 0) AS nc_i,
+               totals.nb, totals.nc
+        FROM aligned a, totals),
+    scored AS (
+        SELECT *, CASE WHEN nb > 0 THEN nb_i / nb ELSE 0 END AS p,
+                  CASE WHEN nc > 0 THEN nc_i / nc ELSE 0 END AS q,
+                  (nb_i + nc_i) / nullif(nb + nc, 0) AS pooled
+        FROM rows),
+    judged AS (
+        SELECT *, q - p AS delta,
+               CASE WHEN pooled > 0 AND pooled < 1 AND nb > 0 AND nc > 0
+                    THEN (q - p) / sqrt(pooled * (1 - pooled) * (1 / nb + 1 / nc)) END AS z
+        FROM scored),
+    labelled AS (
+        SELECT *,
+               CASE WHEN nb_i = 0 AND nc_i > 0 THEN 'new'
+                    WHEN nc_i = 0 AND nb_i > 0 THEN 'vanished'
+                    WHEN z >= significance_z AND q >= p * (1 + min_change) THEN 'grown'
+                    WHEN z <= -significance_z AND q <= p * (1 - min_change) THEN 'shrunk'
+                    ELSE 'stable' END AS status,
+               CASE WHEN p > 0 THEN 0.5 * p * log2(p / ((p + q) / 2)) ELSE 0 END
+             + CASE WHEN q > 0 THEN 0.5 * q * log2(q / ((p + q) / 2)) ELSE 0 END AS js_term
+        FROM judged),
+    counts AS (
+        SELECT count(DISTINCT cluster_id) FILTER (WHERE side = 'b' AND cluster_id >= 0) AS kb,
+               count(DISTINCT cluster_id) FILTER (WHERE side = 'c' AND cluster_id >= 0) AS kc
+        FROM sizes)
+    SELECT pair.base_id AS baseline_run_id, pair.cur_id AS current_run_id,
+           l.bid::INTEGER AS baseline_cluster_id, l.cid::INTEGER AS current_cluster_id,
+           l.s::DOUBLE AS similarity, l.nb_i::BIGINT AS baseline_size, l.nc_i::BIGINT AS current_size,
+           l.p::DOUBLE AS baseline_share, l.q::DOUBLE AS current_share, l.delta::DOUBLE AS delta,
+           l.z::DOUBLE AS z, l.status,
+           counts.kb::BIGINT AS baseline_n_clusters, counts.kc::BIGINT AS current_n_clusters,
+           (counts.kc - counts.kb)::BIGINT AS cluster_count_change,
+           greatest(sum(l.js_term) OVER (), 0)::DOUBLE AS js_divergence,
+           (sum(CASE WHEN l.bid IS NULL THEN l.q ELSE 0 END) OVER ())::DOUBLE AS unmatched_share,
+           (greatest(sum(l.js_term) OVER (), 0) > js_threshold
+             OR abs(counts.kc - counts.kb) > max_count_change) AS drift_detected
+    FROM labelled l, pair, counts
+    ORDER BY l.bid NULLS LAST, l.cid NULLS LAST;

@@ -1,0 +1,500 @@
+"""Drift at the DuckDB edge: read two sides, run the pure methods of :mod:`duckcluster.drift`.
+
+A side is anything a cluster source can be (a table or view name, a Parquet
+path or glob, a query in parentheses) or ``'run:<run_id>'``: the rows of the
+definition's source whose ids were members of that run (so two runs of one
+definition compare the data each run saw). Sides are read by streaming Arrow
+batches; a side with more non-NULL rows than the methods use is sampled while
+streaming (a seeded choice of row positions), so memory stays bounded by the
+sample. For a reproducible sample a query side should have a stable order
+(tables and Parquet files keep theirs).
+
+:class:`DriftSpec` is the one validated form of the arguments that SQL, the
+CLI report and Python calls share. Drift over time windows
+(:func:`drift_windows`) reads a source once, bucketing rows with DuckDB's
+``time_bucket`` and sampling each window while streaming.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from . import _catalog as catalog
+from ._assign import normalize_rows
+from ._errors import DataError, RunNotFoundError, SpecError, closest
+from ._params import Param, validate_params
+from ._source import describe, quote_ident, require_columns, source_sql
+from ._vectors import check_nonzero, to_dense
+from .drift import (DEFAULT_ALPHA, DEFAULT_METHOD, DRIFT_METHODS, DriftResult, Reference,
+                    get_method, run_method, validate_method_params)
+
+RUN_PREFIX = "run:"
+_BATCH_ROWS = 65_536
+
+OPTIONS: dict[str, Param] = {
+    "alpha": Param(float, DEFAULT_ALPHA, low=0.0, high=1.0, low_open=True, high_open=True,
+                   doc="significance level: drift_detected = p_value < alpha"),
+    "seed": Param(int, 42, low=0, high=2**32 - 1, doc="seed of every sample and permutation"),
+    "normalize": Param(bool, True, doc="L2-normalize rows first (compare directions, as "
+                                       "cosine similarity does)"),
+    "pooling": Param(str, "mean", choices=("mean", "max", "first"),
+                     doc="how a multi-vector column becomes one vector"),
+    "reference": Param(str, None, nullable=True,
+                       doc="cluster definition whose latest full run's centroids the "
+                           "'cluster' method assigns to"),
+    "reference_run": Param(str, None, nullable=True, doc="a run id to take centroids from"),
+}
+
+
+@dataclass(frozen=True)
+class DriftSpec:
+    """Validated arguments of one drift comparison (every SQL entry point builds one)."""
+
+    methods: tuple[str, ...] = (DEFAULT_METHOD,)
+    params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    embedding: tuple[str, ...] | None = ("embedding",)
+    alpha: float = DEFAULT_ALPHA
+    seed: int = 42
+    normalize: bool = True
+    pooling: str = "mean"
+    reference: str | None = None
+    reference_run: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "DriftSpec":
+        d = {k: v for k, v in dict(d).items() if v is not None}
+        known = {"method", "params", "embedding", *OPTIONS}
+        for key in d:
+            if key not in known:
+                raise SpecError(f"Unknown drift option {key!r}.{closest(key, known)} "
+                                f"Valid options: {', '.join(sorted(known))}.")
+        methods = _methods(d.get("method"))
+        params = _method_params(methods, _json_value("params", d.get("params")))
+        opts = validate_params("embedding_drift", OPTIONS, {k: d[k] for k in OPTIONS if k in d})
+        return cls(methods=methods, params=params, embedding=_embedding(d.get("embedding")),
+                   **opts)
+
+    def max_samples(self) -> int:
+        """Rows per side the methods need at most (a split baseline counts twice)."""
+        return max(self.params[m]["max_samples"] * 2 for m in self.methods)
+
+
+def _json_value(name: str, value: Any) -> Any:
+    """A STRUCT/LIST arrives decoded; a JSON string (possibly JSON-quoted) is decoded here."""
+    for _ in range(2):
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if not text:
+            return None
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            if name in ("method", "embedding"):
+                return text
+            raise SpecError(f"{name!r} must be a STRUCT literal like {{'k': 1}} or a JSON "
+                            f"string. Could not parse {text!r}: {exc.msg}.") from None
+    return value
+
+
+def _methods(value: Any) -> tuple[str, ...]:
+    value = _json_value("method", value)
+    if value is None:
+        return (DEFAULT_METHOD,)
+    if value == "all":
+        return tuple(DRIFT_METHODS)
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not names:
+        raise SpecError("'method' must be a method name, a list of names or 'all'. Valid "
+                        f"methods: {', '.join(DRIFT_METHODS)}. Got {value!r}.")
+    for n in names:
+        get_method(n)  # unknown -> lists the valid ones
+    if len(set(names)) != len(names):
+        raise SpecError(f"'method' lists a method twice: {list(names)!r}.")
+    return tuple(names)
+
+
+def _method_params(methods: Sequence[str], given: Any) -> dict[str, dict[str, Any]]:
+    """``params`` is one method's params, or a mapping of method name to params."""
+    if given is None:
+        given = {}
+    if isinstance(given, list) and all(isinstance(x, Mapping) and set(x) == {"key", "value"}
+                                       for x in given):
+        given = {x["key"]: x["value"] for x in given}
+    if not isinstance(given, Mapping):
+        raise SpecError(f"'params' must be a STRUCT or a JSON object. Got {given!r}.")
+    given = {k: v for k, v in given.items() if v is not None}
+    keyed = bool(given) and all(k in DRIFT_METHODS for k in given)
+    if keyed:
+        extra = [k for k in given if k not in methods]
+        if extra:
+            raise SpecError(f"'params' has params for {', '.join(extra)}, which is not among the "
+                            f"methods run ({', '.join(methods)}). Add it to 'method' or drop it.")
+        return {m: validate_method_params(m, _json_value("params", given.get(m)))
+                for m in methods}
+    if given and len(methods) > 1:
+        raise SpecError("With several methods, pass params per method: params := {'mmd': "
+                        "{'n_permutations': 1000}, 'energy': {'n_components': 3}}.")
+    return {m: validate_method_params(m, given) for m in methods}
+
+
+def _embedding(value: Any) -> tuple[str, ...] | None:
+    value = _json_value("embedding", value)
+    if value is None:
+        return None
+    if isinstance(value, str) and value:
+        return (value,)
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) and v for v in value):
+        return tuple(value)
+    raise SpecError("'embedding' must name an embedding column or a list of columns. "
+                    f"Got {value!r}.")
+
+
+# -- reading one side ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Side:
+    """A side as read: a sample of its non-NULL rows and how many rows it has."""
+
+    label: str  # what the user passed
+    X: np.ndarray  # (n_sample, d) float32
+    n_rows: int  # non-NULL embeddings
+    n_null: int  # rows skipped for a NULL embedding
+    run_id: str | None = None
+
+    @property
+    def sampled(self) -> bool:
+        return self.X.shape[0] < self.n_rows
+
+
+@dataclass(frozen=True)
+class _Query:
+    """The FROM expression and columns of a side."""
+
+    from_sql: str
+    columns: tuple[str, ...]
+    order_by: str = ""
+    run_id: str | None = None
+    definition: str | None = None
+
+
+def _resolve(cur, source: str, embedding: tuple[str, ...] | None, role: str) -> _Query:
+    if not isinstance(source, str) or not source.strip():
+        raise SpecError(f"The {role} must be a table or view name, a Parquet path, a query in "
+                        f"parentheses or 'run:<run_id>'. Got {source!r}.")
+    s = source.strip()
+    if s.startswith(RUN_PREFIX):
+        return _resolve_run(cur, s[len(RUN_PREFIX):].strip(), embedding, role)
+    try:
+        src = source_sql(cur, s)
+    except SpecError as exc:
+        hint = ""
+        if cur.execute("SELECT count(*) FROM duckcluster.runs WHERE run_id = ?",
+                       [s]).fetchall()[0][0]:
+            hint = f" {s!r} is a run id: pass 'run:{s}' to compare the rows of that run."
+        raise SpecError(f"The {role} side: {exc}{hint}") from None
+    if embedding is None:
+        raise SpecError(f"Name the embedding column of the {role} side, e.g. "
+                        "embedding_drift('q1', 'q3', 'embedding').")
+    require_columns(describe(cur, src), list(embedding), "embedding", s)
+    return _Query(src, embedding)
+
+
+def _resolve_run(cur, run_id: str, embedding, role: str) -> _Query:
+    run = catalog.get_run(cur, run_id)
+    if run["status"] != "succeeded":
+        raise RunNotFoundError(f"Run {run_id!r} of {run['name']!r} has status "
+                               f"{run['status']!r}; the {role} side needs a succeeded run. List "
+                               f"runs with SELECT * FROM cluster_runs({run['name']!r}).")
+    spec = json.loads(run["spec"])
+    cols = embedding or tuple(spec["embedding"])
+    src = source_sql(cur, spec["source"])
+    require_columns(describe(cur, src), list(cols), "embedding", spec["source"])
+    id_col = spec.get("id") or "id"
+    members = (f"(SELECT m.id AS __dc_id FROM duckcluster.members m WHERE m.run_id = "
+               f"{_literal(run_id)})")
+    from_sql = (f"(SELECT s.* FROM {src} AS s JOIN {members} AS __dc_m "
+                f"ON CAST(s.{quote_ident(id_col)} AS VARCHAR) = __dc_m.__dc_id "
+                f"ORDER BY __dc_m.__dc_id) AS __dc_run")
+    return _Query(from_sql, cols, run_id=run_id, definition=run["name"])
+
+
+def _literal(value: str) -> str:
+    from ._source import quote_literal
+
+    return quote_literal(value)
+
+
+def _not_null(columns: Sequence[str]) -> str:
+    return " AND ".join(f"{quote_ident(c)} IS NOT NULL" for c in columns)
+
+
+def read_side(cur, source: str, embedding: tuple[str, ...] | None, cap: int, *, seed: int,
+              normalize: bool = True, pooling: str = "mean", role: str = "baseline") -> Side:
+    """Read (a seeded sample of at most ``cap`` of) the non-NULL embeddings of a side."""
+    q = _resolve(cur, source, embedding, role)
+    counts = cur.execute(f"SELECT count(*), count(*) FILTER (WHERE {_not_null(q.columns)}) "
+                         f"FROM {q.from_sql}").fetchall()[0]
+    n_all, n_valid = int(counts[0]), int(counts[1])
+    if n_valid == 0:
+        what = "has no rows" if n_all == 0 else \
+            f"has {n_all} rows but every {'/'.join(q.columns)} is NULL"
+        raise DataError(f"The {role} side {source!r} {what}; there is nothing to compare. "
+                        "Check its WHERE clause, time range or run.")
+    rng = np.random.default_rng([seed, 0 if role == "baseline" else 1])
+    keep = None if n_valid <= cap else np.sort(rng.choice(n_valid, size=cap, replace=False))
+    cols = ", ".join(quote_ident(c) for c in q.columns)
+    rel = cur.sql(f"SELECT {cols} FROM {q.from_sql} WHERE {_not_null(q.columns)}")
+    tbl = _take_rows(rel, keep)
+    X = _dense(tbl, q.columns, role, normalize, pooling, keep)
+    return Side(label=source, X=X, n_rows=n_valid, n_null=n_all - n_valid, run_id=q.run_id)
+
+
+def _take_rows(rel: duckdb.DuckDBPyRelation, keep: np.ndarray | None) -> pa.Table:
+    """All rows of ``rel``, or the rows at sorted positions ``keep``, streamed in batches."""
+    if keep is None:
+        return rel.to_arrow_table()
+    reader = rel.to_arrow_reader(_BATCH_ROWS)
+    parts, pos = [], 0
+    for batch in reader:
+        lo, hi = np.searchsorted(keep, [pos, pos + batch.num_rows])
+        if hi > lo:
+            parts.append(batch.take(pa.array(keep[lo:hi] - pos)))
+        pos += batch.num_rows
+    return pa.Table.from_batches(parts, schema=reader.schema)
+
+
+def _dense(tbl: pa.Table, columns: Sequence[str], role: str, normalize: bool, pooling: str,
+           positions: np.ndarray | None) -> np.ndarray:
+    pos = np.arange(tbl.num_rows) if positions is None else positions
+    names = [f"{role} row {int(i)}" for i in pos]
+    parts = []
+    for c in columns:
+        v = to_dense(tbl.column(c), names, c, pooling)
+        X = v.X
+        if normalize:
+            check_nonzero(X, names, c)
+            X = normalize_rows(X)
+        parts.append(X)
+    X = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+    return normalize_rows(X) if normalize and len(parts) > 1 else X.astype(np.float32, copy=False)
+
+
+# -- references and running -------------------------------------------------------------
+
+def load_reference(cur, name: str | None, run_id: str | None) -> Reference | None:
+    """Centroids of a run: ``run_id``, else the latest full run of definition ``name``."""
+    if name is None and run_id is None:
+        return None
+    if run_id is None:
+        run_id = catalog.latest_run(cur, name, mode="full")
+    else:
+        run = catalog.get_run(cur, run_id)
+        if name is not None and run["name"] != name:
+            raise SpecError(f"reference_run {run_id!r} belongs to {run['name']!r}, not to "
+                            f"reference {name!r}. Pass one of them, or matching ones.")
+    ids, tbl = catalog.load_centroids(cur, run_id)
+    if not ids:
+        raise DataError(f"Run {run_id!r} has no clusters to assign to; pick a reference run "
+                        "with at least one cluster.")
+    C = np.asarray(tbl.column("centroid").combine_chunks().flatten().to_numpy(),
+                   dtype=np.float32).reshape(len(ids), -1)
+    return Reference(cluster_ids=np.asarray(ids, dtype=np.int64), centroids=normalize_rows(C),
+                     source=f"run {run_id}")
+
+
+def _check_pair(B: Side, C: Side) -> None:
+    if B.X.shape[1] != C.X.shape[1]:
+        raise DataError(f"The baseline {B.label!r} has {B.X.shape[1]}-dimensional embeddings but "
+                        f"the current {C.label!r} has {C.X.shape[1]}. Compare embeddings of the "
+                        "same model and column.")
+
+
+def compare(spec: DriftSpec, B: Side, C: Side, reference: Reference | None) -> list[dict]:
+    """Run every method of ``spec`` on two sides read already; one row per method."""
+    _check_pair(B, C)
+    rows = []
+    for name in spec.methods:
+        ref = reference if name == "cluster" else None
+        r: DriftResult = run_method(name, B.X, C.X, spec.params[name], alpha=spec.alpha,
+                                    seed=spec.seed, reference=ref)
+        details = {**r.details, "normalize": spec.normalize,
+                   "n_null_baseline": B.n_null, "n_null_current": C.n_null}
+        if B.sampled or C.sampled:
+            details["sampled"] = True
+            details["read_sample_rows"] = {"baseline": int(B.X.shape[0]),
+                                           "current": int(C.X.shape[0])}
+        rows.append({**r.as_row(), "n_baseline": B.n_rows, "n_current": C.n_rows,
+                     "details": details})
+    return rows
+
+
+def embedding_drift(cur, baseline: str, current: str, spec: DriftSpec) -> list[dict]:
+    """The rows of ``embedding_drift(baseline, current, ...)``."""
+    cap = spec.max_samples()
+    read = dict(seed=spec.seed, normalize=spec.normalize, pooling=spec.pooling)
+    B = read_side(cur, baseline, spec.embedding, cap, role="baseline", **read)
+    C = read_side(cur, current, spec.embedding, cap, role="current", **read)
+    reference = None
+    if "cluster" in spec.methods:
+        reference = load_reference(cur, spec.reference, spec.reference_run)
+        if reference is None and B.run_id is not None:
+            reference = load_reference(cur, None, B.run_id)  # two runs: the baseline run's
+    return compare(spec, B, C, reference)
+
+
+# -- time windows ------------------------------------------------------------------------
+
+def _interval(cur, window: str) -> str:
+    try:
+        ok = cur.execute("SELECT CAST(? AS INTERVAL) > INTERVAL 0 SECOND", [window]).fetchall()
+    except duckdb.Error:
+        ok = [(False,)]
+    if not ok[0][0]:
+        raise SpecError(f"window_size must be a positive INTERVAL such as INTERVAL 7 DAY or "
+                        f"'1 hour'. Got {window!r}.")
+    return window
+
+
+def _bucket_sql(time_col: str) -> str:
+    return (f"epoch_us(CAST(time_bucket(CAST($window AS INTERVAL), "
+            f"CAST({quote_ident(time_col)} AS TIMESTAMP)) AS TIMESTAMP))")
+
+
+def drift_windows(cur, source: str, time_column: str, window: str, baseline: str | None,
+                  spec: DriftSpec) -> list[dict]:
+    """One row per (window, method): each window against the baseline window.
+
+    Windows are ``time_bucket(window, time_column)``; the baseline is the first
+    window, or the one containing the ``baseline`` timestamp. The baseline window
+    itself is the first row, with NULL statistics.
+    """
+    _interval(cur, window)
+    if not isinstance(time_column, str) or not time_column:
+        raise SpecError("time_column must name a TIMESTAMP or DATE column of the source.")
+    src = source_sql(cur, source)
+    cols = describe(cur, src)
+    require_columns(cols, [time_column], "time", source)
+    if spec.embedding is None:
+        raise SpecError("Name the embedding column, e.g. embedding_drift_windows('docs', "
+                        "'embedding', time_column := 'created_at').")
+    require_columns(cols, list(spec.embedding), "embedding", source)
+    bucket = _bucket_sql(time_column)
+    valid = _not_null(spec.embedding)
+    where = f"{quote_ident(time_column)} IS NOT NULL"
+    try:
+        stats = cur.execute(
+            f"SELECT w, n, n_null, epoch_us(make_timestamp(w) + CAST($window AS INTERVAL)) "
+            f"FROM (SELECT {bucket} AS w, count(*) FILTER (WHERE {valid}) AS n, "
+            f"count(*) FILTER (WHERE NOT ({valid})) AS n_null FROM {src} WHERE {where} "
+            f"GROUP BY ALL) ORDER BY w",
+            {"window": window}).fetchall()
+    except duckdb.Error as exc:
+        raise SpecError(f"Cannot bucket {time_column!r} by {window!r}: {exc}. time_column must "
+                        "be a TIMESTAMP or DATE column.") from None
+    stats = [s for s in stats if s[1] > 0]
+    if not stats:
+        raise DataError(f"Source {source!r} has no rows with both a {time_column!r} and an "
+                        "embedding; there are no windows to compare.")
+    starts = np.array([s[0] for s in stats], dtype=np.int64)
+    base_idx = 0
+    if baseline is not None:
+        b = cur.execute(f"SELECT epoch_us(CAST(time_bucket(CAST(? AS INTERVAL), CAST(? AS "
+                        "TIMESTAMP)) AS TIMESTAMP))", [window, baseline]).fetchall()[0][0]
+        hits = np.flatnonzero(starts == b)
+        if not hits.size:
+            raise DataError(f"No rows fall in the baseline window containing {baseline!r}; "
+                            "pass a timestamp inside a window that has rows, or NULL for the "
+                            "first window.")
+        base_idx = int(hits[0])
+    samples = _window_samples(cur, src, spec, bucket, where, window, starts,
+                              np.array([s[1] for s in stats]), base_idx)
+    return _window_rows(cur, spec, stats, samples, base_idx)
+
+
+def _window_samples(cur, src, spec, bucket, where, window, starts, counts, base_idx
+                    ) -> list[np.ndarray]:
+    """One streaming pass: a seeded sample of each window's rows (bigger for the baseline)."""
+    cap = spec.max_samples()
+    keep = []
+    for i, n in enumerate(counts):
+        mask = np.ones(n, dtype=bool) if n <= cap else np.zeros(n, dtype=bool)
+        if n > cap:
+            mask[np.random.default_rng([spec.seed, 2, i]).choice(n, size=cap, replace=False)] = True
+        keep.append(mask)
+    flat = np.concatenate(keep)  # one byte per row with an embedding: O(n) but tiny
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    cols = ", ".join(quote_ident(c) for c in spec.embedding)
+    rel = cur.sql(f"SELECT {bucket} AS __dc_w, {cols} FROM {src} WHERE {where} AND "
+                  f"{_not_null(spec.embedding)}", params={"window": window})
+    seen = np.zeros(len(starts), dtype=np.int64)
+    parts: list[list[pa.RecordBatch]] = [[] for _ in starts]
+    for batch in rel.to_arrow_reader(_BATCH_ROWS):
+        w = np.asarray(batch.column(0).to_numpy(zero_copy_only=False), dtype=np.int64)
+        code = np.searchsorted(starts, w)
+        order = np.argsort(code, kind="stable")
+        sc = code[order]
+        first = np.searchsorted(sc, sc, side="left")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(order.size) - first  # position among this batch's rows of a window
+        pos = seen[code] + rank
+        take = flat[offsets[code] + pos]
+        np.add.at(seen, code, 1)
+        for c in np.unique(code[take]):
+            idx = np.flatnonzero(take & (code == c))
+            parts[c].append(batch.take(pa.array(idx)))
+    out = []
+    for i, batches in enumerate(parts):
+        tbl = pa.Table.from_batches(batches) if batches else None
+        X = _dense(tbl, spec.embedding, f"window {i}", spec.normalize, spec.pooling,
+                   None) if tbl is not None and tbl.num_rows else \
+            np.zeros((0, 0), dtype=np.float32)
+        out.append(X)
+    return out
+
+
+def _ts(us: int):
+    import datetime as dt
+
+    return dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=int(us))
+
+
+def _window_rows(cur, spec, stats, samples, base_idx) -> list[dict]:
+    base = samples[base_idx]
+    B = Side(label="baseline window", X=base, n_rows=int(stats[base_idx][1]),
+             n_null=int(stats[base_idx][2]))
+    reference = load_reference(cur, spec.reference, spec.reference_run) \
+        if "cluster" in spec.methods else None
+    rows = []
+    for i, (start, n_valid, n_null, end) in enumerate(stats):
+        common = {"window_start": _ts(start), "window_end": _ts(end),
+                  "is_baseline": i == base_idx, "n_rows": int(n_valid)}
+        if i == base_idx:
+            for m in spec.methods:
+                rows.append({**common, "method": m, "statistic": None, "p_value": None,
+                             "threshold": spec.alpha, "drift_detected": None,
+                             "n_baseline": int(n_valid), "n_current": int(n_valid),
+                             "details": {"baseline_window": True}})
+            continue
+        C = Side(label=f"window {_ts(start)}", X=samples[i], n_rows=int(n_valid),
+                 n_null=int(n_null))
+        for m in spec.methods:
+            need = get_method(m).min_rows
+            if min(B.X.shape[0], C.X.shape[0]) < need:
+                rows.append({**common, "method": m, "statistic": None, "p_value": None,
+                             "threshold": spec.alpha, "drift_detected": None,
+                             "n_baseline": B.n_rows, "n_current": C.n_rows,
+                             "details": {"skipped": f"{m} needs at least {need} rows per "
+                                         f"window; this window has {C.n_rows} and the "
+                                         f"baseline {B.n_rows}"}})
+                continue
+            one = replace(spec, methods=(m,))
+            rows.extend({**common, **r} for r in compare(one, B, C, reference))
+    return rows

@@ -1,0 +1,229 @@
+"""SQL functions of the drift area: TEMP macros over private ``_dc_*`` UDFs.
+
+DuckDB 2.0 has no Python table functions, so each table-valued function is a
+table macro that unnests a LIST of STRUCTs returned by one UDF call. All named
+arguments travel to the UDF as one JSON object (``json_object(...)``), so a new
+option is one macro parameter and one :class:`duckcluster._drift.DriftSpec` field.
+``cluster_drift`` itself is pure SQL in ``sql/duckcluster.sql`` (the read side);
+``cluster_drift_test`` adds its exact p-value here.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import duckdb
+
+from . import _drift, _drift_monitor
+from ._errors import SpecError
+from ._sql import _State, _wrap
+from .drift import share_test
+
+_RESULT = ("method VARCHAR, statistic DOUBLE, p_value DOUBLE, threshold DOUBLE, "
+           "drift_detected BOOLEAN")
+DRIFT_ROW = f"STRUCT({_RESULT}, n_baseline BIGINT, n_current BIGINT, details JSON)[]"
+WINDOW_ROW = (f"STRUCT(window_start TIMESTAMP, window_end TIMESTAMP, is_baseline BOOLEAN, "
+              f"n_rows BIGINT, {_RESULT}, n_baseline BIGINT, n_current BIGINT, details JSON)[]")
+MONITOR_ROW = (f"STRUCT(window_start TIMESTAMP, window_end TIMESTAMP, is_baseline BOOLEAN, "
+               f"n_seen BIGINT, n_reservoir BIGINT, {_RESULT}, cluster_js_divergence DOUBLE, "
+               f"cluster_p_value DOUBLE, new_content_share DOUBLE, details JSON)[]")
+SHARE_TEST = ("STRUCT(js_divergence DOUBLE, p_value DOUBLE, chi2 DOUBLE, chi2_dof INTEGER, "
+              "chi2_p_value DOUBLE)")
+
+_FIELDS = {
+    "drift": ("method", "statistic", "p_value", "threshold", "drift_detected", "n_baseline",
+              "n_current", "details"),
+    "window": ("window_start", "window_end", "is_baseline", "n_rows", "method", "statistic",
+               "p_value", "threshold", "drift_detected", "n_baseline", "n_current", "details"),
+    "monitor": ("window_start", "window_end", "is_baseline", "n_seen", "n_reservoir", "method",
+                "statistic", "p_value", "threshold", "drift_detected", "cluster_js_divergence",
+                "cluster_p_value", "new_content_share", "details"),
+}
+
+
+def _rows(kind: str, rows: list[dict]) -> list[dict]:
+    out = []
+    for r in rows:
+        d = {k: r.get(k) for k in _FIELDS[kind]}
+        d["details"] = json.dumps(r.get("details") or {}, sort_keys=True, default=_json_default)
+        out.append(d)
+    return out
+
+
+def _json_default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.bool_):
+        return bool(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def _args(args_json: str | None) -> dict:
+    args = json.loads(args_json) if args_json else {}
+    return {k: v for k, v in args.items() if v is not None}
+
+
+def _spec(args: dict, *extra: str) -> _drift.DriftSpec:
+    return _drift.DriftSpec.from_dict({k: v for k, v in args.items() if k not in extra})
+
+
+def _required(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise SpecError(f"{what} is required: a table or view name, a Parquet path, a query in "
+                        f"parentheses or 'run:<run_id>'. Got {value!r}.")
+    return value
+
+
+# -- UDF bodies ------------------------------------------------------------------------
+
+def _embedding_drift(state: _State, baseline, current, args_json) -> list[dict]:
+    spec = _spec(_args(args_json))
+    with state.cursor() as cur:
+        rows = _drift.embedding_drift(cur, _required(baseline, "The baseline"),
+                                      _required(current, "The current side"), spec)
+    return _rows("drift", rows)
+
+
+def _windows(state: _State, source, args_json) -> list[dict]:
+    args = _args(args_json)
+    spec = _spec(args, "time_column", "window_size", "baseline")
+    with state.cursor() as cur:
+        rows = _drift.drift_windows(cur, _required(source, "The source"),
+                                    args.get("time_column"), args.get("window_size"),
+                                    args.get("baseline"), spec)
+    return _rows("window", rows)
+
+
+def _monitor_create(state: _State, name, args_json, replace) -> str:
+    with state.cursor() as cur:
+        return _drift_monitor.create(cur, name, _args(args_json), bool(replace))
+
+
+def _monitor_add(state: _State, name, source, embedding, time_column) -> int:
+    with state.cursor() as cur:
+        return _drift_monitor.add(cur, name, _required(source, "The source"), embedding,
+                                  time_column)
+
+
+def _monitor_windows(state: _State, name, args_json) -> list[dict]:
+    args = _args(args_json)
+    spec = _spec(args, "baseline")
+    with state.cursor() as cur:
+        rows = _drift_monitor.windows(cur, name, spec, args.get("baseline"))
+    return _rows("monitor", rows)
+
+
+def _monitor_delete(state: _State, name) -> str:
+    with state.cursor() as cur:
+        return _drift_monitor.delete(cur, name)
+
+
+def _share_test(baseline_sizes, current_sizes, n_permutations, seed) -> dict:
+    import numpy as np
+
+    b = np.array([x or 0 for x in baseline_sizes or []], dtype=np.int64)
+    c = np.array([x or 0 for x in current_sizes or []], dtype=np.int64)
+    if b.sum() == 0 or c.sum() == 0:
+        raise SpecError("cluster_drift_test needs members in both runs.")
+    t = share_test(b, c, int(n_permutations or 2000), np.random.default_rng(int(seed or 42)))
+    return {"js_divergence": t.js_divergence, "p_value": t.p_value, "chi2": t.chi2,
+            "chi2_dof": t.chi2_dof, "chi2_p_value": t.chi2_p_value}
+
+
+def register_udfs(con: duckdb.DuckDBPyConnection, state: _State) -> None:
+    """Register the drift UDFs (once per database instance)."""
+    f = con.create_function
+    kw = dict(side_effects=True, null_handling="special")
+    f("_dc_embedding_drift", _wrap(lambda b, c, a: _embedding_drift(state, b, c, a)),
+      ["VARCHAR", "VARCHAR", "VARCHAR"], DRIFT_ROW, **kw)
+    f("_dc_embedding_drift_windows", _wrap(lambda s, a: _windows(state, s, a)),
+      ["VARCHAR", "VARCHAR"], WINDOW_ROW, **kw)
+    f("_dc_drift_monitor_create", _wrap(lambda n, a, r: _monitor_create(state, n, a, r)),
+      ["VARCHAR", "VARCHAR", "BOOLEAN"], "VARCHAR", **kw)
+    f("_dc_drift_monitor_add", _wrap(lambda n, s, e, t: _monitor_add(state, n, s, e, t)),
+      ["VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR"], "BIGINT", **kw)
+    f("_dc_drift_monitor_windows", _wrap(lambda n, a: _monitor_windows(state, n, a)),
+      ["VARCHAR", "VARCHAR"], MONITOR_ROW, **kw)
+    f("_dc_drift_monitor_delete", _wrap(lambda n: _monitor_delete(state, n)),
+      ["VARCHAR"], "VARCHAR", **kw)
+    f("_dc_share_test", _wrap(_share_test), ["BIGINT[]", "BIGINT[]", "BIGINT", "BIGINT"],
+      SHARE_TEST, **kw)
+
+
+UDFS = ("_dc_embedding_drift", "_dc_embedding_drift_windows", "_dc_drift_monitor_create",
+        "_dc_drift_monitor_add", "_dc_drift_monitor_windows", "_dc_drift_monitor_delete",
+        "_dc_share_test")
+
+# ``window`` is a reserved word in DuckDB, so the window length is ``window_size``
+# (or the quoted "window").
+MACROS = r"""
+CREATE OR REPLACE TEMP MACRO embedding_drift(baseline, current, embedding, method := 'mmd',
+    params := NULL, alpha := 0.05, seed := 42, normalize := true, pooling := 'mean',
+    reference := NULL, reference_run := NULL) AS TABLE
+    SELECT unnest(_dc_embedding_drift(CAST(baseline AS VARCHAR), CAST(current AS VARCHAR),
+        json_object('embedding', embedding, 'method', method, 'params', params,
+                    'alpha', alpha, 'seed', seed, 'normalize', normalize, 'pooling', pooling,
+                    'reference', reference, 'reference_run', reference_run)::VARCHAR),
+        recursive := true);
+
+CREATE OR REPLACE TEMP MACRO embedding_drift_windows(source, embedding,
+    time_column := 'created_at', window_size := INTERVAL 1 DAY, "window" := NULL,
+    baseline := NULL, method := 'mmd', params := NULL, alpha := 0.05, seed := 42,
+    normalize := true, pooling := 'mean', reference := NULL, reference_run := NULL) AS TABLE
+    SELECT unnest(_dc_embedding_drift_windows(CAST(source AS VARCHAR),
+        json_object('embedding', embedding, 'time_column', time_column,
+                    'window_size', coalesce(CAST("window" AS VARCHAR), CAST(window_size AS VARCHAR)),
+                    'baseline', CAST(baseline AS VARCHAR), 'method', method, 'params', params,
+                    'alpha', alpha, 'seed', seed, 'normalize', normalize, 'pooling', pooling,
+                    'reference', reference, 'reference_run', reference_run)::VARCHAR),
+        recursive := true);
+
+CREATE OR REPLACE TEMP MACRO drift_monitor_create(name, reference := NULL, reference_run := NULL,
+    window_size := INTERVAL 1 DAY, reservoir_size := 1000, assignment_threshold := 0.5,
+    seed := 42, "replace" := false) AS
+    _dc_drift_monitor_create(name, json_object('reference', reference,
+        'reference_run', reference_run, 'window_size', CAST(window_size AS VARCHAR),
+        'reservoir_size', reservoir_size, 'assignment_threshold', assignment_threshold,
+        'seed', seed)::VARCHAR, "replace");
+
+CREATE OR REPLACE TEMP MACRO drift_monitor_add(name, source, embedding := 'embedding',
+    time_column := NULL) AS
+    _dc_drift_monitor_add(name, CAST(source AS VARCHAR), embedding, time_column);
+
+CREATE OR REPLACE TEMP MACRO drift_monitor_windows(name, method := 'mmd', params := NULL,
+    baseline := NULL, alpha := 0.05, seed := 42, normalize := true) AS TABLE
+    SELECT unnest(_dc_drift_monitor_windows(name, json_object('method', method,
+        'params', params, 'baseline', CAST(baseline AS VARCHAR), 'alpha', alpha, 'seed', seed,
+        'normalize', normalize)::VARCHAR), recursive := true);
+
+CREATE OR REPLACE TEMP MACRO drift_monitor_delete(name) AS _dc_drift_monitor_delete(name);
+
+CREATE OR REPLACE TEMP MACRO drift_monitors() AS TABLE
+    SELECT m.name, m.reference_name, m.reference_run_id, m.window_size, m.reservoir_size,
+           m.assignment_threshold, m.seed, m.dim, m.created_at, m.updated_at,
+           count(w.window_start) AS n_windows, coalesce(sum(w.n_seen), 0) AS n_seen
+    FROM duckcluster.drift_monitors m
+    LEFT JOIN duckcluster.drift_windows w ON w.monitor = m.name
+    GROUP BY ALL ORDER BY m.name;
+
+CREATE OR REPLACE TEMP MACRO cluster_drift_test(cluster_name, baseline_run := NULL,
+    current_run := NULL, match_threshold := 0.8, alpha := 0.05, seed := 42,
+    n_permutations := 2000) AS TABLE
+    WITH d AS (SELECT * FROM cluster_drift(cluster_name, baseline_run := baseline_run,
+                   current_run := current_run, match_threshold := match_threshold)),
+    t AS (SELECT any_value(d.baseline_run_id) AS b, any_value(d.current_run_id) AS c,
+                 _dc_share_test(list(d.baseline_size ORDER BY d.baseline_cluster_id, d.current_cluster_id),
+                                list(d.current_size ORDER BY d.baseline_cluster_id, d.current_cluster_id),
+                                CAST(n_permutations AS BIGINT), CAST(seed AS BIGINT)) AS r
+          FROM d)
+    SELECT t.b AS baseline_run_id, t.c AS current_run_id, 'cluster' AS method,
+           t.r.js_divergence AS statistic, t.r.p_value AS p_value, CAST(alpha AS DOUBLE) AS threshold,
+           t.r.p_value < alpha AS drift_detected, t.r.chi2 AS chi2, t.r.chi2_dof AS chi2_dof,
+           t.r.chi2_p_value AS chi2_p_value
+    FROM t;
+"""

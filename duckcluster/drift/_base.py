@@ -1,0 +1,153 @@
+"""The drift method record, its result, and helpers every method module shares.
+
+Kept apart from ``drift/__init__.py`` so that method modules can import it
+without a circular import through the registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._params import Param
+
+#: Significance level of every test unless the caller passes another one.
+DEFAULT_ALPHA = 0.05
+
+#: Permutations of every permutation test unless ``n_permutations`` says otherwise.
+DEFAULT_PERMUTATIONS = 500
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Centroids both sides are assigned to (the ``cluster`` method).
+
+    ``cluster_ids`` int64 of shape (k,), ``centroids`` float32 of shape (k, d),
+    L2-normalized; ``source`` says where they came from (a run id).
+    """
+
+    cluster_ids: np.ndarray
+    centroids: np.ndarray
+    source: str
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a method gets besides the two samples and its own params."""
+
+    alpha: float = DEFAULT_ALPHA
+    seed: int = 42
+    reference: Reference | None = None
+
+
+@dataclass
+class DriftResult:
+    """The outcome of one method on one baseline/current pair.
+
+    ``statistic`` is the method's test statistic (larger = more drift);
+    ``p_value`` the probability of a statistic at least this large when both
+    sides come from one distribution (None if the method has none);
+    ``drift_detected`` is ``p_value < threshold`` with ``threshold`` = alpha.
+    ``details`` holds method-specific figures (JSON-serializable).
+    """
+
+    method: str
+    statistic: float
+    p_value: float | None
+    threshold: float
+    drift_detected: bool
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_row(self) -> dict[str, Any]:
+        return {"method": self.method, "statistic": _num(self.statistic),
+                "p_value": _num(self.p_value), "threshold": _num(self.threshold),
+                "drift_detected": bool(self.drift_detected), "details": self.details}
+
+
+Compute = Callable[[np.ndarray, np.ndarray, dict, Context], DriftResult]
+
+
+@dataclass(frozen=True)
+class DriftMethod:
+    """One drift method: its parameters as data and a pure compute function.
+
+    ``compute(B, C, params, ctx)`` takes float32 rows of shape (n_b, d) and
+    (n_c, d) (L2-normalized unless the caller chose otherwise) and validated
+    params and returns a :class:`DriftResult`. ``min_rows`` is the fewest rows
+    each side needs. ``doc`` is one paragraph for users, including what the
+    method cannot see.
+    """
+
+    name: str
+    params: Mapping[str, Param]
+    compute: Compute
+    min_rows: int
+    doc: str
+    needs_reference: bool = False
+
+
+def _num(x: Any) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return None if np.isnan(x) else x
+
+
+# -- shared params -------------------------------------------------------------------
+
+def sample_param(default: int) -> Param:
+    return Param(int, default, low=10,
+                 doc="rows per side the test uses; larger sides are sampled (seeded)")
+
+
+PERMUTATIONS = Param(int, DEFAULT_PERMUTATIONS, low=19, high=100_000,
+                     doc="permutations of the permutation p-value (p >= 1/(n+1))")
+
+
+# -- helpers ------------------------------------------------------------------------
+
+def subsample(X: np.ndarray, max_rows: int, rng: np.random.Generator) -> np.ndarray:
+    """``X`` itself, or a seeded sample of ``max_rows`` of its rows in their order."""
+    if X.shape[0] <= max_rows:
+        return X
+    idx = np.sort(rng.choice(X.shape[0], size=max_rows, replace=False))
+    return X[idx]
+
+
+def sample_details(B0: np.ndarray, C0: np.ndarray, B: np.ndarray, C: np.ndarray,
+                   max_samples: int) -> dict[str, Any]:
+    """What the test used, for ``details``: sizes and whether a side was sampled."""
+    return {"n_tested_baseline": int(B.shape[0]), "n_tested_current": int(C.shape[0]),
+            "sampled": bool(B.shape[0] < B0.shape[0] or C.shape[0] < C0.shape[0]),
+            "max_samples": int(max_samples)}
+
+
+def permutation_labels(n: int, m: int, n_permutations: int,
+                       rng: np.random.Generator) -> np.ndarray:
+    """(N, P + 1) float32 0/1 matrix: column 0 marks the real baseline (rows
+    0..n-1), the others random relabelings with n ones each."""
+    N = n + m
+    Z = np.zeros((N, n_permutations + 1), dtype=np.float32)
+    Z[:n, 0] = 1.0
+    for p in range(1, n_permutations + 1):
+        Z[rng.permutation(N)[:n], p] = 1.0
+    return Z
+
+
+def permutation_p_value(stats: np.ndarray) -> float:
+    """p-value from permutation statistics whose first entry is the observed one.
+
+    ``(1 + #{perm >= observed}) / (1 + P)``: exact for any statistic, never 0.
+    A tiny relative tolerance keeps float round-off from splitting exact ties.
+    """
+    stats = np.asarray(stats, dtype=np.float64)
+    obs = stats[0]
+    tol = 1e-9 * max(abs(obs), 1e-300)
+    return float((1 + np.sum(stats[1:] >= obs - tol)) / stats.size)
+
+
+def decide(p_value: float | None, alpha: float) -> bool:
+    return p_value is not None and p_value < alpha
