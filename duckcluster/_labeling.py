@@ -463,6 +463,8 @@ def _member_scores(cur, spec, ids: np.ndarray, members, rows) -> list[np.ndarray
     nodes = _nodes(rows, members)
     stored = np.nan_to_num(np.asarray(members.column("sim").to_numpy(zero_copy_only=False),
                                       dtype=np.float32), nan=-1.0)
+    if all(r.level == 0 for r in rows):  # stored similarities are to these very centroids
+        return [stored[nd.members] for nd in nodes]
     X = None
     try:
         data = read_source(cur, spec)
