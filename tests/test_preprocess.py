@@ -26,7 +26,8 @@ def test_validate_steps_fills_defaults_in_order():
     )
     assert steps == (
         ("whitening", {"regularization": 1e-5}),
-        ("umap", {"n_components": 10, "n_neighbors": 30, "min_dist": 0.0, "metric": "cosine"}),
+        ("umap", {"n_components": 10, "n_neighbors": 30, "min_dist": 0.0, "metric": "cosine",
+                  "n_epochs": 200}),
     )
     assert validate_steps(None) == ()
     assert validate_steps([]) == ()
