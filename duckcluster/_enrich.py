@@ -21,7 +21,12 @@ from . import _label_store as store
 from ._errors import SpecError, closest
 from ._params import Param, validate_params
 from ._source import (
-    _relation_exists, _split_qualified, describe, quote_ident, quote_literal, require_columns,
+    _relation_exists,
+    _split_qualified,
+    describe,
+    quote_ident,
+    quote_literal,
+    require_columns,
     source_sql,
 )
 

@@ -320,7 +320,7 @@ def check_shape(value: Any, shape: Any, where: str = "answer") -> Any:
     return int(value) if kind is int else float(value)
 
 
-_FENCE = re.compile(r"^\s*```[a-zA-Z]*\s*(.*?)\s*```\s*$", re.S)
+_FENCE = re.compile(r"^\s*```[a-zA-Z]*\s*(.*?)\s*```\s*$", re.DOTALL)
 
 
 def parse_answer(text: str, node_id: str) -> Any:

@@ -38,9 +38,21 @@ from . import _label_store as store
 from ._assign import normalize_rows
 from ._errors import DataError, DuckclusterError, SpecError
 from ._label_prompt import (
-    SYSTEM, InputMapping, ShapeError, build_prompt, check_shape, default_shape, document_parts,
-    document_text, jsonable, literal_parts, parse_answer, parse_mappings, payload_columns,
-    truncate, validate_shape,
+    SYSTEM,
+    InputMapping,
+    ShapeError,
+    build_prompt,
+    check_shape,
+    default_shape,
+    document_parts,
+    document_text,
+    jsonable,
+    literal_parts,
+    parse_answer,
+    parse_mappings,
+    payload_columns,
+    truncate,
+    validate_shape,
 )
 from ._params import Param, validate_params
 from ._source import describe, quote_ident, require_columns, source_sql
@@ -114,7 +126,7 @@ class LabelConfig:
     response_shape: Mapping[str, Any] | None = field(default=None, hash=False)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "LabelConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> LabelConfig:
         """Validate options; None counts as not given. Accepts the seed's names
         (model_name, labeling_inputs, enabled)."""
         d = {_ALIASES.get(k, k): v for k, v in dict(d or {}).items() if v is not None}

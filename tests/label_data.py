@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pyarrow as pa
-
 from conftest import blobs
 
 TOPIC_WORDS = (

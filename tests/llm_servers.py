@@ -55,7 +55,7 @@ class FakeLLM:
         self._thread: threading.Thread | None = None
 
     # -- lifecycle ------------------------------------------------------------------
-    def __enter__(self) -> "FakeLLM":
+    def __enter__(self) -> FakeLLM:
         owner = self
 
         class Handler(_Handler):
@@ -122,7 +122,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+    def do_POST(self) -> None:
         length = int(self.headers.get("content-length") or 0)
         raw = self.rfile.read(length)
         try:

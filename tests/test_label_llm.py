@@ -8,10 +8,10 @@ import time
 
 import duckdb
 import pytest
-
-import duckcluster
 from label_data import cluster, make_docs
 from llm_servers import FakeLLM
+
+import duckcluster
 
 KEY = "sk-test-7f3a9c-DO-NOT-LEAK"
 

@@ -6,16 +6,19 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
-
-import duckcluster
 from docstring_corpus import corpus
-from duckcluster._assign import normalize_rows
-from duckcluster._labeling import (
-    LabelConfig, ctfidf_keywords, leader_merges, offline_label, offline_summary,
-)
-from duckcluster._errors import SpecError
 from label_data import TOPIC_WORDS, cluster, make_docs, topic_of_clusters
 
+import duckcluster
+from duckcluster._assign import normalize_rows
+from duckcluster._errors import SpecError
+from duckcluster._labeling import (
+    LabelConfig,
+    ctfidf_keywords,
+    leader_merges,
+    offline_label,
+    offline_summary,
+)
 
 # -- pure core ---------------------------------------------------------------------------
 

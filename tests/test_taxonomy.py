@@ -6,10 +6,10 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
+from label_data import cluster, make_docs
 
 from duckcluster._assign import normalize_rows
 from duckcluster._taxonomy import walk_tree
-from label_data import cluster, make_docs
 
 
 def test_walk_tree_known_answers():

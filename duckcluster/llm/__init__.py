@@ -28,8 +28,18 @@ from ._base import ChatProvider, EmbeddingProvider, Endpoint, Part
 from ._http import LLMError, RetryPolicy
 from ._keys import SecretReader, env_value, resolve_key
 
-__all__ = ["ChatProvider", "EmbeddingProvider", "Endpoint", "LLMError", "PROVIDERS", "Part",
-           "RetryPolicy", "chat_provider", "embedding_provider", "provider_name"]
+__all__ = [
+    "PROVIDERS",
+    "ChatProvider",
+    "EmbeddingProvider",
+    "Endpoint",
+    "LLMError",
+    "Part",
+    "RetryPolicy",
+    "chat_provider",
+    "embedding_provider",
+    "provider_name",
+]
 
 
 @dataclass(frozen=True)
