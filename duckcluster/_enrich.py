@@ -114,6 +114,7 @@ def _target_sql(cur, target: str) -> tuple[str, bool, bool]:
 
 def enrich(cur, name: str, target: str, fields: Any, options: Mapping[str, Any]) -> EnrichResult:
     """Write the run's fields into ``target``; all or nothing."""
+    store.require_writable(cur, "cluster_enrich")
     opts = validate_params("cluster_enrich", OPTIONS, options)
     fields_t = parse_fields(fields)
     spec = catalog.get_definition(cur, name)

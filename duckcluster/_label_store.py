@@ -39,6 +39,15 @@ class NodeRow:
     mean_similarity: float | None = None
 
 
+def require_writable(cur, what: str) -> None:
+    """A clear error instead of DuckDB's aborted-transaction one on a read-only database."""
+    row = cur.execute("SELECT readonly FROM duckdb_databases() WHERE database_name = "
+                      "current_database()").fetchall()
+    if row and row[0][0]:
+        raise SpecError(f"{what} writes to the catalog, but this database is open read-only. "
+                        "Reopen it read-write (duckcluster.connect(path)).")
+
+
 def resolve_run(cur, name: str, run_id: str | None) -> str:
     """``run_id`` checked to be a successful run of ``name``, or the latest one."""
     catalog.get_definition(cur, name)

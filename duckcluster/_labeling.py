@@ -310,6 +310,7 @@ def label_run(cur, name: str, run_id: str | None, args: Mapping[str, Any],
               read_secret: SecretReader | None = None,
               progress: Progress = lambda s: None) -> LabelReport:
     """Label every cluster node of a run (default: the latest) and store the labels."""
+    store.require_writable(cur, "cluster_label")
     spec = catalog.get_definition(cur, name)
     base = dict(spec.labeling or {})
     cfg = LabelConfig.from_dict({**base, **{k: v for k, v in args.items() if v is not None}})

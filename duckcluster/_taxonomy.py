@@ -164,6 +164,7 @@ def _selected(rows: Sequence[store.NodeRow], clusters: Any, opts: Mapping[str, A
 
 def promote(cur, name: str, taxonomy: str, clusters: Any, options: Mapping[str, Any]) -> str:
     """Promote a run's clusters to taxonomy nodes; one transaction. Returns a message."""
+    store.require_writable(cur, "cluster_promote")
     opts = validate_params("cluster_promote", OPTIONS, options)
     if not isinstance(taxonomy, str) or not taxonomy.strip():
         raise SpecError(f"taxonomy must be a non-empty name. Got {taxonomy!r}.")

@@ -243,3 +243,20 @@ def test_sentence_transformers_missing_gives_install_hint(con):
     with pytest.raises(duckdb.Error, match=r"pip install 'duckcluster\[local-embeddings\]'"):
         con.sql("SELECT cluster_label('topics', use_embedding_dedup := true, "
                 "embedding_provider := 'sentence-transformers')").fetchall()
+
+
+def test_read_only_database_reads_labels_and_refuses_writes(tmp_path):
+    path = str(tmp_path / "ro.duckdb")
+    con = duckcluster.connect(path)
+    make_docs(con)
+    cluster(con)
+    con.sql("SELECT cluster_label('topics', text := 'body')").fetchall()
+    con.close()
+    ro = duckcluster.connect(path, read_only=True)
+    try:
+        assert ro.sql("SELECT count(*) FROM cluster_labels('topics')").fetchall() == [(4,)]
+        with pytest.raises(duckdb.Error, match="cluster_label writes to the catalog, but this "
+                                               "database is open read-only"):
+            ro.sql("SELECT cluster_label('topics', text := 'body')").fetchall()
+    finally:
+        ro.close()
