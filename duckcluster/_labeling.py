@@ -218,7 +218,7 @@ def offline_label(keywords: Sequence[str], n: int = 3, taken: set[str] | None = 
     covered: set[str] = set()
     spare: list[str] = []
     for kw in keywords:
-        toks = set(kw.split())
+        toks = {w[:-1] if len(w) > 3 and w.endswith("s") else w for w in kw.split()}
         if toks & covered:  # 'apple banana' after 'apple' adds little
             continue
         (chosen if len(chosen) < n else spare).append(kw)
