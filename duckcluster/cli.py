@@ -62,11 +62,29 @@ def run_script(con: duckdb.DuckDBPyConnection, text: str, progress: bool = True)
                 # relations run lazily: fetch under the display, once
                 result = None if rel is None else (rel.columns, [str(t) for t in rel.types],
                                                    rel.to_arrow_table())
-            print_result(console, result)
+            if result is not None and not _is_status_only(con, stmt, result[0]):
+                print_result(console, result)
         except (duckdb.Error, DuckclusterError) as exc:
             err_console.print(f"[red]Error:[/red] {exc}")
             return False
+        except (KeyboardInterrupt, RuntimeError) as exc:
+            # DuckDB 2 reports an interrupted query as RuntimeError('Query interrupted')
+            if isinstance(exc, RuntimeError) and "interrupt" not in str(exc).lower():
+                raise
+            err_console.print("[yellow]Interrupted.[/yellow]")
+            return False
     return True
+
+
+def _is_status_only(con: duckdb.DuckDBPyConnection, stmt: str, columns: list[str]) -> bool:
+    """DDL/DML without RETURNING yields a lone Count/Success column the DuckDB CLI does not print."""
+    if columns not in (["Count"], ["Success"]):
+        return False
+    try:
+        kind = con.extract_statements(stmt)[0].type
+    except duckdb.Error:
+        return False
+    return kind.name not in ("SELECT", "EXPLAIN", "PRAGMA", "CALL", "EXECUTE", "RELATION")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -122,6 +140,47 @@ def demo_cmd(db_path, artifacts_dir) -> None:
     from ._demo import run_demo
 
     run_demo(db_path, artifacts_dir, console, progress_display)
+
+
+# -- report: HTML reports (drift) ---------------------------------------------------
+
+@main.group("report")
+def report_group() -> None:
+    """Write self-contained HTML reports."""
+
+
+@report_group.command("drift")
+@click.argument("database")
+@click.option("--baseline", required=True,
+              help="Table, view, Parquet path, '(SELECT ...)' or 'run:<run_id>'.")
+@click.option("--current", required=True, help="Same kinds as --baseline.")
+@click.option("--embedding", "embedding", multiple=True, default=("embedding",),
+              show_default=True, help="Embedding column (repeat for several).")
+@click.option("--method", "methods", multiple=True,
+              help="Drift method (repeatable); default every method.")
+@click.option("--reference", default=None,
+              help="Cluster definition whose centroids the share chart uses.")
+@click.option("--seed", default=42, show_default=True, type=int)
+@click.option("--alpha", default=0.05, show_default=True, type=float)
+@click.option("--out", default="drift.html", show_default=True, type=click.Path(dir_okay=False),
+              help="HTML file to write.")
+def report_drift_cmd(database, baseline, current, embedding, methods, reference, seed, alpha,
+                     out) -> None:
+    """Compare two sets of embeddings in DATABASE and write an HTML drift report."""
+    from ._report import drift_report
+
+    con = _open(database, None, True)
+    try:
+        with progress_display(True):
+            drift_report(con, baseline, current, out, embedding=list(embedding),
+                         methods=list(methods) or "all", reference=reference, seed=seed,
+                         alpha=alpha)
+    except (duckdb.Error, DuckclusterError) as exc:
+        err_console.print(f"[red]Error:[/red] {exc}")
+        sys.exit(1)
+    finally:
+        con.close()
+    console.print(f"wrote {out}")
 
 
 def _open(database, artifacts_dir, read_only) -> duckdb.DuckDBPyConnection:
