@@ -132,8 +132,9 @@ def terminal(tmp_path):
 def test_interactive_session(terminal, tmp_path):
     """One session through the pty: SQL, errors, dot commands, clustering, keys, history."""
     term = terminal()
-    term.line("CREATE TABLE docs AS SELECT 5 AS x;")
-    term.expect(r"Count")
+    term.line("CREATE TABLE docs AS SELECT 5 AS x;")  # DDL prints nothing, like the DuckDB CLI
+    term.line("SELECT count(*) AS n FROM docs;")
+    term.expect(r"│ 1 +│")
 
     # Enter on an unfinished statement starts a continuation line instead of running it.
     term.line("SELECT 40 +")
