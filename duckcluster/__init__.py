@@ -105,7 +105,7 @@ def install(con: duckdb.DuckDBPyConnection, *, artifacts_dir: str | None = None
         else (artifacts_dir or ""))
     if not read_only:
         _catalog.mark_abandoned(con, _sql._ACTIVE_PIDS, settings)
-    _sql.register(con, settings)
+    _sql.register(con, settings, has_catalog=has_catalog)
     _connections.add(con)
     return con
 

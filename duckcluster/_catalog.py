@@ -31,6 +31,11 @@ from ._source import quote_literal
 from ._spec import ClusterSpec
 
 SCHEMA = "duckcluster"
+
+#: Catalog tables whose rows belong to one definition through a ``name`` column;
+#: ``cluster_delete(..., drop_artifacts := true)`` empties them for that name.
+#: Feature areas (labels, drift...) append their own tables at import.
+DEFINITION_TABLES: list[str] = ["members", "centroids", "runs"]
 _LIBS = ("duckcluster", "duckdb", "numpy", "scikit-learn", "hdbscan", "umap-learn", "pyarrow")
 
 
@@ -152,7 +157,7 @@ def delete_definition(cur, name: str, drop_artifacts: bool, settings: Settings) 
     try:
         cur.execute("DELETE FROM duckcluster.definitions WHERE name = ?", [name])
         if drop_artifacts:
-            for table in ("members", "centroids", "runs"):
+            for table in DEFINITION_TABLES:
                 cur.execute(f"DELETE FROM duckcluster.{table} WHERE name = ?", [name])
         cur.execute("COMMIT")
     except BaseException:

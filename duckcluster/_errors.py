@@ -10,6 +10,7 @@
     ├── RunFailedError                    a run failed; it is recorded as failed in the catalog
     ├── ResourceError (MemoryError)       a run would not fit in memory; says what would
     ├── DatabaseBusyError (OSError)       another process holds the database file for writing
+    ├── LLMError                          a labeling provider call failed after retries (llm/_http.py)
     └── MissingDependencyError (ImportError)  an optional dependency is not installed
 
 Messages say what was wrong, what was given, what is allowed and the fix.

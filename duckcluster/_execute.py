@@ -41,6 +41,10 @@ class SourceData:
 def create(cur, args: Mapping[str, Any], replace: bool = False) -> ClusterSpec:
     """Validate and store a definition (checks the source and columns exist)."""
     spec = ClusterSpec.from_dict(args)
+    if spec.labeling:  # typos in labeling options fail here, not at the first cluster_label
+        from ._labeling import LabelConfig
+
+        LabelConfig.from_dict(spec.labeling)
     src = source_sql(cur, spec.source)
     cols = describe(cur, src)
     require_columns(cols, list(spec.embedding), "embedding", spec.source)

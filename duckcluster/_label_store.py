@@ -22,6 +22,9 @@ from . import _catalog as catalog
 from ._errors import RunNotFoundError, SpecError, UnknownNameError, closest
 from ._source import quote_literal
 
+# rows keyed by definition name, removed by cluster_delete(..., drop_artifacts := true)
+catalog.DEFINITION_TABLES.extend(["labels", "label_failures", "enrichments"])
+
 
 @dataclass(frozen=True)
 class NodeRow:

@@ -361,8 +361,14 @@ def _extensions() -> list:
     return [_labels_sql, _drift_sql]
 
 
-def register(con: duckdb.DuckDBPyConnection, settings: catalog.Settings) -> None:
-    """Register UDFs (once per database instance) and TEMP macros (per connection)."""
+def register(con: duckdb.DuckDBPyConnection, settings: catalog.Settings,
+             has_catalog: bool = True) -> None:
+    """Register UDFs (once per database instance) and TEMP macros (per connection).
+
+    Without a catalog (a read-only file duckcluster never wrote) only the macros
+    that need no catalog table are created: DuckDB checks table names when a
+    macro is created.
+    """
     if not _has_udfs(con):
         state = _State(con, settings)
         f = con.create_function
@@ -385,8 +391,11 @@ def register(con: duckdb.DuckDBPyConnection, settings: catalog.Settings) -> None
           type="arrow", null_handling="special", side_effects=True)
         for extension in _extensions():
             extension.register_udfs(con, state)
-    con.execute(catalog.sql_text("duckcluster.sql"))
     con.execute(_PY_MACROS)
+    if not has_catalog:  # read-only file duckcluster never wrote: nothing to read yet
+        return
+    con.execute(catalog.sql_text("duckcluster.sql"))
+    con.execute(_PY_MACROS)  # the Python assign_cluster replaces the pure-SQL one
     for extension in _extensions():
         con.execute(extension.MACROS)
 

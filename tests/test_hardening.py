@@ -172,3 +172,18 @@ def test_threads_share_a_connection(con, docs):
         t.join()
     assert not errors
     assert all(r == expected for r in results)
+
+
+def test_install_on_read_only_file_without_catalog(tmp_path):
+    path = str(tmp_path / "plain.duckdb")
+    plain = duckdb.connect(path)
+    X, _ = blobs(n_per=20, k=2, d=4)
+    load_table(plain, "docs", X)
+    plain.close()
+    con = duckcluster.connect(path, read_only=True)
+    try:  # the one-shot primitive needs no catalog
+        rows = con.sql("SELECT count(DISTINCT cluster_id) FROM cluster_embeddings('docs', "
+                       "'embedding', algorithm := 'kmeans', params := {'n_clusters': 2})").fetchall()
+        assert rows == [(2,)]
+    finally:
+        con.close()
