@@ -1,0 +1,109 @@
+"""BI access: a duckcluster database read the way a BI tool reads it.
+
+SQLAlchemy + duckdb-engine, read-only, no duckcluster import on the reading
+side: plain tables (the catalog and an enriched table), schema reflection, and
+the read-side macros of sql/duckcluster.sql loaded as the connection's initial
+SQL (what a BI tool's "init SQL" setting does).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+sqlalchemy = pytest.importorskip("sqlalchemy")
+pytest.importorskip("duckdb_engine", reason="duckdb-engine is not installed")
+
+import duckcluster  # noqa: E402
+from label_data import make_docs  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+LABELS_BY_CLUSTER = """
+    SELECT c.label, count(*) AS n, round(avg(m.cosine_similarity_to_centroid), 3) AS mean_similarity
+    FROM duckcluster.members m
+    JOIN duckcluster.centroids c USING (run_id, cluster_id)
+    WHERE c.hierarchy_level = 0
+      AND m.run_id = (SELECT max_by(run_id, run_seq) FROM duckcluster.runs
+                      WHERE name = 'topics' AND status = 'succeeded')
+    GROUP BY c.label ORDER BY c.label
+"""
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory):
+    """A file written by duckcluster: 4 topics x 30 docs, clustered, labeled, enriched."""
+    path = str(tmp_path_factory.mktemp("bi") / "analytics.duckdb")
+    with duckcluster.connect(path) as con:
+        make_docs(con)
+        con.sql("SELECT cluster_create('topics', source := 'docs', embedding := 'embedding', "
+                "algorithm := 'kmeans', params := {'n_clusters': 4})").fetchall()
+        con.sql("SELECT cluster_execute('topics')").fetchall()
+        con.sql("SELECT cluster_label('topics', text := 'body')").fetchall()
+        con.sql("SELECT cluster_enrich('topics', 'docs_enriched', "
+                "fields := ['cluster_id', 'label', 'keywords'])").fetchall()
+    return path
+
+
+@pytest.fixture
+def engine(db):
+    eng = sqlalchemy.create_engine(f"duckdb:///{db}", connect_args={"read_only": True})
+    yield eng
+    eng.dispose()
+
+
+def test_group_by_cluster_label_on_the_enriched_table(engine):
+    with engine.connect() as conn:
+        rows = conn.execute(sqlalchemy.text(
+            "SELECT label, string_agg(DISTINCT topic, ',') AS topics, count(*) AS n "
+            "FROM docs_enriched GROUP BY label ORDER BY label")).fetchall()
+    assert len(rows) == 4
+    for label, topics, n in rows:
+        assert n == 30 and "," not in topics  # one true topic per cluster
+        assert label  # offline c-TF-IDF keywords, e.g. 'rocket, orbit, space'
+
+
+def test_catalog_tables_join_members_to_labels(engine):
+    with engine.connect() as conn:
+        rows = conn.execute(sqlalchemy.text(LABELS_BY_CLUSTER)).fetchall()
+        (quality,) = conn.execute(sqlalchemy.text(
+            "SELECT silhouette_score FROM duckcluster.runs WHERE name = 'topics'")).fetchall()
+    assert [n for _, n, _ in rows] == [30, 30, 30, 30]
+    assert all(label and sim > 0.5 for label, _, sim in rows)
+    assert quality[0] > 0.5
+
+
+@pytest.mark.filterwarnings("ignore:Did not recognize type:sqlalchemy.exc.SAWarning")
+def test_schema_reflection(engine):
+    insp = sqlalchemy.inspect(engine)
+    assert {"centroids", "definitions", "members", "runs"} <= set(
+        insp.get_table_names(schema="duckcluster"))
+    assert "docs_enriched" in insp.get_table_names()
+    cols = {c["name"] for c in insp.get_columns("members", schema="duckcluster")}
+    assert {"run_id", "id", "cluster_id", "cosine_similarity_to_centroid", "x", "y"} <= cols
+    cols = {c["name"] for c in insp.get_columns("docs_enriched")}
+    assert {"cluster_id", "label", "keywords"} <= cols
+
+
+def test_read_side_macros_as_initial_sql(engine):
+    """A BI tool's init SQL: `.read sql/duckcluster.sql` without Python UDFs."""
+    init_sql = (ROOT / "sql" / "duckcluster.sql").read_text(encoding="utf-8")
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _init(dbapi_conn, _record):
+        dbapi_conn.execute(init_sql)
+
+    with engine.connect() as conn:
+        q = conn.execute(sqlalchemy.text(
+            "SELECT n_clusters, should_recluster FROM cluster_quality('topics')")).fetchall()
+        by_label = conn.execute(sqlalchemy.text(
+            "SELECT c.label, count(*) FROM cluster_members('topics') m "
+            "JOIN cluster_centroids('topics') c USING (cluster_id) GROUP BY ALL")).fetchall()
+    assert q == [(4, False)]
+    assert sorted(n for _, n in by_label) == [30, 30, 30, 30]
+
+
+def test_read_only_refuses_writes(engine):
+    with engine.connect() as conn, pytest.raises(sqlalchemy.exc.DBAPIError, match="read-only"):
+        conn.execute(sqlalchemy.text("DELETE FROM duckcluster.members"))
