@@ -200,6 +200,11 @@ def fail_run(cur, run_id: str, error: str, started: _dt.datetime | None = None) 
         [error, ts, ts, run_id])
 
 
+def note_run(cur, run_id: str, note: str) -> None:
+    """Attach a note to a succeeded run (its ``error`` column), e.g. a failed follow-up."""
+    cur.execute("UPDATE duckcluster.runs SET error = ? WHERE run_id = ?", [note, run_id])
+
+
 def mark_abandoned(cur, alive_pids: set[int], settings: Settings) -> int:
     """Runs left queued/running by a process that is gone become 'abandoned'; their
     half-written artifacts (the run folder or its ``.tmp``) are removed. Returns how

@@ -101,8 +101,27 @@ def _execute_udf(state: _State, name: str, mode: str | None, threshold: float | 
     with state.cursor() as cur:
         run_id = _execute.execute(cur, name, state.settings, mode=mode or "full",
                                   threshold=threshold, progress=_report)
+        if (mode or "full") == "full":
+            _auto_label(cur, name, run_id)
     state.generation += 1
     return run_id
+
+
+def _auto_label(cur, name: str, run_id: str) -> None:
+    """Label a full run when its definition has ``labeling`` settings (the seed's
+    ``llm_labeling``), unless they say ``enabled: false``. A labeling failure does
+    not undo the run: it is noted in the run's ``error`` column and the clusters
+    keep no labels until ``cluster_label`` succeeds."""
+    spec = catalog.get_definition(cur, name)
+    if not spec.labeling or spec.labeling.get("enabled") is False:
+        return
+    from . import _labeling
+
+    try:
+        _labeling.label_run(cur, name, run_id, {}, progress=_report)
+    except Exception as exc:  # noqa: BLE001 - recorded, the run itself succeeded
+        catalog.note_run(cur, run_id, f"run succeeded; automatic labeling failed: "
+                                      f"{type(exc).__name__}: {exc}")
 
 
 def _delete(state: _State, name: str, drop_artifacts: bool) -> str:

@@ -260,3 +260,35 @@ def test_read_only_database_reads_labels_and_refuses_writes(tmp_path):
             ro.sql("SELECT cluster_label('topics', text := 'body')").fetchall()
     finally:
         ro.close()
+
+
+def test_labeling_settings_label_every_full_run(tmp_path):
+    """A definition with labeling settings is labeled at each full run (offline here);
+    a failing provider leaves the run succeeded with a note."""
+    import duckcluster
+    from conftest import blobs, load_table
+
+    con = duckcluster.connect(str(tmp_path / "a.duckdb"))
+    try:
+        X, y = blobs(n_per=30, k=2, d=8)
+        load_table(con, "docs", X)
+        con.sql("ALTER TABLE docs ADD COLUMN body VARCHAR").fetchall()
+        con.sql("UPDATE docs SET body = CASE WHEN doc_id < 30 THEN 'apple banana fruit' "
+                "ELSE 'engine wheel car' END").fetchall()
+        con.sql("SELECT cluster_create('t', source := 'docs', embedding := 'embedding', "
+                "id := 'doc_id', algorithm := 'kmeans', params := {'n_clusters': 2}, "
+                "labeling := {'text': 'body'})").fetchall()
+        con.sql("SELECT cluster_execute('t')").fetchall()
+        labels = sorted(r[0] for r in con.sql(
+            "SELECT label FROM cluster_centroids('t')").fetchall())
+        assert all(labels) and any("apple" in x or "fruit" in x or "banana" in x for x in labels)
+        con.sql("SELECT cluster_create('u', source := 'docs', embedding := 'embedding', "
+                "id := 'doc_id', algorithm := 'kmeans', params := {'n_clusters': 2}, "
+                "labeling := {'provider': 'openai', 'model': 'm', 'base_url': "
+                "'http://127.0.0.1:9/v1', 'max_retries': 0, 'api_key_env': 'DC_NO_SUCH_KEY'})"
+                ).fetchall()
+        con.sql("SELECT cluster_execute('u')").fetchall()
+        status, error = con.sql("SELECT status, error FROM cluster_runs('u')").fetchall()[0]
+        assert status == "succeeded" and error.startswith("run succeeded; automatic labeling failed")
+    finally:
+        con.close()
