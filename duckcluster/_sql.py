@@ -375,9 +375,9 @@ def _extensions() -> list:
     instance with the shared :class:`_State`, and ``MACROS``: SQL text of its
     ``CREATE OR REPLACE TEMP MACRO`` statements, run on every connection.
     """
-    from . import _drift_sql, _labels_sql
+    from . import _drift_sql, _labels_sql, _ops_sql
 
-    return [_labels_sql, _drift_sql]
+    return [_labels_sql, _drift_sql, _ops_sql]
 
 
 def register(con: duckdb.DuckDBPyConnection, settings: catalog.Settings,

@@ -4,6 +4,9 @@
     duckcluster sql DB -f file.sql
     duckcluster shell [DB]                  interactive SQL shell
     duckcluster demo                        cluster scikit-learn's digits, print a summary
+    duckcluster scheduler DB                fire cron / interval / event triggers until stopped
+    duckcluster exporter DB --port 9464     Prometheus metrics (quality, drift, runs)
+    duckcluster runs DB [NAME]              readable run history
 """
 
 from __future__ import annotations
@@ -181,6 +184,109 @@ def report_drift_cmd(database, baseline, current, embedding, methods, reference,
     finally:
         con.close()
     console.print(f"wrote {out}")
+
+
+# -- operations: scheduler, exporter, run history -----------------------------------
+
+@main.command("scheduler")
+@click.argument("database")
+@click.option("--poll", default=30.0, show_default=True, type=float,
+              help="Seconds between evaluations of the triggers (due cron and interval "
+                   "triggers wake it earlier).")
+@click.option("--grace", default=60.0, show_default=True, type=float,
+              help="On SIGTERM/SIGINT, seconds to let running runs finish before cancelling.")
+@click.option("--once", is_flag=True,
+              help="Evaluate the triggers once, run what fired, deliver webhooks, exit.")
+@click.option("--metrics-port", type=int, default=None,
+              help="Also serve Prometheus metrics on this port (a snapshot per tick).")
+@click.option("--metrics-host", default="0.0.0.0", show_default=True)
+@click.option("--artifacts-dir", default=None, help="Where run Parquet files go.")
+def scheduler_cmd(database, poll, grace, once, metrics_port, metrics_host,
+                  artifacts_dir) -> None:
+    """Run the triggers of DATABASE until stopped (SIGTERM/SIGINT).
+
+    The file is opened only while a tick works, so other writers can use it in
+    between; see `SELECT * FROM cluster_trigger_history()` for what fired.
+    """
+    from ._scheduler import Scheduler
+
+    shared = None
+    if metrics_port is not None:
+        from ._exporter import SharedSource, serve
+
+        shared = SharedSource()
+        serve(shared, metrics_port, metrics_host)
+    sched = Scheduler(database, poll=poll, grace=grace, artifacts_dir=artifacts_dir,
+                      on_snapshot=shared.put if shared is not None else None)
+    if once:
+        report = sched.tick()
+        sys.exit(2 if report.busy else 0)
+    sys.exit(sched.run_forever())
+
+
+@main.command("exporter")
+@click.argument("database")
+@click.option("--port", default=9464, show_default=True, type=int)
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("--min-interval", default=5.0, show_default=True, type=float,
+              help="Seconds a snapshot is reused before the file is read again.")
+@click.option("--once", is_flag=True, help="Print one scrape to stdout and exit.")
+def exporter_cmd(database, port, host, min_interval, once) -> None:
+    """Serve Prometheus metrics of DATABASE (read-only, one short open per refresh)."""
+    import signal
+    import threading
+
+    from ._exporter import ReadOnlySource, render, serve
+
+    source = ReadOnlySource(database, min_interval)
+    if once:
+        click.echo(render(source), nl=False)
+        sys.exit(0 if source.ok else 1)
+    server = serve(source, port, host)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    err_console.print(f"duckcluster exporter: http://{host}:{port}/metrics for {database}")
+    stop.wait()
+    server.shutdown()
+
+
+@main.command("runs")
+@click.argument("database")
+@click.argument("name", required=False)
+@click.option("--limit", default=20, show_default=True, type=int, help="Latest runs shown.")
+def runs_cmd(database, name, limit) -> None:
+    """Readable run history of DATABASE (one definition, or all), newest last."""
+    con = _open(database, None, True)
+    try:
+        where = "WHERE r.name = ?" if name else ""
+        rel = con.sql(f"""
+            SELECT * FROM (
+                SELECT r.run_seq, r.run_id, r.name, r.mode, r.status,
+                       strftime(coalesce(r.submitted_at, r.started_at), '%Y-%m-%d %H:%M:%S')
+                           AS submitted,
+                       round(r.duration_s, 2) AS seconds, r.n_members AS members,
+                       r.n_clusters AS clusters, round(r.noise_ratio, 3) AS noise,
+                       round(r.silhouette_score, 3) AS silhouette,
+                       coalesce(f.kind || ' trigger', 'manual') AS started_by,
+                       CASE WHEN r.status IN ('failed', 'abandoned')
+                            THEN split_part(r.error, chr(10), 1)
+                            WHEN r.status IN ('queued', 'running') THEN r.progress END AS note
+                FROM duckcluster.runs r
+                LEFT JOIN duckcluster.trigger_firings f ON f.run_id = r.run_id
+                {where} ORDER BY r.run_seq DESC LIMIT {int(limit)})
+            ORDER BY run_seq""", params=[name] if name else None)
+        cols, types = rel.columns, [str(t) for t in rel.types]
+        tbl = rel.to_arrow_table()
+        if tbl.num_rows == 0:
+            console.print(f"no runs{' of ' + repr(name) if name else ''} yet")
+            return
+        print_result(console, (cols[1:], types[1:], tbl.drop_columns(["run_seq"])))
+    except (duckdb.Error, DuckclusterError) as exc:
+        err_console.print(f"[red]Error:[/red] {exc}")
+        sys.exit(1)
+    finally:
+        con.close()
 
 
 def _open(database, artifacts_dir, read_only) -> duckdb.DuckDBPyConnection:

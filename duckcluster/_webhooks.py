@@ -1,0 +1,399 @@
+"""Signed webhooks: a JSON POST on ``run.succeeded``, ``run.failed`` and ``drift.detected``.
+
+Delivery works from an outbox: an event is pending for a webhook while
+``duckcluster.webhook_deliveries`` has no final row (``delivered`` or
+``failed``) for that (webhook, event, subject). Runs finished by any means
+(``cluster_submit``, a trigger, or ``cluster_execute`` in any session) and drift
+checks above a trigger's threshold are therefore delivered by the next sweep:
+after each background run, on every scheduler tick, or on
+``SELECT cluster_webhook_deliver()``. Only events after the webhook's creation
+are sent. Every HTTP attempt is one row of ``duckcluster.webhook_deliveries``.
+
+The request::
+
+    POST <url>
+    Content-Type: application/json
+    User-Agent: duckcluster/<version>
+    X-Duckcluster-Event: run.succeeded
+    X-Duckcluster-Delivery: dlv_...          same id on every retry: deduplicate on it
+    X-Duckcluster-Attempt: 1
+    X-Duckcluster-Signature: sha256=<hex>    HMAC-SHA256(secret, raw body)
+
+    {"cluster": "topics", "created_at": "...Z", "delivery_id": "dlv_...",
+     "event": "run.succeeded", "run": {...}, "trigger": {...} | null}
+
+To verify, compute HMAC-SHA256 with the shared secret over the **raw request
+body bytes** (before any JSON parsing), hex-encode it, prefix ``sha256=`` and
+compare in constant time (:func:`verify_signature` does this). The body carries
+``created_at`` and ``delivery_id``, so a receiver can refuse stale or replayed
+deliveries.
+
+Retries: timeouts, connection errors, HTTP 408/409/425/429 and 5xx are retried
+up to ``max_attempts`` (default 4) with exponential backoff from 0.5 s (doubling,
+capped at 8 s, ``Retry-After`` honoured up to the cap); any 2xx is success; other
+statuses (4xx, unfollowed 3xx) fail at once. A delivery interrupted by a shutdown
+resumes at its next attempt on the next sweep.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import hmac
+import json
+import logging
+import os
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import httpx
+
+from . import _ops_store as store
+from ._errors import SpecError, closest
+from .llm._http import RetryPolicy, redact_url
+
+log = logging.getLogger("duckcluster.webhooks")
+
+EVENTS = ("run.succeeded", "run.failed", "drift.detected")
+SIGNATURE_HEADER = "X-Duckcluster-Signature"
+DEFAULT_TIMEOUT_S = 10.0
+DEFAULT_MAX_ATTEMPTS = 4
+BACKOFF_S = 0.5
+MAX_BACKOFF_S = 8.0
+_RETRY_STATUS = {408, 409, 425, 429}
+_SWEEP_LOCK = threading.Lock()
+_RUN_FIELDS = ("run_id", "name", "mode", "status", "error", "progress", "submitted_at",
+               "started_at", "finished_at", "duration_s", "n_rows", "n_null", "n_members",
+               "n_clusters", "dim", "base_run_id", "assignment_threshold", "silhouette_score",
+               "mean_cosine_to_centroid", "noise_ratio", "cluster_size_entropy",
+               "davies_bouldin", "calinski_harabasz", "should_recluster", "artifacts_path")
+_DRIFT_FIELDS = ("check_id", "checked_at", "method", "statistic", "p_value", "alpha",
+                 "drift_detected", "threshold", "above_threshold", "baseline_run_id",
+                 "drift_current", "n_baseline", "n_current")
+
+
+# -- signatures -------------------------------------------------------------------------
+
+def sign(secret: str, body: bytes) -> str:
+    """``sha256=<hex HMAC-SHA256 of body with secret>``: the signature header's value."""
+    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+def verify_signature(secret: str, body: bytes, header: str | None) -> bool:
+    """True if ``header`` is the signature of the raw ``body`` under ``secret``.
+
+    >>> body = b'{"event": "run.succeeded"}'
+    >>> verify_signature("s3cret", body, sign("s3cret", body))
+    True
+    >>> verify_signature("s3cret", body + b" ", sign("s3cret", body))
+    False
+    """
+    return bool(header) and hmac.compare_digest(sign(secret, body), header.strip())
+
+
+# -- definitions ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WebhookSpec:
+    """A validated ``cluster_webhook_create`` call."""
+
+    name: str | None
+    url: str
+    events: tuple[str, ...]
+    secret: str | None
+    secret_env: str | None
+    timeout_s: float
+    max_attempts: int
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "WebhookSpec":
+        d = {k: v for k, v in d.items() if v is not None}
+        known = {"name", "url", "events", "secret", "secret_env", "timeout", "max_attempts"}
+        for key in d:
+            if key not in known:
+                raise SpecError(f"Unknown webhook option {key!r}.{closest(key, known)} Valid "
+                                f"options: {', '.join(sorted(known))}.")
+        url = d.get("url")
+        parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
+        if not parts or parts.scheme not in ("http", "https") or not parts.netloc:
+            raise SpecError("cluster_webhook_create: url must be an http:// or https:// URL, "
+                            f"e.g. url := 'https://hooks.example.com/duckcluster'. Got {url!r}.")
+        events = d.get("events", list(EVENTS))
+        if isinstance(events, str):
+            events = [e.strip() for e in events.split(",") if e.strip()] \
+                if not events.strip().startswith("[") else json.loads(events)
+        if not events:
+            raise SpecError(f"cluster_webhook_create: events must list at least one of "
+                            f"{', '.join(EVENTS)}. Got an empty list.")
+        for e in events:
+            if e not in EVENTS:
+                raise SpecError(f"Unknown webhook event {e!r}.{closest(str(e), EVENTS)} Valid "
+                                f"events: {', '.join(EVENTS)}.")
+        secret, secret_env = d.get("secret"), d.get("secret_env")
+        if not secret and not secret_env:
+            raise SpecError("cluster_webhook_create needs secret := '...' (or secret_env := "
+                            "'ENV_VAR' naming an environment variable that holds it): every "
+                            f"delivery is signed with HMAC-SHA256 in the {SIGNATURE_HEADER} "
+                            "header.")
+        if secret and secret_env:
+            raise SpecError("cluster_webhook_create: give secret or secret_env, not both.")
+        timeout = float(d.get("timeout", DEFAULT_TIMEOUT_S))
+        if not 0 < timeout <= 300:
+            raise SpecError("The 'timeout' of a webhook must be a number of seconds in the "
+                            f"range (0, 300]. Got {d.get('timeout')!r} instead.")
+        attempts = d.get("max_attempts", DEFAULT_MAX_ATTEMPTS)
+        if isinstance(attempts, bool) or int(attempts) != attempts or not 1 <= attempts <= 20:
+            raise SpecError("The 'max_attempts' of a webhook must be an int in the range "
+                            f"[1, 20]. Got {attempts!r} instead.")
+        return cls(name=d.get("name"), url=url, events=tuple(dict.fromkeys(events)),
+                   secret=secret, secret_env=secret_env, timeout_s=timeout,
+                   max_attempts=int(attempts))
+
+
+def create(cur, spec: WebhookSpec) -> str:
+    from . import _catalog as catalog
+
+    store.require_writable(cur, "cluster_webhook_create")
+    if spec.name is not None:
+        catalog.get_definition(cur, spec.name)
+    webhook_id = store.new_id("wh")
+    store.insert_webhook(cur, {
+        "webhook_id": webhook_id, "name": spec.name, "url": spec.url,
+        "events": list(spec.events), "secret": spec.secret, "secret_env": spec.secret_env,
+        "timeout_s": spec.timeout_s, "max_attempts": spec.max_attempts, "enabled": True,
+        "created_at": store.now()})
+    return webhook_id
+
+
+# -- payloads ---------------------------------------------------------------------------
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, _dt.datetime):
+        return v.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+    return v
+
+
+def payload(cur, event: str, subject_id: str, delivery_id: str) -> dict[str, Any]:
+    """The JSON body of one delivery."""
+    body: dict[str, Any] = {"event": event, "delivery_id": delivery_id,
+                            "created_at": _jsonable(store.now())}
+    if event == "drift.detected":
+        check = store.get_drift_check(cur, subject_id)
+        body["cluster"] = check["name"]
+        body["drift"] = {k: _jsonable(check.get(k)) for k in _DRIFT_FIELDS}
+        trig_id = check.get("trigger_id")
+        body["trigger"] = {"trigger_id": trig_id} if trig_id else None
+    else:
+        run = store.run_row(cur, subject_id)
+        body["cluster"] = run["name"]
+        body["run"] = {k: _jsonable(run.get(k)) for k in _RUN_FIELDS}
+        firing = store.firing_of_run(cur, subject_id)
+        body["trigger"] = firing
+    return body
+
+
+# -- delivery ---------------------------------------------------------------------------
+
+@dataclass
+class Delivery:
+    """What one delivery came to."""
+
+    delivery_id: str
+    webhook_id: str
+    event: str
+    subject_id: str
+    status: str  # delivered | failed | interrupted
+    attempts: int
+    error: str | None = None
+
+
+def _headers(event: str, delivery_id: str, attempt: int, signature: str) -> dict[str, str]:
+    from . import __version__
+
+    return {"Content-Type": "application/json", "User-Agent": f"duckcluster/{__version__}",
+            "X-Duckcluster-Event": event, "X-Duckcluster-Delivery": delivery_id,
+            "X-Duckcluster-Attempt": str(attempt), SIGNATURE_HEADER: signature}
+
+
+def _resume(cur, webhook_id: str, event: str, subject_id: str) -> tuple[str, int, str | None]:
+    """(delivery_id, attempts made, payload) of an interrupted delivery, or a new id."""
+    row = cur.execute(
+        "SELECT delivery_id, max(attempt), any_value(payload) FROM duckcluster.webhook_deliveries"
+        " WHERE webhook_id = ? AND event = ? AND subject_id = ? GROUP BY delivery_id",
+        [webhook_id, event, subject_id]).fetchall()
+    if row:
+        return row[0][0], int(row[0][1]), row[0][2]
+    return store.new_id("dlv"), 0, None
+
+
+def deliver(cur, hook: Mapping[str, Any], event: str, subject_id: str,
+            client: httpx.Client, stop: threading.Event | None = None,
+            backoff: float = BACKOFF_S) -> Delivery:
+    """Send one event to one webhook with retries; every attempt is logged."""
+    delivery_id, done, body_text = _resume(cur, hook["webhook_id"], event, subject_id)
+    if body_text is None:
+        body = json.dumps(payload(cur, event, subject_id, delivery_id), sort_keys=True,
+                          separators=(",", ":"), default=str).encode("utf-8")
+    else:
+        body = body_text.encode("utf-8")
+    policy = RetryPolicy(max_retries=int(hook["max_attempts"]) - 1, backoff=backoff,
+                         max_backoff=MAX_BACKOFF_S, timeout=float(hook["timeout_s"]))
+    shown = redact_url(hook["url"])
+    base = {"delivery_id": delivery_id, "webhook_id": hook["webhook_id"], "name": hook["name"],
+            "event": event, "subject_id": subject_id, "payload": body.decode("utf-8")}
+
+    def logged(attempt: int, status: str, http_status=None, error=None, took=None) -> None:
+        store.log_attempt(cur, {**base, "attempt": attempt, "attempted_at": store.now(),
+                                "status": status, "http_status": http_status,
+                                "error": error, "duration_s": took})
+
+    secret = hook["secret"]
+    if not secret and hook.get("secret_env"):
+        secret = os.environ.get(hook["secret_env"])
+        if not secret:
+            err = (f"environment variable {hook['secret_env']!r} (the webhook's secret_env) is "
+                   "not set, so the delivery cannot be signed; set it where the scheduler runs")
+            logged(done + 1, "failed", error=err)
+            return Delivery(delivery_id, hook["webhook_id"], event, subject_id, "failed",
+                            done + 1, err)
+    signature = sign(secret, body)
+    attempt = done
+    while True:
+        attempt += 1
+        if attempt > policy.max_retries + 1:  # resumed after the last attempt was logged
+            err = f"gave up after {attempt - 1} attempts"
+            logged(attempt - 1, "failed", error=err)
+            return Delivery(delivery_id, hook["webhook_id"], event, subject_id, "failed",
+                            attempt - 1, err)
+        t0 = time.perf_counter()
+        retry_after = None
+        http_status = None
+        try:
+            resp = client.post(hook["url"], content=body, timeout=policy.timeout,
+                               headers=_headers(event, delivery_id, attempt, signature))
+        except httpx.TimeoutException:
+            error, retry = f"no answer from {shown} within {policy.timeout:g} s", True
+        except httpx.TransportError as exc:
+            error, retry = f"cannot reach {shown} ({type(exc).__name__}: {exc})", True
+        else:
+            http_status = resp.status_code
+            if 200 <= http_status < 300:
+                logged(attempt, "delivered", http_status, None, time.perf_counter() - t0)
+                return Delivery(delivery_id, hook["webhook_id"], event, subject_id,
+                                "delivered", attempt)
+            error = f"{shown} answered HTTP {http_status}"
+            retry = http_status in _RETRY_STATUS or http_status >= 500
+            retry_after = resp.headers.get("retry-after")
+        took = time.perf_counter() - t0
+        last = attempt >= policy.max_retries + 1
+        if not retry or last:
+            final = error + ("" if retry else " (not retried: only timeouts, connection "
+                             "errors, 408/409/425/429 and 5xx are)")
+            if retry:
+                final += f"; gave up after {attempt} attempts"
+            logged(attempt, "failed", http_status, final, took)
+            return Delivery(delivery_id, hook["webhook_id"], event, subject_id, "failed",
+                            attempt, final)
+        logged(attempt, "retrying", http_status, error, took)
+        delay = policy.delay(attempt - 1, retry_after)
+        if stop is not None and stop.wait(delay):
+            return Delivery(delivery_id, hook["webhook_id"], event, subject_id, "interrupted",
+                            attempt, error)
+        if stop is None:
+            time.sleep(delay)
+
+
+def _pending_not_final(cur, subject_id: str | None) -> list[dict[str, Any]]:
+    """The outbox, plus interrupted deliveries (a 'retrying' last row)."""
+    rows = store.pending_events(cur, subject_id)
+    q = ("SELECT d.webhook_id, d.name, d.event, d.subject_id "
+         "FROM duckcluster.webhook_deliveries d "
+         "JOIN duckcluster.webhooks w ON w.webhook_id = d.webhook_id WHERE w.enabled "
+         + ("AND d.subject_id = ? " if subject_id else "") +
+         "GROUP BY ALL HAVING bool_and(d.status = 'retrying') ORDER BY min(d.attempted_at)")
+    rel = cur.execute(q, [subject_id] if subject_id else [])
+    cols = [c[0] for c in rel.description]
+    return rows + [dict(zip(cols, r)) for r in rel.fetchall()]
+
+
+def deliver_pending(cur, subject_id: str | None = None, stop: threading.Event | None = None,
+                    client: httpx.Client | None = None,
+                    backoff: float = BACKOFF_S) -> list[Delivery]:
+    """Deliver every pending event (of one run / drift check if given). One sweep at a time."""
+    out: list[Delivery] = []
+    with _SWEEP_LOCK:
+        pending = _pending_not_final(cur, subject_id)
+        if not pending:
+            return out
+        hooks: dict[str, dict[str, Any]] = {}
+        own = client is None
+        client = client or httpx.Client(follow_redirects=False)
+        try:
+            for p in pending:
+                if stop is not None and stop.is_set():
+                    break
+                hook = hooks.get(p["webhook_id"])
+                if hook is None:
+                    hook = hooks[p["webhook_id"]] = store.get_webhook(cur, p["webhook_id"])
+                d = deliver(cur, hook, p["event"], p["subject_id"], client, stop, backoff)
+                log.info("webhook %s %s %s: %s after %d attempt(s)%s", hook["webhook_id"],
+                         p["event"], p["subject_id"], d.status, d.attempts,
+                         f" ({d.error})" if d.error else "")
+                out.append(d)
+        finally:
+            if own:
+                client.close()
+    return out
+
+
+class Dispatcher:
+    """Runs sweeps on a thread of its own connection, so slow receivers never hold up runs."""
+
+    def __init__(self, open_connection: Callable[[], duckdb.DuckDBPyConnection]):
+        self._open = open_connection
+        self._lock = threading.Lock()
+        self._again = False
+        self._thread: threading.Thread | None = None
+        self.stop = threading.Event()
+
+    def kick(self) -> None:
+        with self._lock:
+            self._again = True
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="duckcluster-webhooks",
+                                                daemon=False)
+                self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        t = self._thread
+        if t is not None:
+            t.join(timeout)
+
+    def _loop(self) -> None:
+        conn = None
+        try:
+            while True:
+                with self._lock:
+                    if not self._again or self.stop.is_set():
+                        self._thread = None
+                        return
+                    self._again = False
+                if conn is None:
+                    conn = self._open()
+                with conn.cursor() as cur:
+                    deliver_pending(cur, stop=self.stop)
+        except Exception as exc:  # never raise on a background thread
+            log.warning("webhook delivery: %s", exc)
+            with self._lock:
+                self._thread = None
+        finally:
+            if conn is not None:
+                try:
+                    conn.close()
+                except duckdb.Error:
+                    pass
