@@ -32,8 +32,16 @@ from ._errors import DataError, RunNotFoundError, SpecError, closest
 from ._params import Param, validate_params
 from ._source import describe, quote_ident, require_columns, source_sql
 from ._vectors import check_nonzero, to_dense
-from .drift import (DEFAULT_ALPHA, DEFAULT_METHOD, DRIFT_METHODS, DriftResult, Reference,
-                    get_method, run_method, validate_method_params)
+from .drift import (
+    DEFAULT_ALPHA,
+    DEFAULT_METHOD,
+    DRIFT_METHODS,
+    DriftResult,
+    Reference,
+    get_method,
+    run_method,
+    validate_method_params,
+)
 
 RUN_PREFIX = "run:"
 _BATCH_ROWS = 65_536
@@ -68,7 +76,7 @@ class DriftSpec:
     reference_run: str | None = None
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "DriftSpec":
+    def from_dict(cls, d: Mapping[str, Any]) -> DriftSpec:
         d = {k: v for k, v in dict(d).items() if v is not None}
         known = {"method", "params", "embedding", *OPTIONS}
         for key in d:
@@ -81,9 +89,10 @@ class DriftSpec:
         return cls(methods=methods, params=params, embedding=_embedding(d.get("embedding")),
                    **opts)
 
-    def max_samples(self) -> int:
-        """Rows per side the methods need at most (a split baseline counts twice)."""
-        return max(self.params[m]["max_samples"] * 2 for m in self.methods)
+    def rows_wanted(self) -> tuple[int, int]:
+        """(baseline, current) rows the methods can use at most: the read sample sizes."""
+        wants = [DRIFT_METHODS[m].rows_wanted(self.params[m]) for m in self.methods]
+        return max(w[0] for w in wants), max(w[1] for w in wants)
 
 
 def _json_value(name: str, value: Any) -> Any:
@@ -338,10 +347,10 @@ def compare(spec: DriftSpec, B: Side, C: Side, reference: Reference | None) -> l
 
 def embedding_drift(cur, baseline: str, current: str, spec: DriftSpec) -> list[dict]:
     """The rows of ``embedding_drift(baseline, current, ...)``."""
-    cap = spec.max_samples()
-    read = dict(seed=spec.seed, normalize=spec.normalize, pooling=spec.pooling)
-    B = read_side(cur, baseline, spec.embedding, cap, role="baseline", **read)
-    C = read_side(cur, current, spec.embedding, cap, role="current", **read)
+    cap_b, cap_c = spec.rows_wanted()
+    read = {"seed": spec.seed, "normalize": spec.normalize, "pooling": spec.pooling}
+    B = read_side(cur, baseline, spec.embedding, cap_b, role="baseline", **read)
+    C = read_side(cur, current, spec.embedding, cap_c, role="current", **read)
     reference = None
     if "cluster" in spec.methods:
         reference = load_reference(cur, spec.reference, spec.reference_run)
@@ -406,7 +415,7 @@ def drift_windows(cur, source: str, time_column: str, window: str, baseline: str
     starts = np.array([s[0] for s in stats], dtype=np.int64)
     base_idx = 0
     if baseline is not None:
-        b = cur.execute(f"SELECT epoch_us(CAST(time_bucket(CAST(? AS INTERVAL), CAST(? AS "
+        b = cur.execute("SELECT epoch_us(CAST(time_bucket(CAST(? AS INTERVAL), CAST(? AS "
                         "TIMESTAMP)) AS TIMESTAMP))", [window, baseline]).fetchall()[0][0]
         hits = np.flatnonzero(starts == b)
         if not hits.size:
@@ -422,9 +431,10 @@ def drift_windows(cur, source: str, time_column: str, window: str, baseline: str
 def _window_samples(cur, src, spec, bucket, where, window, starts, counts, base_idx
                     ) -> list[np.ndarray]:
     """One streaming pass: a seeded sample of each window's rows (bigger for the baseline)."""
-    cap = spec.max_samples()
+    cap_b, cap_c = spec.rows_wanted()
     keep = []
     for i, n in enumerate(counts):
+        cap = cap_b if i == base_idx else cap_c
         mask = np.ones(n, dtype=bool) if n <= cap else np.zeros(n, dtype=bool)
         if n > cap:
             mask[np.random.default_rng([spec.seed, 2, i]).choice(n, size=cap, replace=False)] = True

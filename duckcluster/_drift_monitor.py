@@ -25,6 +25,7 @@ import datetime as _dt
 from collections.abc import Mapping
 from typing import Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 
@@ -75,7 +76,7 @@ def create(cur, name: str, options: Mapping[str, Any], replace: bool = False) ->
     try:
         ok = cur.execute("SELECT CAST(? AS INTERVAL) > INTERVAL 0 SECOND",
                          [opts["window_size"]]).fetchall()[0][0]
-    except Exception:
+    except duckdb.Error:
         ok = False
     if not ok:
         raise SpecError(f"window_size must be a positive INTERVAL such as INTERVAL 1 DAY. "

@@ -138,7 +138,7 @@ def _share_test(baseline_sizes, current_sizes, n_permutations, seed) -> dict:
 def register_udfs(con: duckdb.DuckDBPyConnection, state: _State) -> None:
     """Register the drift UDFs (once per database instance)."""
     f = con.create_function
-    kw = dict(side_effects=True, null_handling="special")
+    kw = {"side_effects": True, "null_handling": "special"}
     f("_dc_embedding_drift", _wrap(lambda b, c, a: _embedding_drift(state, b, c, a)),
       ["VARCHAR", "VARCHAR", "VARCHAR"], DRIFT_ROW, **kw)
     f("_dc_embedding_drift_windows", _wrap(lambda s, a: _windows(state, s, a)),

@@ -42,7 +42,7 @@ def new_class_split(X, y, s, n=800, frac=0.1):
     c = s % 10
     others = rng.permutation(np.flatnonzero(y != c))
     new = rng.permutation(np.flatnonzero(y == c))
-    k = int(round(n * frac))
+    k = round(n * frac)
     return X[others[:n]], np.concatenate([X[others[n:2 * n - k]], X[new[:k]]])
 
 

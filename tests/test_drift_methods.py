@@ -7,14 +7,20 @@ import pytest
 from scipy.stats import energy_distance, wasserstein_distance
 
 from duckcluster import DataError, SpecError, UnknownNameError
-from duckcluster.drift import DRIFT_METHODS, Reference, js_divergence, run_method, share_test
+from duckcluster._drift_monitor import reservoir_slots
+from duckcluster.drift import (
+    DRIFT_METHODS,
+    Reference,
+    js_divergence,
+    run_method,
+    share_test,
+)
 from duckcluster.drift._base import permutation_labels, permutation_p_value
 from duckcluster.drift._kernel import permutation_test, sq_distances, unbiased_statistic
 from duckcluster.drift._projection import fit_projection
 from duckcluster.drift.kl import kl_batch
 from duckcluster.drift.mean_shift import cosine_distance_batch
 from duckcluster.drift.wasserstein import wasserstein_1d_batch
-from duckcluster._drift_monitor import reservoir_slots
 
 FAST = {"n_permutations": 99}
 

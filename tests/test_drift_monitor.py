@@ -9,9 +9,9 @@ import tracemalloc
 import duckdb
 import numpy as np
 import pytest
+from conftest import blobs, load_table
 from scipy.stats import kstest
 
-from conftest import blobs, load_table
 from duckcluster import _drift_monitor
 
 D = 16

@@ -20,6 +20,9 @@ DEFAULT_ALPHA = 0.05
 #: Permutations of every permutation test unless ``n_permutations`` says otherwise.
 DEFAULT_PERMUTATIONS = 500
 
+#: Most baseline rows a projection or k-means reference is fitted on.
+FIT_MAX_ROWS = 5_000
+
 
 @dataclass(frozen=True)
 class Reference:
@@ -86,7 +89,14 @@ class DriftMethod:
     compute: Compute
     min_rows: int
     doc: str
-    needs_reference: bool = False
+    splits_baseline: bool = False  # fits something on part of the baseline first
+
+    def rows_wanted(self, params: Mapping[str, Any]) -> tuple[int, int]:
+        """(baseline, current) rows this method can use with ``params``: more are
+        sampled away. A method that fits on part of the baseline wants enough rows
+        for a full fit (:data:`FIT_MAX_ROWS`) and a full test sample."""
+        n = int(params["max_samples"])
+        return (2 * max(n, FIT_MAX_ROWS) if self.splits_baseline else n), n
 
 
 def _num(x: Any) -> float | None:

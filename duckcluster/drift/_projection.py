@@ -21,8 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._params import Param
-
-FIT_MAX_ROWS = 5_000
+from ._base import FIT_MAX_ROWS
 
 PARAMS = {
     "n_components": Param(int, 5, low=1, high=256,
@@ -69,7 +68,7 @@ def split_baseline(B: np.ndarray, fit_fraction: float, rng: np.random.Generator
                    ) -> tuple[np.ndarray, np.ndarray]:
     """(rows to fit the projection on, rows to test), a seeded split of ``B``."""
     n = B.shape[0]
-    n_fit = min(max(2, int(round(n * fit_fraction))), n - 2, FIT_MAX_ROWS)
+    n_fit = min(max(2, round(n * fit_fraction)), n - 2, FIT_MAX_ROWS)
     perm = rng.permutation(n)
     return B[np.sort(perm[:n_fit])], B[np.sort(perm[n_fit:])]
 

@@ -19,7 +19,15 @@ from __future__ import annotations
 import numpy as np
 
 from .._params import Param
-from ._base import Context, DriftMethod, DriftResult, decide, sample_details, subsample, sample_param
+from ._base import (
+    Context,
+    DriftMethod,
+    DriftResult,
+    decide,
+    sample_details,
+    sample_param,
+    subsample,
+)
 
 PARAMS = {
     "max_samples": sample_param(5000),

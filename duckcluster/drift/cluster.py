@@ -26,12 +26,21 @@ import numpy as np
 
 from .._assign import assign, centroids_from_labels, normalize_rows
 from .._params import Param
-from ._base import (Context, DriftMethod, DriftResult, Reference, decide,
-                    permutation_p_value, sample_details, sample_param, subsample)
+from ._base import (
+    Context,
+    DriftMethod,
+    DriftResult,
+    Reference,
+    decide,
+    permutation_p_value,
+    sample_details,
+    sample_param,
+    subsample,
+)
 from ._projection import split_baseline
 
 PARAMS = {
-    "max_samples": sample_param(100_000),
+    "max_samples": sample_param(50_000),
     # tables, not relabelings, are drawn: cheap, so more of them than elsewhere
     "n_permutations": Param(int, 2000, low=19, high=1_000_000,
                             doc="permuted tables of the exact p-value"),
@@ -161,4 +170,4 @@ def compute(B: np.ndarray, C: np.ndarray, p: dict, ctx: Context) -> DriftResult:
 
 
 CLUSTER = DriftMethod(name="cluster", params=PARAMS, compute=compute, min_rows=10,
-                      doc=__doc__.split("\n\n", 1)[1])
+                      splits_baseline=True, doc=__doc__.split("\n\n", 1)[1])

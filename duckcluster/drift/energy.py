@@ -39,4 +39,4 @@ def compute(B: np.ndarray, C: np.ndarray, p: dict, ctx: Context) -> DriftResult:
 
 
 ENERGY = DriftMethod(name="energy", params=PARAMS, compute=compute, min_rows=10,
-                     doc=__doc__.split("\n\n", 1)[1])
+                     splits_baseline=True, doc=__doc__.split("\n\n", 1)[1])

@@ -18,8 +18,16 @@ import numpy as np
 
 from .._params import Param
 from . import _projection
-from ._base import (PERMUTATIONS, Context, DriftMethod, DriftResult, decide,
-                    permutation_labels, permutation_p_value, sample_param)
+from ._base import (
+    PERMUTATIONS,
+    Context,
+    DriftMethod,
+    DriftResult,
+    decide,
+    permutation_labels,
+    permutation_p_value,
+    sample_param,
+)
 
 PARAMS = {
     "max_samples": sample_param(5000),
@@ -67,4 +75,4 @@ def compute(B: np.ndarray, C: np.ndarray, p: dict, ctx: Context) -> DriftResult:
 
 
 KL = DriftMethod(name="kl", params=PARAMS, compute=compute, min_rows=10,
-                 doc=__doc__.split("\n\n", 1)[1])
+                 splits_baseline=True, doc=__doc__.split("\n\n", 1)[1])

@@ -10,9 +10,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._base import (PERMUTATIONS, Context, DriftMethod, DriftResult, decide,
-                    permutation_labels, permutation_p_value, sample_details, sample_param,
-                    subsample)
+from ._base import (
+    PERMUTATIONS,
+    Context,
+    DriftMethod,
+    DriftResult,
+    decide,
+    permutation_labels,
+    permutation_p_value,
+    sample_details,
+    sample_param,
+    subsample,
+)
 
 PARAMS = {
     "max_samples": sample_param(10000),

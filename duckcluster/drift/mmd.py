@@ -19,8 +19,16 @@ from __future__ import annotations
 import numpy as np
 
 from .._params import Param
-from ._base import (PERMUTATIONS, Context, DriftMethod, DriftResult, decide, sample_details,
-                    sample_param, subsample)
+from ._base import (
+    PERMUTATIONS,
+    Context,
+    DriftMethod,
+    DriftResult,
+    decide,
+    sample_details,
+    sample_param,
+    subsample,
+)
 from ._kernel import median_distance, permutation_test, sq_distances
 
 PARAMS = {

@@ -15,8 +15,16 @@ from __future__ import annotations
 import numpy as np
 
 from . import _projection
-from ._base import (PERMUTATIONS, Context, DriftMethod, DriftResult, decide,
-                    permutation_labels, permutation_p_value, sample_param)
+from ._base import (
+    PERMUTATIONS,
+    Context,
+    DriftMethod,
+    DriftResult,
+    decide,
+    permutation_labels,
+    permutation_p_value,
+    sample_param,
+)
 
 PARAMS = {
     "max_samples": sample_param(5000),
@@ -59,4 +67,4 @@ def compute(B: np.ndarray, C: np.ndarray, p: dict, ctx: Context) -> DriftResult:
 
 
 WASSERSTEIN = DriftMethod(name="wasserstein", params=PARAMS, compute=compute, min_rows=10,
-                          doc=__doc__.split("\n\n", 1)[1])
+                          splits_baseline=True, doc=__doc__.split("\n\n", 1)[1])
