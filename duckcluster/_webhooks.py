@@ -46,6 +46,7 @@ import os
 import threading
 import time
 import urllib.parse
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -67,6 +68,7 @@ BACKOFF_S = 0.5
 MAX_BACKOFF_S = 8.0
 _RETRY_STATUS = {408, 409, 425, 429}
 _SWEEP_LOCK = threading.Lock()
+_DISPATCHERS: "weakref.WeakSet[Dispatcher]" = weakref.WeakSet()
 _RUN_FIELDS = ("run_id", "name", "mode", "status", "error", "progress", "submitted_at",
                "started_at", "finished_at", "duration_s", "n_rows", "n_null", "n_members",
                "n_clusters", "dim", "base_run_id", "assignment_threshold", "silhouette_score",
@@ -233,7 +235,7 @@ def _resume(cur, webhook_id: str, event: str, subject_id: str) -> tuple[str, int
 
 def deliver(cur, hook: Mapping[str, Any], event: str, subject_id: str,
             client: httpx.Client, stop: threading.Event | None = None,
-            backoff: float = BACKOFF_S) -> Delivery:
+            backoff: float | None = None) -> Delivery:
     """Send one event to one webhook with retries; every attempt is logged."""
     delivery_id, done, body_text = _resume(cur, hook["webhook_id"], event, subject_id)
     if body_text is None:
@@ -241,7 +243,8 @@ def deliver(cur, hook: Mapping[str, Any], event: str, subject_id: str,
                           separators=(",", ":"), default=str).encode("utf-8")
     else:
         body = body_text.encode("utf-8")
-    policy = RetryPolicy(max_retries=int(hook["max_attempts"]) - 1, backoff=backoff,
+    policy = RetryPolicy(max_retries=int(hook["max_attempts"]) - 1,
+                         backoff=BACKOFF_S if backoff is None else backoff,
                          max_backoff=MAX_BACKOFF_S, timeout=float(hook["timeout_s"]))
     shown = redact_url(hook["url"])
     base = {"delivery_id": delivery_id, "webhook_id": hook["webhook_id"], "name": hook["name"],
@@ -323,7 +326,7 @@ def _pending_not_final(cur, subject_id: str | None) -> list[dict[str, Any]]:
 
 def deliver_pending(cur, subject_id: str | None = None, stop: threading.Event | None = None,
                     client: httpx.Client | None = None,
-                    backoff: float = BACKOFF_S) -> list[Delivery]:
+                    backoff: float | None = None) -> list[Delivery]:
     """Deliver every pending event (of one run / drift check if given). One sweep at a time."""
     out: list[Delivery] = []
     with _SWEEP_LOCK:
@@ -360,6 +363,7 @@ class Dispatcher:
         self._again = False
         self._thread: threading.Thread | None = None
         self.stop = threading.Event()
+        _DISPATCHERS.add(self)
 
     def kick(self) -> None:
         with self._lock:
@@ -397,3 +401,9 @@ class Dispatcher:
                     conn.close()
                 except duckdb.Error:
                     pass
+
+
+def join_all(timeout: float | None = None) -> None:
+    """Wait for the delivery threads of this process (tests, orderly shutdowns)."""
+    for d in list(_DISPATCHERS):
+        d.join(timeout)
