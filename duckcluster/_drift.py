@@ -18,7 +18,7 @@ CLI report and Python calls share. Drift over time windows
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -44,6 +44,7 @@ from .drift import (
 )
 
 RUN_PREFIX = "run:"
+Progress = Callable[[str], None]
 _BATCH_ROWS = 65_536
 
 OPTIONS: dict[str, Param] = {
@@ -205,8 +206,12 @@ def _resolve(cur, source: str, embedding: tuple[str, ...] | None, role: str) -> 
         src = source_sql(cur, s)
     except SpecError as exc:
         hint = ""
-        if cur.execute("SELECT count(*) FROM duckcluster.runs WHERE run_id = ?",
-                       [s]).fetchall()[0][0]:
+        try:
+            is_run = cur.execute("SELECT count(*) FROM duckcluster.runs WHERE run_id = ?",
+                                 [s]).fetchall()[0][0]
+        except duckdb.Error:  # a database without the duckcluster catalog
+            is_run = 0
+        if is_run:
             hint = f" {s!r} is a run id: pass 'run:{s}' to compare the rows of that run."
         raise SpecError(f"The {role} side: {exc}{hint}") from None
     if embedding is None:
@@ -326,11 +331,17 @@ def _check_pair(B: Side, C: Side) -> None:
                         "same model and column.")
 
 
-def compare(spec: DriftSpec, B: Side, C: Side, reference: Reference | None) -> list[dict]:
+def _quiet(msg: str) -> None:
+    pass
+
+
+def compare(spec: DriftSpec, B: Side, C: Side, reference: Reference | None,
+            progress: Progress = _quiet) -> list[dict]:
     """Run every method of ``spec`` on two sides read already; one row per method."""
     _check_pair(B, C)
     rows = []
     for name in spec.methods:
+        progress(f"drift: {name} on {B.X.shape[0]:,} + {C.X.shape[0]:,} rows")
         ref = reference if name == "cluster" else None
         r: DriftResult = run_method(name, B.X, C.X, spec.params[name], alpha=spec.alpha,
                                     seed=spec.seed, reference=ref)
@@ -345,18 +356,21 @@ def compare(spec: DriftSpec, B: Side, C: Side, reference: Reference | None) -> l
     return rows
 
 
-def embedding_drift(cur, baseline: str, current: str, spec: DriftSpec) -> list[dict]:
+def embedding_drift(cur, baseline: str, current: str, spec: DriftSpec,
+                    progress: Progress = _quiet) -> list[dict]:
     """The rows of ``embedding_drift(baseline, current, ...)``."""
     cap_b, cap_c = spec.rows_wanted()
     read = {"seed": spec.seed, "normalize": spec.normalize, "pooling": spec.pooling}
+    progress("drift: reading the baseline")
     B = read_side(cur, baseline, spec.embedding, cap_b, role="baseline", **read)
+    progress("drift: reading the current side")
     C = read_side(cur, current, spec.embedding, cap_c, role="current", **read)
     reference = None
     if "cluster" in spec.methods:
         reference = load_reference(cur, spec.reference, spec.reference_run)
         if reference is None and B.run_id is not None:
             reference = load_reference(cur, None, B.run_id)  # two runs: the baseline run's
-    return compare(spec, B, C, reference)
+    return compare(spec, B, C, reference, progress)
 
 
 # -- time windows ------------------------------------------------------------------------
@@ -378,7 +392,7 @@ def _bucket_sql(time_col: str) -> str:
 
 
 def drift_windows(cur, source: str, time_column: str, window: str, baseline: str | None,
-                  spec: DriftSpec) -> list[dict]:
+                  spec: DriftSpec, progress: Progress = _quiet) -> list[dict]:
     """One row per (window, method): each window against the baseline window.
 
     Windows are ``time_bucket(window, time_column)``; the baseline is the first
@@ -423,9 +437,10 @@ def drift_windows(cur, source: str, time_column: str, window: str, baseline: str
                             "pass a timestamp inside a window that has rows, or NULL for the "
                             "first window.")
         base_idx = int(hits[0])
+    progress(f"drift: sampling {len(stats)} windows")
     samples = _window_samples(cur, src, spec, bucket, where, window, starts,
                               np.array([s[1] for s in stats]), base_idx)
-    return _window_rows(cur, spec, stats, samples, base_idx)
+    return _window_rows(cur, spec, stats, samples, base_idx, progress)
 
 
 def _window_samples(cur, src, spec, bucket, where, window, starts, counts, base_idx
@@ -476,7 +491,7 @@ def _ts(us: int):
     return dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=int(us))
 
 
-def _window_rows(cur, spec, stats, samples, base_idx) -> list[dict]:
+def _window_rows(cur, spec, stats, samples, base_idx, progress: Progress) -> list[dict]:
     base = samples[base_idx]
     B = Side(label="baseline window", X=base, n_rows=int(stats[base_idx][1]),
              n_null=int(stats[base_idx][2]))
@@ -506,5 +521,6 @@ def _window_rows(cur, spec, stats, samples, base_idx) -> list[dict]:
                                          f"baseline {B.n_rows}"}})
                 continue
             one = replace(spec, methods=(m,))
+            progress(f"drift: window {i + 1} of {len(stats)}")
             rows.extend({**common, **r} for r in compare(one, B, C, reference))
     return rows

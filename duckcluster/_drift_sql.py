@@ -17,7 +17,7 @@ import duckdb
 
 from . import _drift, _drift_monitor
 from ._errors import SpecError
-from ._sql import _State, _wrap
+from ._sql import _report, _State, _wrap
 from .drift import share_test
 
 _RESULT = ("method VARCHAR, statistic DOUBLE, p_value DOUBLE, threshold DOUBLE, "
@@ -85,7 +85,8 @@ def _embedding_drift(state: _State, baseline, current, args_json) -> list[dict]:
     spec = _spec(_args(args_json))
     with state.cursor() as cur:
         rows = _drift.embedding_drift(cur, _required(baseline, "The baseline"),
-                                      _required(current, "The current side"), spec)
+                                      _required(current, "The current side"), spec,
+                                      progress=_report)
     return _rows("drift", rows)
 
 
@@ -95,7 +96,7 @@ def _windows(state: _State, source, args_json) -> list[dict]:
     with state.cursor() as cur:
         rows = _drift.drift_windows(cur, _required(source, "The source"),
                                     args.get("time_column"), args.get("window_size"),
-                                    args.get("baseline"), spec)
+                                    args.get("baseline"), spec, progress=_report)
     return _rows("window", rows)
 
 
