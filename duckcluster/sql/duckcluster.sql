@@ -238,7 +238,13 @@ CREATE OR REPLACE TEMP MACRO cluster_drift(cluster_name, baseline_run := NULL, c
     counts AS (
         SELECT count(DISTINCT cluster_id) FILTER (WHERE side = 'b' AND cluster_id >= 0) AS kb,
                count(DISTINCT cluster_id) FILTER (WHERE side = 'c' AND cluster_id >= 0) AS kc
-        FROM sizes)
+        FROM sizes),
+    -- sums over an ordered list: the same bits in every DuckDB version and thread count
+    sums AS (
+        SELECT greatest(list_sum(list(js_term ORDER BY bid NULLS LAST, cid NULLS LAST)), 0) AS js,
+               list_sum(list(CASE WHEN bid IS NULL THEN q ELSE 0 END
+                             ORDER BY bid NULLS LAST, cid NULLS LAST)) AS unmatched
+        FROM labelled)
     SELECT pair.base_id AS baseline_run_id, pair.cur_id AS current_run_id,
            l.bid::INTEGER AS baseline_cluster_id, l.cid::INTEGER AS current_cluster_id,
            l.s::DOUBLE AS similarity, l.nb_i::BIGINT AS baseline_size, l.nc_i::BIGINT AS current_size,
@@ -246,9 +252,7 @@ CREATE OR REPLACE TEMP MACRO cluster_drift(cluster_name, baseline_run := NULL, c
            l.z::DOUBLE AS z, l.status,
            counts.kb::BIGINT AS baseline_n_clusters, counts.kc::BIGINT AS current_n_clusters,
            (counts.kc - counts.kb)::BIGINT AS cluster_count_change,
-           greatest(sum(l.js_term) OVER (), 0)::DOUBLE AS js_divergence,
-           (sum(CASE WHEN l.bid IS NULL THEN l.q ELSE 0 END) OVER ())::DOUBLE AS unmatched_share,
-           (greatest(sum(l.js_term) OVER (), 0) > js_threshold
-             OR abs(counts.kc - counts.kb) > max_count_change) AS drift_detected
-    FROM labelled l, pair, counts
+           sums.js::DOUBLE AS js_divergence, sums.unmatched::DOUBLE AS unmatched_share,
+           (sums.js > js_threshold OR abs(counts.kc - counts.kb) > max_count_change) AS drift_detected
+    FROM labelled l, pair, counts, sums
     ORDER BY l.bid NULLS LAST, l.cid NULLS LAST;
