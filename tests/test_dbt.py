@@ -115,6 +115,21 @@ def test_drift_model_and_file_format(built):
                     "WHERE database_name = 'analytics'") == [("v1.4.0+",)]
 
 
+def test_stock_duckdb_cli_reads_what_dbt_built(built):
+    """The file opens in the duckdb-cli wheel (DuckDB 1.5) with the read-side macros."""
+    cli = Path(sys.executable).with_name("duckdb")
+    if not cli.exists():
+        pytest.skip("the duckdb-cli wheel is not installed")
+    _, db, _ = built
+    r = subprocess.run([str(cli), "-readonly", "-csv", str(db), "-c",
+                        f".read {ROOT / 'sql' / 'duckcluster.sql'}", "-c",
+                        "SELECT count(*) AS n, count(label) AS labeled "
+                        "FROM cluster_centroids('topics')"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["n,labeled", "4,4"]
+
+
 def test_shifted_month_fails_the_drift_tests(built):
     """A second build (every model again, a run added) where March is compared with January."""
     project, db, _ = built
