@@ -64,10 +64,12 @@ class _Job:
 class Runner:
     """Queue and worker threads of one database instance.
 
-    ``open_connection()`` returns the cursor a worker runs on; it is closed when
-    the worker ends. ``on_finished(conn, run_id)`` is called after each run
-    (webhook delivery), on the worker thread. ``reopen()`` reaches the database
-    when that cursor's connection was closed, to record the failure.
+    ``open_connection()`` returns the cursor a run executes on; it is closed when
+    the run ends. ``on_finished(conn, run_id)`` is called after each run, on the
+    worker thread and before the run counts as done (webhook delivery: so
+    ``cluster_wait`` returns once the run's notifications went out).
+    ``reopen()`` reaches the database when that cursor's connection was closed,
+    to record the failure.
     """
 
     def __init__(self, open_connection: Callable[[], duckdb.DuckDBPyConnection],
@@ -103,6 +105,7 @@ class Runner:
             raise SpecError("assignment_threshold must be a float in the range [0, 1]. "
                             f"Got {threshold!r} instead.")
         store.require_writable(cur, "cluster_submit")
+        _preload()
         spec = catalog.get_definition(cur, name)
         if mode == "assign":
             catalog.latest_run(cur, name, mode="full")  # clear error now, not in the worker
@@ -177,33 +180,32 @@ class Runner:
 
     # -- the worker ---------------------------------------------------------------------
     def _work(self) -> None:
-        conn = None
-        try:
-            while True:
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._threads.discard(threading.current_thread())
+                    return
+                job = self._queue.popleft()
+                self._running[job.run_id] = job
+            conn = None
+            try:
+                conn = self._open()
+                conn.execute("SET enable_progress_bar = false")
+                self._run(conn, job)
+            except BaseException as exc:  # a worker never dies silently
+                log.error("background run %s: %s", job.run_id, exc)
+                self._record_failure(conn, job, f"{type(exc).__name__}: {exc}")
+            finally:
+                # closed before the run counts as done: whoever waited for it may close
+                # the parent connection next, which DuckDB refuses while a cursor works
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except Exception:
+                        pass
                 with self._lock:
-                    if not self._queue:
-                        self._threads.discard(threading.current_thread())
-                        return
-                    job = self._queue.popleft()
-                    self._running[job.run_id] = job
-                try:
-                    if conn is None:
-                        conn = self._open()
-                        conn.execute("SET enable_progress_bar = false")
-                    self._run(conn, job)
-                except BaseException as exc:  # a worker never dies silently
-                    log.error("background run %s: %s", job.run_id, exc)
-                    self._record_failure(conn, job, f"{type(exc).__name__}: {exc}")
-                finally:
-                    with self._lock:
-                        self._running.pop(job.run_id, None)
-                    job.done.set()
-        finally:
-            if conn is not None:
-                try:
-                    conn.close()
-                except duckdb.Error:
-                    pass
+                    self._running.pop(job.run_id, None)
+                job.done.set()
 
     def _record_failure(self, conn, job: _Job, error: str) -> None:
         """Record a run that could not run to its end; through ``reopen`` if needed."""
@@ -257,6 +259,18 @@ class Runner:
                     self.on_finished(conn, job.run_id)
                 except Exception as exc:  # notifications never fail a run
                     log.warning("after run %s: %s", job.run_id, exc)
+
+
+def _preload() -> None:
+    """Import now what a run may import lazily later.
+
+    A script that submits runs and ends leaves them to finish while the
+    interpreter shuts down, when ``concurrent.futures`` (imported by joblib and
+    scikit-learn) can no longer be imported: "can't register atexit after
+    shutdown". Importing it here, on the submitting thread, is cheap.
+    """
+    import concurrent.futures.process  # noqa: F401
+    import concurrent.futures.thread  # noqa: F401
 
 
 class _Progress:

@@ -41,13 +41,16 @@ def runner_for(state) -> Runner:
     with _RUNNER_LOCK:
         runner = state.__dict__.get("ops_runner")
         if runner is None:
-            dispatcher = webhooks.Dispatcher(state.cursor)
-            runner = Runner(state.cursor, state.settings,
-                            on_finished=lambda _conn, _run_id: dispatcher.kick(),
+            runner = Runner(state.cursor, state.settings, on_finished=_notify,
                             reopen=file_reopener(state.cursor))
             state.__dict__["ops_runner"] = runner
-            state.__dict__["ops_dispatcher"] = dispatcher
         return runner
+
+
+def _notify(conn: duckdb.DuckDBPyConnection, run_id: str) -> None:
+    """After a background run: deliver its webhooks (and any other pending ones of it)."""
+    with conn.cursor() as cur:
+        webhooks.deliver_pending(cur, subject_id=run_id)
 
 
 def _options(text: str | None) -> dict[str, Any]:
@@ -146,7 +149,9 @@ CREATE OR REPLACE TEMP MACRO cluster_wait(run_id, timeout := 600) AS
     _dc_wait(run_id, CAST(timeout AS DOUBLE));
 
 CREATE OR REPLACE TEMP MACRO cluster_status(run_id) AS TABLE
-    SELECT r.run_id, r.name, r.mode, r.status, r.progress, r.error, r.submitted_at,
+    SELECT r.run_id, r.name, r.mode, r.status,
+           CASE WHEN r.status = 'succeeded' THEN 'done' ELSE r.progress END AS progress,
+           r.error, r.submitted_at,
            r.started_at, r.finished_at,
            coalesce(r.duration_s, CASE WHEN r.status = 'running' THEN
                date_diff('millisecond', r.started_at,

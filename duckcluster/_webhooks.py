@@ -5,7 +5,8 @@ Delivery works from an outbox: an event is pending for a webhook while
 ``failed``) for that (webhook, event, subject). Runs finished by any means
 (``cluster_submit``, a trigger, or ``cluster_execute`` in any session) and drift
 checks above a trigger's threshold are therefore delivered by the next sweep:
-after each background run, on every scheduler tick, or on
+at the end of each background run (before ``cluster_wait`` returns; a slow
+receiver delays the next queued run), on every scheduler tick, or on
 ``SELECT cluster_webhook_deliver()``. Only events after the webhook's creation
 are sent. Every HTTP attempt is one row of ``duckcluster.webhook_deliveries``.
 
@@ -46,12 +47,10 @@ import os
 import threading
 import time
 import urllib.parse
-import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import duckdb
 import httpx
 
 from . import _ops_store as store
@@ -68,7 +67,6 @@ BACKOFF_S = 0.5
 MAX_BACKOFF_S = 8.0
 _RETRY_STATUS = {408, 409, 425, 429}
 _SWEEP_LOCK = threading.Lock()
-_DISPATCHERS: "weakref.WeakSet[Dispatcher]" = weakref.WeakSet()
 _RUN_FIELDS = ("run_id", "name", "mode", "status", "error", "progress", "submitted_at",
                "started_at", "finished_at", "duration_s", "n_rows", "n_null", "n_members",
                "n_clusters", "dim", "base_run_id", "assignment_threshold", "silhouette_score",
@@ -352,58 +350,3 @@ def deliver_pending(cur, subject_id: str | None = None, stop: threading.Event | 
             if own:
                 client.close()
     return out
-
-
-class Dispatcher:
-    """Runs sweeps on a thread of its own connection, so slow receivers never hold up runs."""
-
-    def __init__(self, open_connection: Callable[[], duckdb.DuckDBPyConnection]):
-        self._open = open_connection
-        self._lock = threading.Lock()
-        self._again = False
-        self._thread: threading.Thread | None = None
-        self.stop = threading.Event()
-        _DISPATCHERS.add(self)
-
-    def kick(self) -> None:
-        with self._lock:
-            self._again = True
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="duckcluster-webhooks",
-                                                daemon=False)
-                self._thread.start()
-
-    def join(self, timeout: float | None = None) -> None:
-        t = self._thread
-        if t is not None:
-            t.join(timeout)
-
-    def _loop(self) -> None:
-        conn = None
-        try:
-            while True:
-                with self._lock:
-                    if not self._again or self.stop.is_set():
-                        self._thread = None
-                        return
-                    self._again = False
-                if conn is None:
-                    conn = self._open()
-                with conn.cursor() as cur:
-                    deliver_pending(cur, stop=self.stop)
-        except Exception as exc:  # never raise on a background thread
-            log.warning("webhook delivery: %s", exc)
-            with self._lock:
-                self._thread = None
-        finally:
-            if conn is not None:
-                try:
-                    conn.close()
-                except duckdb.Error:
-                    pass
-
-
-def join_all(timeout: float | None = None) -> None:
-    """Wait for the delivery threads of this process (tests, orderly shutdowns)."""
-    for d in list(_DISPATCHERS):
-        d.join(timeout)
