@@ -14,6 +14,8 @@
        (cluster_id, cosine_similarity_to_centroid, x, y, run_id by default;
        `fields` to choose), joined on the id column. Rows without an embedding are
        kept with NULL fields.
+  With mode 'assign' the rows are assigned to the centroids of the latest full run
+  (x, y are NULL: assign runs store no plotting coordinates).
   Steps 1-2 commit on duckcluster's own connection, so they run outside dbt's
   transaction; step 3 swaps the table in atomically. A failed clustering fails the
   model and is recorded as a failed run (SELECT * FROM cluster_runs('<name>')).
