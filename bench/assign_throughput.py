@@ -1,112 +1,130 @@
-"""assign_cluster throughput: the Arrow UDF vs the pure-SQL macro vs numpy in memory.
+"""assign_cluster throughput: the Arrow UDF vs numpy in memory, the sgemm and
+read-bandwidth bounds, and the pure-SQL macro.
 
-    python bench/assign_throughput.py [--rows 1000000] [--dim 384] [--k 100] [--repeat 3]
+    python -m bench.assign_throughput [--rows 1000000] [--k 100] [--repeat 3]
 
-Data: seeded points around k centres on the unit sphere, in a DuckDB table
-(FLOAT[dim]). Prints medians of --repeat runs and ratios measured in this run.
-The pure-SQL macro is timed on a --sql-rows subset (it is ~20x slower) and
-reported as rows/s.
+Data: seeded clusters on the unit sphere (bench._common), d = 384, in a DuckDB
+file table (FLOAT[384]); k centroids stored by a real run. Peers:
+
+- numpy: the same computation written by hand over the array already in memory,
+  in 65,536-row chunks: ``S = X @ C.T``, argmax, best / row norm (BLAS threads
+  left at their default);
+- sgemm bound: one ``X @ C.T`` over all rows (the matmul alone);
+- read bound: ``X.sum()`` (one sequential pass over the 1.5 GB);
+- the pure-SQL macro of ``sql/duckcluster.sql`` (``array_cosine_similarity``
+  cross join) in a plain DuckDB connection, on a ``--sql-rows`` subset.
+
+The UDF's labels must equal numpy's, row for row.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-import statistics
-import sys
-import tempfile
-import time
 
 import numpy as np
-import pyarrow as pa
 
-import duckcluster
-from duckcluster._sql import _PY_MACROS  # noqa: F401  (import check: the UDF path exists)
+import duckcluster._sql as dc_sql
+from bench._common import (Row, connect, fmt_s, load_table, make_clusters, markdown,
+                           median_time, scratch_dir, verdict)
+
+def numpy_assign(X: np.ndarray, C: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    CT = np.ascontiguousarray(C.T)
+    out = np.empty(X.shape[0], dtype=np.int64)
+    for s in range(0, X.shape[0], chunk):
+        blk = X[s:s + chunk]
+        S = blk @ CT
+        idx = np.argmax(S, axis=1)
+        best = np.take_along_axis(S, idx[:, None], axis=1)[:, 0]
+        norms = np.sqrt(np.einsum("ij,ij->i", blk, blk))
+        out[s:s + chunk] = np.where(best / norms >= 0.0, idx, -1)
+    return out
 
 
-def make_data(n: int, d: int, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    C = rng.normal(size=(k, d)).astype(np.float32)
-    C /= np.linalg.norm(C, axis=1, keepdims=True)
-    X = np.empty((n, d), dtype=np.float32)
-    step = 200_000
-    for s in range(0, n, step):
-        e = min(n, s + step)
-        X[s:e] = C[rng.integers(0, k, e - s)] + 0.08 * rng.normal(size=(e - s, d)).astype(np.float32)
-    return X, C
+def run(rows: int = 1_000_000, k: int = 100, repeat: int = 3,
+        sql_rows: int = 50_000) -> list[Row]:
+    X, _ = make_clusters(rows)
+    n, d = X.shape
+    tmp = scratch_dir()
+    path = os.path.join(tmp, "assign.duckdb")
+    con = connect(path)
+    load_table(con, "docs", X)
+    rng = np.random.default_rng(1)
+    load_table(con, "centres", X[np.sort(rng.choice(n, size=k, replace=False))])
+    con.sql(f"SELECT cluster_create('b', source := 'centres', embedding := 'embedding', "
+            f"id := 'doc_id', algorithm := 'kmeans', params := {{'n_clusters': {k}}})").fetchall()
+    con.sql("SELECT cluster_execute('b')").fetchall()
+    cen = con.sql("SELECT cluster_id, centroid FROM cluster_centroids('b') "
+                  "ORDER BY cluster_id").to_arrow_table()
+    ids = cen.column(0).to_numpy()
+    C = np.asarray(cen.column(1).combine_chunks().flatten().to_numpy(),
+                   dtype=np.float32).reshape(len(ids), d)
+    assert (ids == np.arange(len(ids))).all()
 
+    udf_q = "SELECT count(*), sum(assign_cluster(embedding, 'b', threshold := 0.0)) FROM docs"
+    t_udf, _ = median_time(lambda: con.sql(udf_q).fetchall(), repeat)
+    # what the FLOAT[d]-typed UDF and the BLAS pin buy: the generic FLOAT[] UDF behind
+    # DuckDB's array-to-list cast, and the same query with BLAS threads left alone
+    cast_q = ("SELECT count(*), sum(_dc_assign(CAST(embedding AS FLOAT[]), 'b', 0.0)) "
+              "FROM docs")
+    t_cast, _ = median_time(lambda: con.sql(cast_q).fetchall(), repeat)
+    pin = dc_sql._BLAS_PIN
+    dc_sql._BLAS_PIN = contextlib.nullcontext()
+    try:
+        t_unpinned, _ = median_time(lambda: con.sql(udf_q).fetchall(), repeat)
+    finally:
+        dc_sql._BLAS_PIN = pin
+    t_np, labels_np = median_time(lambda: numpy_assign(X, C), repeat)
+    t_gemm, _ = median_time(lambda: X @ C.T, repeat)
+    t_read, _ = median_time(lambda: X.sum(), repeat)
+    labels_udf = con.sql("SELECT assign_cluster(embedding, 'b', threshold := 0.0) FROM docs "
+                         "ORDER BY doc_id").to_arrow_table().column(0).to_numpy()
+    same = bool((labels_udf == labels_np).all())
+    con.close()
 
-def timed(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    import duckdb
+
+    from duckcluster._catalog import sql_text
+
+    plain = duckdb.connect(path, read_only=True)
+    plain.execute("SET enable_progress_bar = false")
+    plain.execute(sql_text("duckcluster.sql"))
+    m = min(sql_rows, n)
+    sql_q = (f"SELECT count(*), sum(assign_cluster(embedding, 'b', threshold := 0.0)) "
+             f"FROM (SELECT * FROM docs LIMIT {m})")
+    t_sql, _ = median_time(lambda: plain.sql(sql_q).fetchall(), max(1, repeat - 1))
+    plain.close()
+
+    udf_rps, np_rps, sql_rps = n / t_udf, n / t_np, m / t_sql
+    ok = udf_rps >= 0.8 * np_rps and t_udf <= 1.5 * t_gemm and udf_rps >= 20 * sql_rps
+    return [Row(
+        workload=f"assign_cluster, {k} centroids, d={d}",
+        rows=n, duckcluster=t_udf,
+        peers={"numpy chunked": t_np, "sgemm bound": t_gemm, "read bound": t_read,
+               f"pure-SQL macro ({m:,} rows)": t_sql},
+        ratio=(f"{udf_rps / np_rps:.2f}x numpy's throughput; {t_udf / t_gemm:.2f}x the sgemm "
+               f"time; {udf_rps / sql_rps:.0f}x the SQL macro"),
+        quality=f"labels identical to numpy: {'yes' if same else 'NO'}",
+        target=">= 0.8x numpy, <= 1.5x sgemm, >= 20x SQL macro",
+        verdict=verdict(ok and same),
+        notes=(f"UDF {udf_rps:,.0f} rows/s, numpy {np_rps:,.0f} rows/s, SQL macro "
+               f"{sql_rps:,.0f} rows/s; UDF {fmt_s(t_udf)} vs sgemm {fmt_s(t_gemm)}. "
+               f"Same query through the generic FLOAT[] UDF (DuckDB casts each array to a "
+               f"list first): {fmt_s(t_cast)} ({t_cast / t_udf:.2f}x the FLOAT[{d}] UDF); with "
+               f"BLAS threads not pinned to 1 inside the UDF: {fmt_s(t_unpinned)} "
+               f"({t_unpinned / t_udf:.2f}x)."),
+    )]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--k", type=int, default=100)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--sql-rows", type=int, default=50_000)
     a = ap.parse_args()
-    n, d, k = a.rows, a.dim, a.k
-    X, C = make_data(n, d, k)
-    tmp = tempfile.mkdtemp(prefix="dc-bench-")
-    con = duckcluster.connect(os.path.join(tmp, "bench.duckdb"))
-    emb = pa.FixedSizeListArray.from_arrays(pa.array(X.ravel()), d)
-    con.register("__x", pa.table({"doc_id": np.arange(n), "embedding": emb}))
-    con.sql(f"CREATE TABLE docs AS SELECT doc_id, CAST(embedding AS FLOAT[{d}]) AS embedding FROM __x").fetchall()
-    con.unregister("__x")
-    # a stored definition whose centroids are exactly C: cluster a tiny table of the centres
-    cen = pa.FixedSizeListArray.from_arrays(pa.array(C.ravel()), d)
-    con.register("__c", pa.table({"doc_id": np.arange(k), "embedding": cen}))
-    con.sql(f"CREATE TABLE centres AS SELECT doc_id, CAST(embedding AS FLOAT[{d}]) AS embedding FROM __c").fetchall()
-    con.unregister("__c")
-    con.sql(f"SELECT cluster_create('b', source := 'centres', embedding := 'embedding', id := 'doc_id', "
-            f"algorithm := 'kmeans', params := {{'n_clusters': {k}}})").fetchall()
-    con.sql("SELECT cluster_execute('b')").fetchall()
-
-    udf_q = "SELECT count(*), sum(assign_cluster(embedding, 'b', threshold := 0.0)) FROM docs"
-    t_udf = timed(lambda: con.sql(udf_q).fetchall(), a.repeat)
-
-    Cn = C / np.linalg.norm(C, axis=1, keepdims=True)
-
-    def numpy_assign():
-        out = np.empty(n, dtype=np.int64)
-        for s in range(0, n, 65536):
-            blk = X[s:s + 65536]
-            blk = blk / np.linalg.norm(blk, axis=1, keepdims=True)
-            out[s:s + 65536] = np.argmax(blk @ Cn.T, axis=1)
-        return out
-
-    t_np = timed(numpy_assign, a.repeat)
-    t_gemm = timed(lambda: X @ Cn.T, a.repeat)
-
-    # the pure-SQL macro from sql/duckcluster.sql, on a separate plain connection
-    import duckdb
-
-    con.close()
-    plain = duckdb.connect(os.path.join(tmp, "bench.duckdb"), read_only=True)
-    plain.execute("SET enable_progress_bar = false")
-    plain.execute(open(os.path.join(os.path.dirname(__file__), "..", "sql", "duckcluster.sql")).read())
-    sql_q = (f"SELECT count(*), sum(assign_cluster(embedding, 'b', threshold := 0.0)) FROM "
-             f"(SELECT * FROM docs LIMIT {a.sql_rows})")
-    t_sql = timed(lambda: plain.sql(sql_q).fetchall(), a.repeat)
-    plain.close()
-
-    udf_rps, np_rps, sql_rps = n / t_udf, n / t_np, a.sql_rows / t_sql
-    print(f"# assign_cluster: {n:,} rows x {d} dims, {k} centroids, median of {a.repeat}")
-    print("| path | seconds | rows/s | ratio to UDF |")
-    print("|---|---|---|---|")
-    print(f"| assign_cluster (Arrow UDF, DuckDB table) | {t_udf:.3f} | {udf_rps:,.0f} | 1.00 |")
-    print(f"| numpy chunked matmul+argmax, in memory | {t_np:.3f} | {np_rps:,.0f} | {udf_rps / np_rps:.2f}x |")
-    print(f"| sgemm bound (X @ C.T) | {t_gemm:.3f} | {n / t_gemm:,.0f} | UDF time / sgemm = {t_udf / t_gemm:.2f} |")
-    print(f"| pure-SQL macro ({a.sql_rows:,} rows) | {t_sql:.3f} | {sql_rps:,.0f} | UDF is {udf_rps / sql_rps:.1f}x faster |")
-    sys.stdout.flush()
+    print(markdown(run(a.rows, a.k, a.repeat, a.sql_rows)))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,158 @@
+"""What every workload shares: seeded data, DuckDB loading, timing and result rows.
+
+Data: ``k`` clusters on the unit sphere in ``d`` dimensions with varied sizes
+(Dirichlet weights) and varied spreads, the same for a given seed whatever the
+chunking; generated chunk by chunk so 1M x 384 rows need no more than the
+result (1.5 GB).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+D = 384
+K = 30
+SEED = 0
+#: Row counts of the workloads per scale: "smoke" is what CI runs once.
+SCALES = {"smoke": 20_000, "full": None}
+
+
+@dataclass
+class Row:
+    """One line of the results table."""
+
+    workload: str
+    rows: int
+    duckcluster: float | None  # seconds (median) or None when not run
+    peers: dict[str, float | None] = field(default_factory=dict)  # name -> seconds
+    ratio: str = ""  # how duckcluster compares, with the peer it is compared to
+    quality: str = ""
+    target: str = ""
+    verdict: str = ""  # met / not met / n/a
+    notes: str = ""
+
+
+def fmt_s(x: float | None) -> str:
+    if x is None:
+        return "—"
+    return f"{x:.3f} s" if x < 10 else f"{x:.1f} s"
+
+
+def markdown(rows: list[Row]) -> str:
+    head = ("| workload | rows | duckcluster | peers | ratio | quality | target | verdict |\n"
+            "|---|---|---|---|---|---|---|---|\n")
+    body = []
+    for r in rows:
+        peers = "; ".join(f"{k} {fmt_s(v)}" for k, v in r.peers.items()) or "—"
+        body.append(f"| {r.workload} | {r.rows:,} | {fmt_s(r.duckcluster)} | {peers} | "
+                    f"{r.ratio or '—'} | {r.quality or '—'} | {r.target or '—'} | "
+                    f"{r.verdict or '—'} |")
+    notes = [f"- **{r.workload}**: {r.notes}" for r in rows if r.notes]
+    return head + "\n".join(body) + ("\n\n" + "\n".join(notes) if notes else "") + "\n"
+
+
+def have(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def median_time(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    """Median wall time of ``repeat`` calls and the last call's result."""
+    times, out = [], None
+    for _ in range(max(1, repeat)):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+def make_clusters(n: int, d: int = D, k: int = K, seed: int = SEED,
+                  chunk: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` unit rows (float32) around ``k`` random centres; returns (X, y).
+
+    Cluster weights come from a Dirichlet(2) draw (sizes vary about 10x), and
+    each cluster has its own spread (per-dimension noise 0.025-0.06, so members
+    sit at cosine 0.55-0.85 from their centre).
+    """
+    X = np.empty((n, d), dtype=np.float32)
+    y = np.empty(n, dtype=np.int64)
+    for start, Xc, yc in iter_clusters(n, d, k, seed, chunk):
+        X[start:start + len(yc)] = Xc
+        y[start:start + len(yc)] = yc
+    return X, y
+
+
+def iter_clusters(n: int, d: int = D, k: int = K, seed: int = SEED,
+                  chunk: int = 200_000) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """The rows of :func:`make_clusters` chunk by chunk: (start, X, y)."""
+    rng = np.random.default_rng(seed)
+    C = rng.normal(size=(k, d)).astype(np.float32)
+    C /= np.linalg.norm(C, axis=1, keepdims=True)
+    weights = rng.dirichlet(np.full(k, 2.0))
+    spread = rng.uniform(0.025, 0.06, size=k).astype(np.float32)
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        crng = np.random.default_rng([seed, start])
+        yc = crng.choice(k, size=m, p=weights)
+        Xc = C[yc] + spread[yc, None] * crng.standard_normal((m, d), dtype=np.float32)
+        Xc /= np.linalg.norm(Xc, axis=1, keepdims=True)
+        yield start, Xc, yc
+
+
+def arrow_table(X: np.ndarray, start: int = 0) -> pa.Table:
+    n, d = X.shape
+    return pa.table({"doc_id": np.arange(start, start + n, dtype=np.int64),
+                     "embedding": pa.FixedSizeListArray.from_arrays(
+                         pa.array(np.ascontiguousarray(X).ravel()), d)})
+
+
+def load_table(con, name: str, X: np.ndarray) -> None:
+    """Create table ``name`` (doc_id BIGINT, embedding FLOAT[d]) from rows of X."""
+    d = X.shape[1]
+    con.register("__bench_rows", arrow_table(X))
+    con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT doc_id, "
+                f"CAST(embedding AS FLOAT[{d}]) AS embedding FROM __bench_rows")
+    con.unregister("__bench_rows")
+
+
+def scratch_dir() -> str:
+    return tempfile.mkdtemp(prefix="duckcluster-bench-")
+
+
+def connect(path: str | None = None):
+    import duckcluster
+
+    return duckcluster.connect(path or os.path.join(scratch_dir(), "bench.duckdb"))
+
+
+def ari(a: np.ndarray, b: np.ndarray) -> float:
+    from sklearn.metrics import adjusted_rand_score
+
+    return float(adjusted_rand_score(a, b))
+
+
+def members_labels(con, name: str) -> np.ndarray:
+    """cluster_id of every member of the latest run, in doc_id order."""
+    tbl = con.sql(f"SELECT cluster_id FROM cluster_members('{name}') "
+                  "ORDER BY CAST(id AS BIGINT)").to_arrow_table()
+    return tbl.column(0).to_numpy()
+
+
+def machine_note() -> str:
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    return (f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, "
+            f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1 / 5 / 15 min)")
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "not met"
