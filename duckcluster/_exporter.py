@@ -31,6 +31,7 @@ import duckdb
 
 from ._errors import MissingDependencyError
 
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "abandoned")
 QUALITY = ("silhouette_score", "mean_cosine_to_centroid", "noise_ratio", "cluster_size_entropy",
            "davies_bouldin", "calinski_harabasz")
 _HELP = {
@@ -215,9 +216,12 @@ class Collector:
         for r in t["durations"]:
             s.add_metric([r["name"], r["mode"]], count_value=r["n"], sum_value=r["total"] or 0.0)
         yield s
-        yield _gauge(GaugeMetricFamily, "duckcluster_runs", "Runs by status.",
-                     ["name", "status"], [([r["name"], r["status"]], r["n"])
-                                          for r in t["counts"]])
+        counts = {(r["name"], r["status"]): r["n"] for r in t["counts"]}
+        names = sorted({r["name"] for r in t["definitions"]} | {k[0] for k in counts})
+        yield _gauge(GaugeMetricFamily, "duckcluster_runs",
+                     "Runs by status (every status, 0 included, so failures can be rated).",
+                     ["name", "status"], [([n, st], counts.get((n, st), 0))
+                                          for n in names for st in RUN_STATUSES])
         active: dict[str, int] = {}
         for r in t["counts"]:
             active[r["name"]] = active.get(r["name"], 0) + \

@@ -37,7 +37,7 @@ from typing import Any
 
 from . import _catalog as catalog
 from . import _ops_store as store
-from ._errors import DuckclusterError, SpecError, closest
+from ._errors import DuckclusterError, MissingDependencyError, SpecError, closest
 from ._source import quote_ident, quote_literal, source_sql
 
 KINDS = ("cron", "interval", "event")
@@ -135,9 +135,17 @@ def _positive(x: float, what: str, low: float) -> float:
     return x
 
 
-def _cron(d: Mapping[str, Any]) -> dict[str, Any]:
-    from croniter import croniter
+def _croniter():
+    try:
+        from croniter import croniter
+    except ImportError:
+        raise MissingDependencyError("Cron triggers need croniter: pip install "
+                                     "'duckcluster[ops]'.") from None
+    return croniter
 
+
+def _cron(d: Mapping[str, Any]) -> dict[str, Any]:
+    croniter = _croniter()
     schedule = d.get("schedule")
     if not isinstance(schedule, str) or not schedule.strip():
         raise SpecError("A cron trigger needs schedule := '<minute> <hour> <day of month> "
@@ -229,8 +237,7 @@ def next_fire(kind: str, schedule: str | None, timezone: str | None, every_s: fl
               last_fired_at: _dt.datetime | None) -> _dt.datetime | None:
     """When a cron or interval trigger is next due (naive UTC); None for event triggers."""
     if kind == "cron":
-        from croniter import croniter
-
+        croniter = _croniter()
         base = last_scheduled_at or created_at
         local = _utc(base).astimezone(_zone(timezone or "UTC"))
         return _naive(croniter(schedule, local).get_next(_dt.datetime))
