@@ -271,7 +271,8 @@ def runs_cmd(database, name, limit) -> None:
                        coalesce(f.kind || ' trigger', 'manual') AS started_by,
                        CASE WHEN r.status IN ('failed', 'abandoned')
                             THEN split_part(r.error, chr(10), 1)
-                            WHEN r.status IN ('queued', 'running') THEN r.progress END AS note
+                            WHEN r.status IN ('queued', 'running') THEN r.progress
+                            ELSE '' END AS note
                 FROM duckcluster.runs r
                 LEFT JOIN duckcluster.trigger_firings f ON f.run_id = r.run_id
                 {where} ORDER BY r.run_seq DESC LIMIT {int(limit)})

@@ -464,3 +464,32 @@ def test_sigterm_during_a_run_cancels_it_after_the_grace_period(con, db_path, to
     assert "cancelled: the scheduler was stopped and its grace period of 0 s ended" in error
     assert progress is not None
     assert firing == [("submitted", run_id)]
+
+
+def test_cli_runs_shows_readable_history(con, db_path, topics):
+    from click.testing import CliRunner
+
+    from duckcluster.cli import main
+
+    con.sql("SELECT cluster_execute('topics')").fetchall()
+    tid = _trigger(con, "kind := 'interval'", "every := 60")
+    _backdate(con, tid, 61)
+    _sched(db_path).tick()
+    con.sql("CREATE VIEW gone AS SELECT * FROM docs").fetchall()
+    con.sql("SELECT cluster_create('broken', source := 'gone', embedding := 'embedding', "
+            "id := 'doc_id', algorithm := 'kmeans', params := {'n_clusters': 2})").fetchall()
+    con.sql("DROP VIEW gone").fetchall()
+    with pytest.raises(duckdb.Error):
+        con.sql("SELECT cluster_execute('broken')").fetchall()
+    con.close()
+    out = CliRunner().invoke(main, ["runs", db_path, "topics"])
+    assert out.exit_code == 0, out.output
+    lines = [ln for ln in out.output.splitlines() if "│ run_" in ln]
+    assert len(lines) == 2
+    assert "manual" in lines[0] and "succeeded" in lines[0]
+    assert "interval trigger" in lines[1]
+    out = CliRunner().invoke(main, ["runs", db_path])
+    failed = [ln for ln in out.output.splitlines() if "broken" in ln]
+    assert len(failed) == 1 and "failed" in failed[0] and "gone" in failed[0]
+    out = CliRunner().invoke(main, ["runs", db_path, "nothing"])
+    assert out.exit_code == 0 and "no runs of 'nothing' yet" in out.output
