@@ -155,6 +155,16 @@ def delete_triggers_of(cur, name: str) -> int:
     return int(n)
 
 
+def definition_exists(cur, name: str) -> bool:
+    return cur.execute("SELECT count(*) FROM duckcluster.definitions WHERE name = ?",
+                       [name]).fetchall()[0][0] > 0
+
+
+def disable_trigger(cur, trigger_id: str, error: str) -> None:
+    cur.execute("UPDATE duckcluster.triggers SET enabled = false, last_checked_at = ?, "
+                "last_error = ? WHERE trigger_id = ?", [catalog.now(), error, trigger_id])
+
+
 def note_check(cur, trigger_id: str, observed: Mapping[str, Any] | None,
                error: str | None) -> None:
     cur.execute("UPDATE duckcluster.triggers SET last_checked_at = ?, last_check = ?, "

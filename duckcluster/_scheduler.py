@@ -109,6 +109,12 @@ class Scheduler:
             if self.stop.is_set():
                 return
             tid = trig["trigger_id"]
+            if not store.definition_exists(cur, trig["name"]):
+                err = (f"cluster definition {trig['name']!r} no longer exists: trigger disabled "
+                       f"(remove it with SELECT cluster_trigger_delete('{tid}'))")
+                store.disable_trigger(cur, tid, err)
+                self.say(f"{tid} ({trig['kind']} on {trig['name']!r}): {err}")
+                continue
             try:
                 decision = triggers.evaluate(cur, trig, catalog.now())
             except Exception as exc:  # one broken trigger never stops the others

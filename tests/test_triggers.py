@@ -287,11 +287,12 @@ def test_two_triggers_due_together_start_one_run(con, db_path, topics):
 
 
 def test_a_broken_trigger_does_not_stop_the_others(con, db_path, topics):
-    con.sql("SELECT cluster_create('other', source := 'docs', embedding := 'embedding', "
+    con.sql("CREATE VIEW v AS SELECT * FROM docs").fetchall()
+    con.sql("SELECT cluster_create('other', source := 'v', embedding := 'embedding', "
             "id := 'doc_id', algorithm := 'kmeans', params := {'n_clusters': 2})").fetchall()
     broken = con.sql("SELECT cluster_trigger_create('other', kind := 'event', "
                      "when_rows_added := 1)").fetchall()[0][0]
-    con.sql("SELECT cluster_delete('other')").fetchall()
+    con.sql("DROP VIEW v").fetchall()  # its source is gone: evaluation fails
     ok = _trigger(con, "kind := 'interval'", "every := 60")
     _backdate(con, ok, 120)
     s = _sched(db_path)
@@ -299,8 +300,24 @@ def test_a_broken_trigger_does_not_stop_the_others(con, db_path, topics):
     assert [f[0] for f in report.fired] == [ok]
     err = con.sql(f"SELECT last_error FROM cluster_trigger_list() WHERE trigger_id = "
                   f"'{broken}'").fetchall()[0][0]
-    assert "No cluster definition named 'other'" in err
+    assert "Source 'v' is not a table or view" in err
     assert any("could not be evaluated" in m for m in s.msgs)
+
+
+def test_trigger_of_a_deleted_definition_is_disabled(con, db_path, topics):
+    con.sql("SELECT cluster_create('other', source := 'docs', embedding := 'embedding', "
+            "id := 'doc_id', algorithm := 'kmeans', params := {'n_clusters': 2})").fetchall()
+    tid = con.sql("SELECT cluster_trigger_create('other', kind := 'interval', every := 60)"
+                  ).fetchall()[0][0]
+    _backdate(con, tid, 120)
+    con.sql("SELECT cluster_delete('other')").fetchall()
+    assert _sched(db_path).tick().fired == []
+    enabled, err = con.sql(f"SELECT enabled, last_error FROM cluster_trigger_list() WHERE "
+                           f"trigger_id = '{tid}'").fetchall()[0]
+    assert enabled is False
+    assert err == (f"cluster definition 'other' no longer exists: trigger disabled (remove it "
+                   f"with SELECT cluster_trigger_delete('{tid}'))")
+    assert _history(con, tid) == []
 
 
 def test_list_delete_and_history_macros(con, db_path, topics):
