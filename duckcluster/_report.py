@@ -81,7 +81,7 @@ def drift_report(con: duckdb.DuckDBPyConnection, baseline: str, current: str, ou
         "pc1": _figure(plt, _pc1_histograms, B.X, C.X),
         "shares": _figure(plt, _share_chart, cluster_row["details"]),
     }
-    page = _page(title or f"Embedding drift: {current} vs {baseline}", baseline, current, rows,
+    page = _page(title or f"Embedding drift: {current} vs {baseline}", baseline, current, emb, rows,
                  cluster_row, figures, B, C, alpha)
     with open(out, "w", encoding="utf-8") as f:
         f.write(page)
@@ -217,7 +217,7 @@ def _doc_html(method: str) -> str:
     return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
 
 
-def _page(title, baseline, current, rows, cluster_row, figures, B, C, alpha) -> str:
+def _page(title, baseline, current, emb, rows, cluster_row, figures, B, C, alpha) -> str:
     e = html.escape
     n_drift = sum(1 for r in rows if r["drift_detected"])
     verdict_cls = "drift" if n_drift else "none"
@@ -277,6 +277,6 @@ exact permutation p-value {_fmt(cluster_row['p_value'])}.</p></div>
 <h2>What each method sees</h2>
 <ul class=small>{notes}</ul>
 <p class=small>Reproduce in SQL: <code>SELECT * FROM embedding_drift({e(repr(baseline))},
-{e(repr(current))}, 'embedding', method := 'all');</code></p>
+{e(repr(current))}, {e(repr(emb[0]) if len(emb) == 1 else repr(emb))}, method := 'all');</code></p>
 </body></html>
 """

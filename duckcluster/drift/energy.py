@@ -1,8 +1,8 @@
 """``energy``: energy distance on the baseline's first principal components.
 
 The sides are projected on a stable projection fitted on the baseline (PCA,
-``n_components`` components, PC1 first, each scaled to unit baseline spread;
-see ``_projection``), then compared with the multivariate energy distance
+``n_components`` components, PC1 first, each scaled to unit baseline spread),
+then compared with the multivariate energy distance
 2 E|X - Y| - E|X - X'| - E|Y - Y'| and a permutation p-value. ``details`` adds
 the energy distance of PC1 alone. It only sees what the first components show:
 content that differs along directions the baseline barely varies in (for

@@ -1,7 +1,7 @@
 """``kl``: KL divergence of binned projections, smoothed ("KL with care").
 
 Each of the baseline's first principal components (a stable projection fitted
-on the baseline, see ``_projection``) is cut into ``bins`` bins at the baseline's
+on the baseline) is cut into ``bins`` bins at the baseline's
 quantiles (open-ended at both ends, so no current row falls outside); counts get
 ``smoothing`` pseudo-counts per bin so an empty bin does not make the divergence
 infinite; the statistic is the mean over components of KL(current || baseline)
