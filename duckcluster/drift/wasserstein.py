@@ -2,12 +2,13 @@
 
 Both sides are projected on a stable projection fitted on the baseline (its
 first ``n_components`` principal components); each component is scaled to unit
-baseline spread, the Wasserstein-1 distance between the two sides is taken
-per component, and the statistic is their mean (in baseline standard deviations). ``details`` lists
-the distance of every component, PC1 first. The p-value is a permutation test
-of that mean. Each component is a 1-D view, so it is blind to changes that
-leave every marginal of the first components alike (a new class landing mid-axis
-on PC1 is the classic miss); ``mmd`` and ``classifier`` see those.
+baseline spread, the Wasserstein-1 distance between the two sides is taken per
+component, and the statistic is their mean (in baseline standard deviations).
+``details`` lists the distance of every component, PC1 first. The p-value is a
+permutation test of that mean. Each component is a 1-D view, so it is blind to
+changes that leave every marginal of the first components alike (a new class
+landing mid-axis on PC1 is the classic miss); ``mmd`` and ``classifier`` see
+those.
 """
 
 from __future__ import annotations
