@@ -190,7 +190,7 @@ class _Query:
 
     from_sql: str
     columns: tuple[str, ...]
-    order_by: str = ""
+    types: tuple[str, ...] = ()
     run_id: str | None = None
     definition: str | None = None
 
@@ -217,8 +217,9 @@ def _resolve(cur, source: str, embedding: tuple[str, ...] | None, role: str) -> 
     if embedding is None:
         raise SpecError(f"Name the embedding column of the {role} side, e.g. "
                         "embedding_drift('q1', 'q3', 'embedding').")
-    require_columns(describe(cur, src), list(embedding), "embedding", s)
-    return _Query(src, embedding)
+    cols = describe(cur, src)
+    require_columns(cols, list(embedding), "embedding", s)
+    return _Query(src, embedding, tuple(cols[c] for c in embedding))
 
 
 def _resolve_run(cur, run_id: str, embedding, role: str) -> _Query:
@@ -230,14 +231,16 @@ def _resolve_run(cur, run_id: str, embedding, role: str) -> _Query:
     spec = json.loads(run["spec"])
     cols = embedding or tuple(spec["embedding"])
     src = source_sql(cur, spec["source"])
-    require_columns(describe(cur, src), list(cols), "embedding", spec["source"])
+    types = describe(cur, src)
+    require_columns(types, list(cols), "embedding", spec["source"])
     id_col = spec.get("id") or "id"
     members = (f"(SELECT m.id AS __dc_id FROM duckcluster.members m WHERE m.run_id = "
                f"{_literal(run_id)})")
     from_sql = (f"(SELECT s.* FROM {src} AS s JOIN {members} AS __dc_m "
                 f"ON CAST(s.{quote_ident(id_col)} AS VARCHAR) = __dc_m.__dc_id "
                 f"ORDER BY __dc_m.__dc_id) AS __dc_run")
-    return _Query(from_sql, cols, run_id=run_id, definition=run["name"])
+    return _Query(from_sql, cols, tuple(types[c] for c in cols), run_id=run_id,
+                  definition=run["name"])
 
 
 def _literal(value: str) -> str:
@@ -254,9 +257,18 @@ def read_side(cur, source: str, embedding: tuple[str, ...] | None, cap: int, *, 
               normalize: bool = True, pooling: str = "mean", role: str = "baseline") -> Side:
     """Read (a seeded sample of at most ``cap`` of) the non-NULL embeddings of a side."""
     q = _resolve(cur, source, embedding, role)
-    counts = cur.execute(f"SELECT count(*), count(*) FILTER (WHERE {_not_null(q.columns)}) "
+    # variable-length LIST columns: check every row's length here, not only the sampled ones
+    lists = [c for c, t in zip(q.columns, q.types) if t.endswith("[]") and t.count("[") == 1]
+    lens = "".join(f", min(len({quote_ident(c)})), max(len({quote_ident(c)}))" for c in lists)
+    counts = cur.execute(f"SELECT count(*), count(*) FILTER (WHERE {_not_null(q.columns)}){lens} "
                          f"FROM {q.from_sql}").fetchall()[0]
     n_all, n_valid = int(counts[0]), int(counts[1])
+    for i, c in enumerate(lists):
+        lo, hi = counts[2 + 2 * i], counts[3 + 2 * i]
+        if lo is not None and lo != hi:
+            raise DataError(f"Column {c!r} of the {role} side {source!r} mixes dimensions: its "
+                            f"embeddings have between {lo} and {hi} values. Every embedding must "
+                            f"have the same length; filter the odd rows (WHERE len({c}) = {hi}).")
     if n_valid == 0:
         what = "has no rows" if n_all == 0 else \
             f"has {n_all} rows but every {'/'.join(q.columns)} is NULL"

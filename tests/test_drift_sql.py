@@ -165,6 +165,13 @@ def test_wrong_dimensions_name_both_sides(con, shifted):
     load_table(con, "small", np.ones((50, 4), dtype=np.float32))
     msg = error_of(con, "SELECT * FROM embedding_drift('docs', 'small', 'embedding')")
     assert "The baseline 'docs' has 16-dimensional embeddings but the current 'small' has 4" in msg
+    # a LIST column with one odd row is caught even when that row is not in the sample
+    con.execute("CREATE TABLE lists AS SELECT doc_id, embedding::FLOAT[] AS embedding FROM docs")
+    con.execute("INSERT INTO lists VALUES (99999, [1.0, 2.0])")
+    msg = error_of(con, "SELECT * FROM embedding_drift('docs', 'lists', 'embedding', "
+                        "params := {'max_samples': 10})")
+    assert "Column 'embedding' of the current side 'lists' mixes dimensions: its embeddings " \
+           "have between 2 and 16 values" in msg
 
 
 def test_empty_or_all_null_side(con, shifted):
