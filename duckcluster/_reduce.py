@@ -15,7 +15,10 @@ import numpy as np
 
 from .algorithms._base import random_state
 
-FIT_SAMPLE = 100_000
+#: Rows the PCA is fitted on (seeded sample above). A 2-D/3-D projection for
+#: plotting is settled by far fewer rows: 100k x 384 took 3.7 s with 100k rows,
+#: 0.9 s with 20k, coordinates correlating 0.998-0.999 (busy machine).
+FIT_SAMPLE = 20_000
 _CHUNK_ROWS = 65_536
 
 

@@ -1,4 +1,13 @@
-"""k-means (scikit-learn ``KMeans``): k centroids, every row in a cluster."""
+"""k-means (scikit-learn ``KMeans``): k centroids, every row in a cluster.
+
+Like faiss, the centroids are trained on a seeded sample of at most
+``max_points_per_centroid`` rows per centroid (256 by default, faiss's value),
+then every row goes to its nearest centroid. Lloyd iterations over 100k rows
+cost O(n k d) each; 256 rows per centroid estimate a centroid to well within
+its cluster's spread. Measured (bench/kmeans.py, 100k x 384, 30 clusters): the
+same ARI against the truth as fitting every row, several times faster. Set
+``max_points_per_centroid`` to 0 to fit on every row.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +22,20 @@ PARAMS = {
     "max_iter": Param(int, 300, low=1, doc="iterations per restart"),
     "tol": Param(float, 1e-4, low=0.0, doc="relative tolerance on centroid movement"),
     "init": Param(str, "k-means++", choices=("k-means++", "random"), doc="seeding"),
+    "max_points_per_centroid": Param(
+        int, 256, low=0,
+        doc="train on a seeded sample of at most this many rows per centroid, then assign "
+            "every row (faiss's default); 0 = train on every row"),
 }
+
+
+def training_rows(n: int, p: dict, seed: int) -> np.ndarray | None:
+    """Sorted positions of the seeded training sample, or None to train on all ``n`` rows."""
+    cap = p["max_points_per_centroid"] * p["n_clusters"]
+    if not cap or n <= cap:
+        return None
+    rng = np.random.default_rng(random_state(seed))
+    return np.sort(rng.choice(n, size=cap, replace=False))
 
 
 def _fit(X: np.ndarray, p: dict, seed: int) -> np.ndarray:
@@ -27,7 +49,11 @@ def _fit(X: np.ndarray, p: dict, seed: int) -> np.ndarray:
         init=p["init"],
         random_state=random_state(seed),
     )
-    return model.fit_predict(X)
+    rows = training_rows(X.shape[0], p, seed)
+    if rows is None:
+        return model.fit_predict(X)
+    model.fit(X[rows])
+    return model.predict(X)
 
 
 KMEANS = Algorithm(
