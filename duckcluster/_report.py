@@ -40,7 +40,7 @@ def _pyplot():
     except ImportError:
         raise MissingDependencyError(
             "The drift report draws its plots with matplotlib, which is not installed. "
-            "Install it with: pip install matplotlib (it comes with 'duckcluster[notebook]')."
+            "Install it with: pip install 'duckcluster[report]' (or: pip install matplotlib)."
         ) from None
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt

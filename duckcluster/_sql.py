@@ -315,9 +315,6 @@ def _assign_batch(state: _State, emb: pa.ChunkedArray, name: pa.ChunkedArray,
 #: the generic path.
 _ASSIGN_DIMS = (32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
 
-_UDFS = ("_dc_create", "_dc_execute", "_dc_delete", "_dc_oneshot_sql", "_dc_fit_lists",
-         "_dc_assign", "_dc_assign_detail",
-         *(f"{u}_f{d}" for u in ("_dc_assign", "_dc_assign_detail") for d in _ASSIGN_DIMS))
 
 
 def _assign_macro(macro: str, udf: str) -> str:
@@ -446,8 +443,13 @@ def register(con: duckdb.DuckDBPyConnection, settings: catalog.Settings,
 
 
 def unregister(con: duckdb.DuckDBPyConnection) -> None:
-    for name in _UDFS:
+    """Remove every private ``_dc_*`` UDF (core and feature areas) from the database
+    instance, so a later :func:`duckcluster.install` registers them afresh."""
+    names = [r[0] for r in con.execute(
+        "SELECT DISTINCT function_name FROM duckdb_functions() WHERE function_type = 'scalar' "
+        "AND function_name LIKE '\\_dc\\_%' ESCAPE '\\'").fetchall()]
+    for name in names:
         try:
             con.remove_function(name)
-        except duckdb.Error:
+        except duckdb.Error:  # a built-in or macro of the same prefix: not ours to remove
             pass

@@ -22,3 +22,15 @@ def test_error_tree():
 def test_docstrings_run():
     failures, _ = doctest.testmod(duckcluster)
     assert failures == 0
+
+
+def test_unregister_then_install_again():
+    from duckcluster import _sql
+
+    con = duckcluster.connect()
+    try:
+        _sql.unregister(con)
+        duckcluster.install(con)
+        assert con.sql("SELECT count(*) FROM cluster_list()").fetchall() == [(0,)]
+    finally:
+        con.close()
