@@ -187,3 +187,44 @@ def test_install_on_read_only_file_without_catalog(tmp_path):
         assert rows == [(2,)]
     finally:
         con.close()
+
+
+ENRICH_CHILD = textwrap.dedent("""
+    import os, signal, sys
+    import duckcluster
+    from duckcluster import _enrich
+    def die(*a, **k):  # every UPDATE of the target is done, COMMIT is next
+        os.kill(os.getpid(), signal.SIGKILL)
+    _enrich.store.record_enrichment = die
+    con = duckcluster.connect(sys.argv[1])
+    con.sql("SELECT cluster_enrich('t', target := 'docs_enriched', "
+            "fields := ['cluster_id', 'label'])").fetchall()
+""")
+
+
+def test_kill_9_during_enrich_leaves_target_as_it_was(db_path, tmp_path):
+    con = duckcluster.connect(db_path)
+    X, _ = blobs(n_per=100, k=4, d=16)
+    load_table(con, "docs", X)
+    q(con, "SELECT cluster_create('t', source := 'docs', embedding := 'embedding', id := 'doc_id', "
+           "algorithm := 'kmeans', params := {'n_clusters': 4})")
+    q(con, "SELECT cluster_execute('t')")
+    q(con, "SELECT cluster_enrich('t', target := 'docs_enriched', fields := ['cluster_id', 'label'])")
+    before = q(con, "SELECT * EXCLUDE (embedding) FROM docs_enriched ORDER BY doc_id")
+    q(con, "SELECT cluster_create('t', source := 'docs', embedding := 'embedding', id := 'doc_id', "
+           "algorithm := 'kmeans', params := {'n_clusters': 2}, \"replace\" := true)")
+    q(con, "SELECT cluster_execute('t')")  # a newer run with other cluster ids
+    con.close()
+    script = tmp_path / "child.py"
+    script.write_text(ENRICH_CHILD)
+    r = subprocess.run([sys.executable, str(script), db_path], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    con = duckcluster.connect(db_path)
+    try:
+        assert q(con, "SELECT * EXCLUDE (embedding) FROM docs_enriched ORDER BY doc_id") == before
+        assert q(con, "SELECT count(*) FROM duckcluster.enrichments") == [(1,)]
+        q(con, "SELECT cluster_enrich('t', target := 'docs_enriched', fields := ['cluster_id', 'label'])")
+        assert q(con, "SELECT count(DISTINCT cluster_id) FROM docs_enriched") == [(2,)]
+    finally:
+        con.close()
