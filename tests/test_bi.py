@@ -15,8 +15,9 @@ import pytest
 sqlalchemy = pytest.importorskip("sqlalchemy")
 pytest.importorskip("duckdb_engine", reason="duckdb-engine is not installed")
 
-import duckcluster  # noqa: E402
-from label_data import make_docs  # noqa: E402
+from label_data import make_docs
+
+import duckcluster
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -23,8 +23,9 @@ HARLEQUIN = Path(sys.executable).with_name("harlequin")
 pytestmark = pytest.mark.skipif(TMUX is None or not HARLEQUIN.exists(),
                                 reason="needs tmux and the harlequin command")
 
-import duckcluster  # noqa: E402
-from conftest import blobs, load_table  # noqa: E402
+from conftest import blobs, load_table
+
+import duckcluster
 
 
 class Terminal:
@@ -60,7 +61,7 @@ class Terminal:
 
     def close(self) -> None:
         subprocess.run([TMUX, "-L", self.socket, "kill-server"], env=self.env,
-                       capture_output=True, timeout=30)
+                       capture_output=True, timeout=30, check=False)
 
 
 @pytest.fixture
