@@ -93,13 +93,20 @@ def install(con: duckdb.DuckDBPyConnection, *, artifacts_dir: str | None = None
     """
     from . import _sql
 
-    con.execute("SET enable_progress_bar = false")
+    try:  # DuckDB's progress bar prints to stdout mid-query; duckcluster shows its own
+        con.execute("SET enable_progress_bar = false")
+    except duckdb.InvalidInputException:  # Jupyter without ipywidgets: it is off already
+        pass
+    if artifacts_dir is None and _sql._has_udfs(con):
+        # a cursor of an installed connection (dbt models, jupysql queries): the
+        # catalog and UDFs exist for this database instance; only TEMP macros are missing
+        _sql.register(con, None, has_catalog=_has_catalog(con))
+        _connections.add(con)
+        return con
     read_only = _is_read_only(con)
     if not read_only:
         _catalog.ensure(con)
-    has_catalog = con.execute(
-        "SELECT count(*) FROM duckdb_schemas() WHERE schema_name = 'duckcluster' "
-        "AND database_name = current_database()").fetchall()[0][0] > 0
+    has_catalog = _has_catalog(con)
     settings = _catalog.Settings(
         artifacts_dir=_catalog.resolve_artifacts_dir(con, artifacts_dir) if has_catalog
         else (artifacts_dir or ""))
@@ -108,6 +115,12 @@ def install(con: duckdb.DuckDBPyConnection, *, artifacts_dir: str | None = None
     _sql.register(con, settings, has_catalog=has_catalog)
     _connections.add(con)
     return con
+
+
+def _has_catalog(con: duckdb.DuckDBPyConnection) -> bool:
+    return con.execute(
+        "SELECT count(*) FROM duckdb_schemas() WHERE schema_name = 'duckcluster' "
+        "AND database_name = current_database()").fetchall()[0][0] > 0
 
 
 def _is_read_only(con: duckdb.DuckDBPyConnection) -> bool:

@@ -400,7 +400,7 @@ def _extensions() -> list:
     return [_labels_sql, _drift_sql, _ops_sql]
 
 
-def register(con: duckdb.DuckDBPyConnection, settings: catalog.Settings,
+def register(con: duckdb.DuckDBPyConnection, settings: catalog.Settings | None,
              has_catalog: bool = True) -> None:
     """Register UDFs (once per database instance) and TEMP macros (per connection).
 
