@@ -156,3 +156,21 @@ def machine_note() -> str:
 
 def verdict(ok: bool) -> str:
     return "met" if ok else "not met"
+
+
+def emit(rows: list[Row], json_path: str | None) -> None:
+    """Print the rows as Markdown, and write them as JSON for the runner when asked."""
+    import dataclasses
+    import json
+
+    print(markdown(rows), flush=True)
+    if json_path:
+        with open(json_path, "w", encoding="utf-8") as f:
+            json.dump([dataclasses.asdict(r) for r in rows], f)
+
+
+def rows_from_json(path: str) -> list[Row]:
+    import json
+
+    with open(path, encoding="utf-8") as f:
+        return [Row(**d) for d in json.load(f)]

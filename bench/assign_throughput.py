@@ -26,7 +26,7 @@ import os
 import numpy as np
 
 import duckcluster._sql as dc_sql
-from bench._common import (Row, connect, fmt_s, load_table, make_clusters, markdown,
+from bench._common import (Row, connect, fmt_s, load_table, make_clusters, emit,
                            median_time, scratch_dir, verdict)
 
 def numpy_assign(X: np.ndarray, C: np.ndarray, chunk: int = 65536) -> np.ndarray:
@@ -123,8 +123,9 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=100)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--sql-rows", type=int, default=50_000)
+    ap.add_argument("--json", help="also write the rows as JSON here (bench runner)")
     a = ap.parse_args()
-    print(markdown(run(a.rows, a.k, a.repeat, a.sql_rows)))
+    emit(run(a.rows, a.k, a.repeat, a.sql_rows), a.json)
 
 
 if __name__ == "__main__":

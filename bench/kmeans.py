@@ -20,7 +20,7 @@ import json
 
 import numpy as np
 
-from bench._common import (K, Row, ari, connect, have, load_table, make_clusters, markdown,
+from bench._common import (K, Row, ari, connect, have, load_table, make_clusters, emit,
                            median_time, verdict)
 
 
@@ -107,8 +107,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--json", help="also write the rows as JSON here (bench runner)")
     a = ap.parse_args()
-    print(markdown(run(a.rows, a.repeat)))
+    emit(run(a.rows, a.repeat), a.json)
 
 
 if __name__ == "__main__":
