@@ -77,6 +77,7 @@ def _wait(state, run_id: str, timeout: float | None) -> str:
 
 def _deliver(state) -> str:
     with state.cursor() as cur:
+        store.require_writable(cur, "cluster_webhook_deliver")  # every attempt is logged
         done = webhooks.deliver_pending(cur)
     by: dict[str, int] = {}
     for d in done:
