@@ -165,12 +165,57 @@ def cosine_silhouette(X: np.ndarray, labels: np.ndarray, chunk: int = 16_384) ->
 
 
 def _two_cluster_metrics(X: np.ndarray, labels: np.ndarray) -> tuple[float | None, float | None]:
-    from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
-
     k = np.unique(labels).size
     if not 2 <= k <= labels.size - 1:
         return None, None
-    return (_finite(davies_bouldin_score(X, labels)), _finite(calinski_harabasz_score(X, labels)))
+    db, ch = euclidean_scores(X, labels)
+    return _finite(db), _finite(ch)
+
+
+def euclidean_scores(X: np.ndarray, labels: np.ndarray, chunk: int = 65_536) -> tuple[float, float]:
+    """(Davies-Bouldin, Calinski-Harabasz) as scikit-learn defines them, in one
+    chunked float64 pass over the rows (sklearn's own took ~2.4 s at 100k rows and
+    converts X to float64 whole). Needs at least two clusters.
+
+    >>> X = np.array([[0, 0], [0, 1], [4, 0], [4, 1]], dtype=np.float32)
+    >>> [round(v, 3) for v in euclidean_scores(X, np.array([0, 0, 1, 1]))]
+    [0.25, 32.0]
+    """
+    from scipy import sparse
+
+    labels = np.asarray(labels).ravel()
+    uniq, inv = np.unique(labels, return_inverse=True)
+    inv = inv.ravel()
+    k, n = uniq.size, labels.size
+    counts = np.bincount(inv, minlength=k).astype(np.float64)
+    sums = np.zeros((k, X.shape[1]), dtype=np.float64)
+    for start in range(0, n, chunk):
+        lab = inv[start:start + chunk]
+        onehot = sparse.csr_matrix((np.ones(lab.size), (lab, np.arange(lab.size))),
+                                   shape=(k, lab.size))
+        sums += onehot @ np.asarray(X[start:start + chunk], dtype=np.float64)
+    means = sums / counts[:, None]
+    intra_ss = 0.0
+    dist_sum = np.zeros(k)
+    for start in range(0, n, chunk):
+        lab = inv[start:start + chunk]
+        diff = np.asarray(X[start:start + chunk], dtype=np.float64) - means[lab]
+        d2 = np.einsum("ij,ij->i", diff, diff)
+        intra_ss += float(d2.sum())
+        dist_sum += np.bincount(lab, weights=np.sqrt(d2), minlength=k)
+    mean = sums.sum(axis=0) / n
+    extra_ss = float((counts * ((means - mean) ** 2).sum(axis=1)).sum())
+    ch = 1.0 if intra_ss == 0.0 else extra_ss * (n - k) / (intra_ss * (k - 1.0))
+    intra = dist_sum / counts
+    sq = (means ** 2).sum(axis=1)
+    cdist = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * means @ means.T, 0.0))
+    np.fill_diagonal(cdist, 0.0)
+    if np.allclose(intra, 0) or np.allclose(cdist, 0):
+        return 0.0, ch
+    cdist[cdist == 0] = np.inf
+    combined = (intra[:, None] + intra[None, :]) / cdist
+    np.fill_diagonal(combined, -np.inf)
+    return float(combined.max(axis=1).mean()), ch
 
 
 def _reasons(
