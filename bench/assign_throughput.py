@@ -66,8 +66,8 @@ def run(rows: int = 1_000_000, k: int = 100, repeat: int = 3,
     t_udf, _ = median_time(lambda: con.sql(udf_q).fetchall(), repeat)
     # what the FLOAT[d]-typed UDF and the BLAS pin buy: the generic FLOAT[] UDF behind
     # DuckDB's array-to-list cast, and the same query with BLAS threads left alone
-    cast_q = ("SELECT count(*), sum(_dc_assign(CAST(embedding AS FLOAT[]), 'b', 0.0)) "
-              "FROM docs")
+    cast_q = ("SELECT count(*), sum(assign_cluster(CAST(embedding AS FLOAT[]), 'b', "
+              "threshold := 0.0)) FROM docs")
     t_cast, _ = median_time(lambda: con.sql(cast_q).fetchall(), repeat)
     pin = dc_sql._BLAS_PIN
     dc_sql._BLAS_PIN = contextlib.nullcontext()

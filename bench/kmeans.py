@@ -94,7 +94,9 @@ def run(rows: int = 100_000, repeat: int = 3, k: int = K) -> list[Row]:
             quality=f"ARI {a:.3f} (" + ", ".join(f"{n} {v[1]:.3f}" for n, v in pr.items()) + ")",
             target="<= 1.2x fastest peer, ARI >= scikit-learn's",
             verdict=verdict(t <= 1.2 * pr[fastest][0] and a >= sk_ari - 1e-9),
-            notes=note))
+            notes=note + ("" if have("faiss") else
+                          " faiss-cpu is not installed, so its peer was skipped "
+                          "(pip install 'duckcluster[bench]').")))
     return rows_out
 
 

@@ -43,10 +43,10 @@ def test_typed_and_generic_paths_agree(con):
     rows = con.sql("""
         SELECT doc_id,
                assign_cluster(embedding, 'w', threshold := 0.3) AS typed,
-               _dc_assign(CAST(embedding AS FLOAT[]), 'w', 0.3) AS generic,
+               assign_cluster(CAST(embedding AS FLOAT[]), 'w', threshold := 0.3) AS generic,
                assign_cluster(CAST(embedding AS DOUBLE[64]), 'w', threshold := 0.3) AS dbl,
                assign_cluster_detail(embedding, 'w') AS d_typed,
-               _dc_assign_detail(CAST(embedding AS FLOAT[]), 'w', 0.5) AS d_generic
+               assign_cluster_detail(CAST(embedding AS FLOAT[]), 'w') AS d_generic
         FROM docs ORDER BY doc_id""").fetchall()
     assert len(rows) == 5000
     assert sum(r[1] is None for r in rows) == sum(r[0] % 997 == 5 for r in rows) > 0
