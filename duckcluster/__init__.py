@@ -97,20 +97,17 @@ def install(con: duckdb.DuckDBPyConnection, *, artifacts_dir: str | None = None
         con.execute("SET enable_progress_bar = false")
     except duckdb.InvalidInputException:  # Jupyter without ipywidgets: it is off already
         pass
-    if artifacts_dir is None and _sql._has_udfs(con):
-        # a cursor of an installed connection (dbt models, jupysql queries): the
-        # catalog and UDFs exist for this database instance; only TEMP macros are missing
-        _sql.register(con, None, has_catalog=_has_catalog(con))
-        _connections.add(con)
-        return con
+    # a cursor of an installed connection (dbt models, jupysql queries): the catalog
+    # exists and abandoned runs were swept; the connection's own functions are missing
+    installed = artifacts_dir is None and _sql._has_udfs(con)
     read_only = _is_read_only(con)
-    if not read_only:
+    if not read_only and not installed:
         _catalog.ensure(con)
     has_catalog = _has_catalog(con)
     settings = _catalog.Settings(
         artifacts_dir=_catalog.resolve_artifacts_dir(con, artifacts_dir) if has_catalog
         else (artifacts_dir or ""))
-    if not read_only:
+    if not read_only and not installed:
         _catalog.mark_abandoned(con, _sql._ACTIVE_PIDS, settings)
     _sql.register(con, settings, has_catalog=has_catalog)
     _connections.add(con)

@@ -9,8 +9,10 @@ replaces ``assign_cluster`` with a vectorized Arrow UDF under the same name.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
+import re
 import threading
 import time
 import weakref
@@ -368,8 +370,47 @@ CREATE OR REPLACE TEMP MACRO cluster_embeddings(source, embedding, algorithm := 
 
 
 def _has_udfs(con: duckdb.DuckDBPyConnection) -> bool:
-    return con.execute("SELECT count(*) FROM duckdb_functions() WHERE function_name = "
-                       "'_dc_execute'").fetchall()[0][0] > 0
+    """True when some connection already installed duckcluster on this database instance."""
+    return con.execute("SELECT count(*) FROM duckdb_functions() WHERE function_name LIKE "
+                       "'\\_dc\\_execute\\_\\_%' ESCAPE '\\'").fetchall()[0][0] > 0
+
+
+_TOKENS = itertools.count(1)
+_REGISTERED: "weakref.WeakKeyDictionary[duckdb.DuckDBPyConnection, _Registrar]" = \
+    weakref.WeakKeyDictionary()
+
+
+class _Registrar:
+    """Creates one connection's private UDFs under names of its own.
+
+    DuckDB 2.0 crashes (segfault) when a Python UDF is called after the connection
+    that registered it was closed, and UDF names are shared by every connection of
+    a database instance. So each connection or cursor registers its own copies,
+    named ``<name>__<token>``, and its TEMP macros (per connection too) are
+    rewritten to call them: closing one connection can never break another.
+    Everything else is passed through to the connection.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        self.con = con
+        self.suffix = f"__{next(_TOKENS)}"
+        self.names: list[str] = []
+        self._pattern: re.Pattern[str] | None = None
+
+    def create_function(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any):
+        self.names.append(name)
+        self._pattern = None
+        return self.con.create_function(name + self.suffix, fn, *args, **kwargs)
+
+    def rewrite(self, sql: str) -> str:
+        """Point calls of the private UDFs in ``sql`` at this connection's copies."""
+        if self._pattern is None:
+            alternatives = "|".join(re.escape(n) for n in sorted(self.names, key=len, reverse=True))
+            self._pattern = re.compile(rf"\b({alternatives})\b(?=\s*\()")
+        return self._pattern.sub(lambda m: m.group(1) + self.suffix, sql)
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.con, attr)
 
 
 def _wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -391,65 +432,67 @@ def _wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _extensions() -> list:
     """Modules that add the SQL functions of one feature area (drift, labels...).
 
-    Each module has ``register_udfs(con, state)``, called once per database
-    instance with the shared :class:`_State`, and ``MACROS``: SQL text of its
-    ``CREATE OR REPLACE TEMP MACRO`` statements, run on every connection.
+    Each module has ``register_udfs(con, state)``, called for every connection
+    with a :class:`_Registrar` standing in for it, and ``MACROS``: SQL text of
+    its ``CREATE OR REPLACE TEMP MACRO`` statements; calls of its UDFs in them
+    are pointed at the connection's own copies.
     """
     from . import _drift_sql, _labels_sql, _ops_sql
 
     return [_labels_sql, _drift_sql, _ops_sql]
 
 
-def register(con: duckdb.DuckDBPyConnection, settings: catalog.Settings | None,
+def register(con: duckdb.DuckDBPyConnection, settings: catalog.Settings,
              has_catalog: bool = True) -> None:
-    """Register UDFs (once per database instance) and TEMP macros (per connection).
+    """Register this connection's UDFs (see :class:`_Registrar`) and TEMP macros.
 
     Without a catalog (a read-only file duckcluster never wrote) only the macros
     that need no catalog table are created: DuckDB checks table names when a
     macro is created.
     """
-    if not _has_udfs(con):
-        state = _State(con, settings)
-        f = con.create_function
-        f("_dc_create", _wrap(lambda a, r: _create(state, a, r)), ["VARCHAR", "BOOLEAN"],
-          "VARCHAR", side_effects=True, null_handling="special")
-        f("_dc_execute", _wrap(lambda n, m, t: _execute_udf(state, n, m, t)),
-          ["VARCHAR", "VARCHAR", "DOUBLE"], "VARCHAR", side_effects=True, null_handling="special")
-        f("_dc_delete", _wrap(lambda n, d: _delete(state, n, d)), ["VARCHAR", "BOOLEAN"],
-          "VARCHAR", side_effects=True, null_handling="special")
-        f("_dc_oneshot_sql", _wrap(_oneshot_sql), ["VARCHAR", "VARCHAR", "VARCHAR"], "VARCHAR",
-          null_handling="special")
-        f("_dc_fit_lists", _wrap(_fit_lists), ["FLOAT[][][]", "VARCHAR[]", "VARCHAR"],
-          "STRUCT(cluster_id INTEGER[], similarity FLOAT[])", type="arrow",
+    if con in _REGISTERED:
+        unregister(con)
+    state = _State(con, settings)
+    reg = _Registrar(con)
+    f = reg.create_function
+    f("_dc_create", _wrap(lambda a, r: _create(state, a, r)), ["VARCHAR", "BOOLEAN"],
+      "VARCHAR", side_effects=True, null_handling="special")
+    f("_dc_execute", _wrap(lambda n, m, t: _execute_udf(state, n, m, t)),
+      ["VARCHAR", "VARCHAR", "DOUBLE"], "VARCHAR", side_effects=True, null_handling="special")
+    f("_dc_delete", _wrap(lambda n, d: _delete(state, n, d)), ["VARCHAR", "BOOLEAN"],
+      "VARCHAR", side_effects=True, null_handling="special")
+    f("_dc_oneshot_sql", _wrap(_oneshot_sql), ["VARCHAR", "VARCHAR", "VARCHAR"], "VARCHAR",
+      null_handling="special")
+    f("_dc_fit_lists", _wrap(_fit_lists), ["FLOAT[][][]", "VARCHAR[]", "VARCHAR"],
+      "STRUCT(cluster_id INTEGER[], similarity FLOAT[])", type="arrow",
+      null_handling="special", side_effects=True)
+    assign = _wrap(lambda e, n, t: _assign_batch(state, e, n, t, False))
+    detail = _wrap(lambda e, n, t: _assign_batch(state, e, n, t, True))
+    for suffix, emb_type in (("", "FLOAT[]"), *((f"_f{d}", f"FLOAT[{d}]")
+                                                 for d in _ASSIGN_DIMS)):
+        f(f"_dc_assign{suffix}", assign, [emb_type, "VARCHAR", "FLOAT"], "INTEGER",
+          type="arrow", null_handling="special", side_effects=True)
+        f(f"_dc_assign_detail{suffix}", detail, [emb_type, "VARCHAR", "FLOAT"],
+          "STRUCT(cluster_id INTEGER, similarity FLOAT)", type="arrow",
           null_handling="special", side_effects=True)
-        assign = _wrap(lambda e, n, t: _assign_batch(state, e, n, t, False))
-        detail = _wrap(lambda e, n, t: _assign_batch(state, e, n, t, True))
-        for suffix, emb_type in (("", "FLOAT[]"), *((f"_f{d}", f"FLOAT[{d}]")
-                                                     for d in _ASSIGN_DIMS)):
-            f(f"_dc_assign{suffix}", assign, [emb_type, "VARCHAR", "FLOAT"], "INTEGER",
-              type="arrow", null_handling="special", side_effects=True)
-            f(f"_dc_assign_detail{suffix}", detail, [emb_type, "VARCHAR", "FLOAT"],
-              "STRUCT(cluster_id INTEGER, similarity FLOAT)", type="arrow",
-              null_handling="special", side_effects=True)
-        for extension in _extensions():
-            extension.register_udfs(con, state)
-    con.execute(_PY_MACROS)
+    for extension in _extensions():
+        extension.register_udfs(reg, state)
+    _REGISTERED[con] = reg
+    py_macros = reg.rewrite(_PY_MACROS)
+    con.execute(py_macros)
     if not has_catalog:  # read-only file duckcluster never wrote: nothing to read yet
         return
     con.execute(catalog.sql_text("duckcluster.sql"))
-    con.execute(_PY_MACROS)  # the Python assign_cluster replaces the pure-SQL one
+    con.execute(py_macros)  # the Python assign_cluster replaces the pure-SQL one
     for extension in _extensions():
-        con.execute(extension.MACROS)
+        con.execute(reg.rewrite(extension.MACROS))
 
 
 def unregister(con: duckdb.DuckDBPyConnection) -> None:
-    """Remove every private ``_dc_*`` UDF (core and feature areas) from the database
-    instance, so a later :func:`duckcluster.install` registers them afresh."""
-    names = [r[0] for r in con.execute(
-        "SELECT DISTINCT function_name FROM duckdb_functions() WHERE function_type = 'scalar' "
-        "AND function_name LIKE '\\_dc\\_%' ESCAPE '\\'").fetchall()]
-    for name in names:
+    """Remove this connection's private UDFs (so a later install registers afresh)."""
+    reg = _REGISTERED.pop(con, None)
+    for name in reg.names if reg else ():
         try:
-            con.remove_function(name)
-        except duckdb.Error:  # a built-in or macro of the same prefix: not ours to remove
+            con.remove_function(name + reg.suffix)
+        except duckdb.Error:  # already gone with its connection
             pass

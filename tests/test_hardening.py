@@ -228,3 +228,31 @@ def test_kill_9_during_enrich_leaves_target_as_it_was(db_path, tmp_path):
         assert q(con, "SELECT count(DISTINCT cluster_id) FROM docs_enriched") == [(2,)]
     finally:
         con.close()
+
+
+def test_closing_one_connection_never_breaks_another(db_path, tmp_path):
+    """DuckDB 2.0 segfaults when a UDF is called after the connection that registered
+    it was closed; every connection registers its own copies (a Jupyter cell run twice
+    drops the first connection while the second is in use). Run in a child: a crash
+    would otherwise take pytest down."""
+    con = duckcluster.connect(db_path)
+    X, _ = blobs(n_per=20, k=2, d=4)
+    load_table(con, "docs", X)
+    q(con, "SELECT cluster_create('t', source := 'docs', embedding := 'embedding', id := 'doc_id', "
+           "algorithm := 'kmeans', params := {'n_clusters': 2})")
+    con.close()
+    code = textwrap.dedent("""
+        import gc, sys
+        import duckcluster
+        a = duckcluster.connect(sys.argv[1])
+        b = duckcluster.connect(sys.argv[1])
+        cur = a.cursor(); duckcluster.install(cur); cur.close()
+        a.close(); del a; gc.collect()
+        b.sql("SELECT cluster_execute('t')").fetchall()
+        n = b.sql("SELECT count(*) FROM docs WHERE assign_cluster(embedding, 't') >= 0").fetchall()
+        print(n[0][0])
+    """)
+    r = subprocess.run([sys.executable, "-c", code, db_path], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+    assert r.stdout.strip() == "40"
