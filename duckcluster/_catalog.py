@@ -111,6 +111,15 @@ def run_dir(settings: Settings, name: str, run_id: str) -> str:
     return f"{settings.artifacts_dir.rstrip('/')}/{safe}/{run_id}"
 
 
+def require_writable(cur, what: str) -> None:
+    """A clear error instead of DuckDB's aborted-transaction one on a read-only database."""
+    row = cur.execute("SELECT readonly FROM duckdb_databases() WHERE database_name = "
+                      "current_database()").fetchall()
+    if row and row[0][0]:
+        raise SpecError(f"{what} writes to the catalog, but this database is open read-only. "
+                        "Reopen it read-write (duckcluster.connect(path)).")
+
+
 # -- definitions --------------------------------------------------------------
 
 def definition_names(cur) -> list[str]:

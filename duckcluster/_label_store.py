@@ -42,13 +42,7 @@ class NodeRow:
     mean_similarity: float | None = None
 
 
-def require_writable(cur, what: str) -> None:
-    """A clear error instead of DuckDB's aborted-transaction one on a read-only database."""
-    row = cur.execute("SELECT readonly FROM duckdb_databases() WHERE database_name = "
-                      "current_database()").fetchall()
-    if row and row[0][0]:
-        raise SpecError(f"{what} writes to the catalog, but this database is open read-only. "
-                        "Reopen it read-write (duckcluster.connect(path)).")
+require_writable = catalog.require_writable  # one definition, in the catalog
 
 
 def resolve_run(cur, name: str, run_id: str | None) -> str:

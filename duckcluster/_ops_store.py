@@ -32,13 +32,7 @@ def _rows(cur, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
     return [dict(zip(cols, r)) for r in rel.fetchall()]
 
 
-def require_writable(cur, what: str) -> None:
-    """A clear error instead of DuckDB's on a read-only database."""
-    row = cur.execute("SELECT readonly FROM duckdb_databases() WHERE database_name = "
-                      "current_database()").fetchall()
-    if row and row[0][0]:
-        raise SpecError(f"{what} writes to the catalog, but this database is open read-only. "
-                        "Reopen it read-write (duckcluster.connect(path)).")
+require_writable = catalog.require_writable  # one definition, in the catalog
 
 
 # -- runs ---------------------------------------------------------------------------------

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -56,3 +59,16 @@ def docs(con):
     X, y = blobs()
     load_table(con, "docs", X, topic=y.astype(np.int32))
     return X, y
+
+
+def stock_cli() -> str:
+    """Path of the DuckDB CLI binary: the duckdb-cli wheel's executable, else `duckdb` on PATH."""
+    spec = importlib.util.find_spec("duckdb_cli")
+    if spec and spec.submodule_search_locations:
+        binary = Path(next(iter(spec.submodule_search_locations))) / "duckdb"
+        if binary.is_file():
+            return str(binary)
+    found = shutil.which("duckdb")
+    if not found:
+        pytest.skip("the stock DuckDB CLI is not installed (pip install duckdb-cli)")
+    return found

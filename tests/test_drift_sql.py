@@ -3,17 +3,15 @@ cluster_drift (also in the stock DuckDB CLI) and cluster_drift_test."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import shutil
 import subprocess
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pytest
-from conftest import blobs, load_table
+from conftest import blobs, load_table, stock_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ["method", "statistic", "p_value", "threshold", "drift_detected", "n_baseline",
@@ -356,16 +354,6 @@ def test_cluster_drift_test_gives_an_exact_p_value(con, two_runs):
     assert r["chi2_dof"] == 4 and r["chi2_p_value"] < 1e-20
 
 
-def stock_cli() -> str:
-    spec = importlib.util.find_spec("duckdb_cli")
-    if spec and spec.submodule_search_locations:
-        binary = Path(next(iter(spec.submodule_search_locations))) / "duckdb"
-        if binary.is_file():
-            return str(binary)
-    found = shutil.which("duckdb")
-    if not found:
-        pytest.skip("the stock DuckDB CLI is not installed (pip install duckdb-cli)")
-    return found
 
 
 def test_cluster_drift_in_the_stock_cli_matches_python(db_path, two_runs, con):

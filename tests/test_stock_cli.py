@@ -9,10 +9,8 @@ assign_cluster that compares the pure SQL macros with Python's Arrow UDFs.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import shutil
 import subprocess
 from datetime import datetime
 from pathlib import Path
@@ -20,23 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import blobs, load_table
+from conftest import blobs, load_table, stock_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 READ_SIDE = "sql/duckcluster.sql"  # relative to ROOT, as a user types it in the CLI
 
 
-def stock_cli() -> str:
-    """Path of the DuckDB CLI binary: the duckdb-cli wheel's executable, else `duckdb` on PATH."""
-    spec = importlib.util.find_spec("duckdb_cli")
-    if spec and spec.submodule_search_locations:
-        binary = Path(next(iter(spec.submodule_search_locations))) / "duckdb"
-        if binary.is_file():
-            return str(binary)
-    found = shutil.which("duckdb")
-    if not found:
-        pytest.skip("the stock DuckDB CLI is not installed (pip install duckdb-cli)")
-    return found
 
 
 def run_cli(db: str, *commands: str, read_only: bool = True,
