@@ -126,7 +126,13 @@ def load_table(con, name: str, X: np.ndarray) -> None:
 
 
 def scratch_dir() -> str:
-    return tempfile.mkdtemp(prefix="duckcluster-bench-")
+    """A temporary folder removed when the process exits (datasets are gigabytes)."""
+    import atexit
+    import shutil
+
+    path = tempfile.mkdtemp(prefix="duckcluster-bench-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def connect(path: str | None = None):

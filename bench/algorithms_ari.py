@@ -60,8 +60,8 @@ def run(digits: bool = True, per: int = 200, k: int = 6, dim: int = 64, spread: 
         con.sql(f"SELECT cluster_create('{algo}', source := 'b', embedding := 'embedding', "
                 f"id := 'doc_id', algorithm := '{algo}', params := {params}"
                 + (f", preprocessing := {pre}" if pre else "") + ")").fetchall()
-        secs, _ = median_time(lambda: con.sql(f"SELECT cluster_execute('{algo}')").fetchall(),
-                              repeat)
+        secs, _ = median_time(
+            lambda a=algo: con.sql(f"SELECT cluster_execute('{a}')").fetchall(), repeat)
         labels = con.sql(f"SELECT cluster_id FROM cluster_members('{algo}') ORDER BY "
                          "CAST(id AS BIGINT)").to_arrow_table().column(0).to_numpy()
         out.append(Row(

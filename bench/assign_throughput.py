@@ -26,8 +26,18 @@ import os
 import numpy as np
 
 import duckcluster._sql as dc_sql
-from bench._common import (Row, connect, fmt_s, load_table, make_clusters, emit,
-                           median_time, scratch_dir, verdict)
+from bench._common import (
+    Row,
+    connect,
+    emit,
+    fmt_s,
+    load_table,
+    make_clusters,
+    median_time,
+    scratch_dir,
+    verdict,
+)
+
 
 def numpy_assign(X: np.ndarray, C: np.ndarray, chunk: int = 65536) -> np.ndarray:
     CT = np.ascontiguousarray(C.T)

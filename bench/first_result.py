@@ -24,8 +24,17 @@ import time
 
 import numpy as np
 
-from bench._common import (Row, ari, connect, emit, load_table, make_clusters, median_time,
-                           scratch_dir, verdict)
+from bench._common import (
+    Row,
+    ari,
+    connect,
+    emit,
+    load_table,
+    make_clusters,
+    median_time,
+    scratch_dir,
+    verdict,
+)
 
 PREPROCESSING = "[{'method': 'whitening'}, {'method': 'umap', 'n_components': 10}]"
 PARAMS = "{'min_cluster_size': 20}"

@@ -20,8 +20,18 @@ import json
 
 import numpy as np
 
-from bench._common import (K, Row, ari, connect, have, load_table, make_clusters, emit,
-                           median_time, verdict)
+from bench._common import (
+    K,
+    Row,
+    ari,
+    connect,
+    emit,
+    have,
+    load_table,
+    make_clusters,
+    median_time,
+    verdict,
+)
 
 
 def peers(X: np.ndarray, y: np.ndarray, k: int, repeat: int) -> dict[str, tuple[float, float]]:
@@ -83,8 +93,8 @@ def run(rows: int = 100_000, repeat: int = 3, k: int = K) -> list[Row]:
          "stages: " + ", ".join(f"{s} {v:.2f} s" for s, v in timings.items())),
         ("k-means, cluster_embeddings one-shot", t_oneshot, lab_oneshot, ""),
         ("k-means core in memory (256 rows/centroid sample)", t_core, lab_core,
-         f"the same core trained on every row: {t_core_full:.3f} s, "
-         f"ARI {ari(y, lab_core_full):.3f}"),
+         (f"the same core trained on every row: {t_core_full:.3f} s, "
+          f"ARI {ari(y, lab_core_full):.3f}")),
     ):
         a = ari(y, lab)
         rows_out.append(Row(

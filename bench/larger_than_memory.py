@@ -27,8 +27,14 @@ import time
 
 import numpy as np
 
-from bench._common import (Row, emit, fmt_s, iter_clusters, median_time, scratch_dir,
-                           verdict)
+from bench._common import (
+    Row,
+    emit,
+    fmt_s,
+    iter_clusters,
+    scratch_dir,
+    verdict,
+)
 
 BUDGET_BYTES = 2 * 1024**3
 

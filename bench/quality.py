@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
 from bench._common import Row, emit, make_clusters, median_time, verdict
 
 
