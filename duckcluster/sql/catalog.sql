@@ -45,6 +45,8 @@ CREATE TABLE IF NOT EXISTS duckcluster.runs (
     timings                 JSON,
     artifacts_path          VARCHAR,
     pid                     BIGINT,
+    progress                VARCHAR,               -- the stage a run is at (background runs)
+    submitted_at            TIMESTAMP,             -- cluster_submit: when it was queued
     silhouette_score        DOUBLE,
     mean_cosine_to_centroid DOUBLE,
     noise_ratio             DOUBLE,

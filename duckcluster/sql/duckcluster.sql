@@ -47,7 +47,8 @@ CREATE OR REPLACE TEMP MACRO cluster_runs(cluster_name) AS TABLE
            r.n_rows, r.n_null, r.n_members, r.n_fit, r.n_clusters, r.dim, r.seed, r.input_hash,
            r.base_run_id, r.assignment_threshold, r.silhouette_score, r.mean_cosine_to_centroid,
            r.noise_ratio, r.cluster_size_entropy, r.davies_bouldin, r.calinski_harabasz,
-           r.should_recluster, r.artifacts_path, r.timings, r.versions, r.spec
+           r.should_recluster, r.artifacts_path, r.timings, r.versions, r.spec,
+           r.progress, r.submitted_at
     FROM duckcluster.runs r
     WHERE r.name = cluster_name
     ORDER BY r.run_seq;
