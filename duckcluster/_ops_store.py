@@ -34,6 +34,11 @@ def _rows(cur, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
 
 require_writable = catalog.require_writable  # one definition, in the catalog
 
+# rows keyed by definition name, removed by cluster_delete(..., drop_artifacts := true);
+# webhooks with name NULL (every definition) are kept
+catalog.DEFINITION_TABLES.extend(["triggers", "trigger_firings", "drift_checks", "webhooks",
+                                  "webhook_deliveries"])
+
 
 # -- runs ---------------------------------------------------------------------------------
 

@@ -510,3 +510,22 @@ def test_cli_runs_shows_readable_history(con, db_path, topics):
     assert len(failed) == 1 and "failed" in failed[0] and "gone" in failed[0]
     out = CliRunner().invoke(main, ["runs", db_path, "nothing"])
     assert out.exit_code == 0 and "no runs of 'nothing' yet" in out.output
+
+
+def test_delete_with_drop_artifacts_removes_triggers_and_webhooks(tmp_path):
+    import duckcluster
+    from conftest import blobs, load_table
+
+    con = duckcluster.connect(str(tmp_path / "d.duckdb"))
+    try:
+        X, _ = blobs(n_per=20, k=2, d=4)
+        load_table(con, "docs", X)
+        con.sql("SELECT cluster_create('t', source := 'docs', embedding := 'embedding', "
+                "id := 'doc_id', algorithm := 'kmeans', params := {'n_clusters': 2})").fetchall()
+        con.sql("SELECT cluster_trigger_create('t', kind := 'interval', every := INTERVAL 1 HOUR)").fetchall()
+        con.sql("SELECT cluster_webhook_create('t', url := 'http://127.0.0.1:9/h', secret := 's')").fetchall()
+        con.sql("SELECT cluster_delete('t', drop_artifacts := true)").fetchall()
+        assert con.sql("SELECT (SELECT count(*) FROM duckcluster.triggers), "
+                       "(SELECT count(*) FROM duckcluster.webhooks)").fetchall() == [(0, 0)]
+    finally:
+        con.close()
