@@ -24,6 +24,9 @@ from bench._common import Row, machine_note, markdown, rows_from_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
+#: Most repetitions per workload at scale "full" (each run of these takes minutes).
+MAX_REPEAT = {"density": 1, "larger_than_memory": 1}
+
 #: workload -> (module, args at scale "smoke", args at scale "full")
 WORKLOADS: dict[str, tuple[str, list[str], list[str]]] = {
     "assign": ("bench.assign_throughput", ["--rows", "20000", "--sql-rows", "5000"],
@@ -45,6 +48,8 @@ def run_workload(name: str, scale: str, repeat: int, timeout: float) -> tuple[li
     module, smoke, full = WORKLOADS[name]
     with tempfile.TemporaryDirectory(prefix="duckcluster-bench-") as tmp:
         out = os.path.join(tmp, "rows.json")
+        if scale == "full":
+            repeat = min(repeat, MAX_REPEAT.get(name, repeat))
         cmd = [sys.executable, "-m", module, *(smoke if scale == "smoke" else full),
                "--repeat", str(repeat), "--json", out]
         t = time.perf_counter()
