@@ -38,21 +38,56 @@ def training_rows(n: int, p: dict, seed: int) -> np.ndarray | None:
     return np.sort(rng.choice(n, size=cap, replace=False))
 
 
+def kmeans_plusplus(X: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Greedy k-means++ seeding (scikit-learn's method: 2 + log(k) candidates per
+    step, the one that lowers the potential most wins), vectorized.
+
+    scikit-learn's own took 0.3-0.38 s on 7,680 x 384 rows with k = 30, more than
+    its 7 Lloyd iterations; this takes a few milliseconds. Returns (k, d) float32.
+    """
+    rng = np.random.default_rng(random_state(seed))
+    n = X.shape[0]
+    X64 = np.asarray(X, dtype=np.float64)
+    sq = np.einsum("ij,ij->i", X64, X64)
+    trials = 2 + int(np.log(k))
+    centers = np.empty((k, X.shape[1]), dtype=np.float64)
+    first = int(rng.integers(n))
+    centers[0] = X64[first]
+    closest = np.maximum(sq - 2.0 * X64 @ X64[first] + sq[first], 0.0)
+    for c in range(1, k):
+        pot = closest.sum()
+        if pot <= 0:  # fewer distinct rows than k: any row will do
+            cand = rng.integers(n, size=trials)
+        else:
+            cand = np.searchsorted(np.cumsum(closest), rng.uniform(size=trials) * pot)
+            cand = np.minimum(cand, n - 1)
+        d = np.maximum(sq[cand][:, None] - 2.0 * X64[cand] @ X64.T + sq[None, :], 0.0)
+        np.minimum(d, closest, out=d)
+        best = int(np.argmin(d.sum(axis=1)))
+        centers[c] = X64[cand[best]]
+        closest = d[best]
+    return centers.astype(np.float32)
+
+
 def _fit(X: np.ndarray, p: dict, seed: int) -> np.ndarray:
     from sklearn.cluster import KMeans
 
+    rows = training_rows(X.shape[0], p, seed)
+    X_train = X if rows is None else X[rows]
+    init = p["init"]
+    if init == "k-means++" and p["n_init"] == 1:
+        init = kmeans_plusplus(X_train, p["n_clusters"], seed)
     model = KMeans(
         n_clusters=p["n_clusters"],
         n_init=p["n_init"],
         max_iter=p["max_iter"],
         tol=p["tol"],
-        init=p["init"],
+        init=init,
         random_state=random_state(seed),
     )
-    rows = training_rows(X.shape[0], p, seed)
     if rows is None:
         return model.fit_predict(X)
-    model.fit(X[rows])
+    model.fit(X_train)
     return model.predict(X)
 
 
