@@ -14,5 +14,6 @@ install: $(BIN)/python
 test: install
 	$(BIN)/python -m pytest -q
 
-demo: install
+demo: $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
 	$(BIN)/duckcluster demo
