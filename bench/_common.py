@@ -180,3 +180,15 @@ def rows_from_json(path: str) -> list[Row]:
 
     with open(path, encoding="utf-8") as f:
         return [Row(**d) for d in json.load(f)]
+
+
+def cli(run, rows: int, repeat: int = 3) -> None:
+    """Command line of a workload script: --rows, --repeat, --json; prints its rows."""
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=rows)
+    ap.add_argument("--repeat", type=int, default=repeat)
+    ap.add_argument("--json", help="also write the rows as JSON here (bench runner)")
+    a = ap.parse_args()
+    emit(run(a.rows, a.repeat), a.json)

@@ -15,17 +15,15 @@ paid before timing (a warm-up fit on 2,000 rows), which favours the peers.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
 import numpy as np
 
-from bench._common import (
+from bench._common import (cli, 
     Row,
     ari,
     connect,
-    emit,
     have,
     load_table,
     make_clusters,
@@ -140,12 +138,7 @@ def run(rows: int = 100_000, repeat: int = 1) -> list[Row]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rows", type=int, default=100_000)
-    ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--json", help="also write the rows as JSON here (bench runner)")
-    a = ap.parse_args()
-    emit(run(a.rows, a.repeat), a.json)
+    cli(run, rows=100_000, repeat=1)
 
 
 if __name__ == "__main__":

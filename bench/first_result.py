@@ -15,7 +15,6 @@ compilation once more). ARI is against the generating clusters.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -24,11 +23,10 @@ import time
 
 import numpy as np
 
-from bench._common import (
+from bench._common import (cli, 
     Row,
     ari,
     connect,
-    emit,
     load_table,
     make_clusters,
     median_time,
@@ -112,12 +110,7 @@ def run(rows: int = 2000, repeat: int = 3) -> list[Row]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rows", type=int, default=2000)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--json", help="also write the rows as JSON here (bench runner)")
-    a = ap.parse_args()
-    emit(run(a.rows, a.repeat), a.json)
+    cli(run, rows=2000, repeat=3)
 
 
 if __name__ == "__main__":

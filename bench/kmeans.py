@@ -15,17 +15,15 @@ ARI is against the generating clusters.
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
 
-from bench._common import (
+from bench._common import (cli, 
     K,
     Row,
     ari,
     connect,
-    emit,
     have,
     load_table,
     make_clusters,
@@ -116,12 +114,7 @@ def members_in_order(con) -> np.ndarray:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rows", type=int, default=100_000)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--json", help="also write the rows as JSON here (bench runner)")
-    a = ap.parse_args()
-    emit(run(a.rows, a.repeat), a.json)
+    cli(run, rows=100_000, repeat=3)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,8 @@ O(n k d) (see duckcluster/_quality.py), so at 1M rows it uses every row
 
 from __future__ import annotations
 
-import argparse
 
-from bench._common import Row, emit, make_clusters, median_time, verdict
+from bench._common import cli, Row, make_clusters, median_time, verdict
 
 
 def run(rows: int = 1_000_000, repeat: int = 3, check_rows: int = 20_000) -> list[Row]:
@@ -63,12 +62,7 @@ def run(rows: int = 1_000_000, repeat: int = 3, check_rows: int = 20_000) -> lis
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--json", help="also write the rows as JSON here (bench runner)")
-    a = ap.parse_args()
-    emit(run(a.rows, a.repeat), a.json)
+    cli(run, rows=1_000_000, repeat=3)
 
 
 if __name__ == "__main__":

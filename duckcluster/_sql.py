@@ -478,12 +478,12 @@ def register(con: duckdb.DuckDBPyConnection, settings: catalog.Settings,
     for extension in _extensions():
         extension.register_udfs(reg, state)
     _REGISTERED[con] = reg
-    py_macros = reg.rewrite(_PY_MACROS)
-    con.execute(py_macros)
-    if not has_catalog:  # read-only file duckcluster never wrote: nothing to read yet
+    if has_catalog:  # a read-only file duckcluster never wrote has nothing to read yet
+        con.execute(catalog.sql_text("duckcluster.sql"))
+    # after the read side: the Python assign_cluster replaces the pure-SQL one
+    con.execute(reg.rewrite(_PY_MACROS))
+    if not has_catalog:
         return
-    con.execute(catalog.sql_text("duckcluster.sql"))
-    con.execute(py_macros)  # the Python assign_cluster replaces the pure-SQL one
     for extension in _extensions():
         con.execute(reg.rewrite(extension.MACROS))
 
