@@ -13,7 +13,6 @@ use ``mmd`` or ``classifier`` to catch that.
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import energy_distance
 
 from . import _projection
 from ._base import PERMUTATIONS, Context, DriftMethod, DriftResult, decide, sample_param
@@ -27,6 +26,8 @@ PARAMS = {
 
 
 def compute(B: np.ndarray, C: np.ndarray, p: dict, ctx: Context) -> DriftResult:
+    from scipy.stats import energy_distance  # scipy.stats takes ~3 s to import: only here
+
     rng = np.random.default_rng(ctx.seed)
     pr = _projection.projected(B, C, p, p["max_samples"], rng)
     PB, PC, details = pr.baseline, pr.current, pr.details
