@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._assign import assign, centroids_from_labels, similarity_to_own
+from ._backend import get_executor
 from ._errors import DataError
 from ._hierarchy import Hierarchy, build_hierarchy
 from ._preprocess import run_preprocessing
@@ -43,7 +44,7 @@ def _noop(stage: str) -> None:
     pass
 
 
-#: Above this many rows the distinct-rows check is skipped (it sorts every row).
+#: Above this many rows the distinct-rows check is skipped.
 DISTINCT_CHECK_MAX_ROWS = 200_000
 
 
@@ -51,6 +52,11 @@ def check_distinct(X: np.ndarray, spec: ClusterSpec) -> None:
     """Algorithms asked for k clusters need at least k distinct embeddings."""
     k = spec.params.get("n_clusters") or spec.params.get("n_components")
     if not k or k <= 1 or X.shape[0] > DISTINCT_CHECK_MAX_ROWS or X.shape[0] == 0:
+        return
+    # Rows with distinct projections on a random direction are distinct: one matvec
+    # settles the usual case; only when it finds fewer than k, sort the rows.
+    direction = np.random.default_rng(0).standard_normal(X.shape[1]).astype(X.dtype)
+    if len(np.unique(X @ direction)) >= k:
         return
     rows = np.ascontiguousarray(X).view(np.dtype((np.void, X.dtype.itemsize * X.shape[1])))
     distinct = len(np.unique(rows))
@@ -115,7 +121,8 @@ def _fit(X_norm: np.ndarray, spec: ClusterSpec, progress: Progress,
     hierarchy = None
     if spec.hierarchical and spec.max_hierarchy_depth > 1:
         progress("sub-clustering")
-        hierarchy = build_hierarchy(X_norm, labels, spec.max_hierarchy_depth, seed)
+        hierarchy = build_hierarchy(X_norm, labels, spec.max_hierarchy_depth, seed,
+                                    executor=get_executor(spec.backend))
     coords = None
     if with_coords:
         progress("reducing coordinates")

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._backend import Executor, LocalExecutor
 from ._errors import DataError, SpecError
 from .algorithms import get_algorithm, relabel_by_size, validate_algorithm_params
 from .algorithms._base import random_state, require
@@ -114,6 +115,11 @@ def default_subcluster(X: np.ndarray, seed: int) -> np.ndarray:
     return hdb.fit_predict(Y, params, seed)
 
 
+def _split(members: np.ndarray, X: np.ndarray, seed: int, split: Subcluster) -> np.ndarray:
+    """Labels of one node's rows, renumbered by decreasing size (a task of its own)."""
+    return relabel_by_size(np.asarray(split(X[members], seed)).ravel())
+
+
 def build_hierarchy(
     X_norm: np.ndarray,
     labels: np.ndarray,
@@ -121,11 +127,15 @@ def build_hierarchy(
     seed: int,
     min_size: int = 50,
     subcluster: Subcluster | None = None,
+    executor: Executor | None = None,
 ) -> Hierarchy:
     """Build the cluster hierarchy over top-level ``labels`` (n,), -1 = noise.
 
     ``X_norm`` (n, d) are the rows the top level was clustered on; ``subcluster``
     (rows, seed) -> labels splits one node, default=:func:`default_subcluster`.
+    ``executor`` runs the splits of one level, one task per node to split
+    (default: in this process; see :mod:`duckcluster._backend`); the result does
+    not depend on it.
 
     >>> X = np.eye(4, dtype=np.float32)
     >>> h = build_hierarchy(X, np.array([0, 0, 1, -1]), max_depth=1, seed=0)
@@ -143,33 +153,50 @@ def build_hierarchy(
     if labels.shape[0] != X.shape[0]:
         raise DataError(f"labels has {labels.shape[0]} entries but X has {X.shape[0]} rows.")
     split = subcluster or default_subcluster
-    leaf_of = np.full(labels.shape[0], None, dtype=object)
-    nodes: list[Node | None] = []
+    run = executor or LocalExecutor()
 
-    def visit(node_id: str, cluster_id: int, parent_id: str | None, level: int,
-              members: np.ndarray) -> None:
-        slot = len(nodes)
-        nodes.append(None)  # parent precedes its children (pre-order)
-        leaf_of[members] = node_id
-        child_ids: tuple[str, ...] = ()
-        if level + 1 < max_depth and members.size >= min_size:
-            sub = np.asarray(split(X[members], seed)).ravel()
-            if sub.shape[0] != members.size:
-                raise DataError(
-                    f"subcluster returned {sub.shape[0]} labels for {members.size} rows "
-                    f"of {node_id}."
-                )
-            sub = relabel_by_size(sub)
-            k = int(sub.max()) + 1 if sub.size else 0
-            if k >= 2:
-                child_ids = tuple(f"{node_id}_sub_{j}" for j in range(k))
-                for j, child in enumerate(child_ids):
-                    visit(child, cluster_id, node_id, level + 1, members[sub == j])
-        nodes[slot] = Node(node_id, cluster_id, parent_id, child_ids, level, members)
-
+    # level by level: every node of a level that may split is one task
     order = np.argsort(labels, kind="stable")
     ids, starts = np.unique(labels[order], return_index=True)
-    for cid, group in zip(ids, np.split(order, starts[1:])):
-        if cid >= 0:
-            visit(f"cl_{int(cid)}", int(cid), None, 0, np.sort(group))
-    return Hierarchy(nodes=tuple(nodes), leaf_of=leaf_of)  # type: ignore[arg-type]
+    level_nodes = [(f"cl_{int(cid)}", int(cid), None, np.sort(group))
+                   for cid, group in zip(ids, np.split(order, starts[1:])) if cid >= 0]
+    roots = [nid for nid, *_ in level_nodes]
+    found: dict[str, tuple[int, str | None, int, np.ndarray, tuple[str, ...]]] = {}
+    level = 0
+    while level_nodes:
+        splittable = [nd for nd in level_nodes
+                      if level + 1 < max_depth and nd[3].size >= min_size]
+        subs = run.map(_split, [nd[3] for nd in splittable], shared=(X, seed, split))
+        sub_of = {nd[0]: sub for nd, sub in zip(splittable, subs)}
+        next_nodes = []
+        for node_id, cluster_id, parent_id, members in level_nodes:
+            child_ids: tuple[str, ...] = ()
+            sub = sub_of.get(node_id)
+            if sub is not None:
+                if sub.shape[0] != members.size:
+                    raise DataError(
+                        f"subcluster returned {sub.shape[0]} labels for {members.size} rows "
+                        f"of {node_id}."
+                    )
+                k = int(sub.max()) + 1 if sub.size else 0
+                if k >= 2:
+                    child_ids = tuple(f"{node_id}_sub_{j}" for j in range(k))
+                    next_nodes.extend((child, cluster_id, node_id, members[sub == j])
+                                      for j, child in enumerate(child_ids))
+            found[node_id] = (cluster_id, parent_id, level, members, child_ids)
+        level_nodes = next_nodes
+        level += 1
+
+    nodes: list[Node] = []
+    leaf_of = np.full(labels.shape[0], None, dtype=object)
+
+    def emit(node_id: str) -> None:  # depth-first pre-order: a parent before its children
+        cluster_id, parent_id, lvl, members, child_ids = found[node_id]
+        nodes.append(Node(node_id, cluster_id, parent_id, child_ids, lvl, members))
+        leaf_of[members] = node_id
+        for child in child_ids:
+            emit(child)
+
+    for root in roots:
+        emit(root)
+    return Hierarchy(nodes=tuple(nodes), leaf_of=leaf_of)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ._backend import BACKENDS
 from ._errors import SpecError, closest
 from ._params import Param, validate_params
 from .algorithms import get_algorithm, validate_algorithm_params
@@ -31,6 +32,9 @@ OPTIONS: dict[str, Param] = {
                                   doc="minimum cosine similarity in assign mode; below -> -1"),
     "pooling": Param(str, "mean", choices=("mean", "max", "first"),
                      doc="how a multi-vector column (a list of vectors per row) becomes one vector"),
+    "backend": Param(str, "local", choices=tuple(BACKENDS),
+                     doc="where hierarchical sub-clustering runs: 'local' (this process) or "
+                         "'ray' (one Ray task per cluster to split); results are identical"),
 }
 
 _KEYS = ("name", "source", "embedding", "id", "algorithm", "params", "preprocessing",
@@ -57,6 +61,7 @@ class ClusterSpec:
     seed: int = 42
     assignment_threshold: float = 0.5
     pooling: str = "mean"
+    backend: str = "local"
     labeling: Mapping[str, Any] | None = None
 
     @classmethod
