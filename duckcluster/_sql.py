@@ -437,9 +437,9 @@ def _extensions() -> list:
     its ``CREATE OR REPLACE TEMP MACRO`` statements; calls of its UDFs in them
     are pointed at the connection's own copies.
     """
-    from . import _drift_sql, _labels_sql, _ops_sql
+    from . import _drift_sql, _labels_sql, _ops_sql, _scaleout_sql
 
-    return [_labels_sql, _drift_sql, _ops_sql]
+    return [_labels_sql, _drift_sql, _ops_sql, _scaleout_sql]
 
 
 def register(con: duckdb.DuckDBPyConnection, settings: catalog.Settings,
