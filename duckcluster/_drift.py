@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from . import _catalog as catalog
 from ._assign import normalize_rows
+from ._backend import Executor, LocalExecutor
 from ._errors import DataError, RunNotFoundError, SpecError, closest
 from ._params import Param, validate_params
 from ._source import describe, quote_ident, require_columns, source_sql
@@ -404,12 +405,15 @@ def _bucket_sql(time_col: str) -> str:
 
 
 def drift_windows(cur, source: str, time_column: str, window: str, baseline: str | None,
-                  spec: DriftSpec, progress: Progress = _quiet) -> list[dict]:
+                  spec: DriftSpec, progress: Progress = _quiet,
+                  executor: Executor | None = None) -> list[dict]:
     """One row per (window, method): each window against the baseline window.
 
     Windows are ``time_bucket(window, time_column)``; the baseline is the first
     window, or the one containing the ``baseline`` timestamp. The baseline window
-    itself is the first row, with NULL statistics.
+    itself is the first row, with NULL statistics. The source is read once, here;
+    ``executor`` compares the windows, one task per window (default: in this
+    process; see :mod:`duckcluster._backend`), with identical results.
     """
     _interval(cur, window)
     if not isinstance(time_column, str) or not time_column:
@@ -452,7 +456,7 @@ def drift_windows(cur, source: str, time_column: str, window: str, baseline: str
     progress(f"drift: sampling {len(stats)} windows")
     samples = _window_samples(cur, src, spec, bucket, where, window, starts,
                               np.array([s[1] for s in stats]), base_idx)
-    return _window_rows(cur, spec, stats, samples, base_idx, progress)
+    return _window_rows(cur, spec, stats, samples, base_idx, progress, executor)
 
 
 def _window_samples(cur, src, spec, bucket, where, window, starts, counts, base_idx
@@ -503,36 +507,56 @@ def _ts(us: int):
     return dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=int(us))
 
 
-def _window_rows(cur, spec, stats, samples, base_idx, progress: Progress) -> list[dict]:
+def _window_rows(cur, spec, stats, samples, base_idx, progress: Progress,
+                 executor: Executor | None = None) -> list[dict]:
     base = samples[base_idx]
     B = Side(label="baseline window", X=base, n_rows=int(stats[base_idx][1]),
              n_null=int(stats[base_idx][2]))
     reference = load_reference(cur, spec.reference, spec.reference_run) \
         if "cluster" in spec.methods else None
-    rows = []
+    jobs = []
     for i, (start, n_valid, n_null, end) in enumerate(stats):
         common = {"window_start": _ts(start), "window_end": _ts(end),
                   "is_baseline": i == base_idx, "n_rows": int(n_valid)}
         if i == base_idx:
-            for m in spec.methods:
-                rows.append({**common, "method": m, "statistic": None, "p_value": None,
-                             "threshold": spec.alpha, "drift_detected": None,
-                             "n_baseline": int(n_valid), "n_current": int(n_valid),
-                             "details": {"baseline_window": True}})
+            jobs.append((common, None))
             continue
         C = Side(label=f"window {_ts(start)}", X=samples[i], n_rows=int(n_valid),
                  n_null=int(n_null))
+        jobs.append((common, C))
+    run = executor or LocalExecutor()
+    todo = [job for job in jobs if job[1] is not None]
+    progress(f"drift: {len(todo)} windows against the baseline"
+             + (f" on {run.name}" if run.name != "local" else ""))
+    done = iter(run.map(_window_job, todo, shared=(spec, B, reference)))
+    rows = []
+    for common, C in jobs:
+        if C is not None:
+            rows.extend(next(done))
+            continue
         for m in spec.methods:
-            need = get_method(m).min_rows
-            if min(B.X.shape[0], C.X.shape[0]) < need:
-                rows.append({**common, "method": m, "statistic": None, "p_value": None,
-                             "threshold": spec.alpha, "drift_detected": None,
-                             "n_baseline": B.n_rows, "n_current": C.n_rows,
-                             "details": {"skipped": f"{m} needs at least {need} rows per "
-                                         f"window; this window has {C.n_rows} and the "
-                                         f"baseline {B.n_rows}"}})
-                continue
-            one = replace(spec, methods=(m,))
-            progress(f"drift: window {i + 1} of {len(stats)}")
-            rows.extend({**common, **r} for r in compare(one, B, C, reference))
+            rows.append({**common, "method": m, "statistic": None, "p_value": None,
+                         "threshold": spec.alpha, "drift_detected": None,
+                         "n_baseline": int(common["n_rows"]), "n_current": int(common["n_rows"]),
+                         "details": {"baseline_window": True}})
+    return rows
+
+
+def _window_job(job: tuple[dict, Side], spec: DriftSpec, B: Side,
+                reference: Reference | None) -> list[dict]:
+    """The rows of one window against the baseline (a task of its own)."""
+    common, C = job
+    rows = []
+    for m in spec.methods:
+        need = get_method(m).min_rows
+        if min(B.X.shape[0], C.X.shape[0]) < need:
+            rows.append({**common, "method": m, "statistic": None, "p_value": None,
+                         "threshold": spec.alpha, "drift_detected": None,
+                         "n_baseline": B.n_rows, "n_current": C.n_rows,
+                         "details": {"skipped": f"{m} needs at least {need} rows per "
+                                     f"window; this window has {C.n_rows} and the "
+                                     f"baseline {B.n_rows}"}})
+            continue
+        one = replace(spec, methods=(m,))
+        rows.extend({**common, **r} for r in compare(one, B, C, reference))
     return rows

@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 
 from . import _drift, _drift_monitor
+from ._backend import get_executor
 from ._errors import SpecError
 from ._sql import _report, _State, _wrap
 from .drift import share_test
@@ -92,11 +93,13 @@ def _embedding_drift(state: _State, baseline, current, args_json) -> list[dict]:
 
 def _windows(state: _State, source, args_json) -> list[dict]:
     args = _args(args_json)
-    spec = _spec(args, "time_column", "window_size", "baseline")
+    spec = _spec(args, "time_column", "window_size", "baseline", "backend", "ray_address")
+    executor = get_executor(args.get("backend", "local"), args.get("ray_address"))
     with state.cursor() as cur:
         rows = _drift.drift_windows(cur, _required(source, "The source"),
                                     args.get("time_column"), args.get("window_size"),
-                                    args.get("baseline"), spec, progress=_report)
+                                    args.get("baseline"), spec, progress=_report,
+                                    executor=executor)
     return _rows("window", rows)
 
 
@@ -175,13 +178,15 @@ CREATE OR REPLACE TEMP MACRO embedding_drift(baseline, current, embedding, metho
 CREATE OR REPLACE TEMP MACRO embedding_drift_windows(source, embedding,
     time_column := 'created_at', window_size := INTERVAL 1 DAY, "window" := NULL,
     baseline := NULL, method := 'mmd', params := NULL, alpha := 0.05, seed := 42,
-    normalize := true, pooling := 'mean', reference := NULL, reference_run := NULL) AS TABLE
+    normalize := true, pooling := 'mean', reference := NULL, reference_run := NULL,
+    backend := 'local', ray_address := NULL) AS TABLE
     SELECT unnest(_dc_embedding_drift_windows(CAST(source AS VARCHAR),
         json_object('embedding', embedding, 'time_column', time_column,
                     'window_size', coalesce(CAST("window" AS VARCHAR), CAST(window_size AS VARCHAR)),
                     'baseline', CAST(baseline AS VARCHAR), 'method', method, 'params', params,
                     'alpha', alpha, 'seed', seed, 'normalize', normalize, 'pooling', pooling,
-                    'reference', reference, 'reference_run', reference_run)::VARCHAR),
+                    'reference', reference, 'reference_run', reference_run,
+                    'backend', backend, 'ray_address', ray_address)::VARCHAR),
         recursive := true);
 
 CREATE OR REPLACE TEMP MACRO drift_monitor_create(name, reference := NULL, reference_run := NULL,
