@@ -313,15 +313,37 @@ def prepare(source: Any, output: Any, fields: Any, options: Mapping[str, Any]
 
 # -- the two backends ------------------------------------------------------------------------
 
+def _unreadable(exc: BaseException, where: str) -> DataError:
+    hint = ""
+    if "list offsets" in str(exc):  # measured with DuckDB 2.0 files and pyarrow 26
+        hint = (" DuckDB writes NULL fixed-size arrays (FLOAT[N]) in a form pyarrow cannot "
+                "read; write the column as a list instead: COPY (SELECT * REPLACE "
+                "(CAST(embedding AS FLOAT[]) AS embedding) FROM ...) TO '...parquet'.")
+    return DataError(f"Cannot read the Parquet data of {where}: {exc}.{hint}")
+
+
+def _batches(path: str, batch_rows: int, cols: list[str] | None):
+    import pyarrow.parquet as pq
+
+    it = pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=cols)
+    while True:
+        try:
+            rb = next(it)
+        except StopIteration:
+            return
+        except pa.ArrowInvalid as exc:
+            raise _unreadable(exc, repr(path)) from None
+        yield rb
+
+
 def _run_local(files: list[str], tmp: str, ref: Centroids, job: Job, batch_rows: int) -> None:
     import pyarrow.parquet as pq
 
     cols = None if job.keep_columns else [c for c in (job.id, job.embedding) if c]
     for i, path in enumerate(files):
-        pf = pq.ParquetFile(path)
         writer = None
         try:
-            for rb in pf.iter_batches(batch_size=batch_rows, columns=cols):
+            for rb in _batches(path, batch_rows, cols):
                 out = assign_batch(pa.Table.from_batches([rb]), ref, job)
                 if writer is None:
                     writer = pq.ParquetWriter(os.path.join(tmp, f"part-{i:05d}.parquet"),
@@ -340,13 +362,17 @@ def _run_ray(files: list[str], tmp: str, ref: Centroids, job: Job, batch_rows: i
              address: str | None) -> None:
     ray = ensure_ray(address)
     cols = None if job.keep_columns else [c for c in (job.id, job.embedding) if c]
-    ds = ray.data.read_parquet(files, columns=cols, partitioning=None)
+    ds = ray.data.read_parquet(files, partitioning=None)
+    if cols is not None:
+        ds = ds.select_columns(cols)  # pushed down into the read
     ds = ds.map_batches(_ray_batch, batch_format="pyarrow", batch_size=batch_rows,
                         fn_kwargs={"ref": ref, "job": job}, zero_copy_batch=True)
     try:
         ds.write_parquet(tmp)
     except ray.exceptions.RayTaskError as exc:
         cause = getattr(exc, "cause", None)
+        if isinstance(cause, pa.ArrowInvalid):
+            raise _unreadable(cause, "the dataset") from None
         if isinstance(cause, BaseException):
             raise cause from None
         raise
