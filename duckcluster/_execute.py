@@ -60,16 +60,11 @@ def read_source(cur, spec: ClusterSpec, p: reader.Plan | None = None) -> SourceD
     """Read every row (id order) into memory: validated and normalized."""
     p = p or reader.plan(cur, spec)
     stats = reader.ReadStats()
-    ids, mats = [], []
-    for b in reader.batches(cur, spec, p, stats):
-        ids.append(b.ids)
-        mats.append(b.X)
-    reader.check_dims({m.shape[1] for m in mats if len(m)}, spec)
-    X = np.concatenate(mats) if mats else np.zeros((0, 0), dtype=np.float32)
+    ids, X = reader.read_all(cur, spec, p, stats)
     if X.shape[0] == 0:
         raise DataError(f"Every row of {spec.source!r} has a NULL embedding in "
                         f"{', '.join(spec.embedding)}; there is nothing to cluster.")
-    return SourceData(ids=np.concatenate(ids), X=X, n_rows=stats.n_rows,
+    return SourceData(ids=ids, X=X, n_rows=stats.n_rows,
                       n_null=stats.n_null, input_hash=stats.hash.hexdigest())
 
 
@@ -167,13 +162,46 @@ def _f(x: Any) -> float | None:
 
 
 def _centroid_stats(labels, sims, cluster_ids):
-    sizes, means, mins = [], [], []
-    for cid in cluster_ids:
-        s = sims[labels == cid]
-        sizes.append(int(s.size))
-        means.append(_f(s.mean()) if s.size else None)
-        mins.append(_f(s.min()) if s.size else None)
-    return sizes, means, mins
+    """Size, mean and min similarity of each cluster in ``cluster_ids`` (one sort)."""
+    cluster_ids = np.asarray(cluster_ids, dtype=np.int64)
+    k = len(cluster_ids)
+    if k == 0:
+        return [], [], []
+    labels = np.asarray(labels, dtype=np.int64)
+    member = labels >= 0
+    pos = np.searchsorted(cluster_ids, labels[member])
+    ok = (pos < k) & (cluster_ids[np.minimum(pos, k - 1)] == labels[member])
+    pos, s = pos[ok], np.asarray(sims, dtype=np.float64)[member][ok]
+    sizes = np.bincount(pos, minlength=k)
+    sums = np.bincount(pos, weights=s, minlength=k)
+    order = np.argsort(pos, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    mins = np.minimum.reduceat(s[order], np.minimum(starts, max(len(s) - 1, 0))) \
+        if len(s) else np.zeros(k)
+    return ([int(v) for v in sizes],
+            [_f(sums[i] / sizes[i]) if sizes[i] else None for i in range(k)],
+            [_f(mins[i]) if sizes[i] else None for i in range(k)])
+
+
+def _const(value: str, n: int) -> pa.DictionaryArray:
+    """A string column with one value in every row, stored once (dictionary)."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)),
+                                          pa.array([value], type=pa.string()))
+
+
+def _node_column(labels: np.ndarray) -> pa.DictionaryArray:
+    """``cl_<label>`` per member, NULL for noise, as a dictionary column."""
+    labels = np.asarray(labels, dtype=np.int64)
+    uniq = np.unique(labels[labels >= 0])
+    idx = np.searchsorted(uniq, labels).astype(np.int32)
+    return pa.DictionaryArray.from_arrays(pa.array(idx, mask=labels < 0),
+                                          pa.array([f"cl_{int(c)}" for c in uniq], pa.string()))
+
+
+def _id_column(ids) -> pa.Array:
+    if isinstance(ids, (pa.Array, pa.ChunkedArray)):
+        return ids
+    return pa.array(np.asarray(ids, dtype=object).tolist(), pa.string())
 
 
 def _full_tables(run_id: str, spec: ClusterSpec, data: SourceData, r: FitResult):
@@ -187,10 +215,11 @@ def _full_tables(run_id: str, spec: ClusterSpec, data: SourceData, r: FitResult)
         "hierarchy_level": [0] * k, "size": sizes, "mean_cosine_similarity": means,
         "min_cosine_similarity": mins, "centroid": [c.tolist() for c in r.centroids],
     }
-    member_node = np.array([f"cl_{int(c)}" if c >= 0 else None for c in r.labels], dtype=object)
     member_level = np.where(r.labels >= 0, 0, -1)
-    member_parent = np.full(n, None, dtype=object)
     if r.hierarchy is not None:
+        member_node = np.array([f"cl_{int(c)}" if c >= 0 else None for c in r.labels],
+                               dtype=object)
+        member_parent = np.full(n, None, dtype=object)
         by_id = {nd.node_id: nd for nd in r.hierarchy.nodes}
         for i, nid in enumerate(node_ids):
             if nid in by_id:
@@ -229,8 +258,9 @@ def _full_tables(run_id: str, spec: ClusterSpec, data: SourceData, r: FitResult)
         centroids.schema.get_field_index("child_cluster_ids"),
         pa.field("child_cluster_ids", pa.list_(pa.string()))))
     coords = r.coords if r.coords is not None else np.full((n, spec.dimensions), np.nan)
+    flat = r.hierarchy is None
     members = pa.table({
-        "run_id": [run_id] * n, "name": [spec.name] * n, "id": data.ids.tolist(),
+        "run_id": _const(run_id, n), "name": _const(spec.name, n), "id": _id_column(data.ids),
         "cluster_id": pa.array(r.labels.astype(np.int32)),
         "cosine_similarity_to_centroid": pa.array(r.similarity.astype(np.float32),
                                                   from_pandas=True),
@@ -238,8 +268,10 @@ def _full_tables(run_id: str, spec: ClusterSpec, data: SourceData, r: FitResult)
         "y": pa.array(coords[:, 1].astype(np.float32)),
         "z": pa.array(coords[:, 2].astype(np.float32) if spec.dimensions == 3
                       else np.full(n, np.nan, dtype=np.float32), from_pandas=True),
-        "node_id": pa.array(member_node.tolist(), type=pa.string()),
-        "parent_cluster_id": pa.array(member_parent.tolist(), type=pa.string()),
+        "node_id": _node_column(r.labels) if flat else pa.array(member_node.tolist(),
+                                                                 type=pa.string()),
+        "parent_cluster_id": pa.nulls(n, pa.string()) if flat else
+        pa.array(member_parent.tolist(), type=pa.string()),
         "hierarchy_level": pa.array(member_level.astype(np.int32)),
     })
     return centroids, members
@@ -247,33 +279,41 @@ def _full_tables(run_id: str, spec: ClusterSpec, data: SourceData, r: FitResult)
 
 @dataclass
 class _Streamed:
-    """Per-row results of a streamed pass, accumulated batch by batch."""
+    """Per-row results of a streamed pass, accumulated batch by batch (ids stay Arrow
+    strings: millions of Python str objects would dominate the memory)."""
 
     ids: list = field(default_factory=list)
     labels: list = field(default_factory=list)
     sims: list = field(default_factory=list)
     coords: list = field(default_factory=list)
+    sample_rows: list = field(default_factory=list)  # row numbers of kept (fitted) rows
+    n: int = 0
 
     def add(self, ids, labels, sims, coords) -> None:
         self.ids.append(ids)
         self.labels.append(labels)
         self.sims.append(sims)
         self.coords.append(coords)
+        self.n += len(labels)
 
     def arrays(self):
         cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0))
-        return cat(self.ids), cat(self.labels).astype(np.int64), cat(self.sims), \
+        ids = pa.chunked_array(self.ids, type=self.ids[0].type) if self.ids else \
+            pa.chunked_array([], type=pa.string())
+        return ids, cat(self.labels).astype(np.int64), cat(self.sims), \
             (np.concatenate(self.coords) if self.coords and self.coords[0] is not None else None)
 
 
 def _stream_assign(cur, spec, p, C, cluster_ids, stats, stage, threshold=None, floors=None,
-                   projection=None, keep: dict | None = None) -> _Streamed:
+                   projection=None, keep: tuple[np.ndarray, np.ndarray] | None = None
+                   ) -> _Streamed:
     """Second pass: every row to its nearest centroid, batch by batch.
 
     ``threshold``: rows below it are -1 (assign mode). ``floors`` (k,): per-cluster
     minimum similarity of fitted members; rows below their cluster's floor are
-    noise (density algorithms). ``keep``: position -> label of rows the algorithm
-    labelled itself (the fitted sample), which keep that label.
+    noise (density algorithms). ``keep``: (sorted source positions, labels) of rows
+    the algorithm labelled itself (the fitted sample), which keep that label; their
+    row numbers in the output are collected in ``sample_rows``.
     """
     out = _Streamed()
     dims = set()
@@ -287,17 +327,17 @@ def _stream_assign(cur, spec, p, C, cluster_ids, stats, stage, threshold=None, f
         labels = np.where(idx >= 0, cluster_ids[np.maximum(idx, 0)], -1)
         if floors is not None and len(C):
             labels = np.where(best >= floors[np.maximum(idx, 0)], labels, -1)
-        if keep:
+        if keep is not None and len(keep[0]):
             pos = b.start + np.flatnonzero(b.valid)
-            for i, ps in enumerate(pos):
-                lab = keep.get(int(ps))
-                if lab is not None:
-                    labels[i] = lab
+            at = np.minimum(np.searchsorted(keep[0], pos), len(keep[0]) - 1)
+            hit = np.flatnonzero(keep[0][at] == pos)
+            labels[hit] = keep[1][at[hit]]
+            out.sample_rows.append(out.n + hit)
         sims = np.where(labels >= 0, best, np.nan).astype(np.float32)
-        out.add(b.ids, labels, sims, projection.transform(b.X) if projection else None)
+        out.add(b.id_arrow, labels, sims, projection.transform(b.X) if projection else None)
         stage(f"assigning: {stats.n_rows:,} of {p.n_rows:,} rows")
     reader.check_dims(dims, spec)
-    if not out.ids or sum(len(x) for x in out.ids) == 0:
+    if out.n == 0:
         raise DataError(f"Every row of {spec.source!r} has a NULL embedding in "
                         f"{', '.join(spec.embedding)}; there is nothing to cluster.")
     return out
@@ -348,16 +388,14 @@ def _sampled_run(cur, run_id, spec, p, stage):
         floors = np.array([s_sims[s_labels == c].min() for c in cluster_ids], dtype=np.float32)
     projection = Projection(Xs, spec.dimensions, spec.seed)
     stats2 = reader.ReadStats()
-    keep = dict(zip(s_pos.tolist(), s_labels.tolist()))
     out = _stream_assign(cur, spec, p, C, cluster_ids, stats2, stage, floors=floors,
-                         projection=projection, keep=keep)
+                         projection=projection, keep=(s_pos, s_labels))
     ids, labels, sims, coords = out.arrays()
-    if stats2.hash.hexdigest() != stats1.hash.hexdigest():
+    rows = np.concatenate(out.sample_rows) if out.sample_rows else np.zeros(0, np.int64)
+    if stats2.hash.hexdigest() != stats1.hash.hexdigest() or len(rows) != len(s_pos):
         raise DataError(f"Source {spec.source!r} changed while the run read it twice; "
                         "run it again when writers are done.")
     stage("quality metrics")
-    order = {k: i for i, k in enumerate(ids.tolist())}
-    rows = np.array([order[k] for k in s_ids.tolist()], dtype=np.int64)
     quality = compute_quality(Xs, labels[rows], sims[rows], spec.seed,
                               population=(labels, sims))
     data = _summary(ids, C, stats2)
@@ -415,15 +453,14 @@ def _tables(run_id, spec, ids, labels, sims, coords, cluster_ids, C, centroid_co
     xyz = [coords[:, i] if coords is not None and i < coords.shape[1] else nan
            for i in range(3)]
     members = pa.table({
-        "run_id": [run_id] * n, "name": [spec.name] * n, "id": pa.array(ids.tolist(), pa.string()),
+        "run_id": _const(run_id, n), "name": _const(spec.name, n), "id": _id_column(ids),
         "cluster_id": pa.array(labels.astype(np.int32)),
         "cosine_similarity_to_centroid": pa.array(sims.astype(np.float32), from_pandas=True),
         "x": pa.array(xyz[0].astype(np.float32), from_pandas=True),
         "y": pa.array(xyz[1].astype(np.float32), from_pandas=True),
         "z": pa.array(xyz[2].astype(np.float32), from_pandas=True),
-        "node_id": pa.array([f"cl_{c}" if c >= 0 else None for c in labels.tolist()],
-                            type=pa.string()),
-        "parent_cluster_id": pa.array([None] * n, type=pa.string()),
+        "node_id": _node_column(labels),
+        "parent_cluster_id": pa.nulls(n, pa.string()),
         "hierarchy_level": pa.array(np.where(labels >= 0, 0, -1).astype(np.int32)),
     })
     return centroids, members

@@ -1,11 +1,17 @@
-"""Reading a source in id order, in validated, normalized batches (the DuckDB edge).
+"""Reading a source in validated, normalized batches (the DuckDB edge).
 
-Every run reads through :func:`batches`: rows come in id order, ``BATCH_ROWS`` at a
-time, so assignment and sampled fits stream with bounded memory. Each batch is
-checked (NULL ids, duplicate ids across batch borders, NaN/Inf, zero vectors,
-mixed dimensions) and its embeddings L2-normalized (several columns: each
-normalized, then concatenated and normalized again). The input hash covers ids
-and vectors in id order, so it is the same whatever the batch size.
+Every run reads through :func:`batches`, ``BATCH_ROWS`` rows at a time, so
+assignment and sampled fits stream with bounded memory. Each batch is checked
+(NaN/Inf, zero vectors, mixed dimensions) and its embeddings L2-normalized
+(several columns: each normalized, then concatenated and normalized again). Ids
+are checked once, in SQL, before reading (NULL or duplicate ids).
+
+Order: tables and Parquet/CSV files are read in their scan order, which DuckDB
+keeps stable (``preserve_insertion_order``), so no global sort holds the whole
+source in memory; views and query sources (whose order a join may shuffle) are
+read ``ORDER BY`` the id. In-memory runs sort the rows by id afterwards
+(:func:`read_all`), so their result never depends on the scan order. The input
+hash covers ids and vectors in the order a run used them.
 """
 
 from __future__ import annotations
@@ -16,12 +22,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
 
-from ._assign import normalize_rows
 from ._errors import DataError, ResourceError
 from ._source import describe, find_key, quote_ident, require_columns, source_sql
 from ._spec import ClusterSpec
-from ._vectors import check_nonzero, to_dense
+from ._vectors import combine_columns, to_dense
 
 BATCH_ROWS = 65_536
 
@@ -35,11 +41,13 @@ class Plan:
     n_rows: int
     sparse_dims: dict[str, int]  # width of each sparse column, from the whole source
     dim: int | None  # embedding width after concatenation, when known before reading
+    ordered: bool = True  # ORDER BY the id when streaming (views, queries)
 
 
 @dataclass
 class Batch:
     ids: np.ndarray  # (m,) object str, rows with an embedding
+    id_arrow: pa.Array  # the same ids as an Arrow string array
     X: np.ndarray  # (m, d) float32 normalized
     start: int  # position of the batch's first row among all source rows
     valid: np.ndarray  # (rows in batch,) bool: which rows had an embedding
@@ -50,7 +58,10 @@ class ReadStats:
     n_rows: int = 0
     n_null: int = 0
     hash: "hashlib._Hash" = field(default_factory=hashlib.sha256)
-    last_id: str | None = None
+
+    def update(self, ids: np.ndarray, X: np.ndarray) -> None:
+        self.hash.update("\x1f".join(ids.tolist()).encode() + b"\x1e")
+        self.hash.update(np.ascontiguousarray(X).tobytes())
 
 
 def plan(cur, spec: ClusterSpec) -> Plan:
@@ -59,10 +70,19 @@ def plan(cur, spec: ClusterSpec) -> Plan:
     require_columns(cols, list(spec.embedding), "embedding", spec.source)
     id_col = spec.id or find_key(cur, spec.source, cols)
     require_columns(cols, [id_col], "id", spec.source)
-    n_rows = cur.sql(f"SELECT count(*) FROM {src}").fetchall()[0][0]
+    qid = quote_ident(id_col)
+    n_rows, n_ids = cur.sql(f"SELECT count(*), count({qid}) FROM {src}").fetchall()[0]
     if n_rows == 0:
         raise DataError(f"Source {spec.source!r} is empty: there is nothing to cluster. "
                         "Load rows first or check the WHERE clause of a query source.")
+    if n_ids < n_rows:
+        raise DataError(f"The id column {id_col!r} has NULL values; ids must be unique and "
+                        "not NULL.")
+    dup = cur.sql(f"SELECT CAST({qid} AS VARCHAR) FROM {src} GROUP BY {qid} "
+                  "HAVING count(*) > 1 LIMIT 1").fetchall()
+    if dup:
+        raise DataError(f"The id column {id_col!r} is not unique: {dup[0][0]!r} appears more "
+                        "than once. Name a unique column with id := '<column>'.")
     sparse, dims = {}, []
     for c in spec.embedding:
         t = cols[c].upper()
@@ -85,62 +105,95 @@ def plan(cur, spec: ClusterSpec) -> Plan:
         else:
             dims.append(None)
     dim = sum(dims) if all(d is not None for d in dims) else None
-    return Plan(src=src, id_col=id_col, n_rows=int(n_rows), sparse_dims=sparse, dim=dim)
+    return Plan(src=src, id_col=id_col, n_rows=int(n_rows), sparse_dims=sparse, dim=dim,
+                ordered=not _stable_scan(cur, src))
+
+
+def _stable_scan(cur, src: str) -> bool:
+    """Whether a plain scan of ``src`` returns rows in the same order every time: files
+    and base tables yes; views and queries (a join may reorder) are not trusted."""
+    if src.startswith("'"):
+        return True
+    if src.startswith("("):
+        return False
+    name = src.rsplit(".", 1)[-1]
+    name = name[1:-1].replace('""', '"') if name.startswith('"') else name
+    views = cur.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = ?",
+                        [name]).fetchall()[0][0]
+    return views == 0
+
+
+def read_all(cur, spec: ClusterSpec, p: Plan, stats: ReadStats
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Every row with an embedding, in memory and sorted by id: (ids, X).
+
+    Reads in scan order (no sort in DuckDB, which would hold every row twice) and
+    reorders here only when the ids are not already in order; ``stats`` counts
+    rows and hashes the sorted result."""
+    import pyarrow.compute as pc
+
+    id_parts, mats = [], []
+    for b in batches(cur, spec, p, stats, ordered=False, hash_rows=False):
+        id_parts.append(b.id_arrow)
+        mats.append(b.X)
+    check_dims({m.shape[1] for m in mats if len(m)}, spec)
+    if not mats or sum(len(m) for m in mats) == 0:
+        return np.zeros(0, dtype=object), np.zeros((0, 0), dtype=np.float32)
+    id_arr = pa.chunked_array(id_parts).combine_chunks()
+    X = np.concatenate(mats) if len(mats) > 1 else mats[0]
+    del mats
+    if len(id_arr) > 1 and not pc.all(pc.less(id_arr[:-1], id_arr[1:])).as_py():
+        order = pc.sort_indices(id_arr).to_numpy()
+        id_arr = id_arr.take(order)
+        X = X[order]
+    ids = np.asarray(id_arr.to_numpy(zero_copy_only=False), dtype=object)
+    stats.update(ids, X)
+    return ids, X
 
 
 def batches(cur, spec: ClusterSpec, p: Plan, stats: ReadStats,
-            batch_rows: int | None = None) -> Iterator[Batch]:
-    """Yield validated, normalized batches of the whole source in id order
-    (``batch_rows`` rows each, default :data:`BATCH_ROWS`)."""
+            batch_rows: int | None = None, ordered: bool | None = None,
+            hash_rows: bool = True) -> Iterator[Batch]:
+    """Yield validated, normalized batches of the whole source (``batch_rows`` rows
+    each, default :data:`BATCH_ROWS`), in a stable order: scan order, or by id when
+    ``ordered`` (default: the plan's choice for the source)."""
     emb = ", ".join(quote_ident(c) for c in spec.embedding)
     qid = quote_ident(p.id_col)
-    reader = cur.sql(f"SELECT CAST({qid} AS VARCHAR) AS __dc_id, {emb} FROM {p.src} "
-                     f"ORDER BY {qid}").to_arrow_reader(batch_rows or BATCH_ROWS)
+    order = f" ORDER BY {qid}" if (p.ordered if ordered is None else ordered) else ""
+    reader = cur.sql(f"SELECT CAST({qid} AS VARCHAR) AS __dc_id, {emb} FROM {p.src}"
+                     f"{order}").to_arrow_reader(batch_rows or BATCH_ROWS)
     try:
         for rb in reader:
             if rb.num_rows == 0:
                 continue
-            yield _batch(rb, spec, p, stats)
+            b = _batch(rb, spec, p, stats)
+            if hash_rows:
+                stats.update(b.ids, b.X)
+            yield b
     finally:  # an unfinished result would block the cursor (DuckDB 2.0)
         reader.close()
 
 
 def _batch(rb, spec: ClusterSpec, p: Plan, stats: ReadStats) -> Batch:
     id_arr = rb.column(0)
-    if id_arr.null_count:
+    if id_arr.null_count:  # the plan checked; a concurrent writer may have added one
         raise DataError(f"The id column {p.id_col!r} has NULL values; ids must be unique and "
                         "not NULL.")
-    ids = np.asarray(id_arr.to_pylist(), dtype=object)
-    _check_unique(ids, p.id_col, stats.last_id)
-    stats.last_id = ids[-1]
+    ids = np.asarray(id_arr.to_numpy(zero_copy_only=False), dtype=object)
     valid = np.ones(len(ids), dtype=bool)
     dense = []
     for j, c in enumerate(spec.embedding):
         v = to_dense(rb.column(j + 1), ids, c, spec.pooling, dim=p.sparse_dims.get(c))
         dense.append((v, c))
         valid &= v.valid
-    parts = []
-    for v, c in dense:  # rows with an embedding in every column
-        X = v.X[valid[v.valid]]
-        check_nonzero(X, ids[valid], c)
-        parts.append(normalize_rows(X))
-    X = parts[0] if len(parts) == 1 else normalize_rows(np.concatenate(parts, axis=1))
-    kept = ids[valid]
+    X = combine_columns(dense, valid, ids)
+    all_valid = bool(valid.all())
+    kept = ids if all_valid else ids[valid]
     start = stats.n_rows
     stats.n_rows += len(ids)
     stats.n_null += int((~valid).sum())
-    stats.hash.update("\x1f".join(kept.tolist()).encode() + b"\x1e")
-    stats.hash.update(np.ascontiguousarray(X).tobytes())
-    return Batch(ids=kept, X=X, start=start, valid=valid)
-
-
-def _check_unique(ids: np.ndarray, id_col: str, previous: str | None) -> None:
-    s = ids.astype(str)
-    dup = np.flatnonzero(s[1:] == s[:-1])  # rows come sorted by id: duplicates are adjacent
-    if dup.size or (previous is not None and len(s) and s[0] == previous):
-        bad = str(s[dup[0]]) if dup.size else str(previous)
-        raise DataError(f"The id column {id_col!r} is not unique: {bad!r} appears more "
-                        "than once. Name a unique column with id := '<column>'.")
+    return Batch(ids=kept, id_arrow=id_arr if all_valid else id_arr.filter(pa.array(valid)),
+                 X=X, start=start, valid=valid)
 
 
 def check_dims(dims: set[int], spec: ClusterSpec) -> None:

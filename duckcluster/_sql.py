@@ -26,12 +26,12 @@ import pyarrow.compute as pc
 
 from . import _catalog as catalog
 from . import _execute
-from ._assign import assign_raw, normalize_rows
+from ._assign import assign_raw
 from ._errors import DataError, SpecError
 from ._fit import fit
 from ._source import quote_ident, source_sql_unchecked
 from ._spec import ClusterSpec, check_rows
-from ._vectors import check_nonzero, to_dense
+from ._vectors import combine_columns, to_dense
 
 _ASSIGN_CACHE_SECONDS = 1.0
 _ACTIVE_PIDS = {os.getpid()}
@@ -173,15 +173,10 @@ def _fit_one(rows: pa.Array, ids_arr: pa.Array, spec_d: dict) -> dict:
         v = to_dense(col, ids, c)
         valid &= v.valid
         parts.append((v, c))
-    mats = []
-    for v, c in parts:
-        X = v.X[valid[v.valid]]
-        check_nonzero(X, ids[valid], c)
-        mats.append(normalize_rows(X))
     if not valid.any():
         raise DataError("cluster_embeddings: the source is empty or every embedding is NULL; "
                         "there is nothing to cluster.")
-    X = mats[0] if len(mats) == 1 else normalize_rows(np.concatenate(mats, axis=1))
+    X = combine_columns(parts, valid, ids)
     check_rows(spec, X.shape[0])
     r = fit(X, spec, progress=lambda s: _report(f"cluster_embeddings: {s}"), with_coords=False)
     labels = np.full(n, None, dtype=object)

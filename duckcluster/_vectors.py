@@ -94,12 +94,45 @@ def _dense(arr: pa.Array, ids: Sequence[str], column: str) -> np.ndarray:
 
 
 def check_finite(X: np.ndarray, ids: Sequence[str], column: str) -> None:
-    finite = np.isfinite(X).all(axis=1)
+    if X.size and np.isfinite(X.sum(axis=1)).all():  # one pass, no (n, d) temporary
+        return
+    finite = np.isfinite(X).all(axis=1)  # a NaN/Inf, or finite values whose sum overflowed
     if not finite.all():
         i = int(np.flatnonzero(~finite)[0])
         raise DataError(f"Column {column!r} has NaN or Inf in the embedding of row id "
                         f"{ids[i]!r}; clean or filter those rows (e.g. WHERE NOT "
                         f"list_any(list_transform(col, lambda x: isnan(x) OR isinf(x)))).")
+
+
+def unit_rows(X: np.ndarray, ids: Sequence[str], column: str) -> np.ndarray:
+    """``X`` (finite, float32) with unit L2 rows, refusing zero vectors
+    (:func:`check_nonzero`'s error) — the norms computed once serve both."""
+    X = np.asarray(X, dtype=np.float32)
+    norms = np.sqrt(np.einsum("ij,ij->i", X, X))
+    odd = ~np.isfinite(norms) | (norms == 0)  # zero, or squares under/overflowing float32
+    if odd.any():
+        rows = np.flatnonzero(odd)
+        check_nonzero(X[rows], [ids[i] for i in rows], column)
+        norms = norms.astype(np.float64)
+        norms[rows] = np.linalg.norm(X[rows].astype(np.float64), axis=1)
+        return (X / norms[:, None]).astype(np.float32)
+    return X / norms[:, None]
+
+
+def combine_columns(dense: list, valid: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """One unit-norm float32 matrix of the rows that have an embedding in every
+    column: ``dense`` is ``[(to_dense result, column name), ...]`` and ``valid``
+    those rows (n,). Each column is normalized (zero vectors refused), then several
+    are concatenated and normalized again."""
+    every = bool(valid.all())
+    kept_ids = ids if every else ids[valid]
+    parts = []
+    for v, c in dense:
+        sel = valid[v.valid]
+        parts.append(unit_rows(v.X if sel.all() else v.X[sel], kept_ids, c))
+    if len(parts) == 1:
+        return parts[0]
+    return unit_rows(np.concatenate(parts, axis=1), kept_ids, "+".join(c for _, c in dense))
 
 
 def check_nonzero(X: np.ndarray, ids: Sequence[str], column: str) -> None:

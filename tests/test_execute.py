@@ -138,6 +138,45 @@ def test_reproducible_runs(con, docs):
     assert h1 == h2 and h1[-1] == 400
 
 
+def test_result_does_not_depend_on_physical_row_order(con, docs):
+    """In-memory runs read in scan order and sort by id afterwards: a copy of the
+    table stored in another order gives the same members, metrics and input hash."""
+    con.sql("CREATE TABLE shuffled AS SELECT * FROM docs ORDER BY hash(doc_id)").fetchall()
+    assert q(con, "SELECT list(doc_id) FROM (SELECT doc_id FROM shuffled LIMIT 5)") != \
+        q(con, "SELECT list(doc_id) FROM (SELECT doc_id FROM docs LIMIT 5)")
+    runs = {}
+    for name, table in (("a", "docs"), ("b", "shuffled")):
+        q(con, f"SELECT cluster_create('{name}', source := '{table}', embedding := 'embedding', "
+               "id := 'doc_id', algorithm := 'kmeans', params := {'n_clusters': 5})")
+        runs[name] = q(con, f"SELECT cluster_execute('{name}')")[0][0]
+    members = {n: q(con, f"SELECT id, cluster_id, cosine_similarity_to_centroid, x, y "
+                         f"FROM cluster_members('{n}') ORDER BY id") for n in runs}
+    assert members["a"] == members["b"]
+    cols = "input_hash, silhouette_score, davies_bouldin, calinski_harabasz"
+    assert q(con, f"SELECT {cols} FROM cluster_runs('a')") == \
+        q(con, f"SELECT {cols} FROM cluster_runs('b')")
+
+
+def test_streamed_run_over_a_view_reads_in_id_order(con, docs):
+    """A view may return rows in any order (joins): sampled runs over one read it by
+    id, so two runs agree; over a table they use its stable scan order."""
+    con.sql("CREATE VIEW v AS SELECT d.doc_id, d.embedding FROM docs d "
+            "JOIN (SELECT doc_id FROM docs) k USING (doc_id)").fetchall()
+    q(con, "SELECT cluster_create('s', source := 'v', embedding := 'embedding', id := 'doc_id', "
+           "algorithm := 'kmeans', params := {'n_clusters': 5}, sample_size := 200)")
+    r1, r2 = (q(con, "SELECT cluster_execute('s')")[0][0] for _ in range(2))
+    m1, m2 = (q(con, f"SELECT id, cluster_id, x FROM cluster_members('s', run_id := '{r}') "
+                     "ORDER BY id") for r in (r1, r2))
+    assert m1 == m2 and len(m1) == 500
+    from duckcluster import _reader, _spec
+
+    spec = _spec.ClusterSpec.from_dict({"name": "s", "source": "v", "embedding": "embedding",
+                                        "id": "doc_id", "algorithm": "kmeans",
+                                        "params": {"n_clusters": 5}})
+    assert _reader.plan(con, spec).ordered
+    assert not _reader.plan(con, spec.replace(source="docs")).ordered
+
+
 def test_every_algorithm_recovers_blobs(con):
     """ARI per algorithm on 5 well-separated blobs through the full SQL path."""
     X, y = blobs(n_per=60, k=5, d=16, spread=0.04, seed=3)
