@@ -35,7 +35,12 @@ class SourceData:
     X: np.ndarray  # (n, d) float32, L2-normalized (concatenated columns)
     n_rows: int  # all source rows
     n_null: int  # rows skipped for a NULL embedding
-    input_hash: str
+    stats: reader.ReadStats = field(repr=False)
+
+    @property
+    def input_hash(self) -> str:
+        """SHA-256 of the ids and vectors read (waits for the hashing thread)."""
+        return self.stats.hexdigest()
 
 
 def create(cur, args: Mapping[str, Any], replace: bool = False) -> ClusterSpec:
@@ -64,8 +69,7 @@ def read_source(cur, spec: ClusterSpec, p: reader.Plan | None = None) -> SourceD
     if X.shape[0] == 0:
         raise DataError(f"Every row of {spec.source!r} has a NULL embedding in "
                         f"{', '.join(spec.embedding)}; there is nothing to cluster.")
-    return SourceData(ids=ids, X=X, n_rows=stats.n_rows,
-                      n_null=stats.n_null, input_hash=stats.hash.hexdigest())
+    return SourceData(ids=ids, X=X, n_rows=stats.n_rows, n_null=stats.n_null, stats=stats)
 
 
 def execute(cur, name: str, settings: catalog.Settings, mode: str = "full",
@@ -392,7 +396,7 @@ def _sampled_run(cur, run_id, spec, p, stage):
                          projection=projection, keep=(s_pos, s_labels))
     ids, labels, sims, coords = out.arrays()
     rows = np.concatenate(out.sample_rows) if out.sample_rows else np.zeros(0, np.int64)
-    if stats2.hash.hexdigest() != stats1.hash.hexdigest() or len(rows) != len(s_pos):
+    if stats2.hexdigest() != stats1.hexdigest() or len(rows) != len(s_pos):
         raise DataError(f"Source {spec.source!r} changed while the run read it twice; "
                         "run it again when writers are done.")
     stage("quality metrics")
@@ -429,7 +433,7 @@ def _summary(ids: np.ndarray, C: np.ndarray, stats: reader.ReadStats) -> SourceD
     (X is an empty matrix of the right width)."""
     width = C.shape[1] if C.ndim == 2 else 0
     return SourceData(ids=ids, X=np.zeros((0, width), dtype=np.float32), n_rows=stats.n_rows,
-                      n_null=stats.n_null, input_hash=stats.hash.hexdigest())
+                      n_null=stats.n_null, stats=stats)
 
 
 def _tables(run_id, spec, ids, labels, sims, coords, cluster_ids, C, centroid_column=None):

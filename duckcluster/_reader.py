@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -53,15 +53,46 @@ class Batch:
     valid: np.ndarray  # (rows in batch,) bool: which rows had an embedding
 
 
-@dataclass
 class ReadStats:
-    n_rows: int = 0
-    n_null: int = 0
-    hash: "hashlib._Hash" = field(default_factory=hashlib.sha256)
+    """Rows read, NULL embeddings skipped, and the SHA-256 of what was read.
+
+    Hashing (~0.3 s per 100k x 384 rows) runs on a helper thread — hashlib releases
+    the GIL — overlapping the read and the fit; at most one batch waits for it, so
+    memory stays bounded. :meth:`hexdigest` waits for the last batch.
+    """
+
+    def __init__(self) -> None:
+        self.n_rows = 0
+        self.n_null = 0
+        self.hash = hashlib.sha256()
+        self._pool = None
+        self._pending = None
 
     def update(self, ids: np.ndarray, X: np.ndarray) -> None:
-        self.hash.update("\x1f".join(ids.tolist()).encode() + b"\x1e")
-        self.hash.update(np.ascontiguousarray(X).tobytes())
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="duckcluster-hash")
+        head = "\x1f".join(ids.tolist()).encode() + b"\x1e"
+        body = np.ascontiguousarray(X)
+        self._wait()
+        self._pending = self._pool.submit(self._digest, head, body)
+
+    def _digest(self, head: bytes, body: np.ndarray) -> None:
+        self.hash.update(head)
+        self.hash.update(body.reshape(-1).view(np.uint8))
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            self._pending.result()
+            self._pending = None
+
+    def hexdigest(self) -> str:
+        self._wait()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+        return self.hash.hexdigest()
 
 
 def plan(cur, spec: ClusterSpec) -> Plan:
