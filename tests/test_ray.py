@@ -303,3 +303,23 @@ def test_drift_windows_ray_matches_local(db, ray_runtime):
     assert local == ray and len(local) == 8
     flags = [r[8] for r in local if r[4] == "mmd"]
     assert flags == [None, False, False, True]
+
+
+def test_python_api_matches_sql(db):
+    """duckcluster.scaleout: the same rows as the SQL functions."""
+    import doctest
+
+    from duckcluster import scaleout
+
+    con, root = db
+    r = scaleout.assign_parquet(con, "km", str(root / "data"), str(root / "py_out"), id="doc_id",
+                                batch_rows=100)
+    con.sql(assign_sql(root, "sql_out", "local")).fetchall()
+    assert outputs(con, root / "py_out") == outputs(con, root / "sql_out")
+    assert (r.n_files, r.n_rows, r.backend) == (3, 900, "local")
+    rows = scaleout.sweep(con, "km", {"n_clusters": [2, 3]})
+    sql = con.sql("SELECT * FROM cluster_sweep('km', {'n_clusters': [2, 3]})")
+    as_dicts = [dict(zip(sql.columns, t)) for t in sql.fetchall()]
+    drop = lambda d: {k: v for k, v in d.items() if k not in ("seconds", "reasons")}  # noqa: E731
+    assert [drop(d) for d in rows] == [drop(d) for d in as_dicts]
+    assert doctest.testmod(scaleout, optionflags=doctest.ELLIPSIS).failed == 0
