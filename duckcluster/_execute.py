@@ -131,7 +131,7 @@ def execute(cur, name: str, settings: catalog.Settings, mode: str = "full",
             "_name": spec.name, "n_rows": data.n_rows, "n_null": data.n_null,
             "n_members": len(data.ids), "n_fit": n_fit, "n_clusters": n_clusters,
             "dim": int(data.X.shape[1]), "input_hash": data.input_hash, "base_run_id": base_run,
-            "timings": json.dumps(timings),
+            "timings": json.dumps(timings), "progress": "done",  # with the status, atomically
             "quality": json.dumps(q, sort_keys=True, default=_json_default),
             **{k: q.get(k) for k in ("silhouette_score", "mean_cosine_to_centroid", "noise_ratio",
                                      "cluster_size_entropy", "davies_bouldin",

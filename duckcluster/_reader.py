@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -51,6 +52,7 @@ class Batch:
     X: np.ndarray  # (m, d) float32 normalized
     start: int  # position of the batch's first row among all source rows
     valid: np.ndarray  # (rows in batch,) bool: which rows had an embedding
+    key: pa.Array | None = None  # the ids in their own type (batches(with_key=True))
 
 
 class ReadStats:
@@ -65,33 +67,32 @@ class ReadStats:
         self.n_rows = 0
         self.n_null = 0
         self.hash = hashlib.sha256()
-        self._pool = None
-        self._pending = None
+        self._pending: threading.Thread | None = None
 
     def update(self, ids: np.ndarray, X: np.ndarray) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="duckcluster-hash")
         head = "\x1f".join(ids.tolist()).encode() + b"\x1e"
-        body = np.ascontiguousarray(X)
+        body = np.ascontiguousarray(X).reshape(-1).view(np.uint8)
         self._wait()
-        self._pending = self._pool.submit(self._digest, head, body)
+        t = threading.Thread(target=self._digest, args=(head, body),
+                             name="duckcluster-hash", daemon=True)
+        try:
+            t.start()
+        except RuntimeError:  # no new threads while the interpreter shuts down
+            self._digest(head, body)
+            return
+        self._pending = t
 
     def _digest(self, head: bytes, body: np.ndarray) -> None:
         self.hash.update(head)
-        self.hash.update(body.reshape(-1).view(np.uint8))
+        self.hash.update(body)
 
     def _wait(self) -> None:
         if self._pending is not None:
-            self._pending.result()
+            self._pending.join()
             self._pending = None
 
     def hexdigest(self) -> str:
         self._wait()
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
         return self.hash.hexdigest()
 
 
@@ -159,13 +160,14 @@ def read_all(cur, spec: ClusterSpec, p: Plan, stats: ReadStats
     """Every row with an embedding, in memory and sorted by id: (ids, X).
 
     Reads in scan order (no sort in DuckDB, which would hold every row twice) and
-    reorders here only when the ids are not already in order; ``stats`` counts
-    rows and hashes the sorted result."""
+    reorders here (by the id in its own type) only when the rows are not already in
+    order; ``stats`` counts rows and hashes the sorted result."""
     import pyarrow.compute as pc
 
-    id_parts, mats = [], []
-    for b in batches(cur, spec, p, stats, ordered=False, hash_rows=False):
+    id_parts, key_parts, mats = [], [], []
+    for b in batches(cur, spec, p, stats, ordered=False, hash_rows=False, with_key=True):
         id_parts.append(b.id_arrow)
+        key_parts.append(b.key)
         mats.append(b.X)
     check_dims({m.shape[1] for m in mats if len(m)}, spec)
     if not mats or sum(len(m) for m in mats) == 0:
@@ -173,8 +175,9 @@ def read_all(cur, spec: ClusterSpec, p: Plan, stats: ReadStats
     id_arr = pa.chunked_array(id_parts).combine_chunks()
     X = np.concatenate(mats) if len(mats) > 1 else mats[0]
     del mats
-    if len(id_arr) > 1 and not pc.all(pc.less(id_arr[:-1], id_arr[1:])).as_py():
-        order = pc.sort_indices(id_arr).to_numpy()
+    key = pa.chunked_array(key_parts).combine_chunks()  # the id in its own type
+    if len(key) > 1 and not pc.all(pc.less(key[:-1], key[1:])).as_py():
+        order = pc.sort_indices(key).to_numpy()
         id_arr = id_arr.take(order)
         X = X[order]
     ids = np.asarray(id_arr.to_numpy(zero_copy_only=False), dtype=object)
@@ -184,20 +187,24 @@ def read_all(cur, spec: ClusterSpec, p: Plan, stats: ReadStats
 
 def batches(cur, spec: ClusterSpec, p: Plan, stats: ReadStats,
             batch_rows: int | None = None, ordered: bool | None = None,
-            hash_rows: bool = True) -> Iterator[Batch]:
+            hash_rows: bool = True, with_key: bool = False) -> Iterator[Batch]:
     """Yield validated, normalized batches of the whole source (``batch_rows`` rows
     each, default :data:`BATCH_ROWS`), in a stable order: scan order, or by id when
     ``ordered`` (default: the plan's choice for the source)."""
     emb = ", ".join(quote_ident(c) for c in spec.embedding)
     qid = quote_ident(p.id_col)
     order = f" ORDER BY {qid}" if (p.ordered if ordered is None else ordered) else ""
-    reader = cur.sql(f"SELECT CAST({qid} AS VARCHAR) AS __dc_id, {emb} FROM {p.src}"
+    key = f", {qid} AS __dc_key" if with_key else ""
+    reader = cur.sql(f"SELECT CAST({qid} AS VARCHAR) AS __dc_id, {emb}{key} FROM {p.src}"
                      f"{order}").to_arrow_reader(batch_rows or BATCH_ROWS)
     try:
         for rb in reader:
             if rb.num_rows == 0:
                 continue
             b = _batch(rb, spec, p, stats)
+            if with_key:
+                k = rb.column(rb.num_columns - 1)
+                b.key = k if b.valid.all() else k.filter(pa.array(b.valid))
             if hash_rows:
                 stats.update(b.ids, b.X)
             yield b

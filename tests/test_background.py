@@ -72,6 +72,10 @@ def test_submit_returns_at_once_and_progress_is_persisted(con):
     assert s["status"] == "succeeded" and s["progress"] == "done" and s["error"] is None
     assert s["n_clusters"] == 3 and s["n_members"] == 60
     assert s["submitted_at"] <= s["started_at"] <= s["finished_at"]
+    # the status turns 'succeeded' when the run commits; the worker then delivers
+    # notifications and closes its cursor: cluster_wait is what waits for all of it
+    # (closing the connection before that raced with the worker: a flaky teardown)
+    assert con.sql(f"SELECT cluster_wait('{run_id}')").fetchall() == [("succeeded",)]
     runs = con.sql("SELECT run_id, status, mode FROM cluster_runs('topics')").fetchall()
     assert runs == [(run_id, "succeeded", "full")]
     assert con.sql("SELECT count(*) FROM cluster_members('topics')").fetchall() == [(60,)]
