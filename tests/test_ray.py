@@ -10,15 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import glob
 import json
-import os
 import sys
 
 import duckdb
 import numpy as np
 import pytest
+from conftest import blobs, load_table
 
 import duckcluster
-from conftest import blobs, load_table
 from duckcluster import _backend, _execute, _hierarchy, _partitioned
 
 
@@ -192,8 +191,34 @@ def test_overwrite_replaces_a_previous_output(db):
 
 # -- errors without Ray --------------------------------------------------------------------
 
+DOCUMENTED = [
+    "Unknown backend 'rya'. Did you mean 'ray'? Valid values: 'local', 'ray'.",
+    ("backend := 'ray' needs Ray, which is not installed. Install it with pip install "
+     "'duckcluster[ray]' (or use backend := 'local')."),
+    "Unknown field 'lable' for cluster_assign_parquet. Did you mean 'label'?",
+    "No Parquet files match 'nowhere/*.parquet'.",
+    "exists and is not empty. Pass overwrite := true to replace it, or pick a new folder.",
+    ("holds files that are not Parquet (notes.txt); overwrite only replaces a folder of Parquet "
+     "files."),
+    "contains source files; pick a folder outside the source dataset.",
+    ("write the column as a list instead: COPY (SELECT * REPLACE (CAST(embedding AS FLOAT[]) AS "
+     "embedding) FROM ...) TO '...parquet'."),
+    ("grid point 1 {\"n_cluster\": 4}: Unknown parameter 'n_cluster' for kmeans. Did you mean "
+     "'n_clusters'?"),
+]
+
+
+def test_errors_are_documented():
+    """docs/errors.md lists the scale-out messages this file checks."""
+    import pathlib
+
+    doc = (pathlib.Path(__file__).parent.parent / "docs" / "errors.md").read_text("utf-8")
+    for message in DOCUMENTED:
+        assert message in doc, message
+
+
 def test_ray_missing_says_how_to_install(db, monkeypatch):
-    con, root = db
+    con, _ = db
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(duckcluster.MissingDependencyError, match=r"pip install 'duckcluster\[ray\]'"):
         _backend.get_executor("ray")
@@ -320,6 +345,6 @@ def test_python_api_matches_sql(db):
     rows = scaleout.sweep(con, "km", {"n_clusters": [2, 3]})
     sql = con.sql("SELECT * FROM cluster_sweep('km', {'n_clusters': [2, 3]})")
     as_dicts = [dict(zip(sql.columns, t)) for t in sql.fetchall()]
-    drop = lambda d: {k: v for k, v in d.items() if k not in ("seconds", "reasons")}  # noqa: E731
+    drop = lambda d: {k: v for k, v in d.items() if k not in ("seconds", "reasons")}
     assert [drop(d) for d in rows] == [drop(d) for d in as_dicts]
     assert doctest.testmod(scaleout, optionflags=doctest.ELLIPSIS).failed == 0
