@@ -252,8 +252,9 @@ def _assign_batch(state: _State, emb: pa.ChunkedArray, name: pa.ChunkedArray,
     """One vector of rows (about 2048): nearest stored centroid by cosine."""
     emb, name, threshold = _one_chunk(emb), _one_chunk(name), _one_chunk(threshold)
     n = len(emb)
-    thr = np.asarray(pc.fill_null(threshold, -2.0).to_numpy(zero_copy_only=False),
-                     dtype=np.float32) if n else np.zeros(0, dtype=np.float32)
+    if threshold.null_count:  # NULL threshold: keep every assignment
+        threshold = pc.fill_null(threshold, -2.0)
+    thr = np.asarray(threshold.to_numpy(zero_copy_only=False), dtype=np.float32)
     out_ids = np.full(n, -1, dtype=np.int32)
     out_sim = np.full(n, np.nan, dtype=np.float32)
     null_mask = np.asarray(emb.is_null().to_numpy(zero_copy_only=False), dtype=bool) \

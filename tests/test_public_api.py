@@ -34,3 +34,19 @@ def test_unregister_then_install_again():
         assert con.sql("SELECT count(*) FROM cluster_list()").fetchall() == [(0,)]
     finally:
         con.close()
+
+
+def test_connect_imports_no_heavy_library():
+    """Every `duckcluster sql` call and dbt run is a fresh process: opening a
+    connection must not import what only a fit, a drift test or a report needs
+    (scipy.stats alone took ~3 s of every connect())."""
+    import subprocess
+    import sys
+
+    code = ("import sys, duckcluster; duckcluster.connect(':memory:').close(); "
+            "print(' '.join(m for m in ('scipy.stats', 'sklearn', 'umap', 'hdbscan', "
+            "'numba', 'pynndescent', 'ray', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"imported at connect(): {out.stdout.strip()}"
