@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 
 import numpy as np
 import pyarrow as pa
 
 import duckcluster
+from bench._common import scratch_dir
 from duckcluster._assign import normalize_rows
 from duckcluster.drift import DRIFT_METHODS, run_method
 
@@ -80,7 +80,7 @@ def handwritten_mmd(B: np.ndarray, C: np.ndarray, n_samples: int = 1000, n_perm:
 
 
 def speed(rows: int, d: int) -> None:
-    tmp = tempfile.mkdtemp(prefix="dc-bench-")
+    tmp = scratch_dir()  # removed at exit: the file is hundreds of MB
     path = os.path.join(tmp, "bench.duckdb")
     t = time.perf_counter()
     B, C = build(path, rows, d)
