@@ -27,7 +27,7 @@ def test_validate_steps_fills_defaults_in_order():
     assert steps == (
         ("whitening", {"regularization": 1e-5}),
         ("umap", {"n_components": 10, "n_neighbors": 30, "min_dist": 0.0, "metric": "cosine",
-                  "n_epochs": 200}),
+                  "n_epochs": None}),
     )
     assert validate_steps(None) == ()
     assert validate_steps([]) == ()
