@@ -204,7 +204,7 @@ def batches(cur, spec: ClusterSpec, p: Plan, stats: ReadStats,
             b = _batch(rb, spec, p, stats)
             if with_key:
                 k = rb.column(rb.num_columns - 1)
-                b.key = k if b.valid.all() else k.filter(pa.array(b.valid))
+                b.key = _own(k if b.valid.all() else k.filter(pa.array(b.valid)))
             if hash_rows:
                 stats.update(b.ids, b.X)
             yield b
@@ -230,8 +230,15 @@ def _batch(rb, spec: ClusterSpec, p: Plan, stats: ReadStats) -> Batch:
     start = stats.n_rows
     stats.n_rows += len(ids)
     stats.n_null += int((~valid).sum())
-    return Batch(ids=kept, id_arrow=id_arr if all_valid else id_arr.filter(pa.array(valid)),
-                 X=X, start=start, valid=valid)
+    return Batch(ids=kept, X=X, start=start, valid=valid,
+                 id_arrow=_own(id_arr if all_valid else id_arr.filter(pa.array(valid))))
+
+
+def _own(arr: pa.Array) -> pa.Array:
+    """A copy in pyarrow's memory. A column DuckDB exported keeps its whole batch
+    alive (the embeddings too): holding the id columns of a 3M-row stream held every
+    vector (5.9 GB peak instead of under 2 GB)."""
+    return pa.concat_arrays([arr])
 
 
 def check_dims(dims: set[int], spec: ClusterSpec) -> None:
