@@ -331,13 +331,13 @@ CREATE OR REPLACE TEMP MACRO cluster_create(name, source := NULL, embedding := N
     algorithm := 'hdbscan', params := NULL, preprocessing := NULL, id := NULL,
     sample_size := NULL, hierarchical := NULL, max_hierarchy_depth := NULL, dimensions := NULL,
     seed := NULL, assignment_threshold := NULL, pooling := NULL, labeling := NULL,
-    "replace" := false) AS
+    backend := NULL, "replace" := false) AS
     _dc_create(json_object('name', name, 'source', source, 'embedding', embedding,
         'algorithm', algorithm, 'params', params, 'preprocessing', preprocessing, 'id', id,
         'sample_size', sample_size, 'hierarchical', hierarchical,
         'max_hierarchy_depth', max_hierarchy_depth, 'dimensions', dimensions, 'seed', seed,
         'assignment_threshold', assignment_threshold, 'pooling', pooling,
-        'labeling', labeling)::VARCHAR, "replace");
+        'labeling', labeling, 'backend', backend)::VARCHAR, "replace");
 
 CREATE OR REPLACE TEMP MACRO cluster_execute(name, mode := 'full', assignment_threshold := NULL) AS
     _dc_execute(name, mode, CAST(assignment_threshold AS DOUBLE));

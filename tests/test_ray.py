@@ -18,7 +18,7 @@ import pytest
 from conftest import blobs, load_table
 
 import duckcluster
-from duckcluster import _backend, _execute, _hierarchy, _partitioned
+from duckcluster import _backend, _hierarchy, _partitioned
 
 
 @pytest.fixture(scope="module")
@@ -273,11 +273,10 @@ def test_cluster_execute_with_backend_ray(db, ray_runtime):
     X, _ = _nested_blobs()
     load_table(con, "nested", X)
     for name, backend in (("h_local", "local"), ("h_ray", "ray")):
-        with con.cursor() as cur:
-            _execute.create(cur, {"name": name, "source": "nested", "embedding": "embedding",
-                                  "id": "doc_id", "algorithm": "kmeans",
-                                  "params": {"n_clusters": 3}, "hierarchical": True,
-                                  "max_hierarchy_depth": 2, "backend": backend})
+        con.sql(f"SELECT cluster_create('{name}', source := 'nested', embedding := "
+                "'embedding', id := 'doc_id', algorithm := 'kmeans', "
+                "params := {'n_clusters': 3}, hierarchical := true, max_hierarchy_depth := 2, "
+                f"backend := '{backend}')").fetchall()
         con.sql(f"SELECT cluster_execute('{name}')").fetchall()
     q = ("SELECT id, cluster_id, node_id, parent_cluster_id, hierarchy_level, "
          "cosine_similarity_to_centroid FROM cluster_members('{}') ORDER BY id")
