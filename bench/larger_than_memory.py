@@ -14,7 +14,8 @@ Steps, each in its own fresh process (peak RSS = ``ru_maxrss`` of that process):
    and numpy (the centroids given), for time and RSS.
 
 The DuckDB connection gets ``SET memory_limit = '1GB'`` (what a user with a
-memory budget sets; DuckDB spills its sort of the source by id to disk).
+memory budget sets). Parquet files are read in their scan order, batch by batch,
+so no step holds the dataset.
 """
 
 from __future__ import annotations
