@@ -185,3 +185,44 @@ def test_reduce_coordinates_fits_on_a_sample_of_big_inputs(monkeypatch):
     monkeypatch.setattr(reduce_mod, "FIT_SAMPLE", 10_000)
     Z = reduce_coordinates(full, 2, seed=3)
     assert abs(np.corrcoef(Y[:, 0], Z[:, 0])[0, 1]) > 0.99
+
+
+def test_umap_large_path_is_reproducible_and_thread_independent(monkeypatch):
+    """Above the thresholds: IVF kNN, PCA init, parallel snapshot layout."""
+    import numba
+
+    import duckcluster._preprocess as pre
+
+    monkeypatch.setattr(pre, "EXACT_KNN_MAX_ROWS", 100)
+    monkeypatch.setattr(pre, "SPECTRAL_INIT_MAX_ROWS", 100)
+    monkeypatch.setattr(pre, "PARALLEL_LAYOUT_MIN_ROWS", 100)
+    rng = np.random.default_rng(12)
+    centres = rng.normal(size=(4, 64))
+    y = np.repeat(np.arange(4), 100)
+    X = (centres[y] + 0.05 * rng.normal(size=(400, 64))).astype(np.float32)
+    steps = validate_steps([{"method": "umap", "n_components": 3, "n_neighbors": 10}])
+    A = run_preprocessing(X, steps, seed=5)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        B = run_preprocessing(X, steps, seed=5)
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(A, B)
+    D = np.linalg.norm(A[:, None] - A[None], axis=2) + np.eye(400) * 1e9
+    assert (y[D.argmin(axis=1)] == y).all()
+
+
+def test_ivf_knn_finds_the_exact_neighbours_of_clustered_rows():
+    from duckcluster._preprocess import _exact_knn, _ivf_knn
+
+    rng = np.random.default_rng(13)
+    centres = rng.normal(size=(20, 16))
+    X = (centres[rng.integers(0, 20, 2000)] + 0.1 * rng.normal(size=(2000, 16))).astype(np.float32)
+    for metric in ("cosine", "euclidean"):
+        ei, ed = _exact_knn(X, 15, metric)
+        ii, idist = _ivf_knn(X, 15, metric, seed=0)
+        assert (ii[:, 0] == np.arange(2000)).all() and (ei[:, 0] == np.arange(2000)).all()
+        recall = np.mean([len(set(a) & set(b)) / 15 for a, b in zip(ii, ei)])
+        assert recall > 0.95
+        np.testing.assert_array_equal(ii, _ivf_knn(X, 15, metric, seed=0)[0])
