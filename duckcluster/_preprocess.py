@@ -9,10 +9,15 @@ Methods (defaults follow the seed's recommendations for clustering):
 - ``whitening``: soft ZCA, ``X_c @ U diag((s + regularization)^-1/2) U^T``; it
   decorrelates dimensions but stays in the original coordinates.
 - ``umap``: UMAP to ``n_components`` (50), ``n_neighbors`` 30, ``min_dist`` 0.0,
-  metric cosine, ``n_epochs`` 200; ``random_state`` = seed, so it is
-  deterministic (and single threaded). Up to :data:`EXACT_KNN_MAX_ROWS` rows
-  the kNN graph is exact and computed here (see there why); above, inputs
-  wider than :data:`UMAP_PCA_DIMS` are first reduced to that many with PCA.
+  metric cosine, ``n_epochs`` auto (:func:`auto_epochs`). umap-learn's method
+  (fuzzy simplicial set, spectral init, its layout objective) computed here
+  without importing umap-learn: kNN graph exact up to
+  :data:`EXACT_KNN_MAX_ROWS` rows, then IVF-style (:func:`_ivf_knn`) up to
+  :data:`IVF_KNN_MAX_ROWS`, then pynndescent; inputs wider than
+  :data:`UMAP_PCA_DIMS` are first reduced to that many with PCA above
+  :data:`EXACT_KNN_MAX_ROWS`. The layout (:mod:`._layout`) is seeded and the
+  same run after run, and runs on every core above
+  :data:`PARALLEL_LAYOUT_MIN_ROWS` rows.
 - ``pca``: PCA to ``n_components`` (50), optional whitening.
 - ``none``: returns the rows unchanged.
 
