@@ -165,16 +165,27 @@ def read_all(cur, spec: ClusterSpec, p: Plan, stats: ReadStats
     import pyarrow.compute as pc
 
     id_parts, key_parts, mats = [], [], []
+    # width known before reading: fill one matrix (no second copy to concatenate)
+    buf = np.empty((p.n_rows, p.dim), dtype=np.float32) if p.dim else None
+    filled = 0
     for b in batches(cur, spec, p, stats, ordered=False, hash_rows=False, with_key=True):
         id_parts.append(b.id_arrow)
         key_parts.append(b.key)
-        mats.append(b.X)
+        if buf is not None and b.X.shape[1] == p.dim and filled + len(b.X) <= len(buf):
+            buf[filled:filled + len(b.X)] = b.X
+            filled += len(b.X)
+        else:  # unexpected width (the error comes next) or more rows than counted
+            if buf is not None:
+                mats, buf = [buf[:filled]], None
+            mats.append(b.X)
+    if buf is not None:
+        mats = [buf[:filled]]
     check_dims({m.shape[1] for m in mats if len(m)}, spec)
     if not mats or sum(len(m) for m in mats) == 0:
         return np.zeros(0, dtype=object), np.zeros((0, 0), dtype=np.float32)
     id_arr = pa.chunked_array(id_parts).combine_chunks()
     X = np.concatenate(mats) if len(mats) > 1 else mats[0]
-    del mats
+    del mats, buf
     key = pa.chunked_array(key_parts).combine_chunks()  # the id in its own type
     if len(key) > 1 and not pc.all(pc.less(key[:-1], key[1:])).as_py():
         order = pc.sort_indices(key).to_numpy()
