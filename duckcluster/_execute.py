@@ -291,6 +291,8 @@ class _Streamed:
     sims: list = field(default_factory=list)
     coords: list = field(default_factory=list)
     sample_rows: list = field(default_factory=list)  # row numbers of kept (fitted) rows
+    probe_X: list = field(default_factory=list)  # vectors of the quality sample
+    probe_rows: list = field(default_factory=list)  # and their row numbers
     n: int = 0
 
     def add(self, ids, labels, sims, coords) -> None:
@@ -309,15 +311,17 @@ class _Streamed:
 
 
 def _stream_assign(cur, spec, p, C, cluster_ids, stats, stage, threshold=None, floors=None,
-                   projection=None, keep: tuple[np.ndarray, np.ndarray] | None = None
-                   ) -> _Streamed:
+                   projection=None, keep: tuple[np.ndarray, np.ndarray] | None = None,
+                   probe: np.ndarray | None = None) -> _Streamed:
     """Second pass: every row to its nearest centroid, batch by batch.
 
     ``threshold``: rows below it are -1 (assign mode). ``floors`` (k,): per-cluster
     minimum similarity of fitted members; rows below their cluster's floor are
     noise (density algorithms). ``keep``: (sorted source positions, labels) of rows
     the algorithm labelled itself (the fitted sample), which keep that label; their
-    row numbers in the output are collected in ``sample_rows``.
+    row numbers in the output are collected in ``sample_rows``. ``probe``: sorted
+    source positions whose vectors are kept (``probe_X``, ``probe_rows``) for the
+    geometric quality metrics.
     """
     out = _Streamed()
     dims = set()
@@ -337,6 +341,10 @@ def _stream_assign(cur, spec, p, C, cluster_ids, stats, stage, threshold=None, f
             hit = np.flatnonzero(keep[0][at] == pos)
             labels[hit] = keep[1][at[hit]]
             out.sample_rows.append(out.n + hit)
+        if probe is not None and len(probe):
+            hit = np.flatnonzero(np.isin(b.start + np.flatnonzero(b.valid), probe))
+            out.probe_X.append(b.X[hit])
+            out.probe_rows.append(out.n + hit)
         sims = np.where(labels >= 0, best, np.nan).astype(np.float32)
         out.add(b.id_arrow, labels, sims, projection.transform(b.X) if projection else None)
         stage(f"assigning: {stats.n_rows:,} of {p.n_rows:,} rows")
@@ -407,6 +415,11 @@ def _sampled_run(cur, run_id, spec, p, stage):
     return data, centroids, members, quality, int(len(cluster_ids))
 
 
+#: Rows whose vectors an assign-mode run keeps for silhouette, Davies-Bouldin and
+#: Calinski-Harabasz (seeded; the other metrics describe every row).
+ASSIGN_QUALITY_SAMPLE = 20_000
+
+
 def _assign_run(cur, run_id, spec, p, base_run, thr, stage):
     """Assign mode: stream the source against the latest full run's centroids."""
     from ._quality import compute_quality
@@ -417,11 +430,18 @@ def _assign_run(cur, run_id, spec, p, base_run, thr, stage):
                    dtype=np.float32).reshape(len(cluster_ids), -1) if len(cluster_ids) \
         else np.zeros((0, 0), dtype=np.float32)
     stats = reader.ReadStats()
-    out = _stream_assign(cur, spec, p, C, ids_arr, stats, stage, threshold=thr)
+    # geometric metrics need vectors: a seeded sample of rows, kept while streaming
+    rng = np.random.default_rng(spec.seed)
+    probe = np.sort(rng.choice(p.n_rows, size=min(p.n_rows, ASSIGN_QUALITY_SAMPLE),
+                               replace=False))
+    out = _stream_assign(cur, spec, p, C, ids_arr, stats, stage, threshold=thr, probe=probe)
     ids, labels, sims, _ = out.arrays()
-    # geometric metrics need the vectors: a seeded sample of them, read once more
-    quality = compute_quality(np.zeros((0, max(C.shape[1], 1)), dtype=np.float32),
-                              np.zeros(0), np.zeros(0), spec.seed, population=(labels, sims))
+    stage("quality metrics")
+    rows = np.concatenate(out.probe_rows) if out.probe_rows else np.zeros(0, np.int64)
+    Xq = np.concatenate(out.probe_X) if out.probe_X else \
+        np.zeros((0, max(C.shape[1], 1)), dtype=np.float32)
+    quality = compute_quality(Xq, labels[rows], sims[rows], spec.seed,
+                              population=(labels, sims))
     centroids, members = _tables(run_id, spec, ids, labels, sims, None, ids_arr, C,
                                  centroid_column=tbl.column("centroid").combine_chunks())
     return _summary(ids, C, stats), centroids, members, quality, \

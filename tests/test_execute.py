@@ -251,6 +251,27 @@ def test_assign_mode_records_a_run(con, docs):
                  "JOIN cluster_members('topics') b ON b.id = CAST(CAST(a.id AS INT) - 1000 AS VARCHAR) "
                  "WHERE CAST(a.id AS INT) >= 1000")
     assert len(new) == 50 and all(r[0] for r in new)
+    # geometric quality from a seeded sample of the streamed rows (here: every row)
+    full_q, assign_q = (q(con, f"SELECT silhouette_score, davies_bouldin, calinski_harabasz, "
+                               f"noise_ratio FROM cluster_quality('topics', run_id := '{r}')")[0]
+                        for r in (full, run))
+    assert None not in assign_q and assign_q[0] > 0.5
+    assert assign_q[0] == pytest.approx(full_q[0], abs=0.05)
+
+
+def test_assign_mode_quality_sample_is_seeded(con, docs, monkeypatch):
+    """Above ASSIGN_QUALITY_SAMPLE rows the geometric metrics use a seeded sample:
+    two assign runs agree, and the sample size is reported."""
+    from duckcluster import _execute
+
+    monkeypatch.setattr(_execute, "ASSIGN_QUALITY_SAMPLE", 120)
+    q(con, KMEANS)
+    q(con, "SELECT cluster_execute('topics')")
+    runs = [q(con, "SELECT cluster_execute('topics', mode := 'assign')")[0][0] for _ in range(2)]
+    got = [q(con, "SELECT silhouette_score, davies_bouldin, calinski_harabasz, "
+                  f"silhouette_sample_size FROM cluster_quality('topics', run_id := '{r}')")[0]
+           for r in runs]
+    assert got[0] == got[1] and got[0][0] > 0.5 and 0 < got[0][3] <= 120
 
 
 def test_assign_cluster_udf_matches_members(con, docs):
