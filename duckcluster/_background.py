@@ -61,6 +61,20 @@ class _Job:
     status: str = "queued"
 
 
+def refuse_second_full_run(cur, name: str, verb: str = "run") -> None:
+    """Raise RunInProgressError when a full run of ``name`` is queued or running in
+    this process (a background one, or a synchronous one on another thread)."""
+    busy = store.active_runs(cur, name, mode="full", pid=store.this_pid())
+    if busy:
+        b = busy[0]
+        raise RunInProgressError(
+            f"Cluster {name!r} already has a full run {b['status']} in this "
+            f"process: {b['run_id']} (since {b['started_at']:%Y-%m-%d %H:%M:%S} "
+            "UTC). A second full run of the same definition is refused. Wait for "
+            f"it (SELECT cluster_wait('{b['run_id']}')) or watch it (SELECT * FROM "
+            f"cluster_status('{b['run_id']}')), then {verb} again.")
+
+
 class Runner:
     """Queue and worker threads of one database instance.
 
@@ -113,15 +127,7 @@ class Runner:
             if mode == "assign" else None
         with _SUBMIT_LOCK:
             if mode == "full":
-                busy = store.active_runs(cur, name, mode="full", pid=store.this_pid())
-                if busy:
-                    b = busy[0]
-                    raise RunInProgressError(
-                        f"Cluster {name!r} already has a full run {b['status']} in this "
-                        f"process: {b['run_id']} (since {b['started_at']:%Y-%m-%d %H:%M:%S} "
-                        "UTC). A second full run of the same definition is refused. Wait for "
-                        f"it (SELECT cluster_wait('{b['run_id']}')) or watch it (SELECT * FROM "
-                        f"cluster_status('{b['run_id']}')), then submit again.")
+                refuse_second_full_run(cur, name, "submit")
             run_id = store.queue_run(cur, spec, mode, thr)
             if on_queued is not None:
                 try:

@@ -101,6 +101,10 @@ def _execute_udf(state: _State, name: str, mode: str | None, threshold: float | 
     if name is None:
         raise SpecError("cluster_execute needs a definition name; got NULL.")
     with state.cursor() as cur:
+        if (mode or "full") == "full":  # not while a background full run of it goes on
+            from ._background import refuse_second_full_run
+
+            refuse_second_full_run(cur, name)
         run_id = _execute.execute(cur, name, state.settings, mode=mode or "full",
                                   threshold=threshold, progress=_report)
         if (mode or "full") == "full":

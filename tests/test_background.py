@@ -89,7 +89,10 @@ def test_second_full_run_is_refused_while_one_is_running(con):
     msg = str(e.value)
     assert "RunInProgressError: Cluster 'topics' already has a full run" in msg
     assert run_id in msg and "A second full run of the same definition is refused" in msg
-    assert f"cluster_wait('{run_id}')" in msg
+    assert f"cluster_wait('{run_id}')" in msg and "then submit again" in msg
+    with pytest.raises(duckdb.Error) as e:  # nor a synchronous one on the side
+        con.sql("SELECT cluster_execute('topics')").fetchall()
+    assert "RunInProgressError" in str(e.value) and "then run again" in str(e.value)
     with pytest.raises(duckdb.Error, match="has no successful full run yet"):
         _submit(con, "topics", "mode := 'assign'")  # nothing to assign to yet
     assert con.sql(f"SELECT cluster_wait('{run_id}')").fetchall() == [("succeeded",)]
