@@ -35,7 +35,7 @@ SCHEMA = "duckcluster"
 #: Catalog tables whose rows belong to one definition through a ``name`` column;
 #: ``cluster_delete(..., drop_artifacts := true)`` empties them for that name.
 #: Feature areas (labels, drift...) append their own tables at import.
-DEFINITION_TABLES: list[str] = ["members", "centroids", "runs"]
+DEFINITION_TABLES: list[str] = ["members", "centroids", "projections", "runs"]
 _LIBS = ("duckcluster", "duckdb", "numpy", "scikit-learn", "hdbscan", "umap-learn", "pyarrow")
 
 
@@ -267,9 +267,21 @@ def load_centroids(cur, run_id: str) -> tuple[list[int], "pa.Table"]:
     return tbl.column("cluster_id").to_pylist(), tbl
 
 
+def load_projection(cur, run_id: str):
+    """The stored plotting projection of a run, or None (runs from before it was kept)."""
+    from ._reduce import Projection
+
+    row = cur.execute("SELECT dimensions, mean, components FROM duckcluster.projections "
+                      "WHERE run_id = ?", [run_id]).fetchall()
+    return Projection.from_row(*row[0]) if row else None
+
+
 def commit_run(cur, run_id: str, settings: Settings, centroids: pa.Table, members: pa.Table,
-               updates: dict) -> str:
-    """Write artifacts, then rows + run status in one transaction. All or nothing."""
+               updates: dict, projection: dict | None = None) -> str:
+    """Write artifacts, then rows + run status in one transaction. All or nothing.
+
+    ``projection``: the run's plotting PCA (:meth:`Projection.as_row`), stored so
+    assign runs based on this one use the same map."""
     spec_name = updates.pop("_name")
     final = run_dir(settings, spec_name, run_id)
     local = "://" not in final
@@ -299,6 +311,10 @@ def commit_run(cur, run_id: str, settings: Settings, centroids: pa.Table, member
                     cols = ", ".join(f'"{c}"' for c in tbl.column_names)
                     cur.execute(f"INSERT INTO duckcluster.{fname} ({cols}) "
                                 f"SELECT {cols} FROM {views[fname]}")
+                if projection is not None:
+                    cur.execute("INSERT INTO duckcluster.projections VALUES (?, ?, ?, ?, ?)",
+                                [run_id, spec_name, projection["dimensions"],
+                                 projection["mean"], projection["components"]])
                 finished = now()
                 updates = {**updates, "status": "succeeded", "artifacts_path": final,
                            "finished_at": finished}

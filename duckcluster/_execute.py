@@ -108,10 +108,10 @@ def execute(cur, name: str, settings: catalog.Settings, mode: str = "full",
         if mode == "assign":
             data, centroids, members, quality, n_clusters = _assign_run(
                 cur, run_id, spec, p, base_run, thr, stage)
-            n_fit = 0
+            n_fit, projection = 0, None
         elif sampled:
             reader.check_memory(spec, spec.sample_size, p.dim, alg.quadratic_memory, True)
-            data, centroids, members, quality, n_clusters = _sampled_run(
+            data, centroids, members, quality, n_clusters, projection = _sampled_run(
                 cur, run_id, spec, p, stage)
             n_fit = spec.sample_size
         else:
@@ -120,6 +120,7 @@ def execute(cur, name: str, settings: catalog.Settings, mode: str = "full",
             check_rows(spec, len(data.ids))
             result = fit(data.X, spec, progress=stage)
             centroids, members = _full_tables(run_id, spec, data, result)
+            projection = result.projection
             quality = result.quality
             n_clusters = int(len(result.cluster_ids))
             n_fit = result.n_fit
@@ -137,7 +138,8 @@ def execute(cur, name: str, settings: catalog.Settings, mode: str = "full",
                                      "cluster_size_entropy", "davies_bouldin",
                                      "calinski_harabasz", "should_recluster")},
         }
-        catalog.commit_run(cur, run_id, settings, centroids, members, updates)
+        catalog.commit_run(cur, run_id, settings, centroids, members, updates,
+                           projection=projection.as_row() if projection is not None else None)
         progress(f"{name}: done")
         return run_id
     except BaseException as exc:
@@ -412,7 +414,7 @@ def _sampled_run(cur, run_id, spec, p, stage):
                               population=(labels, sims))
     data = _summary(ids, C, stats2)
     centroids, members = _tables(run_id, spec, ids, labels, sims, coords, cluster_ids, C)
-    return data, centroids, members, quality, int(len(cluster_ids))
+    return data, centroids, members, quality, int(len(cluster_ids)), projection
 
 
 #: Rows whose vectors an assign-mode run keeps for silhouette, Davies-Bouldin and
@@ -434,15 +436,21 @@ def _assign_run(cur, run_id, spec, p, base_run, thr, stage):
     rng = np.random.default_rng(spec.seed)
     probe = np.sort(rng.choice(p.n_rows, size=min(p.n_rows, ASSIGN_QUALITY_SAMPLE),
                                replace=False))
-    out = _stream_assign(cur, spec, p, C, ids_arr, stats, stage, threshold=thr, probe=probe)
-    ids, labels, sims, _ = out.arrays()
+    # the base run's map: new rows land where its rows are (None for older runs)
+    projection = catalog.load_projection(cur, base_run)
+    if projection is not None and projection.W is not None and \
+            projection.W.shape[0] != C.shape[1]:
+        projection = None
+    out = _stream_assign(cur, spec, p, C, ids_arr, stats, stage, threshold=thr, probe=probe,
+                         projection=projection)
+    ids, labels, sims, coords = out.arrays()
     stage("quality metrics")
     rows = np.concatenate(out.probe_rows) if out.probe_rows else np.zeros(0, np.int64)
     Xq = np.concatenate(out.probe_X) if out.probe_X else \
         np.zeros((0, max(C.shape[1], 1)), dtype=np.float32)
     quality = compute_quality(Xq, labels[rows], sims[rows], spec.seed,
                               population=(labels, sims))
-    centroids, members = _tables(run_id, spec, ids, labels, sims, None, ids_arr, C,
+    centroids, members = _tables(run_id, spec, ids, labels, sims, coords, ids_arr, C,
                                  centroid_column=tbl.column("centroid").combine_chunks())
     return _summary(ids, C, stats), centroids, members, quality, \
         int(len(np.unique(labels[labels >= 0])))

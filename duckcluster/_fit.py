@@ -19,7 +19,7 @@ from ._errors import DataError
 from ._hierarchy import Hierarchy, build_hierarchy
 from ._preprocess import run_preprocessing
 from ._quality import Quality, compute_quality
-from ._reduce import reduce_coordinates
+from ._reduce import Projection, fit_projection
 from ._spec import ClusterSpec
 from .algorithms import get_algorithm
 
@@ -38,6 +38,7 @@ class FitResult:
     hierarchy: Hierarchy | None
     quality: Quality
     n_fit: int  # rows the algorithm saw (sample_size)
+    projection: Projection | None = None  # the PCA behind coords
 
 
 def _noop(stage: str) -> None:
@@ -123,12 +124,13 @@ def _fit(X_norm: np.ndarray, spec: ClusterSpec, progress: Progress,
         progress("sub-clustering")
         hierarchy = build_hierarchy(X_norm, labels, spec.max_hierarchy_depth, seed,
                                     executor=get_executor(spec.backend))
-    coords = None
+    coords = projection = None
     if with_coords:
         progress("reducing coordinates")
-        coords = reduce_coordinates(X_norm, spec.dimensions, seed)
+        projection = fit_projection(X_norm, spec.dimensions, seed)
+        coords = projection.transform(X_norm)
     progress("quality metrics")
     quality = compute_quality(X_norm, labels, sims, seed)
     return FitResult(labels=labels, cluster_ids=cluster_ids, centroids=C, similarity=sims,
                      coords=coords, hierarchy=hierarchy, quality=quality,
-                     n_fit=int(X_fit.shape[0]))
+                     n_fit=int(X_fit.shape[0]), projection=projection)

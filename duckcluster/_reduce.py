@@ -74,14 +74,37 @@ class Projection:
         return out
 
 
-def reduce_coordinates(X_norm: np.ndarray, dimensions: int, seed: int) -> np.ndarray:
-    """Project rows (n, d) to float32 (n, dimensions) with PCA; deterministic for a seed.
+    def as_row(self) -> dict:
+        """The projection as a ``duckcluster.projections`` row (without run and name)."""
+        return {"dimensions": self.dimensions,
+                "mean": [] if self.mean is None else self.mean.tolist(),
+                "components": [] if self.W is None else self.W.T.tolist()}
 
-    Components beyond ``min(n - 1, d)`` carry no variance and are zeros.
-    """
+    @classmethod
+    def from_row(cls, dimensions: int, mean, components) -> "Projection":
+        """A stored projection (:meth:`as_row`), ready to :meth:`transform`."""
+        self = cls.__new__(cls)
+        self.dimensions = int(dimensions)
+        comps = np.asarray(components, dtype=np.float32)
+        self.k = int(comps.shape[0]) if comps.size else 0
+        self.W = np.ascontiguousarray(comps.T) if self.k else None
+        self.mean = np.asarray(mean, dtype=np.float32) if self.k else None
+        return self
+
+
+def fit_projection(X_norm: np.ndarray, dimensions: int, seed: int) -> Projection:
+    """PCA fitted on at most :data:`FIT_SAMPLE` seeded rows of ``X_norm``."""
     X = np.asarray(X_norm, dtype=np.float32)
     fit_rows = X
     if X.shape[0] > FIT_SAMPLE:
         rng = np.random.default_rng(random_state(seed))
         fit_rows = X[np.sort(rng.choice(X.shape[0], size=FIT_SAMPLE, replace=False))]
-    return Projection(fit_rows, dimensions, seed).transform(X)
+    return Projection(fit_rows, dimensions, seed)
+
+
+def reduce_coordinates(X_norm: np.ndarray, dimensions: int, seed: int) -> np.ndarray:
+    """Project rows (n, d) to float32 (n, dimensions) with PCA; deterministic for a seed.
+
+    Components beyond ``min(n - 1, d)`` carry no variance and are zeros.
+    """
+    return fit_projection(X_norm, dimensions, seed).transform(X_norm)

@@ -251,6 +251,11 @@ def test_assign_mode_records_a_run(con, docs):
                  "JOIN cluster_members('topics') b ON b.id = CAST(CAST(a.id AS INT) - 1000 AS VARCHAR) "
                  "WHERE CAST(a.id AS INT) >= 1000")
     assert len(new) == 50 and all(r[0] for r in new)
+    # the assign run reuses the full run's plotting projection: same rows, same x/y
+    xy = q(con, f"SELECT count(*), max(abs(a.x - b.x)), max(abs(a.y - b.y)) FROM "
+                f"cluster_members('topics', run_id := '{run}') a JOIN cluster_members("
+                f"'topics', run_id := '{full}') b USING (id)")[0]
+    assert xy[0] == 500 and xy[1] < 1e-6 and xy[2] < 1e-6
     # geometric quality from a seeded sample of the streamed rows (here: every row)
     full_q, assign_q = (q(con, f"SELECT silhouette_score, davies_bouldin, calinski_harabasz, "
                                f"noise_ratio FROM cluster_quality('topics', run_id := '{r}')")[0]
@@ -299,7 +304,8 @@ def test_cluster_list_and_delete(con, docs, tmp_path):
     path2 = q(con, "SELECT artifacts_path FROM cluster_runs('topics') ORDER BY started_at DESC LIMIT 1")[0][0]
     q(con, "SELECT cluster_delete('topics', drop_artifacts := true)")
     assert not os.path.exists(path2)
-    assert q(con, "SELECT count(*) FROM duckcluster.runs WHERE name = 'topics'") == [(0,)]
+    for table in ("runs", "members", "centroids", "projections"):
+        assert q(con, f"SELECT count(*) FROM duckcluster.{table} WHERE name = 'topics'") == [(0,)]
 
 
 def test_digits_whitening_umap_hdbscan(con):

@@ -89,3 +89,13 @@ CREATE TABLE IF NOT EXISTS duckcluster.members (
     parent_cluster_id             VARCHAR,
     hierarchy_level               INTEGER
 );
+
+-- The plotting projection (PCA) of a full run: assign runs based on it place their
+-- rows on the same x, y[, z] map. components: one FLOAT[] of width dim per axis kept.
+CREATE TABLE IF NOT EXISTS duckcluster.projections (
+    run_id      VARCHAR PRIMARY KEY,
+    name        VARCHAR NOT NULL,
+    dimensions  INTEGER NOT NULL,
+    mean        FLOAT[] NOT NULL,
+    components  FLOAT[][] NOT NULL
+);
