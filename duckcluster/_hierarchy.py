@@ -17,8 +17,9 @@ Rules:
 
 The default splitter (:func:`default_subcluster`) reduces a node's ``m`` members
 to 5 dimensions and runs HDBSCAN with ``min_cluster_size = max(5, m // 20)``.
-The reduction is UMAP (cosine, ``n_neighbors`` 15, ``min_dist`` 0, seeded) from
-:data:`UMAP_MIN_MEMBERS` members up, PCA below: on a few hundred rows UMAP's
+The reduction is duckcluster's UMAP step (cosine, ``n_neighbors`` 15,
+``min_dist`` 0, seeded) from :data:`UMAP_MIN_MEMBERS` members up, PCA below: on a
+few hundred rows UMAP's
 neighbour graph carves a homogeneous Gaussian blob into 2-5 artificial clumps
 (measured at 60-400 rows, d = 32 and 384), while from ~1,000 rows it leaves such
 a blob whole and still separates sub-blobs that PCA + HDBSCAN misses.
@@ -26,7 +27,6 @@ a blob whole and still separates sub-blobs that PCA + HDBSCAN misses.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,7 +35,7 @@ import numpy as np
 from ._backend import Executor, LocalExecutor
 from ._errors import DataError, SpecError
 from .algorithms import get_algorithm, relabel_by_size, validate_algorithm_params
-from .algorithms._base import random_state, require
+from .algorithms._base import random_state
 
 UMAP_MIN_MEMBERS = 1000
 SUB_COMPONENTS = 5
@@ -85,20 +85,13 @@ def _reduce_members(X: np.ndarray, seed: int) -> np.ndarray:
 
         k = min(SUB_COMPONENTS, d, m - 1)
         return PCA(n_components=k, random_state=random_state(seed)).fit_transform(X)
-    umap = require("umap", "umap", "umap-learn", "hierarchical sub-clustering")
-    model = umap.UMAP(
-        n_components=min(SUB_COMPONENTS, d, m - 2),
-        n_neighbors=min(15, m - 1),
-        min_dist=0.0,
-        metric="cosine",
-        random_state=random_state(seed),
-        transform_seed=random_state(seed),
-    )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*n_jobs value.*")
-        warnings.filterwarnings("ignore", message=".*disconnected.*")
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        return model.fit_transform(X)
+    from ._preprocess import run_preprocessing, validate_steps
+
+    # duckcluster's own UMAP step (cached kernels, no umap-learn import)
+    steps = validate_steps([{"method": "umap", "n_components": min(SUB_COMPONENTS, d, m - 2),
+                             "n_neighbors": min(15, m - 1), "min_dist": 0.0,
+                             "metric": "cosine"}])
+    return run_preprocessing(X, steps, seed)
 
 
 def default_subcluster(X: np.ndarray, seed: int) -> np.ndarray:

@@ -146,3 +146,26 @@ def test_invalid_depth():
     with pytest.raises(SpecError, match=r"max_hierarchy_depth must be an int >= 1 \(1 = top "
                        r"level only\). Got 0 instead."):
         build_hierarchy(X, top, max_depth=0, seed=0)
+
+
+@pytest.mark.parametrize("d", [32, 384])
+def test_umap_splitter_leaves_a_blob_whole_and_splits_two(d):
+    """From UMAP_MIN_MEMBERS rows the default splitter (duckcluster's UMAP step, no
+    umap-learn) finds no sub-clusters in one Gaussian blob and two in two."""
+    from duckcluster._assign import normalize_rows
+    from duckcluster._hierarchy import UMAP_MIN_MEMBERS, default_subcluster
+
+    rng = np.random.default_rng(1)
+    c = rng.standard_normal(d)
+    scale = np.linalg.norm(c) / np.sqrt(d)
+    blob = normalize_rows(c + 0.3 * scale * rng.standard_normal((UMAP_MIN_MEMBERS + 200, d)))
+    lab = default_subcluster(blob, 0)
+    assert np.unique(lab[lab >= 0]).size <= 1
+    c2 = c + 0.6 * scale * rng.standard_normal(d)
+    half = (UMAP_MIN_MEMBERS + 200) // 2
+    two = normalize_rows(np.vstack([c + 0.15 * scale * rng.standard_normal((half, d)),
+                                    c2 + 0.15 * scale * rng.standard_normal((half, d))]))
+    lab = default_subcluster(two, 0)
+    truth = np.repeat([0, 1], half)
+    assert np.unique(lab[lab >= 0]).size == 2
+    assert adjusted_rand_score(truth[lab >= 0], lab[lab >= 0]) > 0.95
