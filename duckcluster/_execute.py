@@ -204,6 +204,44 @@ def _node_column(labels: np.ndarray) -> pa.DictionaryArray:
                                           pa.array([f"cl_{int(c)}" for c in uniq], pa.string()))
 
 
+def _tree_tables(run_id, spec, centroids, members, tree, leaf):
+    """Centroid rows of every hierarchy node (statistics over every streamed row) and
+    the members' deepest node, its parent and level (a streamed hierarchical run)."""
+    m = len(tree.node_ids)
+    count = tree.count
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, tree.sim_sum / count, np.nan)
+    nodes = pa.array(tree.node_ids, pa.string())
+    centroids = pa.table({
+        "run_id": [run_id] * m, "name": [spec.name] * m,
+        "cluster_id": pa.array(tree.cluster_of.astype(np.int32)),
+        "node_id": nodes,
+        "parent_cluster_id": pa.array([tree.node_ids[i] if i >= 0 else None
+                                       for i in tree.parent.tolist()], pa.string()),
+        "child_cluster_ids": pa.array([list(c) for c in tree.child_ids],
+                                      pa.list_(pa.string())),
+        "hierarchy_level": pa.array(tree.level.astype(np.int32)),
+        "size": pa.array(count.astype(np.int64)),
+        "mean_cosine_similarity": pa.array([_f(v) for v in mean], pa.float64()),
+        "min_cosine_similarity": pa.array([_f(v) if c else None for v, c in
+                                           zip(tree.sim_min.tolist(), count)], pa.float64()),
+        "centroid": pa.array([c.tolist() for c in tree.centroids], pa.list_(pa.float32())),
+    })
+    par = np.where(leaf >= 0, tree.parent[np.maximum(leaf, 0)], -1)
+    members = members.set_column(
+        members.schema.get_field_index("node_id"), "node_id",
+        pa.DictionaryArray.from_arrays(pa.array(np.maximum(leaf, 0).astype(np.int32),
+                                                mask=leaf < 0), nodes))
+    members = members.set_column(
+        members.schema.get_field_index("parent_cluster_id"), "parent_cluster_id",
+        pa.DictionaryArray.from_arrays(pa.array(np.maximum(par, 0).astype(np.int32),
+                                                mask=par < 0), nodes))
+    members = members.set_column(
+        members.schema.get_field_index("hierarchy_level"), "hierarchy_level",
+        pa.array(np.where(leaf >= 0, tree.level[np.maximum(leaf, 0)], -1).astype(np.int32)))
+    return centroids, members
+
+
 def _id_column(ids) -> pa.Array:
     if isinstance(ids, (pa.Array, pa.ChunkedArray)):
         return ids
@@ -295,6 +333,7 @@ class _Streamed:
     sample_rows: list = field(default_factory=list)  # row numbers of kept (fitted) rows
     probe_X: list = field(default_factory=list)  # vectors of the quality sample
     probe_rows: list = field(default_factory=list)  # and their row numbers
+    leaves: list = field(default_factory=list)  # deepest hierarchy node (hierarchical runs)
     n: int = 0
 
     def add(self, ids, labels, sims, coords) -> None:
@@ -314,7 +353,7 @@ class _Streamed:
 
 def _stream_assign(cur, spec, p, C, cluster_ids, stats, stage, threshold=None, floors=None,
                    projection=None, keep: tuple[np.ndarray, np.ndarray] | None = None,
-                   probe: np.ndarray | None = None) -> _Streamed:
+                   probe: np.ndarray | None = None, tree=None) -> _Streamed:
     """Second pass: every row to its nearest centroid, batch by batch.
 
     ``threshold``: rows below it are -1 (assign mode). ``floors`` (k,): per-cluster
@@ -323,7 +362,8 @@ def _stream_assign(cur, spec, p, C, cluster_ids, stats, stage, threshold=None, f
     the algorithm labelled itself (the fitted sample), which keep that label; their
     row numbers in the output are collected in ``sample_rows``. ``probe``: sorted
     source positions whose vectors are kept (``probe_X``, ``probe_rows``) for the
-    geometric quality metrics.
+    geometric quality metrics. ``tree``: a :class:`~duckcluster._stream_tree.Tree`
+    each row then goes down (hierarchical runs; fitted rows keep their leaf).
     """
     out = _Streamed()
     dims = set()
@@ -337,12 +377,18 @@ def _stream_assign(cur, spec, p, C, cluster_ids, stats, stage, threshold=None, f
         labels = np.where(idx >= 0, cluster_ids[np.maximum(idx, 0)], -1)
         if floors is not None and len(C):
             labels = np.where(best >= floors[np.maximum(idx, 0)], labels, -1)
+        fitted_leaf = None
         if keep is not None and len(keep[0]):
             pos = b.start + np.flatnonzero(b.valid)
             at = np.minimum(np.searchsorted(keep[0], pos), len(keep[0]) - 1)
             hit = np.flatnonzero(keep[0][at] == pos)
             labels[hit] = keep[1][at[hit]]
             out.sample_rows.append(out.n + hit)
+            if tree is not None:
+                fitted_leaf = np.full(len(labels), -1, dtype=np.int64)
+                fitted_leaf[hit] = tree.leaf_of_fitted[at[hit]]
+        if tree is not None:
+            out.leaves.append(tree.descend(b.X, labels, fitted_leaf))
         if probe is not None and len(probe):
             hit = np.flatnonzero(np.isin(b.start + np.flatnonzero(b.valid), probe))
             out.probe_X.append(b.X[hit])
@@ -381,9 +427,6 @@ def _sampled_run(cur, run_id, spec, p, stage):
     from ._quality import compute_quality
     from ._reduce import Projection
 
-    if spec.hierarchical:
-        raise SpecError("hierarchical := true cannot be combined with a sample_size smaller "
-                        "than the source yet; drop sample_size or hierarchical.")
     stats1 = reader.ReadStats()
     s_ids, Xs, s_pos = _sample_pass(cur, spec, p, stats1, stage)
     check_rows(spec, len(s_ids))
@@ -400,10 +443,22 @@ def _sampled_run(cur, run_id, spec, p, stage):
         own = np.searchsorted(cluster_ids, np.maximum(s_labels, 0))
         s_sims = np.einsum("ij,ij->i", Xs, C[np.minimum(own, len(C) - 1)])
         floors = np.array([s_sims[s_labels == c].min() for c in cluster_ids], dtype=np.float32)
+    tree = None
+    if spec.hierarchical and spec.max_hierarchy_depth > 1 and len(cluster_ids):
+        from ._backend import get_executor
+        from ._hierarchy import build_hierarchy
+        from ._stream_tree import Tree
+
+        stage("sub-clustering the sample")
+        tree = Tree.from_hierarchy(build_hierarchy(
+            Xs, s_labels, spec.max_hierarchy_depth, spec.seed,
+            executor=get_executor(spec.backend)), Xs)
+        for c, i in tree.top.items():  # the very centroids the rows are assigned to
+            tree.centroids[i] = C[np.searchsorted(cluster_ids, c)]
     projection = Projection(Xs, spec.dimensions, spec.seed)
     stats2 = reader.ReadStats()
     out = _stream_assign(cur, spec, p, C, cluster_ids, stats2, stage, floors=floors,
-                         projection=projection, keep=(s_pos, s_labels))
+                         projection=projection, keep=(s_pos, s_labels), tree=tree)
     ids, labels, sims, coords = out.arrays()
     rows = np.concatenate(out.sample_rows) if out.sample_rows else np.zeros(0, np.int64)
     if stats2.hexdigest() != stats1.hexdigest() or len(rows) != len(s_pos):
@@ -414,6 +469,9 @@ def _sampled_run(cur, run_id, spec, p, stage):
                               population=(labels, sims))
     data = _summary(ids, C, stats2)
     centroids, members = _tables(run_id, spec, ids, labels, sims, coords, cluster_ids, C)
+    if tree is not None:
+        centroids, members = _tree_tables(run_id, spec, centroids, members, tree,
+                                          np.concatenate(out.leaves))
     return data, centroids, members, quality, int(len(cluster_ids)), projection
 
 

@@ -221,6 +221,52 @@ def test_hierarchical_ids_and_links(con):
     assert leaf > 300
 
 
+def test_hierarchical_with_sample_size_streams_rows_down_the_tree(con):
+    """Fit the hierarchy on a seeded sample, then send every row down it: rows
+    outside the sample land in the right sub-cluster, sample rows keep their
+    fitted leaf, node sizes count every row, and a second run is identical."""
+    rng = np.random.default_rng(1)
+    top = rng.normal(size=(2, 24))
+    parts, truth = [], []
+    for t in top:
+        for _ in range(2):
+            sub = t + 0.35 * rng.normal(size=24)
+            parts.append(sub + 0.03 * rng.normal(size=(400, 24)))
+            truth += [len(parts) - 1] * 400
+    load_table(con, "h", np.concatenate(parts).astype(np.float32))
+    for name, extra in (("whole", ""), ("sampled", ", sample_size := 600")):
+        q(con, f"SELECT cluster_create('{name}', source := 'h', embedding := 'embedding', "
+               "id := 'doc_id', algorithm := 'kmeans', params := {'n_clusters': 2}, "
+               f"hierarchical := true, max_hierarchy_depth := 2{extra})")
+    runs = [q(con, "SELECT cluster_execute('sampled')")[0][0] for _ in range(2)]
+    q(con, "SELECT cluster_execute('whole')")
+    assert q(con, f"SELECT n_fit, n_members FROM cluster_runs('sampled') "
+                  f"WHERE run_id = '{runs[0]}'") == [(600, 1600)]
+    m1, m2 = (q(con, "SELECT id, cluster_id, node_id, parent_cluster_id, hierarchy_level, x "
+                     f"FROM cluster_members('sampled', run_id := '{r}') ORDER BY id")
+              for r in runs)
+    assert m1 == m2
+    leaves = {int(r[0]): r[2] for r in m1}
+    assert adjusted_rand_score(truth, [leaves[i] for i in range(1600)]) > 0.95
+    whole = {r[0]: r[1] for r in q(con, "SELECT CAST(id AS INT), node_id FROM "
+                                             "cluster_members('whole')")}
+    assert adjusted_rand_score([whole[i] for i in range(1600)],
+                               [leaves[i] for i in range(1600)]) > 0.95
+    assert all(r[4] == 1 and r[2].startswith(r[3] + "_sub_") for r in m1 if r[3])
+    nodes = q(con, "SELECT node_id, parent_cluster_id, child_cluster_ids, hierarchy_level, "
+                   "size, min_cosine_similarity <= mean_cosine_similarity "
+                   "FROM cluster_centroids('sampled') ORDER BY node_id")
+    by_id = {n[0]: n for n in nodes}
+    tops = [n for n in nodes if n[3] == 0]
+    assert sum(n[4] for n in tops) == 1600 and all(n[5] for n in nodes)
+    for n in nodes:
+        if n[3] == 1:
+            assert n[0] in by_id[n[1]][2]
+    for t in tops:  # children hold at most their parent's rows
+        assert sum(by_id[c][4] for c in t[2]) <= t[4]
+        assert sum(1 for r in m1 if r[2] == t[0] or r[3] == t[0]) == t[4]
+
+
 def test_coordinates_2d_and_3d(con, docs):
     for dims in (2, 3):
         q(con, f"SELECT cluster_create('c{dims}', source := 'docs', embedding := 'embedding', "
