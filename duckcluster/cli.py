@@ -290,6 +290,21 @@ def runs_cmd(database, name, limit) -> None:
         con.close()
 
 
+@main.command("dbt-package")
+def dbt_package_cmd() -> None:
+    """Print the folder of the dbt package shipped with duckcluster (dbt_duckcluster),
+    for a dbt project's packages.yml:
+
+    \b
+      packages:
+        - local: "{{ env_var('DUCKCLUSTER_DBT_PACKAGE') }}"
+      export DUCKCLUSTER_DBT_PACKAGE=$(duckcluster dbt-package)
+    """
+    from importlib import resources
+
+    click.echo(str(resources.files("duckcluster").joinpath("dbt_duckcluster")))
+
+
 def _open(database, artifacts_dir, read_only) -> duckdb.DuckDBPyConnection:
     try:
         return connect(database, artifacts_dir=artifacts_dir, read_only=read_only)

@@ -25,9 +25,17 @@ ROOT = Path(__file__).resolve().parents[1]
 DBT = str(Path(sys.executable).with_name("dbt"))
 
 
+def installed_package() -> str:
+    """The dbt package's folder inside the installed duckcluster (`duckcluster dbt-package`)."""
+    out = subprocess.run([str(Path(sys.executable).with_name("duckcluster")), "dbt-package"],
+                         capture_output=True, text=True, check=True, timeout=60)
+    return out.stdout.strip()
+
+
 def dbt(project: Path, *args: str, db: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "DUCKCLUSTER_DB": str(db), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-           "DBT_USE_COLORS": "false", "DO_NOT_TRACK": "1"}
+           "DBT_USE_COLORS": "false", "DO_NOT_TRACK": "1",
+           "DUCKCLUSTER_DBT_PACKAGE": installed_package()}
     return subprocess.run([DBT, *args, "--profiles-dir", str(project), "--project-dir",
                            str(project)], capture_output=True, text=True, env=env, cwd=project,
                           timeout=300, check=False)
@@ -35,13 +43,14 @@ def dbt(project: Path, *args: str, db: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """The example project copied to a temp dir (same layout), after `dbt deps && dbt build`."""
+    """The example project copied to a temp dir, with the dbt package the installed
+    duckcluster ships (packages.yml reads DUCKCLUSTER_DBT_PACKAGE), after
+    `dbt deps && dbt build`."""
     tmp = tmp_path_factory.mktemp("dbt")
     project = tmp / "examples" / "dbt_project"
     shutil.copytree(ROOT / "examples" / "dbt_project", project,
                     ignore=shutil.ignore_patterns("target", "dbt_packages", "logs", "*.duckdb*",
                                                   "package-lock.yml"))
-    shutil.copytree(ROOT / "dbt_duckcluster", tmp / "dbt_duckcluster")
     db = tmp / "analytics.duckdb"
     r = dbt(project, "deps", db=db)
     assert r.returncode == 0, r.stdout + r.stderr
