@@ -119,22 +119,16 @@ class _Groups:
     means32: np.ndarray  # (k, d) float32 means, for the BLAS passes
 
 
-def _groups(X: np.ndarray, labels: np.ndarray, chunk: int = 65_536) -> _Groups:
-    """Cluster sizes and float64 sums in one chunked pass (a sparse one-hot matmul
-    per chunk: no float64 copy of X)."""
-    from scipy import sparse
+def _groups(X: np.ndarray, labels: np.ndarray) -> _Groups:
+    """Cluster sizes and float64 sums in one chunked pass (no float64 copy of X)."""
+    from ._assign import _cluster_sums
 
     labels = np.asarray(labels).ravel()
     _, inv = np.unique(labels, return_inverse=True)
     inv = inv.ravel()
-    k, n = int(inv.max()) + 1 if inv.size else 0, labels.size
+    k = int(inv.max()) + 1 if inv.size else 0
     counts = np.bincount(inv, minlength=k).astype(np.float64)
-    sums = np.zeros((k, X.shape[1]), dtype=np.float64)
-    for start in range(0, n, chunk):
-        lab = inv[start:start + chunk]
-        onehot = sparse.csr_matrix((np.ones(lab.size), (lab, np.arange(lab.size))),
-                                   shape=(k, lab.size))
-        sums += onehot @ X[start:start + chunk]
+    sums = _cluster_sums(np.asarray(X, dtype=np.float32), inv, np.ones(inv.size, dtype=bool), k)
     means32 = (sums / counts[:, None]).astype(np.float32)
     return _Groups(inv=inv, counts=counts, sums=sums, means32=means32)
 

@@ -68,9 +68,10 @@ class Projection:
     def transform(self, X: np.ndarray) -> np.ndarray:
         out = np.zeros((X.shape[0], self.dimensions), dtype=np.float32)
         if self.W is not None:
+            shift = self.mean @ self.W  # (x - mean) W without an (n, d) temporary
             for start in range(0, X.shape[0], _CHUNK_ROWS):
                 part = np.asarray(X[start:start + _CHUNK_ROWS], dtype=np.float32)
-                out[start:start + _CHUNK_ROWS, : self.k] = (part - self.mean) @ self.W
+                out[start:start + _CHUNK_ROWS, : self.k] = part @ self.W - shift
         return out
 
 
