@@ -12,7 +12,8 @@ Methods (defaults follow the seed's recommendations for clustering):
   metric cosine, ``n_epochs`` auto (:func:`auto_epochs`). umap-learn's method
   (fuzzy simplicial set, spectral init, its layout objective) computed here
   without importing umap-learn: kNN graph exact up to
-  :data:`EXACT_KNN_MAX_ROWS` rows, then IVF-style (:func:`_ivf_knn`) up to
+  :data:`EXACT_KNN_MAX_ROWS` rows, then IVF-style (:func:`_ivf_knn`, its recall
+  checked on seeded rows: :func:`_checked_ivf_knn`) up to
   :data:`IVF_KNN_MAX_ROWS`, then pynndescent; inputs wider than
   :data:`UMAP_PCA_DIMS` are first reduced to that many with PCA above
   :data:`EXACT_KNN_MAX_ROWS`. The layout (:mod:`._layout`) is seeded and the
@@ -119,7 +120,7 @@ def _umap(X: np.ndarray, p: dict, seed: int) -> np.ndarray:
     if n <= EXACT_KNN_MAX_ROWS:
         idx, dist = _exact_knn(X, n_neighbors, p["metric"])
     elif n <= IVF_KNN_MAX_ROWS and p["metric"] != "manhattan":
-        idx, dist = _ivf_knn(X, n_neighbors, p["metric"], seed)
+        idx, dist = _checked_ivf_knn(X, n_neighbors, p["metric"], seed)
     else:
         idx, dist = _nndescent_knn(X, n_neighbors, p["metric"], seed)
     graph = fuzzy_graph(idx, dist)
@@ -381,6 +382,36 @@ def _ivf_knn(X: np.ndarray, k: int, metric: str, seed: int,
             idx[rows, kk:] = idx[rows, kk - 1:kk]
             dist[rows, kk:] = dist[rows, kk - 1:kk]
     return idx, dist
+
+
+#: The inverted-file search is checked against the exact neighbours of this many
+#: seeded rows; below IVF_MIN_RECALL it runs again probing twice as many cells.
+IVF_CHECK_ROWS = 256
+IVF_MIN_RECALL = 0.9
+
+
+def _checked_ivf_knn(X: np.ndarray, k: int, metric: str, seed: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_ivf_knn`, with its recall measured on :data:`IVF_CHECK_ROWS` seeded
+    rows against their exact neighbours (one BLAS product, ~50 ms at 100k rows)
+    and the probes doubled until it reaches :data:`IVF_MIN_RECALL` or every cell is
+    probed (exact). Clustered data pass at once (measured 0.989 at 100k); data
+    with little structure (random Gaussians: 0.29-0.69) get a usable graph
+    instead of a silently poor one, at the cost of more probes."""
+    n = X.shape[0]
+    rows = np.sort(np.random.default_rng(random_state(seed)).choice(
+        n, size=min(IVF_CHECK_ROWS, n), replace=False))
+    Z, sq = _knn_space(X, metric)
+    truth, _ = _top_k(Z[rows], sq[rows], Z, sq, k, metric, rows)
+    n_cells = max(1, int(np.sqrt(n)))
+    probes = IVF_PROBES
+    while True:
+        idx, dist = _ivf_knn(X, k, metric, seed, probes=probes)
+        found = np.mean([len(set(a[1:]) & set(b[1:])) / max(k - 1, 1)
+                         for a, b in zip(idx[rows], truth)])
+        if found >= IVF_MIN_RECALL or probes >= n_cells:
+            return idx, dist
+        probes = min(2 * probes, n_cells)
 
 
 def _exact_knn(X: np.ndarray, k: int, metric: str,
