@@ -12,14 +12,14 @@ overwritten; any other existing column of the same name is an error (use
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from . import _catalog as catalog
 from . import _label_store as store
-from ._errors import SpecError, closest
-from ._params import Param, validate_params
+from ._errors import SpecError
+from ._params import Param, parse_field_list, validate_params
 from ._source import (
     _relation_exists,
     _split_qualified,
@@ -76,21 +76,7 @@ class EnrichResult:
 
 
 def parse_fields(fields: Any) -> tuple[str, ...]:
-    if fields is None:
-        return DEFAULT_FIELDS
-    if isinstance(fields, str):
-        fields = [fields]
-    if not isinstance(fields, Sequence) or not fields:
-        raise SpecError(f"fields must be a non-empty list like ['cluster_id', 'label']. "
-                        f"Got {fields!r}.")
-    out = []
-    for f in fields:
-        if f not in FIELDS:
-            raise SpecError(f"Unknown field {f!r} for cluster_enrich.{closest(str(f), FIELDS)} "
-                            f"Valid fields: {', '.join(FIELDS)}.")
-        if f not in out:
-            out.append(f)
-    return tuple(out)
+    return parse_field_list(fields, FIELDS, DEFAULT_FIELDS, "cluster_enrich", "['cluster_id', 'label']")
 
 
 def _target_sql(cur, target: str) -> tuple[str, bool, bool]:

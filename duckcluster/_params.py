@@ -119,3 +119,25 @@ def validate_params(
         else:
             out[key] = param.check(owner, key, value)
     return out
+
+
+def parse_field_list(fields: Any, valid: Mapping[str, Any], default: tuple[str, ...],
+                     function: str, example: str) -> tuple[str, ...]:
+    """A ``fields := [...]`` argument: names from ``valid``, duplicates dropped, in
+    order; None gives ``default``. ``function`` and ``example`` go into the errors."""
+    from collections.abc import Sequence
+
+    if fields is None:
+        return default
+    if isinstance(fields, str):
+        fields = [fields]
+    if not isinstance(fields, Sequence) or not fields:
+        raise SpecError(f"fields must be a non-empty list like {example}. Got {fields!r}.")
+    out: list[str] = []
+    for f in fields:
+        if f not in valid:
+            raise SpecError(f"Unknown field {f!r} for {function}.{closest(str(f), valid)} "
+                            f"Valid fields: {', '.join(valid)}.")
+        if f not in out:
+            out.append(f)
+    return tuple(out)

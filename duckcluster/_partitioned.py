@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from ._backend import check_address, check_backend, ensure_ray
 from ._errors import DataError, SpecError, closest
-from ._params import Param, validate_params
+from ._params import Param, parse_field_list, validate_params
 from ._vectors import check_finite, to_dense
 
 #: field -> Arrow type of the output column
@@ -213,21 +213,7 @@ def _field(f: str, cid, sim, pos, null, ref: Centroids) -> pa.Array:
 # -- validation ------------------------------------------------------------------------------
 
 def parse_fields(fields: Any) -> tuple[str, ...]:
-    if fields is None:
-        return DEFAULT_FIELDS
-    if isinstance(fields, str):
-        fields = [fields]
-    if not isinstance(fields, Sequence) or not fields:
-        raise SpecError(f"fields must be a non-empty list like ['cluster_id', 'similarity']. "
-                        f"Got {fields!r}.")
-    out: list[str] = []
-    for f in fields:
-        if f not in FIELDS:
-            raise SpecError(f"Unknown field {f!r} for cluster_assign_parquet."
-                            f"{closest(str(f), FIELDS)} Valid fields: {', '.join(FIELDS)}.")
-        if f not in out:
-            out.append(f)
-    return tuple(out)
+    return parse_field_list(fields, FIELDS, DEFAULT_FIELDS, "cluster_assign_parquet", "['cluster_id', 'similarity']")
 
 
 def parquet_files(source: Any) -> list[str]:
