@@ -195,27 +195,33 @@ def _const(value: str, n: int) -> pa.DictionaryArray:
                                           pa.array([value], type=pa.string()))
 
 
+def _dict_column(idx: np.ndarray, values) -> pa.DictionaryArray:
+    """``values[idx]`` per row as a dictionary column; NULL where ``idx`` < 0."""
+    idx = np.asarray(idx, dtype=np.int64)
+    return pa.DictionaryArray.from_arrays(pa.array(np.maximum(idx, 0).astype(np.int32),
+                                                   mask=idx < 0),
+                                          pa.array(values, type=pa.string()))
+
+
 def _node_column(labels: np.ndarray) -> pa.DictionaryArray:
     """``cl_<label>`` per member, NULL for noise, as a dictionary column."""
     labels = np.asarray(labels, dtype=np.int64)
     uniq = np.unique(labels[labels >= 0])
-    idx = np.searchsorted(uniq, labels).astype(np.int32)
-    return pa.DictionaryArray.from_arrays(pa.array(idx, mask=labels < 0),
-                                          pa.array([f"cl_{int(c)}" for c in uniq], pa.string()))
+    idx = np.where(labels >= 0, np.searchsorted(uniq, labels), -1)
+    return _dict_column(idx, [f"cl_{int(c)}" for c in uniq])
 
 
-def _tree_tables(run_id, spec, centroids, members, tree, leaf):
+def _tree_tables(run_id, spec, members, tree, leaf):
     """Centroid rows of every hierarchy node (statistics over every streamed row) and
     the members' deepest node, its parent and level (a streamed hierarchical run)."""
     m = len(tree.node_ids)
     count = tree.count
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(count > 0, tree.sim_sum / count, np.nan)
-    nodes = pa.array(tree.node_ids, pa.string())
     centroids = pa.table({
         "run_id": [run_id] * m, "name": [spec.name] * m,
         "cluster_id": pa.array(tree.cluster_of.astype(np.int32)),
-        "node_id": nodes,
+        "node_id": pa.array(tree.node_ids, pa.string()),
         "parent_cluster_id": pa.array([tree.node_ids[i] if i >= 0 else None
                                        for i in tree.parent.tolist()], pa.string()),
         "child_cluster_ids": pa.array([list(c) for c in tree.child_ids],
@@ -228,14 +234,10 @@ def _tree_tables(run_id, spec, centroids, members, tree, leaf):
         "centroid": pa.array([c.tolist() for c in tree.centroids], pa.list_(pa.float32())),
     })
     par = np.where(leaf >= 0, tree.parent[np.maximum(leaf, 0)], -1)
-    members = members.set_column(
-        members.schema.get_field_index("node_id"), "node_id",
-        pa.DictionaryArray.from_arrays(pa.array(np.maximum(leaf, 0).astype(np.int32),
-                                                mask=leaf < 0), nodes))
-    members = members.set_column(
-        members.schema.get_field_index("parent_cluster_id"), "parent_cluster_id",
-        pa.DictionaryArray.from_arrays(pa.array(np.maximum(par, 0).astype(np.int32),
-                                                mask=par < 0), nodes))
+    members = members.set_column(members.schema.get_field_index("node_id"), "node_id",
+                                 _dict_column(leaf, tree.node_ids))
+    members = members.set_column(members.schema.get_field_index("parent_cluster_id"),
+                                 "parent_cluster_id", _dict_column(par, tree.node_ids))
     members = members.set_column(
         members.schema.get_field_index("hierarchy_level"), "hierarchy_level",
         pa.array(np.where(leaf >= 0, tree.level[np.maximum(leaf, 0)], -1).astype(np.int32)))
@@ -470,7 +472,7 @@ def _sampled_run(cur, run_id, spec, p, stage):
     data = _summary(ids, C, stats2)
     centroids, members = _tables(run_id, spec, ids, labels, sims, coords, cluster_ids, C)
     if tree is not None:
-        centroids, members = _tree_tables(run_id, spec, centroids, members, tree,
+        centroids, members = _tree_tables(run_id, spec, members, tree,
                                           np.concatenate(out.leaves))
     return data, centroids, members, quality, int(len(cluster_ids)), projection
 

@@ -48,6 +48,8 @@ class Tree:
         self.count = np.zeros(m, dtype=np.int64)
         self.sim_sum = np.zeros(m, dtype=np.float64)
         self.sim_min = np.full(m, np.inf, dtype=np.float64)
+        self._top_ids = np.array(sorted(self.top), dtype=np.int64)  # vectorized lookup
+        self._top_index = np.array([self.top[c] for c in self._top_ids.tolist()], dtype=np.int64)
         depth = int(self.level.max()) + 1 if m else 0
         # ancestor of each node at each level (-1 below the node's own level)
         self._anc = np.full((m, depth), -1, dtype=np.int64)
@@ -90,7 +92,7 @@ class Tree:
         n = len(labels)
         cur = np.full(n, -1, dtype=np.int64)
         has = labels >= 0
-        cur[has] = [self.top[int(c)] for c in labels[has]]
+        cur[has] = self._top_index[np.searchsorted(self._top_ids, labels[has])]
         forced = np.zeros(n, dtype=bool) if fitted_leaf is None else fitted_leaf >= 0
         self._add(X, cur, has)
         nchild = np.array([len(c) for c in self.children], dtype=np.int64)
