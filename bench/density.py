@@ -20,7 +20,8 @@ import time
 
 import numpy as np
 
-from bench._common import (cli, 
+from bench._common import (
+    cli,
     Row,
     ari,
     connect,
@@ -72,26 +73,26 @@ def run(rows: int = 100_000, repeat: int = 1) -> list[Row]:
     X, y = make_clusters(rows)
     con = connect()
     load_table(con, "docs", X)
-    con.sql(f"SELECT cluster_create('dens', source := 'docs', embedding := 'embedding', "
-            f"id := 'doc_id', algorithm := 'hdbscan', "
-            f"params := {{'min_cluster_size': {MIN_CLUSTER_SIZE}}}, "
-            f"preprocessing := [{{'method': 'whitening'}}, "
-            f"{{'method': 'umap', 'n_components': 10}}])").fetchall()
-    t_dc, _ = median_time(lambda: con.sql("SELECT cluster_execute('dens')").fetchall(), repeat)
-    lab_dc = con.sql("SELECT cluster_id FROM cluster_members('dens') ORDER BY CAST(id AS "
-                     "BIGINT)").to_arrow_table().column(0).to_numpy()
-    timings = json.loads(con.sql("SELECT timings FROM cluster_runs('dens') ORDER BY started_at "
-                                 "DESC LIMIT 1").fetchall()[0][0])
+
+    def run_definition(name: str, extra: str = ""):
+        """(median seconds, labels in id order, stage timings) of one definition."""
+        con.sql(f"SELECT cluster_create('{name}', source := 'docs', embedding := 'embedding', "
+                f"id := 'doc_id', algorithm := 'hdbscan', "
+                f"params := {{'min_cluster_size': {MIN_CLUSTER_SIZE}}}{extra}, "
+                f"preprocessing := [{{'method': 'whitening'}}, "
+                f"{{'method': 'umap', 'n_components': 10}}])").fetchall()
+        t, _ = median_time(lambda: con.sql(f"SELECT cluster_execute('{name}')").fetchall(),
+                           repeat)
+        lab = con.sql(f"SELECT cluster_id FROM cluster_members('{name}') ORDER BY CAST(id AS "
+                      "BIGINT)").to_arrow_table().column(0).to_numpy()
+        stages = json.loads(con.sql(f"SELECT timings FROM cluster_runs('{name}') ORDER BY "
+                                    "started_at DESC LIMIT 1").fetchall()[0][0])
+        return t, lab, stages
+
+    t_dc, lab_dc, timings = run_definition("dens")
     # fit-on-sample then assign: the same definition with sample_size
     sample = min(20_000, rows // 2)
-    con.sql(f"SELECT cluster_create('dens_s', source := 'docs', embedding := 'embedding', "
-            f"id := 'doc_id', algorithm := 'hdbscan', "
-            f"params := {{'min_cluster_size': {MIN_CLUSTER_SIZE}}}, sample_size := {sample}, "
-            f"preprocessing := [{{'method': 'whitening'}}, "
-            f"{{'method': 'umap', 'n_components': 10}}])").fetchall()
-    t_s, _ = median_time(lambda: con.sql("SELECT cluster_execute('dens_s')").fetchall(), repeat)
-    lab_s = con.sql("SELECT cluster_id FROM cluster_members('dens_s') ORDER BY CAST(id AS "
-                    "BIGINT)").to_arrow_table().column(0).to_numpy()
+    t_s, lab_s, _ = run_definition("dens_s", f", sample_size := {sample}")
     con.close()
 
     hdb = (lambda E: hdbscan.HDBSCAN(min_cluster_size=MIN_CLUSTER_SIZE).fit_predict(E))

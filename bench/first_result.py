@@ -23,7 +23,8 @@ import time
 
 import numpy as np
 
-from bench._common import (cli, 
+from bench._common import (
+    cli,
     Row,
     ari,
     connect,

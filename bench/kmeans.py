@@ -19,7 +19,8 @@ import json
 
 import numpy as np
 
-from bench._common import (cli, 
+from bench._common import (
+    cli,
     K,
     Row,
     ari,

@@ -47,6 +47,15 @@ def _next(state, i):
 
 
 @numba.njit(inline="always", fastmath=True)
+def _sq_dist(u, v):
+    d2 = np.float32(0.0)
+    for d in range(u.shape[0]):
+        diff = u[d] - v[d]
+        d2 += diff * diff
+    return d2
+
+
+@numba.njit(inline="always", fastmath=True)
 def _move_vertex(i, emb, snap, indptr, indices, epochs_per_sample, epoch_of_next_sample,
                  epochs_per_negative_sample, epoch_of_next_negative_sample, rng, a, b, gamma,
                  alpha, n, move_other):
@@ -58,10 +67,7 @@ def _move_vertex(i, emb, snap, indptr, indices, epochs_per_sample, epoch_of_next
             continue
         j = indices[e]
         other = snap[j]
-        d2 = np.float32(0.0)
-        for d in range(dim):
-            diff = cur[d] - other[d]
-            d2 += diff * diff
+        d2 = _sq_dist(cur, other)
         if d2 > 0.0:
             pb = d2 ** b  # d2^(b-1) = d2^b / d2: one pow instead of two
             gc = np.float32(-2.0) * a * b * (pb / d2) / (a * pb + np.float32(1.0))
@@ -79,10 +85,7 @@ def _move_vertex(i, emb, snap, indptr, indices, epochs_per_sample, epoch_of_next
             if k == i:
                 continue
             other = snap[k]
-            d2 = np.float32(0.0)
-            for d in range(dim):
-                diff = cur[d] - other[d]
-                d2 += diff * diff
+            d2 = _sq_dist(cur, other)
             if d2 > 0.0:
                 gc = np.float32(2.0) * gamma * b / (
                     (np.float32(0.001) + d2) * (a * d2 ** b + np.float32(1.0)))
