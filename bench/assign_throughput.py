@@ -27,7 +27,7 @@ import os
 
 import numpy as np
 
-import duckcluster._sql as dc_sql
+import duckcluster.functions.core as dc_sql
 from bench._common import (
     Row,
     connect,
@@ -105,7 +105,7 @@ def run(rows: int = 1_000_000, k: int = 100, repeat: int = 3,
 
     import duckdb
 
-    from duckcluster._catalog import sql_text
+    from duckcluster.catalog.runs import sql_text
 
     plain = duckdb.connect(path, read_only=True)
     plain.execute("SET enable_progress_bar = false")

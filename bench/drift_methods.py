@@ -28,7 +28,7 @@ import pyarrow as pa
 
 import duckcluster
 from bench._common import scratch_dir
-from duckcluster._assign import normalize_rows
+from duckcluster.core.assign import normalize_rows
 from duckcluster.drift import DRIFT_METHODS, run_method
 
 

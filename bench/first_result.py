@@ -92,8 +92,8 @@ def run(rows: int = 2000, repeat: int = 3) -> list[Row]:
                                  "started_at DESC LIMIT 1").fetchall()[0][0])
     con.close()
     hand = np.load(out)
-    t_import = median_time(lambda: fresh("import duckcluster, duckcluster._preprocess, "
-                                         "duckcluster._layout, hdbscan"), repeat)[0]
+    t_import = median_time(lambda: fresh("import duckcluster, duckcluster.core.preprocess, "
+                                         "duckcluster.core.preprocess.layout, hdbscan"), repeat)[0]
     return [Row(
         workload="time to first result: fresh process, whitening -> UMAP -> HDBSCAN",
         rows=rows, duckcluster=t_dc,

@@ -57,7 +57,7 @@ def peers(X: np.ndarray, y: np.ndarray, k: int, repeat: int) -> dict[str, tuple[
 
 
 def run(rows: int = 100_000, repeat: int = 3, k: int = K) -> list[Row]:
-    from duckcluster.algorithms import get_algorithm, validate_algorithm_params
+    from duckcluster.core.algorithms import get_algorithm, validate_algorithm_params
 
     X, y = make_clusters(rows, k=k)
     con = connect()

@@ -4,7 +4,7 @@ silhouette against scikit-learn's.
     python -m bench.quality [--rows 1000000] [--repeat 3]
 
 duckcluster computes the cosine silhouette exactly from cluster sums in
-O(n k d) (see duckcluster/_quality.py), so at 1M rows it uses every row
+O(n k d) (see duckcluster/core/quality.py), so at 1M rows it uses every row
 (``silhouette_sample_size`` = n). Reported:
 
 - the time of ``compute_quality`` at ``--rows`` (silhouette, Davies-Bouldin,
@@ -24,8 +24,8 @@ from bench._common import cli, Row, make_clusters, median_time, verdict
 def run(rows: int = 1_000_000, repeat: int = 3, check_rows: int = 20_000) -> list[Row]:
     from sklearn.metrics import silhouette_score
 
-    from duckcluster._assign import centroids_from_labels, similarity_to_own
-    from duckcluster._quality import compute_quality, cosine_silhouette
+    from duckcluster.core.assign import centroids_from_labels, similarity_to_own
+    from duckcluster.core.quality import compute_quality, cosine_silhouette
 
     X, y = make_clusters(rows)
     ids, C = centroids_from_labels(X, y)

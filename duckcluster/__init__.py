@@ -12,21 +12,20 @@ import weakref
 
 import duckdb
 
-from . import _catalog
 from ._errors import (
     DatabaseBusyError,
     DataError,
     DuckclusterError,
     MissingDependencyError,
-    RunFailedError,
     ResourceError,
+    RunFailedError,
     RunNotFoundError,
     SpecError,
     UnknownNameError,
 )
-from ._spec import ClusterSpec
-
-__version__ = "0.1.0"
+from ._version import __version__
+from .catalog import runs as _catalog
+from .core.spec import ClusterSpec
 
 __all__ = [
     "DEFAULT_STORAGE_VERSION",
@@ -91,7 +90,7 @@ def install(con: duckdb.DuckDBPyConnection, *, artifacts_dir: str | None = None
     you run duckcluster SQL on. Runs left 'running' by a dead process are marked
     'abandoned' here.
     """
-    from . import _sql
+    from . import functions as _sql
 
     try:  # DuckDB's progress bar prints to stdout mid-query; duckcluster shows its own
         con.execute("SET enable_progress_bar = false")

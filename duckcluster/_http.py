@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from .._errors import DuckclusterError
+from ._errors import DuckclusterError
 
 
 class LLMError(DuckclusterError):

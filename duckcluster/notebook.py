@@ -22,7 +22,8 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from . import _sql, install
+from . import functions as _sql
+from . import install
 from ._errors import MissingDependencyError
 from ._source import quote_literal
 
@@ -217,7 +218,8 @@ def plot_drift(con: duckdb.DuckDBPyConnection, baseline: str, current: str, *,
     takes (a table, a query in parentheses, a Parquet path, ``'run:<run_id>'``).
     Returns the matplotlib Figure.
     """
-    from . import _drift, _report
+    from .drift import report as _report
+    from .drift import sides as _drift
 
     plt = _pyplot()
     with con.cursor() as cur:

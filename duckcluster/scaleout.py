@@ -20,7 +20,7 @@ from typing import Any
 
 import duckdb
 
-from ._partitioned import AssignResult
+from .engine.parquet import AssignResult
 
 __all__ = ["AssignResult", "assign_parquet", "sweep"]
 
@@ -38,7 +38,7 @@ def assign_parquet(con: duckdb.DuckDBPyConnection, name: str, source: str, outpu
     cluster_id, similarity, label, summary, keywords, run_id) at ``output``;
     the same as ``SELECT * FROM cluster_assign_parquet(...)``.
     """
-    from . import _partitioned
+    from .engine import parquet as _partitioned
 
     options: dict[str, Any] = {
         "embedding": embedding, "id": id, "threshold": threshold, "run_id": run_id,
@@ -57,7 +57,7 @@ def sweep(con: duckdb.DuckDBPyConnection, name: str,
     """
     import json
 
-    from . import _sweep
+    from .engine import sweep as _sweep
 
     with con.cursor() as cur:
         return _sweep.sweep(cur, name, json.dumps(grid), backend=backend,

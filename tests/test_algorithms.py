@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from duckcluster._errors import SpecError, UnknownNameError
-from duckcluster.algorithms import (
+from duckcluster.core.algorithms import (
     ALGORITHMS,
     get_algorithm,
     relabel_by_size,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from duckcluster._assign import assign, centroids_from_labels, normalize_rows, similarity_to_own
+from duckcluster.core.assign import assign, centroids_from_labels, normalize_rows, similarity_to_own
 from duckcluster._errors import DataError
 
 S = np.float32(np.sqrt(0.5))

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 import duckcluster
-from duckcluster._sql import _ASSIGN_DIMS
+from duckcluster.functions.core import _ASSIGN_DIMS
 
 
 @pytest.fixture(scope="module")

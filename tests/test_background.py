@@ -16,7 +16,7 @@ import pytest
 
 import duckcluster
 from conftest import blobs, load_table
-from duckcluster import _background
+from duckcluster.ops import background as _background
 
 SLOW_S = 0.15
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from duckcluster._assign import normalize_rows
+from duckcluster.core.assign import normalize_rows
 from duckcluster.drift import DEFAULT_METHOD, DRIFT_METHODS, run_method
 
 N_SPLITS = 20

@@ -7,14 +7,8 @@ import pytest
 from scipy.stats import energy_distance, wasserstein_distance
 
 from duckcluster import DataError, SpecError, UnknownNameError
-from duckcluster._drift_monitor import reservoir_slots
-from duckcluster.drift import (
-    DRIFT_METHODS,
-    Reference,
-    js_divergence,
-    run_method,
-    share_test,
-)
+from duckcluster.drift.monitor import reservoir_slots
+from duckcluster.drift import DRIFT_METHODS, Reference, js_divergence, run_method, share_test
 from duckcluster.drift._base import permutation_labels, permutation_p_value
 from duckcluster.drift._kernel import permutation_test, sq_distances, unbiased_statistic
 from duckcluster.drift._projection import fit_projection

@@ -12,7 +12,7 @@ import pytest
 from conftest import blobs, load_table
 from scipy.stats import kstest
 
-from duckcluster import _drift_monitor
+from duckcluster.drift import monitor as _drift_monitor
 
 D = 16
 RESERVOIR = 100

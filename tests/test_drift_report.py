@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import duckcluster
-from duckcluster._report import BASELINE_COLOR, CURRENT_COLOR, drift_report
+from duckcluster.drift.report import BASELINE_COLOR, CURRENT_COLOR, drift_report
 
 BASELINE = "(SELECT * FROM digits WHERE label <> 9 AND id % 2 = 0)"
 CURRENT = "(SELECT * FROM digits WHERE id % 2 = 1)"  # ~10% nines, never in the baseline
@@ -29,7 +29,7 @@ CURRENT = "(SELECT * FROM digits WHERE id % 2 = 1)"  # ~10% nines, never in the 
 
 @pytest.fixture(scope="module")
 def digits_db(tmp_path_factory):
-    from duckcluster._demo import load_digits_table
+    from duckcluster.cli.demo import load_digits_table
 
     path = str(tmp_path_factory.mktemp("report") / "digits.duckdb")
     con = duckcluster.connect(path)

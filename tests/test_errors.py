@@ -5,13 +5,11 @@ from __future__ import annotations
 import os
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 import pytest
 
 import duckcluster
-from duckcluster import _execute
-from conftest import blobs, load_table
+from duckcluster.engine import execute as _execute
 
 CREATE = ("SELECT cluster_create('t', source := {source}, embedding := {emb}, id := 'doc_id', "
           "algorithm := {algo}, params := {params}{extra})")

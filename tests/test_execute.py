@@ -168,7 +168,8 @@ def test_streamed_run_over_a_view_reads_in_id_order(con, docs):
     m1, m2 = (q(con, f"SELECT id, cluster_id, x FROM cluster_members('s', run_id := '{r}') "
                      "ORDER BY id") for r in (r1, r2))
     assert m1 == m2 and len(m1) == 500
-    from duckcluster import _reader, _spec
+    from duckcluster.engine import reader as _reader
+    from duckcluster.core import spec as _spec
 
     spec = _spec.ClusterSpec.from_dict({"name": "s", "source": "v", "embedding": "embedding",
                                         "id": "doc_id", "algorithm": "kmeans",
@@ -313,7 +314,7 @@ def test_assign_mode_records_a_run(con, docs):
 def test_assign_mode_quality_sample_is_seeded(con, docs, monkeypatch):
     """Above ASSIGN_QUALITY_SAMPLE rows the geometric metrics use a seeded sample:
     two assign runs agree, and the sample size is reported."""
-    from duckcluster import _execute
+    from duckcluster.engine import execute as _execute
 
     monkeypatch.setattr(_execute, "ASSIGN_QUALITY_SAMPLE", 120)
     q(con, KMEANS)
@@ -356,7 +357,7 @@ def test_cluster_list_and_delete(con, docs, tmp_path):
 
 def test_digits_whitening_umap_hdbscan(con):
     """The digits dataset through whitening + umap + hdbscan (figure in the closing note)."""
-    from duckcluster._demo import DEFINITIONS, load_digits_table
+    from duckcluster.cli.demo import DEFINITIONS, load_digits_table
 
     tbl, truth = load_digits_table()
     con.register("__d", tbl)

@@ -19,8 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import duckcluster
 from conftest import blobs, load_table
-from duckcluster import _exporter as exporter
-from duckcluster import _ops_store as store
+from duckcluster.ops import exporter
+from duckcluster.catalog import ops as store
 from duckcluster.cli import main
 from webhook_servers import free_port
 

@@ -9,14 +9,13 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 
 import duckdb
 import numpy as np
 import pytest
 
 import duckcluster
-from duckcluster import _reader
+from duckcluster.engine import reader as _reader
 from conftest import blobs, load_table
 
 
@@ -87,7 +86,8 @@ def test_memory_guard_quadratic(con, monkeypatch):
 CHILD = textwrap.dedent("""
     import os, signal, sys
     import duckcluster
-    from duckcluster import _sql, _catalog
+    from duckcluster import functions as _sql
+    from duckcluster.catalog import runs as _catalog
     stage = sys.argv[2]
     def kill(msg):
         if stage in msg:
@@ -192,7 +192,7 @@ def test_install_on_read_only_file_without_catalog(tmp_path):
 ENRICH_CHILD = textwrap.dedent("""
     import os, signal, sys
     import duckcluster
-    from duckcluster import _enrich
+    from duckcluster.labels import enrich as _enrich
     def die(*a, **k):  # every UPDATE of the target is done, COMMIT is next
         os.kill(os.getpid(), signal.SIGKILL)
     _enrich.store.record_enrichment = die

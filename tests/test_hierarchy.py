@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-import duckcluster._hierarchy as hierarchy_mod
-from duckcluster._assign import normalize_rows
+import duckcluster.core.hierarchy as hierarchy_mod
+from duckcluster.core.assign import normalize_rows
 from duckcluster._errors import SpecError
-from duckcluster._hierarchy import build_hierarchy
+from duckcluster.core.hierarchy import build_hierarchy
 
 
 def nested(n_per=100, d=32, seed=0):
@@ -152,8 +152,8 @@ def test_invalid_depth():
 def test_umap_splitter_leaves_a_blob_whole_and_splits_two(d):
     """From UMAP_MIN_MEMBERS rows the default splitter (duckcluster's UMAP step, no
     umap-learn) finds no sub-clusters in one Gaussian blob and two in two."""
-    from duckcluster._assign import normalize_rows
-    from duckcluster._hierarchy import UMAP_MIN_MEMBERS, default_subcluster
+    from duckcluster.core.assign import normalize_rows
+    from duckcluster.core.hierarchy import UMAP_MIN_MEMBERS, default_subcluster
 
     rng = np.random.default_rng(1)
     c = rng.standard_normal(d)

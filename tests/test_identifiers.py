@@ -10,7 +10,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import duckcluster
 from duckcluster import ClusterSpec, SpecError
 from conftest import blobs, load_table
 

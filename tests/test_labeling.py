@@ -10,9 +10,9 @@ from docstring_corpus import corpus
 from label_data import TOPIC_WORDS, cluster, make_docs, topic_of_clusters
 
 import duckcluster
-from duckcluster._assign import normalize_rows
+from duckcluster.core.assign import normalize_rows
 from duckcluster._errors import SpecError
-from duckcluster._labeling import (
+from duckcluster.labels.labeling import (
     LabelConfig,
     ctfidf_keywords,
     leader_merges,

@@ -7,7 +7,6 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 import duckcluster
-from conftest import blobs, load_table
 
 
 def test_keeps_every_column_and_groups(con, docs):

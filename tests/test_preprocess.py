@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import duckcluster._reduce as reduce_mod
+import duckcluster.core.projection as reduce_mod
 from duckcluster._errors import DataError, SpecError, UnknownNameError
-from duckcluster._preprocess import PREPROCESSORS, run_preprocessing, validate_steps
-from duckcluster._reduce import reduce_coordinates
+from duckcluster.core.preprocess import PREPROCESSORS, run_preprocessing, validate_steps
+from duckcluster.core.projection import reduce_coordinates
 
 
 def correlated(n=2000, d=8, seed=0):
@@ -191,7 +191,7 @@ def test_umap_large_path_is_reproducible_and_thread_independent(monkeypatch):
     """Above the thresholds: IVF kNN, PCA init, parallel snapshot layout."""
     import numba
 
-    import duckcluster._preprocess as pre
+    import duckcluster.core.preprocess as pre
 
     monkeypatch.setattr(pre, "EXACT_KNN_MAX_ROWS", 100)
     monkeypatch.setattr(pre, "SPECTRAL_INIT_MAX_ROWS", 100)
@@ -214,7 +214,7 @@ def test_umap_large_path_is_reproducible_and_thread_independent(monkeypatch):
 
 
 def test_ivf_knn_finds_the_exact_neighbours_of_clustered_rows():
-    from duckcluster._preprocess import _exact_knn, _ivf_knn
+    from duckcluster.core.preprocess import _exact_knn, _ivf_knn
 
     rng = np.random.default_rng(13)
     centres = rng.normal(size=(20, 16))
@@ -232,8 +232,7 @@ def test_ivf_knn_probes_more_cells_until_its_recall_is_checked():
     """On rows with no cluster structure the inverted-file search misses many true
     neighbours; the checked version measures that on a seeded sample and probes
     more cells until the recall holds, deterministically."""
-    from duckcluster._preprocess import (IVF_MIN_RECALL, _checked_ivf_knn, _exact_knn,
-                                         _ivf_knn)
+    from duckcluster.core.preprocess import IVF_MIN_RECALL, _checked_ivf_knn, _exact_knn, _ivf_knn
 
     X = np.random.default_rng(4).normal(size=(4000, 30)).astype(np.float32)
     exact, _ = _exact_knn(X, 15, "cosine")

@@ -25,7 +25,7 @@ def test_docstrings_run():
 
 
 def test_unregister_then_install_again():
-    from duckcluster import _sql
+    from duckcluster import functions as _sql
 
     con = duckcluster.connect()
     try:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import silhouette_score
 
-import duckcluster._quality as quality_mod
-from duckcluster._assign import centroids_from_labels, normalize_rows, similarity_to_own
-from duckcluster._quality import THRESHOLDS, compute_quality
+import duckcluster.core.quality as quality_mod
+from duckcluster.core.assign import centroids_from_labels, normalize_rows, similarity_to_own
+from duckcluster.core.quality import THRESHOLDS, compute_quality
 
 
 def blobs(k=4, n_per=100, d=16, sigma=0.05, seed=0):

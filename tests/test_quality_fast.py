@@ -10,7 +10,7 @@ from sklearn.metrics import (
     silhouette_score,
 )
 
-from duckcluster._quality import cosine_silhouette, euclidean_scores
+from duckcluster.core.quality import cosine_silhouette, euclidean_scores
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

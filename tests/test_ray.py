@@ -18,7 +18,9 @@ import pytest
 from conftest import blobs, load_table
 
 import duckcluster
-from duckcluster import _backend, _hierarchy, _partitioned
+from duckcluster.core import backend as _backend
+from duckcluster.core import hierarchy as _hierarchy
+from duckcluster.engine import parquet as _partitioned
 
 
 @pytest.fixture(scope="module")

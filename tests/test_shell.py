@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from duckcluster._shell import Command, InputSplitter, is_complete, split_input
+from duckcluster.cli.shell import Command, InputSplitter, is_complete, split_input
 
 REPO = Path(__file__).resolve().parent.parent
 # CSI, OSC, DCS/APC strings, charset selection and the other two-byte escapes.

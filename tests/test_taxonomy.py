@@ -8,8 +8,8 @@ import pyarrow as pa
 import pytest
 from label_data import cluster, make_docs
 
-from duckcluster._assign import normalize_rows
-from duckcluster._taxonomy import walk_tree
+from duckcluster.core.assign import normalize_rows
+from duckcluster.labels.taxonomy import walk_tree
 
 
 def test_walk_tree_known_answers():

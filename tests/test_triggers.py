@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from conftest import blobs, embedding_table, load_table
-from duckcluster import _triggers as triggers
-from duckcluster._scheduler import Scheduler
+from duckcluster.ops import triggers
+from duckcluster.ops.scheduler import Scheduler
 from webhook_servers import Receiver, free_port
 
 

@@ -9,7 +9,7 @@ import duckdb
 import pytest
 
 from conftest import blobs, load_table
-from duckcluster import _webhooks as webhooks
+from duckcluster.ops import webhooks
 from webhook_servers import Receiver, free_port
 
 

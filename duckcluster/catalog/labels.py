@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from . import _catalog as catalog
-from ._errors import RunNotFoundError, SpecError, UnknownNameError, closest
-from ._source import quote_literal
+from .._errors import RunNotFoundError, SpecError, UnknownNameError, closest
+from .._source import quote_literal
+from . import runs as catalog
 
 # rows keyed by definition name, removed by cluster_delete(..., drop_artifacts := true)
 catalog.DEFINITION_TABLES.extend(["labels", "label_failures", "enrichments"])

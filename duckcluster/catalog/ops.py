@@ -15,9 +15,9 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import _catalog as catalog
-from ._errors import RunNotFoundError, SpecError, UnknownNameError, closest
-from ._spec import ClusterSpec
+from .._errors import RunNotFoundError, SpecError, UnknownNameError, closest
+from ..core.spec import ClusterSpec
+from . import runs as catalog
 
 ACTIVE = ("queued", "running")
 

@@ -26,9 +26,9 @@ from importlib.metadata import PackageNotFoundError, version
 import duckdb
 import pyarrow as pa
 
-from ._errors import RunNotFoundError, SpecError, UnknownNameError, closest
-from ._source import quote_literal
-from ._spec import ClusterSpec
+from .._errors import RunNotFoundError, SpecError, UnknownNameError, closest
+from .._source import quote_literal
+from ..core.spec import ClusterSpec
 
 SCHEMA = "duckcluster"
 
@@ -269,7 +269,7 @@ def load_centroids(cur, run_id: str) -> tuple[list[int], "pa.Table"]:
 
 def load_projection(cur, run_id: str):
     """The stored plotting projection of a run, or None (runs from before it was kept)."""
-    from ._reduce import Projection
+    from ..core.projection import Projection
 
     row = cur.execute("SELECT dimensions, mean, components FROM duckcluster.projections "
                       "WHERE run_id = ?", [run_id]).fetchall()

@@ -19,9 +19,10 @@ import click
 import duckdb
 from rich.console import Console
 
-from . import _sql, connect
-from ._display import print_result
-from ._errors import DuckclusterError
+from .. import connect
+from .. import functions as _sql
+from .._errors import DuckclusterError
+from .display import print_result
 
 # Piped output gets a wide console so tables are never folded; a terminal gets its width.
 console = Console() if sys.stdout.isatty() else Console(width=1000)
@@ -49,7 +50,7 @@ def progress_display(enabled: bool = True):
 
 def run_script(con: duckdb.DuckDBPyConnection, text: str, progress: bool = True) -> bool:
     """Run every statement of a script, printing results; False after the first error."""
-    from ._syntax import rewrite, split_statements
+    from .._syntax import rewrite, split_statements
 
     try:
         statements = split_statements(rewrite(text))
@@ -124,7 +125,7 @@ def sql_cmd(database, commands, files, artifacts_dir, read_only, no_progress) ->
 @click.option("--read-only", is_flag=True, help="Open the database read-only.")
 def shell_cmd(database, artifacts_dir, read_only) -> None:
     """Interactive SQL shell with duckcluster functions and CLUSTER BY EMBEDDING syntax."""
-    from ._shell import run_shell
+    from .shell import run_shell
 
     con = _open(database, artifacts_dir, read_only)
     try:
@@ -140,7 +141,7 @@ def shell_cmd(database, artifacts_dir, read_only) -> None:
 @click.option("--artifacts-dir", default=None, help="Where run Parquet files go.")
 def demo_cmd(db_path, artifacts_dir) -> None:
     """Cluster scikit-learn's handwritten digits two ways and print a summary."""
-    from ._demo import run_demo
+    from .demo import run_demo
 
     run_demo(db_path, artifacts_dir, console, progress_display)
 
@@ -170,7 +171,7 @@ def report_group() -> None:
 def report_drift_cmd(database, baseline, current, embedding, methods, reference, seed, alpha,
                      out) -> None:
     """Compare two sets of embeddings in DATABASE and write an HTML drift report."""
-    from ._report import drift_report
+    from ..drift.report import drift_report
 
     con = _open(database, None, True)
     try:
@@ -208,11 +209,11 @@ def scheduler_cmd(database, poll, grace, once, metrics_port, metrics_host,
     The file is opened only while a tick works, so other writers can use it in
     between; see `SELECT * FROM cluster_trigger_history()` for what fired.
     """
-    from ._scheduler import Scheduler
+    from ..ops.scheduler import Scheduler
 
     shared = None
     if metrics_port is not None:
-        from ._exporter import SharedSource, serve
+        from ..ops.exporter import SharedSource, serve
 
         shared = SharedSource()
         serve(shared, metrics_port, metrics_host)
@@ -236,7 +237,7 @@ def exporter_cmd(database, port, host, min_interval, once) -> None:
     import signal
     import threading
 
-    from ._exporter import ReadOnlySource, render, serve
+    from ..ops.exporter import ReadOnlySource, render, serve
 
     source = ReadOnlySource(database, min_interval)
     if once:

@@ -11,7 +11,7 @@ import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
 
-from . import connect
+from .. import connect
 
 DEFINITIONS = {
     "digits_kmeans": (

@@ -42,7 +42,7 @@ from sqlglot.dialects.duckdb import DuckDB
 from sqlglot.errors import TokenError
 from sqlglot.tokens import Token, TokenType
 
-from . import __version__
+from .._version import __version__
 
 RunScript = Callable[..., bool]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._errors import DataError
+from .._errors import DataError
 
 # Chunks are sized so a (rows x k) or (rows x d) temporary stays near 16M floats.
 _CHUNK_ELEMENTS = 1 << 24

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from ._errors import MissingDependencyError, SpecError, unknown_name
+from .._errors import MissingDependencyError, SpecError, unknown_name
 
 INSTALL_HINT = "pip install 'duckcluster[ray]'"
 

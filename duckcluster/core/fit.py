@@ -13,15 +13,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._assign import assign, centroids_from_labels, similarity_to_own
-from ._backend import get_executor
-from ._errors import DataError
-from ._hierarchy import Hierarchy, build_hierarchy
-from ._preprocess import run_preprocessing
-from ._quality import Quality, compute_quality
-from ._reduce import Projection, fit_projection
-from ._spec import ClusterSpec
+from .._errors import DataError
 from .algorithms import get_algorithm
+from .assign import assign, centroids_from_labels, similarity_to_own
+from .backend import get_executor
+from .hierarchy import Hierarchy, build_hierarchy
+from .preprocess import run_preprocessing
+from .projection import Projection, fit_projection
+from .quality import Quality, compute_quality
+from .spec import ClusterSpec
 
 Progress = Callable[[str], None]
 

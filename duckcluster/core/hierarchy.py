@@ -32,10 +32,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._backend import Executor, LocalExecutor
-from ._errors import DataError, SpecError
+from .._errors import DataError, SpecError
 from .algorithms import get_algorithm, relabel_by_size, validate_algorithm_params
 from .algorithms._base import random_state
+from .backend import Executor, LocalExecutor
 
 UMAP_MIN_MEMBERS = 1000
 SUB_COMPONENTS = 5
@@ -85,7 +85,7 @@ def _reduce_members(X: np.ndarray, seed: int) -> np.ndarray:
 
         k = min(SUB_COMPONENTS, d, m - 1)
         return PCA(n_components=k, random_state=random_state(seed)).fit_transform(X)
-    from ._preprocess import run_preprocessing, validate_steps
+    from .preprocess import run_preprocessing, validate_steps
 
     # duckcluster's own UMAP step (cached kernels, no umap-learn import)
     steps = validate_steps([{"method": "umap", "n_components": min(SUB_COMPONENTS, d, m - 2),
@@ -127,7 +127,7 @@ def build_hierarchy(
     ``X_norm`` (n, d) are the rows the top level was clustered on; ``subcluster``
     (rows, seed) -> labels splits one node, default=:func:`default_subcluster`.
     ``executor`` runs the splits of one level, one task per node to split
-    (default: in this process; see :mod:`duckcluster._backend`); the result does
+    (default: in this process; see :mod:`duckcluster.core.backend`); the result does
     not depend on it.
 
     >>> X = np.eye(4, dtype=np.float32)

@@ -121,7 +121,7 @@ class _Groups:
 
 def _groups(X: np.ndarray, labels: np.ndarray) -> _Groups:
     """Cluster sizes and float64 sums in one chunked pass (no float64 copy of X)."""
-    from ._assign import _cluster_sums
+    from .assign import _cluster_sums
 
     labels = np.asarray(labels).ravel()
     _, inv = np.unique(labels, return_inverse=True)

@@ -14,11 +14,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ._backend import BACKENDS
-from ._errors import SpecError, closest
-from ._params import Param, validate_params
+from .._errors import SpecError, closest
+from .._params import Param, validate_params
 from .algorithms import get_algorithm, validate_algorithm_params
-from ._preprocess import validate_steps
+from .backend import BACKENDS
+from .preprocess import validate_steps
 
 #: Top-level options of a definition, declared as data.
 OPTIONS: dict[str, Param] = {
@@ -164,7 +164,7 @@ def check_rows(spec: ClusterSpec, n_rows: int) -> None:
     need = get_algorithm(spec.algorithm).min_rows(dict(spec.params))
     n_fit = min(n_rows, spec.sample_size) if spec.sample_size else n_rows
     if n_fit < need:
-        from ._errors import DataError
+        from .._errors import DataError
 
         what = f"a sample of {n_fit}" if spec.sample_size and n_fit < n_rows else f"{n_rows}"
         raise DataError(

@@ -1,7 +1,7 @@
 """A fitted cluster hierarchy as centroids, to send streamed rows down the tree.
 
 Runs with ``sample_size`` and ``hierarchical := true`` build the hierarchy on the
-fitted sample (:func:`duckcluster._hierarchy.build_hierarchy`), then every row of
+fitted sample (:func:`duckcluster.core.hierarchy.build_hierarchy`), then every row of
 the source goes down it batch by batch: to its top-level cluster (as flat
 sampled runs), then at each node with children to the nearest child centroid —
 unless its similarity to that child is below the lowest similarity of the
@@ -11,7 +11,7 @@ were fitted into. Node sizes and mean/min similarities describe every row.
 
 Numeric core only: numpy arrays in and out, no DuckDB.
 
->>> from duckcluster._hierarchy import build_hierarchy
+>>> from duckcluster.core.hierarchy import build_hierarchy
 >>> X = np.eye(3, dtype=np.float32)
 >>> t = Tree.from_hierarchy(build_hierarchy(X, np.array([0, 0, 1]), 1, 0), X)
 >>> t.node_ids, t.descend(X, np.array([0, 0, 1])).tolist()
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._assign import normalize_rows
+from .assign import normalize_rows
 
 
 @dataclass

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._errors import DataError
+from .._errors import DataError
 
 _POOLS = {"mean": np.mean, "max": np.max, "first": lambda a, axis: a[0]}
 

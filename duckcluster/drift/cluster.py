@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._assign import assign, centroids_from_labels, normalize_rows
 from .._params import Param
+from ..core.assign import assign, centroids_from_labels, normalize_rows
 from ._base import (
     Context,
     DriftMethod,

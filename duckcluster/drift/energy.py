@@ -26,7 +26,9 @@ PARAMS = {
 
 
 def compute(B: np.ndarray, C: np.ndarray, p: dict, ctx: Context) -> DriftResult:
-    from scipy.stats import energy_distance  # scipy.stats takes ~3 s to import: only here
+    from scipy.stats import (
+        energy_distance,  # scipy.stats takes ~3 s to import: only here
+    )
 
     rng = np.random.default_rng(ctx.seed)
     pr = _projection.projected(B, C, p, p["max_samples"], rng)

@@ -29,14 +29,14 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from . import _catalog as catalog
-from ._assign import assign, normalize_rows
-from ._drift import DriftSpec, Side, compare, load_reference
-from ._errors import DataError, SpecError, UnknownNameError, closest
-from ._params import Param, validate_params
-from ._source import describe, quote_ident, require_columns, source_sql
-from ._vectors import to_dense
-from .drift import get_method, share_test
+from .._errors import DataError, SpecError, UnknownNameError, closest
+from .._params import Param, validate_params
+from .._source import describe, quote_ident, require_columns, source_sql
+from ..catalog import runs as catalog
+from ..core.assign import assign, normalize_rows
+from ..core.vectors import to_dense
+from . import get_method, share_test
+from .sides import DriftSpec, Side, compare, load_reference
 
 BATCH_ROWS = 8_192
 

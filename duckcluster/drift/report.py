@@ -24,9 +24,9 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from . import _drift
-from ._errors import MissingDependencyError
-from .drift import DRIFT_METHODS
+from .._errors import MissingDependencyError
+from . import DRIFT_METHODS
+from . import sides as _drift
 
 #: Rows per side drawn in the scatter and histograms (a seeded sample).
 PLOT_ROWS = 2000
@@ -116,7 +116,7 @@ def _figure(plt, draw, *args) -> str:
 
 
 def _baseline_pca(B: np.ndarray):
-    from .drift._projection import fit_projection
+    from ._projection import fit_projection
 
     return fit_projection(B, 2)
 

@@ -26,14 +26,14 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from . import _catalog as catalog
-from ._assign import normalize_rows
-from ._backend import Executor, LocalExecutor
-from ._errors import DataError, RunNotFoundError, SpecError, closest
-from ._params import Param, validate_params
-from ._source import describe, quote_ident, require_columns, source_sql
-from ._vectors import check_nonzero, to_dense
-from .drift import (
+from .._errors import DataError, RunNotFoundError, SpecError, closest
+from .._params import Param, validate_params
+from .._source import describe, quote_ident, require_columns, source_sql
+from ..catalog import runs as catalog
+from ..core.assign import normalize_rows
+from ..core.backend import Executor, LocalExecutor
+from ..core.vectors import check_nonzero, to_dense
+from . import (
     DEFAULT_ALPHA,
     DEFAULT_METHOD,
     DRIFT_METHODS,
@@ -245,7 +245,7 @@ def _resolve_run(cur, run_id: str, embedding, role: str) -> _Query:
 
 
 def _literal(value: str) -> str:
-    from ._source import quote_literal
+    from .._source import quote_literal
 
     return quote_literal(value)
 
@@ -413,7 +413,7 @@ def drift_windows(cur, source: str, time_column: str, window: str, baseline: str
     window, or the one containing the ``baseline`` timestamp. The baseline window
     itself is the first row, with NULL statistics. The source is read once, here;
     ``executor`` compares the windows, one task per window (default: in this
-    process; see :mod:`duckcluster._backend`), with identical results.
+    process; see :mod:`duckcluster.core.backend`), with identical results.
     """
     _interval(cur, window)
     if not isinstance(time_column, str) or not time_column:

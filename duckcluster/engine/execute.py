@@ -12,14 +12,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from . import _catalog as catalog
-from ._assign import assign
-from ._errors import DataError, DuckclusterError, SpecError
-from ._fit import FitResult, check_distinct, fit, quiet_fit_warnings
-from . import _reader as reader
-from ._source import describe, find_key, require_columns, source_sql
-from ._spec import ClusterSpec, check_rows
-from .algorithms import get_algorithm
+from .._errors import DataError, DuckclusterError, SpecError
+from .._source import describe, find_key, require_columns, source_sql
+from ..catalog import runs as catalog
+from ..core.algorithms import get_algorithm
+from ..core.assign import assign
+from ..core.fit import FitResult, check_distinct, fit, quiet_fit_warnings
+from ..core.spec import ClusterSpec, check_rows
+from . import reader
 
 Progress = Callable[[str], None]
 
@@ -47,7 +47,7 @@ def create(cur, args: Mapping[str, Any], replace: bool = False) -> ClusterSpec:
     """Validate and store a definition (checks the source and columns exist)."""
     spec = ClusterSpec.from_dict(args)
     if spec.labeling:  # typos in labeling options fail here, not at the first cluster_label
-        from ._labeling import LabelConfig
+        from ..labels.labeling import LabelConfig
 
         LabelConfig.from_dict(spec.labeling)
     src = source_sql(cur, spec.source)
@@ -270,7 +270,9 @@ def _full_tables(run_id: str, spec: ClusterSpec, data: SourceData, r: FitResult)
         for i, nid in enumerate(node_ids):
             if nid in by_id:
                 rows["child_cluster_ids"][i] = list(by_id[nid].child_ids)
-        from ._assign import centroids_from_labels  # sub-centroids in the original space
+        from ..core.assign import (
+            centroids_from_labels,  # sub-centroids in the original space
+        )
         for nd in r.hierarchy.nodes:
             if nd.level == 0:
                 continue
@@ -364,7 +366,7 @@ def _stream_assign(cur, spec, p, C, cluster_ids, stats, stage, threshold=None, f
     the algorithm labelled itself (the fitted sample), which keep that label; their
     row numbers in the output are collected in ``sample_rows``. ``probe``: sorted
     source positions whose vectors are kept (``probe_X``, ``probe_rows``) for the
-    geometric quality metrics. ``tree``: a :class:`~duckcluster._stream_tree.Tree`
+    geometric quality metrics. ``tree``: a :class:`~duckcluster.core.stream_tree.Tree`
     each row then goes down (hierarchical runs; fitted rows keep their leaf).
     """
     out = _Streamed()
@@ -424,10 +426,10 @@ def _sample_pass(cur, spec, p, stats, stage) -> tuple[np.ndarray, np.ndarray, np
 
 def _sampled_run(cur, run_id, spec, p, stage):
     """Fit on a seeded sample, then stream every row to the nearest centroid."""
-    from ._assign import centroids_from_labels
-    from ._preprocess import run_preprocessing
-    from ._quality import compute_quality
-    from ._reduce import Projection
+    from ..core.assign import centroids_from_labels
+    from ..core.preprocess import run_preprocessing
+    from ..core.projection import Projection
+    from ..core.quality import compute_quality
 
     stats1 = reader.ReadStats()
     s_ids, Xs, s_pos = _sample_pass(cur, spec, p, stats1, stage)
@@ -447,9 +449,9 @@ def _sampled_run(cur, run_id, spec, p, stage):
         floors = np.array([s_sims[s_labels == c].min() for c in cluster_ids], dtype=np.float32)
     tree = None
     if spec.hierarchical and spec.max_hierarchy_depth > 1 and len(cluster_ids):
-        from ._backend import get_executor
-        from ._hierarchy import build_hierarchy
-        from ._stream_tree import Tree
+        from ..core.backend import get_executor
+        from ..core.hierarchy import build_hierarchy
+        from ..core.stream_tree import Tree
 
         stage("sub-clustering the sample")
         tree = Tree.from_hierarchy(build_hierarchy(
@@ -484,7 +486,7 @@ ASSIGN_QUALITY_SAMPLE = 20_000
 
 def _assign_run(cur, run_id, spec, p, base_run, thr, stage):
     """Assign mode: stream the source against the latest full run's centroids."""
-    from ._quality import compute_quality
+    from ..core.quality import compute_quality
 
     cluster_ids, tbl = catalog.load_centroids(cur, base_run)
     ids_arr = np.asarray(cluster_ids, dtype=np.int64)

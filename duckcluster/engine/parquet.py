@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ._backend import check_address, check_backend, ensure_ray
-from ._errors import DataError, SpecError, closest
-from ._params import Param, parse_field_list, validate_params
-from ._vectors import check_finite, to_dense
+from .._errors import DataError, SpecError, closest
+from .._params import Param, parse_field_list, validate_params
+from ..core.backend import check_address, check_backend, ensure_ray
+from ..core.vectors import check_finite, to_dense
 
 #: field -> Arrow type of the output column
 FIELDS: dict[str, pa.DataType] = {
@@ -407,8 +407,8 @@ def run(files: list[str], out: str, ref: Centroids, job: Job, opts: Mapping[str,
 
 def load_centroids(cur, name: str, run_id: str | None, fields: Sequence[str]) -> Centroids:
     """The top-level centroids (and label fields) of ``run_id`` or the latest full run."""
-    from . import _catalog as catalog
-    from ._errors import RunNotFoundError
+    from .._errors import RunNotFoundError
+    from ..catalog import runs as catalog
 
     if run_id is None:
         run_id = catalog.latest_run(cur, name, mode="full")

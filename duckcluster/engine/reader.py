@@ -25,10 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from ._errors import DataError, ResourceError
-from ._source import describe, find_key, quote_ident, require_columns, source_sql
-from ._spec import ClusterSpec
-from ._vectors import combine_columns, to_dense
+from .._errors import DataError, ResourceError
+from .._source import describe, find_key, quote_ident, require_columns, source_sql
+from ..core.spec import ClusterSpec
+from ..core.vectors import combine_columns, to_dense
 
 BATCH_ROWS = 65_536
 

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from ._backend import check_address, check_backend, get_executor
-from ._errors import SpecError
-from ._spec import ClusterSpec, check_rows
+from .._errors import SpecError
+from ..core.backend import check_address, check_backend, get_executor
+from ..core.spec import ClusterSpec, check_rows
 
 MAX_POINTS = 1000
 
@@ -85,7 +85,7 @@ def point_specs(spec: ClusterSpec, points: list[dict[str, Any]]) -> list[Cluster
 
 def fit_point(spec_json: str, X: np.ndarray) -> dict[str, Any]:
     """One grid point: the quality row of fitting ``X`` (a task of its own)."""
-    from ._fit import fit
+    from ..core.fit import fit
 
     spec = ClusterSpec.from_json(spec_json)
     t0 = time.perf_counter()
@@ -99,8 +99,8 @@ def fit_point(spec_json: str, X: np.ndarray) -> dict[str, Any]:
 def sweep(cur, name: str, grid: Any, backend: str = "local",
           ray_address: str | None = None) -> list[dict[str, Any]]:
     """One row per grid point: its params and the quality of the fit."""
-    from . import _catalog as catalog
-    from ._execute import read_source
+    from ..catalog import runs as catalog
+    from .execute import read_source
 
     check_backend(backend)
     check_address(ray_address)

@@ -1,0 +1,67 @@
+"""Registration of duckcluster's SQL functions on a DuckDB connection.
+
+DuckDB 2.0 Python UDFs are scalar and positional-only, so every public function
+is a TEMP macro (named ``:=`` arguments with defaults) over a private ``_dc_*``
+UDF. The read side comes from ``sql/duckcluster.sql`` unchanged; Python then
+replaces ``assign_cluster`` with a vectorized Arrow UDF under the same name.
+This is the only package that calls ``create_function``.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from ..catalog import runs as catalog
+from . import core, drift, labels, ops, scaleout
+from ._registry import (
+    _ACTIVE_PIDS,
+    _REGISTERED,
+    _has_udfs,
+    _Registrar,
+    _State,
+    set_progress,
+)
+
+__all__ = ["AREAS", "register", "unregister", "set_progress", "_has_udfs", "_ACTIVE_PIDS"]
+
+#: Modules that add the SQL functions of one feature area. Each has
+#: ``register_udfs(reg, state)``, called for every connection with a
+#: :class:`~duckcluster.functions._registry._Registrar` standing in for it, and
+#: ``MACROS``: SQL text of its ``CREATE OR REPLACE TEMP MACRO`` statements; calls of
+#: its UDFs in them are pointed at the connection's own copies.
+AREAS = (core, labels, drift, ops, scaleout)
+
+
+def register(con: duckdb.DuckDBPyConnection, settings: catalog.Settings,
+             has_catalog: bool = True) -> None:
+    """Register this connection's UDFs (see :class:`_Registrar`) and TEMP macros.
+
+    Without a catalog (a read-only file duckcluster never wrote) only the macros
+    that need no catalog table are created: DuckDB checks table names when a
+    macro is created.
+    """
+    if con in _REGISTERED:
+        unregister(con)
+    state = _State(con, settings)
+    reg = _Registrar(con)
+    for area in AREAS:
+        area.register_udfs(reg, state)
+    _REGISTERED[con] = reg
+    if has_catalog:  # a read-only file duckcluster never wrote has nothing to read yet
+        con.execute(catalog.sql_text("duckcluster.sql"))
+    # after the read side: the Python assign_cluster replaces the pure-SQL one
+    con.execute(reg.rewrite(core.MACROS))
+    if not has_catalog:
+        return
+    for area in AREAS[1:]:
+        con.execute(reg.rewrite(area.MACROS))
+
+
+def unregister(con: duckdb.DuckDBPyConnection) -> None:
+    """Remove this connection's private UDFs (so a later install registers afresh)."""
+    reg = _REGISTERED.pop(con, None)
+    for name in reg.names if reg else ():
+        try:
+            con.remove_function(name + reg.suffix)
+        except duckdb.Error:  # already gone with its connection
+            pass

@@ -1,4 +1,4 @@
-"""Registration of duckcluster's SQL functions on a DuckDB connection.
+"""The core SQL functions: create, execute, delete, the one-shot fit and assignment.
 
 DuckDB 2.0 Python UDFs are scalar and positional-only, so every public function
 is a TEMP macro (named ``:=`` arguments with defaults) over a private ``_dc_*``
@@ -8,85 +8,25 @@ replaces ``assign_cluster`` with a vectorized Arrow UDF under the same name.
 
 from __future__ import annotations
 
-import functools
-import itertools
 import json
-import os
-import re
 import threading
-import time
-import weakref
-from collections.abc import Callable
 from typing import Any
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import _catalog as catalog
-from . import _execute
-from ._assign import assign_raw
-from ._errors import DataError, SpecError
-from ._fit import fit
-from ._source import quote_ident, source_sql_unchecked
-from ._spec import ClusterSpec, check_rows
-from ._vectors import combine_columns, to_dense
+from .._errors import DataError, SpecError
+from .._source import quote_ident, source_sql_unchecked
+from ..catalog import runs as catalog
+from ..core.assign import assign_raw
+from ..core.fit import fit
+from ..core.spec import ClusterSpec, check_rows
+from ..core.vectors import combine_columns, to_dense
+from ..engine import execute as _execute
+from ._registry import _report, _State, _wrap
 
 _ASSIGN_CACHE_SECONDS = 1.0
-_ACTIVE_PIDS = {os.getpid()}
-_progress: Callable[[str], None] | None = None
-_lock = threading.Lock()
-
-
-def set_progress(fn: Callable[[str], None] | None) -> None:
-    """Route stage messages of long calls (cluster_execute...) to ``fn`` (the CLI's display)."""
-    global _progress
-    _progress = fn
-
-
-def _report(msg: str) -> None:
-    if _progress is not None:
-        _progress(msg)
-
-
-class _State:
-    """What the UDFs of one connection share: settings and the centroid cache."""
-
-    def __init__(self, con: duckdb.DuckDBPyConnection, settings: catalog.Settings):
-        self.con_ref = weakref.ref(con)
-        self.settings = settings
-        self.cache: dict[str, tuple[float, str, np.ndarray, np.ndarray]] = {}
-        self.generation = 0
-
-    def cursor(self) -> duckdb.DuckDBPyConnection:
-        con = self.con_ref()
-        if con is None:
-            raise RuntimeError("the duckcluster connection was closed")
-        return con.cursor()
-
-    def centroids(self, name: str) -> tuple[str, np.ndarray, np.ndarray]:
-        """(run_id, cluster_ids, C) of the latest successful full run, cached ~1 s."""
-        now = time.monotonic()
-        hit = self.cache.get(name)
-        if hit and hit[0] == self.generation and now - hit[1] < _ASSIGN_CACHE_SECONDS:
-            return hit[2], hit[3], hit[4]
-        with self.cursor() as cur:
-            run_id = catalog.latest_run(cur, name, mode="full")
-            if hit and hit[2] == run_id:
-                self.cache[name] = (self.generation, now, *hit[2:])
-                return hit[2], hit[3], hit[4]
-            ids, tbl = catalog.load_centroids(cur, run_id)
-        ids_arr = np.asarray(ids, dtype=np.int32)
-        if len(ids) == 0:  # a run that found no clusters: every row is noise
-            C = np.zeros((0, 0), dtype=np.float32)
-        else:
-            C = np.asarray(tbl.column("centroid").combine_chunks().flatten().to_numpy(),
-                           dtype=np.float32).reshape(len(ids), -1)
-        self.cache[name] = (self.generation, now, run_id, ids_arr, C)
-        return run_id, ids_arr, C
-
-
 # -- UDF bodies ----------------------------------------------------------------------
 
 def _create(state: _State, args_json: str, replace: bool) -> str:
@@ -102,7 +42,7 @@ def _execute_udf(state: _State, name: str, mode: str | None, threshold: float | 
         raise SpecError("cluster_execute needs a definition name; got NULL.")
     with state.cursor() as cur:
         if (mode or "full") == "full":  # not while a background full run of it goes on
-            from ._background import refuse_second_full_run
+            from ..ops.background import refuse_second_full_run
 
             refuse_second_full_run(cur, name)
         run_id = _execute.execute(cur, name, state.settings, mode=mode or "full",
@@ -121,7 +61,7 @@ def _auto_label(cur, name: str, run_id: str) -> None:
     spec = catalog.get_definition(cur, name)
     if not spec.labeling or spec.labeling.get("enabled") is False:
         return
-    from . import _labeling
+    from ..labels import labeling as _labeling
 
     try:
         _labeling.label_run(cur, name, run_id, {}, progress=_report)
@@ -369,91 +309,9 @@ CREATE OR REPLACE TEMP MACRO cluster_embeddings(source, embedding, algorithm := 
     + _assign_macro("assign_cluster", "_dc_assign")
 
 
-def _has_udfs(con: duckdb.DuckDBPyConnection) -> bool:
-    """True when some connection already installed duckcluster on this database instance."""
-    return con.execute("SELECT count(*) FROM duckdb_functions() WHERE function_name LIKE "
-                       "'\\_dc\\_execute\\_\\_%' ESCAPE '\\'").fetchall()[0][0] > 0
-
-
-_TOKENS = itertools.count(1)
-_REGISTERED: "weakref.WeakKeyDictionary[duckdb.DuckDBPyConnection, _Registrar]" = \
-    weakref.WeakKeyDictionary()
-
-
-class _Registrar:
-    """Creates one connection's private UDFs under names of its own.
-
-    DuckDB 2.0 crashes (segfault) when a Python UDF is called after the connection
-    that registered it was closed, and UDF names are shared by every connection of
-    a database instance. So each connection or cursor registers its own copies,
-    named ``<name>__<token>``, and its TEMP macros (per connection too) are
-    rewritten to call them: closing one connection can never break another.
-    Everything else is passed through to the connection.
-    """
-
-    def __init__(self, con: duckdb.DuckDBPyConnection):
-        self.con = con
-        self.suffix = f"__{next(_TOKENS)}"
-        self.names: list[str] = []
-        self._pattern: re.Pattern[str] | None = None
-
-    def create_function(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any):
-        self.names.append(name)
-        self._pattern = None
-        return self.con.create_function(name + self.suffix, fn, *args, **kwargs)
-
-    def rewrite(self, sql: str) -> str:
-        """Point calls of the private UDFs in ``sql`` at this connection's copies."""
-        if self._pattern is None:
-            alternatives = "|".join(re.escape(n) for n in sorted(self.names, key=len, reverse=True))
-            self._pattern = re.compile(rf"\b({alternatives})\b(?=\s*\()")
-        return self._pattern.sub(lambda m: m.group(1) + self.suffix, sql)
-
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(self.con, attr)
-
-
-def _wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn duckcluster errors into ValueError('ClassName: message') for clean SQL errors."""
-    @functools.wraps(fn)
-    def inner(*a):
-        try:
-            return fn(*a)
-        except duckdb.Error:
-            raise
-        except Exception as exc:
-            from ._errors import DuckclusterError
-            if isinstance(exc, DuckclusterError):
-                raise ValueError(f"{type(exc).__name__}: {exc}") from None
-            raise
-    return inner
-
-
-def _extensions() -> list:
-    """Modules that add the SQL functions of one feature area (drift, labels...).
-
-    Each module has ``register_udfs(con, state)``, called for every connection
-    with a :class:`_Registrar` standing in for it, and ``MACROS``: SQL text of
-    its ``CREATE OR REPLACE TEMP MACRO`` statements; calls of its UDFs in them
-    are pointed at the connection's own copies.
-    """
-    from . import _drift_sql, _labels_sql, _ops_sql, _scaleout_sql
-
-    return [_labels_sql, _drift_sql, _ops_sql, _scaleout_sql]
-
-
-def register(con: duckdb.DuckDBPyConnection, settings: catalog.Settings,
-             has_catalog: bool = True) -> None:
-    """Register this connection's UDFs (see :class:`_Registrar`) and TEMP macros.
-
-    Without a catalog (a read-only file duckcluster never wrote) only the macros
-    that need no catalog table are created: DuckDB checks table names when a
-    macro is created.
-    """
-    if con in _REGISTERED:
-        unregister(con)
-    state = _State(con, settings)
-    reg = _Registrar(con)
+def register_udfs(reg, state: _State) -> None:
+    """Register the core UDFs (create, execute, delete, one-shot fit, assign) on one
+    connection (a :class:`~duckcluster.functions._registry.Registrar`)."""
     f = reg.create_function
     f("_dc_create", _wrap(lambda a, r: _create(state, a, r)), ["VARCHAR", "BOOLEAN"],
       "VARCHAR", side_effects=True, null_handling="special")
@@ -475,24 +333,6 @@ def register(con: duckdb.DuckDBPyConnection, settings: catalog.Settings,
         f(f"_dc_assign_detail{suffix}", detail, [emb_type, "VARCHAR", "FLOAT"],
           "STRUCT(cluster_id INTEGER, similarity FLOAT)", type="arrow",
           null_handling="special", side_effects=True)
-    for extension in _extensions():
-        extension.register_udfs(reg, state)
-    _REGISTERED[con] = reg
-    if has_catalog:  # a read-only file duckcluster never wrote has nothing to read yet
-        con.execute(catalog.sql_text("duckcluster.sql"))
-    # after the read side: the Python assign_cluster replaces the pure-SQL one
-    con.execute(reg.rewrite(_PY_MACROS))
-    if not has_catalog:
-        return
-    for extension in _extensions():
-        con.execute(reg.rewrite(extension.MACROS))
 
 
-def unregister(con: duckdb.DuckDBPyConnection) -> None:
-    """Remove this connection's private UDFs (so a later install registers afresh)."""
-    reg = _REGISTERED.pop(con, None)
-    for name in reg.names if reg else ():
-        try:
-            con.remove_function(name + reg.suffix)
-        except duckdb.Error:  # already gone with its connection
-            pass
+MACROS = _PY_MACROS

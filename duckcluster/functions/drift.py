@@ -3,7 +3,7 @@
 DuckDB 2.0 has no Python table functions, so each table-valued function is a
 table macro that unnests a LIST of STRUCTs returned by one UDF call. All named
 arguments travel to the UDF as one JSON object (``json_object(...)``), so a new
-option is one macro parameter and one :class:`duckcluster._drift.DriftSpec` field.
+option is one macro parameter and one :class:`duckcluster.drift.sides.DriftSpec` field.
 ``cluster_drift`` itself is pure SQL in ``sql/duckcluster.sql`` (the read side);
 ``cluster_drift_test`` adds its exact p-value here.
 """
@@ -15,11 +15,12 @@ from typing import Any
 
 import duckdb
 
-from . import _drift, _drift_monitor
-from ._backend import get_executor
-from ._errors import SpecError
-from ._sql import _report, _State, _wrap
-from .drift import share_test
+from .._errors import SpecError
+from ..core.backend import get_executor
+from ..drift import monitor as _drift_monitor
+from ..drift import share_test
+from ..drift import sides as _drift
+from ._registry import _report, _State, _wrap
 
 _RESULT = ("method VARCHAR, statistic DOUBLE, p_value DOUBLE, threshold DOUBLE, "
            "drift_detected BOOLEAN")

@@ -1,6 +1,6 @@
 """SQL functions of the labels area: labeling, enrichment, taxonomies, text embeddings.
 
-Registered through ``_sql._extensions()``: :func:`register_udfs` adds the private
+Registered through ``duckcluster.functions.AREAS``: :func:`register_udfs` adds the private
 ``_dc_*`` UDFs once per database instance; :data:`MACROS` (public TEMP macros
 with ``:=`` arguments) runs on every connection.
 """
@@ -15,9 +15,11 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from . import _enrich, _labeling, _taxonomy
-from . import _label_store as store
-from ._errors import DataError, SpecError
+from .._errors import DataError, SpecError
+from ..catalog import labels as store
+from ..labels import enrich as _enrich
+from ..labels import labeling as _labeling
+from ..labels import taxonomy as _taxonomy
 
 _TAXONOMY_CACHE_SECONDS = 1.0
 
@@ -73,7 +75,7 @@ def _load_taxonomy(state, name: str) -> _taxonomy.Taxonomy:
 
 def _assign_taxonomy(state, emb: pa.ChunkedArray, name: pa.ChunkedArray,
                      threshold: pa.ChunkedArray, detail: bool):
-    from ._vectors import to_dense
+    from ..core.vectors import to_dense
 
     n = len(emb)
     names = name.to_pylist()
@@ -113,7 +115,7 @@ def _assign_taxonomy(state, emb: pa.ChunkedArray, name: pa.ChunkedArray,
 
 def register_udfs(con: duckdb.DuckDBPyConnection, state) -> None:
     """Private UDFs, once per database instance."""
-    from ._sql import _report, _wrap
+    from ._registry import _report, _wrap
 
     read_secret = _secret_reader(state)
 

@@ -1,6 +1,6 @@
 """SQL functions of the operations area: background runs, triggers, webhooks.
 
-Registered through ``_sql._extensions()``: :func:`register_udfs` adds the private
+Registered through ``duckcluster.functions.AREAS``: :func:`register_udfs` adds the private
 ``_dc_*`` UDFs once per database instance; :data:`MACROS` (public TEMP macros
 with ``:=`` arguments) runs on every connection.
 
@@ -27,11 +27,10 @@ from typing import Any
 
 import duckdb
 
-from . import _ops_store as store
-from . import _triggers as triggers
-from . import _webhooks as webhooks
-from ._background import Runner, file_reopener
-from ._errors import SpecError
+from .._errors import SpecError
+from ..catalog import ops as store
+from ..ops import triggers, webhooks
+from ..ops.background import Runner, file_reopener
 
 _RUNNER_LOCK = threading.Lock()
 
@@ -87,7 +86,7 @@ def _deliver(state) -> str:
 
 def register_udfs(con: duckdb.DuckDBPyConnection, state) -> None:
     """Private UDFs, once per database instance."""
-    from ._sql import _wrap
+    from ._registry import _wrap
 
     def submit(name, mode, threshold):
         runner = runner_for(state)

@@ -12,8 +12,8 @@ from typing import Any
 
 import duckdb
 
-from ._errors import SpecError
-from ._sql import _report, _State, _wrap
+from .._errors import SpecError
+from ._registry import _report, _State, _wrap
 
 ASSIGN_ROW = ("STRUCT(output VARCHAR, run_id VARCHAR, backend VARCHAR, n_files BIGINT, "
               "n_rows BIGINT, n_assigned BIGINT, n_noise BIGINT, n_null BIGINT, "
@@ -37,7 +37,7 @@ def _name(name: Any, fn: str) -> str:
 
 
 def _assign_parquet(state: _State, name, source, output, args_json) -> list[dict]:
-    from . import _partitioned
+    from ..engine import parquet as _partitioned
 
     args = _args(args_json)
     fields = args.pop("fields", None)
@@ -49,7 +49,7 @@ def _assign_parquet(state: _State, name, source, output, args_json) -> list[dict
 
 
 def _sweep(state: _State, name, grid_json, args_json) -> list[dict]:
-    from . import _sweep
+    from ..engine import sweep as _sweep
 
     args = _args(args_json)
     with state.cursor() as cur:
@@ -59,7 +59,7 @@ def _sweep(state: _State, name, grid_json, args_json) -> list[dict]:
 
 
 def register_udfs(con: duckdb.DuckDBPyConnection, state: _State) -> None:
-    """Register the scale-out UDFs on one connection (a :class:`_sql._Registrar`)."""
+    """Register the scale-out UDFs on one connection (a :class:`~duckcluster.functions._registry._Registrar`)."""
     kw = {"side_effects": True, "null_handling": "special"}
     con.create_function(
         "_dc_assign_parquet", _wrap(lambda n, s, o, a: _assign_parquet(state, n, s, o, a)),

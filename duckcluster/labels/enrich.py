@@ -16,11 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import _catalog as catalog
-from . import _label_store as store
-from ._errors import SpecError
-from ._params import Param, parse_field_list, validate_params
-from ._source import (
+from .._errors import SpecError
+from .._params import Param, parse_field_list, validate_params
+from .._source import (
     _relation_exists,
     _split_qualified,
     describe,
@@ -29,6 +27,8 @@ from ._source import (
     require_columns,
     source_sql,
 )
+from ..catalog import labels as store
+from ..catalog import runs as catalog
 
 #: field -> (SQL type, expression over members m, top-level centroid c, deepest node n)
 FIELDS: dict[str, tuple[str, str]] = {

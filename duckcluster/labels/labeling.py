@@ -9,7 +9,7 @@ representative documents are the members closest to the centroid.
 With a provider (``openai``-compatible or ``gemini``) each node's representative
 documents, shaped by the input mappings, go to the LLM with the offline
 keywords as hints; the answer must match the response shape. Transport faults
-are retried in :mod:`duckcluster.llm`; a malformed or off-shape answer is asked
+are retried in :mod:`duckcluster.labels.llm`; a malformed or off-shape answer is asked
 again once; a node whose call still fails keeps its offline label and the
 failure is recorded. Answers are cached by request hash for
 ``cache_ttl_seconds``; similar labels can be merged by embedding similarity.
@@ -33,11 +33,15 @@ from typing import Any
 
 import numpy as np
 
-from . import _catalog as catalog
-from . import _label_store as store
-from ._assign import normalize_rows
-from ._errors import DataError, DuckclusterError, SpecError
-from ._label_prompt import (
+from .._errors import DataError, DuckclusterError, SpecError
+from .._params import Param, validate_params
+from .._source import describe, quote_ident, require_columns, source_sql
+from ..catalog import labels as store
+from ..catalog import runs as catalog
+from ..core.assign import normalize_rows
+from .llm import LLMError, RetryPolicy, chat_provider, embedding_provider, provider_name
+from .llm._keys import SecretReader
+from .prompt import (
     SYSTEM,
     InputMapping,
     ShapeError,
@@ -54,10 +58,6 @@ from ._label_prompt import (
     truncate,
     validate_shape,
 )
-from ._params import Param, validate_params
-from ._source import describe, quote_ident, require_columns, source_sql
-from .llm import LLMError, RetryPolicy, chat_provider, embedding_provider, provider_name
-from .llm._keys import SecretReader
 
 Progress = Callable[[str], None]
 
@@ -471,7 +471,7 @@ def _member_texts(cur, spec, cfg: LabelConfig, ids: np.ndarray) -> dict[str, str
 
 def _member_scores(cur, spec, ids: np.ndarray, members, rows) -> list[np.ndarray]:
     """Per node: cosine of each subtree member to the node's centroid (for representatives)."""
-    from ._execute import read_source
+    from ..engine.execute import read_source
 
     nodes = _nodes(rows, members)
     stored = np.nan_to_num(np.asarray(members.column("sim").to_numpy(zero_copy_only=False),

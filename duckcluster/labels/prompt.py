@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._errors import SpecError, closest
+from .._errors import SpecError, closest
 
 INPUT_KEYS = ("text", "image_url", "video_url", "audio_url")
 SOURCE_TYPES = ("payload", "blob", "literal")

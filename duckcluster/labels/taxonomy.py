@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from . import _catalog as catalog
-from . import _label_store as store
-from ._assign import normalize_rows
-from ._errors import DataError, SpecError
-from ._params import Param, validate_params
+from .._errors import DataError, SpecError
+from .._params import Param, validate_params
+from ..catalog import labels as store
+from ..catalog import runs as catalog
+from ..core.assign import normalize_rows
 
 OPTIONS: dict[str, Param] = {
     "run_id": Param(str, None, nullable=True, doc="default: the latest successful run"),

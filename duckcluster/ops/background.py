@@ -3,7 +3,7 @@
 One :class:`Runner` per database instance. ``submit`` validates the request,
 inserts the run row with status ``queued`` (committed at once) and returns its
 id; a worker thread takes queued runs in order and runs them with
-:func:`duckcluster._execute.execute` on **its own connection**: for a database
+:func:`duckcluster.engine.execute.execute` on **its own connection**: for a database
 file a new ``duckdb.connect`` to the same file (same instance, same
 configuration), so the run goes on if the caller closes its connection; for an
 in-memory database a cursor of the caller's connection (close that connection
@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 
 import duckdb
 
-from . import _catalog as catalog
-from . import _ops_store as store
-from ._errors import DuckclusterError, RunFailedError, SpecError
+from .._errors import DuckclusterError, RunFailedError, SpecError
+from ..catalog import ops as store
+from ..catalog import runs as catalog
 
 log = logging.getLogger("duckcluster.background")
 
@@ -230,7 +230,7 @@ class Runner:
                 log.debug("recording the failure of %s: %s", job.run_id, exc)
 
     def _run(self, conn: duckdb.DuckDBPyConnection, job: _Job) -> None:
-        from ._execute import execute
+        from ..engine.execute import execute
 
         with conn.cursor() as cur, conn.cursor() as pcur:
             if job.cancel_reason:

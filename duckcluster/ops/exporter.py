@@ -29,7 +29,7 @@ from typing import Any
 
 import duckdb
 
-from ._errors import MissingDependencyError
+from .._errors import MissingDependencyError
 
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "abandoned")
 QUALITY = ("silhouette_score", "mean_cosine_to_centroid", "noise_ratio", "cluster_size_entropy",

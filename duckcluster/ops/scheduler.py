@@ -30,12 +30,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _catalog as catalog
-from . import _ops_store as store
-from . import _triggers as triggers
-from . import _webhooks as webhooks
-from ._background import Runner
-from ._errors import DatabaseBusyError
+from .._errors import DatabaseBusyError
+from ..catalog import ops as store
+from ..catalog import runs as catalog
+from . import triggers, webhooks
+from .background import Runner
 
 BUSY_RETRY_S = 5.0
 
@@ -73,7 +72,7 @@ class Scheduler:
 
     # -- one tick ---------------------------------------------------------------------
     def tick(self) -> TickReport:
-        from . import connect
+        from .. import connect
 
         report = TickReport()
         try:
@@ -96,7 +95,7 @@ class Scheduler:
                     self.say(f"webhook {d.webhook_id} {d.event} {d.subject_id}: {d.status} "
                              f"after {d.attempts} attempt(s)" + (f" ({d.error})" if d.error else ""))
                 if self.on_snapshot is not None:
-                    from ._exporter import snapshot
+                    from .exporter import snapshot
 
                     self.on_snapshot(snapshot(cur))
                 report.next_due = _next_due(cur)

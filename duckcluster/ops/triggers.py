@@ -35,10 +35,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from . import _catalog as catalog
-from . import _ops_store as store
-from ._errors import DuckclusterError, MissingDependencyError, SpecError, closest
-from ._source import quote_ident, quote_literal, source_sql
+from .._errors import DuckclusterError, MissingDependencyError, SpecError, closest
+from .._source import quote_ident, quote_literal, source_sql
+from ..catalog import ops as store
+from ..catalog import runs as catalog
 
 KINDS = ("cron", "interval", "event")
 DRIFT_CURRENT = ("new_rows", "source")
@@ -196,7 +196,7 @@ def _event(d: Mapping[str, Any], seconds: Callable[[Any, str], float]) -> dict[s
         if isinstance(drift, bool) or not float(drift) >= 0:
             raise SpecError("when_drift_above must be a number >= 0 (the drift statistic of "
                             f"the method). Got {drift!r} instead.")
-        from .drift import get_method
+        from ..drift import get_method
 
         method = d.get("method", DEFAULT_DRIFT_METHOD)
         get_method(method)  # unknown -> the valid names
@@ -332,8 +332,8 @@ def _evaluate_event(cur, trig: Mapping[str, Any], now: _dt.datetime) -> Decision
 
 def _check_drift(cur, trig: Mapping[str, Any], spec, src: str, n_rows: int) -> dict[str, Any]:
     """Drift of the current rows against the latest full run; a drift_checks row if computed."""
-    from . import _drift
-    from .drift import get_method
+    from ..drift import get_method
+    from ..drift import sides as _drift
 
     base = store.latest_succeeded(cur, spec.name, mode="full")
     if base is None:
@@ -381,7 +381,7 @@ def _check_drift(cur, trig: Mapping[str, Any], spec, src: str, n_rows: int) -> d
 
 def fire(cur, runner, trig: Mapping[str, Any], decision: Decision) -> tuple[str, str | None]:
     """Submit the trigger's run and record the firing; returns (firing_id, run_id or None)."""
-    from ._background import RunInProgressError
+    from .background import RunInProgressError
 
     firing: dict[str, str] = {}
 

@@ -53,9 +53,10 @@ from typing import Any
 
 import httpx
 
-from . import _ops_store as store
-from ._errors import SpecError, closest
-from .llm._http import RetryPolicy, redact_url
+from .._errors import SpecError, closest
+from .._http import RetryPolicy, redact_url
+from .._version import __version__
+from ..catalog import ops as store
 
 log = logging.getLogger("duckcluster.webhooks")
 
@@ -156,7 +157,7 @@ class WebhookSpec:
 
 
 def create(cur, spec: WebhookSpec) -> str:
-    from . import _catalog as catalog
+    from ..catalog import runs as catalog
 
     store.require_writable(cur, "cluster_webhook_create")
     if spec.name is not None:
@@ -213,8 +214,6 @@ class Delivery:
 
 
 def _headers(event: str, delivery_id: str, attempt: int, signature: str) -> dict[str, str]:
-    from . import __version__
-
     return {"Content-Type": "application/json", "User-Agent": f"duckcluster/{__version__}",
             "X-Duckcluster-Event": event, "X-Duckcluster-Delivery": delivery_id,
             "X-Duckcluster-Attempt": str(attempt), SIGNATURE_HEADER: signature}

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .._errors import SpecError, unknown_name
-from .._params import validate_params
+from ..._errors import SpecError, unknown_name
+from ..._params import validate_params
 from ._base import Algorithm, relabel_by_size
 from .agglomerative import AGGLOMERATIVE
 from .density import DBSCAN, HDBSCAN, OPTICS

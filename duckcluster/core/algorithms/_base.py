@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .._errors import MissingDependencyError
-from .._params import Param
+from ..._errors import MissingDependencyError
+from ..._params import Param
 
 FitPredict = Callable[[np.ndarray, dict, int], np.ndarray]
 

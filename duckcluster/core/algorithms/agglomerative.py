@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from .._errors import SpecError
-from .._params import Param
+from ..._errors import SpecError
+from ..._params import Param
 from ._base import Algorithm, relabeled
 
 PARAMS = {

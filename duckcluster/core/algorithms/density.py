@@ -6,8 +6,8 @@ import warnings
 
 import numpy as np
 
-from .._errors import MissingDependencyError
-from .._params import Param
+from ..._errors import MissingDependencyError
+from ..._params import Param
 from ._base import Algorithm, relabeled
 
 # ---------------------------------------------------------------- dbscan

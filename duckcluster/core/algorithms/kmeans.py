@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._params import Param
+from ..._params import Param
 from ._base import Algorithm, random_state, relabeled
 
 PARAMS = {

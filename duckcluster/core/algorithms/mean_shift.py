@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._params import Param
+from ..._params import Param
 from ._base import Algorithm, random_state, relabeled
 
 # Bandwidth estimation is O(n^2); it runs on a seeded sample of this many rows.

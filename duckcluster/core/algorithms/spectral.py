@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 
-from .._params import Param
+from ..._params import Param
 from ._base import Algorithm, random_state, relabeled
 
 PARAMS = {

@@ -41,9 +41,9 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import DataError, SpecError, unknown_name
-from ._params import Param, validate_params
-from .algorithms._base import random_state
+from ..._errors import DataError, SpecError, unknown_name
+from ..._params import Param, validate_params
+from ..algorithms._base import random_state
 
 UMAP_MIN_ROWS = 4
 #: Up to this many rows UMAP gets an exact kNN graph computed here with
@@ -138,7 +138,7 @@ def _umap(X: np.ndarray, p: dict, seed: int) -> np.ndarray:
     span = init.max(0) - init.min(0)
     init = 10.0 * (init - init.min(0)) / np.where(span > 0, span, 1.0)
     a, b = _ab_params(1.0, p["min_dist"])
-    from ._layout import optimize_layout
+    from .layout import optimize_layout
 
     out = optimize_layout(init.astype(np.float32), graph, n_epochs, a, b, seed,
                           parallel=n > PARALLEL_LAYOUT_MIN_ROWS)

@@ -22,10 +22,10 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .._errors import SpecError, unknown_name
+from ..._errors import SpecError, unknown_name
+from ..._http import LLMError, RetryPolicy
 from . import gemini, local, openai
 from ._base import ChatProvider, EmbeddingProvider, Endpoint, Part
-from ._http import LLMError, RetryPolicy
 from ._keys import SecretReader, env_value, resolve_key
 
 __all__ = [

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 import httpx
 import numpy as np
 
-from ._http import RetryPolicy
+from ..._http import RetryPolicy
 
 #: One piece of a user message: {"type": "text", "text": ...} or
 #: {"type": "image_url" | "video_url" | "audio_url", "url": ...}.

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 
-from .._errors import SpecError
+from ..._errors import SpecError
 
 #: Reads the bearer token of a named DuckDB secret, or of the secret whose scope
 #: matches a URL; returns None if there is none. Supplied by the SQL layer.

@@ -10,8 +10,8 @@ import mimetypes
 import httpx
 import numpy as np
 
+from ..._http import LLMError, post_json
 from ._base import Endpoint, Part, dig, scrub
-from ._http import LLMError, post_json
 from .openai import _matrix
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"

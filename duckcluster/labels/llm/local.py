@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._errors import MissingDependencyError
+from ..._errors import MissingDependencyError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 

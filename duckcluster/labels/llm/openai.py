@@ -9,8 +9,8 @@ from __future__ import annotations
 import httpx
 import numpy as np
 
+from ..._http import LLMError, post_json
 from ._base import Endpoint, Part, dig, scrub
-from ._http import LLMError, post_json
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_MODEL = "gpt-4o-mini"

@@ -1,0 +1,5 @@
+"""``python -m duckcluster.cli``: the same as the ``duckcluster`` command."""
+
+from . import main
+
+main()

@@ -1,0 +1,131 @@
+"""What every SQL-function area shares: per-connection state, the UDF registrar, error
+wrapping and progress reporting. Areas import this module only; nothing here imports an area.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import re
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import duckdb
+import numpy as np
+
+from ..catalog import runs as catalog
+
+_ASSIGN_CACHE_SECONDS = 1.0
+_ACTIVE_PIDS = {os.getpid()}
+_progress: Callable[[str], None] | None = None
+
+
+def set_progress(fn: Callable[[str], None] | None) -> None:
+    """Route stage messages of long calls (cluster_execute...) to ``fn`` (the CLI's display)."""
+    global _progress
+    _progress = fn
+
+
+def _report(msg: str) -> None:
+    if _progress is not None:
+        _progress(msg)
+
+
+class _State:
+    """What the UDFs of one connection share: settings and the centroid cache."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, settings: catalog.Settings):
+        self.con_ref = weakref.ref(con)
+        self.settings = settings
+        self.cache: dict[str, tuple[float, str, np.ndarray, np.ndarray]] = {}
+        self.generation = 0
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        con = self.con_ref()
+        if con is None:
+            raise RuntimeError("the duckcluster connection was closed")
+        return con.cursor()
+
+    def centroids(self, name: str) -> tuple[str, np.ndarray, np.ndarray]:
+        """(run_id, cluster_ids, C) of the latest successful full run, cached ~1 s."""
+        now = time.monotonic()
+        hit = self.cache.get(name)
+        if hit and hit[0] == self.generation and now - hit[1] < _ASSIGN_CACHE_SECONDS:
+            return hit[2], hit[3], hit[4]
+        with self.cursor() as cur:
+            run_id = catalog.latest_run(cur, name, mode="full")
+            if hit and hit[2] == run_id:
+                self.cache[name] = (self.generation, now, *hit[2:])
+                return hit[2], hit[3], hit[4]
+            ids, tbl = catalog.load_centroids(cur, run_id)
+        ids_arr = np.asarray(ids, dtype=np.int32)
+        if len(ids) == 0:  # a run that found no clusters: every row is noise
+            C = np.zeros((0, 0), dtype=np.float32)
+        else:
+            C = np.asarray(tbl.column("centroid").combine_chunks().flatten().to_numpy(),
+                           dtype=np.float32).reshape(len(ids), -1)
+        self.cache[name] = (self.generation, now, run_id, ids_arr, C)
+        return run_id, ids_arr, C
+
+
+def _has_udfs(con: duckdb.DuckDBPyConnection) -> bool:
+    """True when some connection already installed duckcluster on this database instance."""
+    return con.execute("SELECT count(*) FROM duckdb_functions() WHERE function_name LIKE "
+                       "'\\_dc\\_execute\\_\\_%' ESCAPE '\\'").fetchall()[0][0] > 0
+
+
+_TOKENS = itertools.count(1)
+_REGISTERED: "weakref.WeakKeyDictionary[duckdb.DuckDBPyConnection, _Registrar]" = \
+    weakref.WeakKeyDictionary()
+
+
+class _Registrar:
+    """Creates one connection's private UDFs under names of its own.
+
+    DuckDB 2.0 crashes (segfault) when a Python UDF is called after the connection
+    that registered it was closed, and UDF names are shared by every connection of
+    a database instance. So each connection or cursor registers its own copies,
+    named ``<name>__<token>``, and its TEMP macros (per connection too) are
+    rewritten to call them: closing one connection can never break another.
+    Everything else is passed through to the connection.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        self.con = con
+        self.suffix = f"__{next(_TOKENS)}"
+        self.names: list[str] = []
+        self._pattern: re.Pattern[str] | None = None
+
+    def create_function(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any):
+        self.names.append(name)
+        self._pattern = None
+        return self.con.create_function(name + self.suffix, fn, *args, **kwargs)
+
+    def rewrite(self, sql: str) -> str:
+        """Point calls of the private UDFs in ``sql`` at this connection's copies."""
+        if self._pattern is None:
+            alternatives = "|".join(re.escape(n) for n in sorted(self.names, key=len, reverse=True))
+            self._pattern = re.compile(rf"\b({alternatives})\b(?=\s*\()")
+        return self._pattern.sub(lambda m: m.group(1) + self.suffix, sql)
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.con, attr)
+
+
+def _wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn duckcluster errors into ValueError('ClassName: message') for clean SQL errors."""
+    @functools.wraps(fn)
+    def inner(*a):
+        try:
+            return fn(*a)
+        except duckdb.Error:
+            raise
+        except Exception as exc:
+            from .._errors import DuckclusterError
+            if isinstance(exc, DuckclusterError):
+                raise ValueError(f"{type(exc).__name__}: {exc}") from None
+            raise
+    return inner
