@@ -105,6 +105,29 @@ def test_read_side_macros_as_initial_sql(engine):
     assert sorted(n for _, n in by_label) == [30, 30, 30, 30]
 
 
+def test_no_initial_sql_the_file_holds_the_read_side(engine):
+    """What a BI tool without per-connection SQL runs (Superset's SQL Lab, Metabase): the
+    persistent views and macros in the file, with nothing loaded first."""
+    text = sqlalchemy.text
+    with engine.connect() as conn:
+        quality = conn.execute(text(
+            "SELECT name, n_clusters, should_recluster FROM duckcluster.latest_quality")).fetchall()
+        by_label = conn.execute(text(
+            "SELECT label, count(*) AS n FROM duckcluster.latest_members WHERE name = 'topics' "
+            "GROUP BY label ORDER BY label")).fetchall()
+        joined = conn.execute(text(
+            "SELECT c.label, count(*) AS n FROM duckcluster.cluster_members('topics') m "
+            "JOIN duckcluster.latest_centroids c USING (run_id, cluster_id) "
+            "GROUP BY ALL ORDER BY ALL")).fetchall()
+        macro = conn.execute(text(
+            "SELECT n_clusters FROM duckcluster.cluster_quality('topics')")).fetchall()
+    assert quality == [("topics", 4, False)] and macro == [(4,)]
+    assert [n for _, n in by_label] == [30, 30, 30, 30] and all(label for label, _ in by_label)
+    assert joined == by_label
+    views = set(sqlalchemy.inspect(engine).get_view_names(schema="duckcluster"))
+    assert {"latest_runs", "latest_quality", "latest_centroids", "latest_members"} <= views
+
+
 def test_read_only_refuses_writes(engine):
     with engine.connect() as conn, pytest.raises(sqlalchemy.exc.DBAPIError, match="read-only"):
         conn.execute(sqlalchemy.text("DELETE FROM duckcluster.members"))

@@ -10,6 +10,7 @@ assign_cluster that compares the pure SQL macros with Python's Arrow UDFs.
 from __future__ import annotations
 
 import json
+import re
 import math
 import subprocess
 from datetime import datetime
@@ -343,3 +344,110 @@ def test_a_batch_of_only_null_embeddings(toy):
 def test_a_run_without_clusters_assigns_noise(toy):
     assert_same_rows(*toy, "SELECT d.cluster_id, d.similarity FROM "
                            "(SELECT assign_cluster_detail([1, 0]::FLOAT[2], 'empty') AS d)")
+
+
+# -- the persistent read side: no .read, no set-up ----------------------------------------
+
+def qualified(query: str) -> str:
+    """``query`` calling the persistent read-side macros (duckcluster.<name>) instead."""
+    from duckcluster.catalog.read_side import macro_names, sql_text
+
+    names = [n for n in macro_names(sql_text("duckcluster.sql")) if not n.startswith("_")]
+    for name in sorted(names, key=len, reverse=True):
+        query = re.sub(rf"(?<![.\w]){name}\(", f"duckcluster.{name}(", query)
+    return query
+
+
+@pytest.mark.parametrize("key", [*READ_QUERIES, *(f"assign:{k}" for k in ASSIGN_QUERIES)])
+def test_persistent_macros_in_the_file_match_python_without_read(built, py, key):
+    """The stock CLI with nothing loaded calls duckcluster.cluster_members(...) & co., stored
+    in the file; they give the rows of the Python connection's (TEMP, UDF-backed) functions."""
+    db, runs = built
+    query = (ASSIGN_QUERIES[key[7:]] if key.startswith("assign:") else READ_QUERIES[key]).format(**runs)
+    rel = py.sql(query)
+    columns, want = rel.columns, rel.fetchall()
+    out = run_cli(db, qualified(query), reads=())
+    assert out.returncode == 0 and not out.stderr, out.stderr
+    got = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    assert len(got) == len(want)
+    for p, c in zip(want, got):
+        assert all(same(pv, c[name]) for name, pv in zip(columns, p)), (p, c)
+
+
+VIEWS = ("latest_runs", "latest_quality", "latest_centroids", "latest_members")
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_latest_views_read_the_same_in_the_stock_cli(built, py, view):
+    db, _ = built
+    out = run_cli(db, f"SELECT * FROM duckcluster.{view} ORDER BY ALL", reads=())
+    assert out.returncode == 0 and not out.stderr, out.stderr
+    assert_same_rows(py, db, f"SELECT * FROM duckcluster.{view} ORDER BY ALL")
+
+
+def test_latest_views_hold_the_latest_run_of_every_definition_and_noise(built, py):
+    db, runs = built
+    latest = dict(py.sql("SELECT name, run_id FROM duckcluster.latest_runs").fetchall())
+    assert latest == {"topics": runs["topics_assign"], "dense": runs["dense"],
+                      "nested": runs["nested"]}  # no row for 'pending' nor the failed 'broken'
+    for name in latest:
+        want = py.sql(f"SELECT cluster_id, count(*) FROM cluster_members('{name}') "
+                      "GROUP BY ALL ORDER BY ALL").fetchall()
+        assert py.sql(f"SELECT cluster_id, count(*) FROM duckcluster.latest_members WHERE "
+                      f"name = '{name}' GROUP BY ALL ORDER BY ALL").fetchall() == want
+        # centroid-side rows join every member, noise included (cluster -1, label 'noise')
+        sizes = py.sql(f"SELECT cluster_id, size FROM duckcluster.latest_centroids WHERE "
+                       f"name = '{name}' AND hierarchy_level = 0 ORDER BY ALL").fetchall()
+        assert sizes == want
+    noise = py.sql("SELECT label, size FROM duckcluster.latest_centroids WHERE name = 'dense' "
+                   "AND cluster_id = -1").fetchall()
+    assert noise and noise[0][0] == "noise" and noise[0][1] > 0
+    quality = cli_rows(db, "SELECT name, n_clusters FROM duckcluster.latest_quality ORDER BY name")
+    assert [q["name"] for q in quality] == ["dense", "nested", "topics"]
+
+
+def test_which_macro_a_name_reaches_in_each_world(built, py):
+    """TEMP objects come first on DuckDB's search path: in Python the unqualified name is the
+    UDF-backed TEMP macro (its plan calls the _dc_assign UDF), the qualified one the pure SQL
+    macro stored in the file; the stock CLI has no unqualified one until .read adds it."""
+    db, _ = built
+    query = "SELECT assign_cluster(embedding, 'topics') FROM new_docs"
+    assert "_dc_assign" in py.sql(f"EXPLAIN {query}").fetchall()[0][1]
+    assert "_dc_assign" not in py.sql(f"EXPLAIN {qualified(query)}").fetchall()[0][1]
+    bare = run_cli(db, "SELECT * FROM cluster_quality('topics')", reads=())
+    assert bare.returncode != 0 and "cluster_quality does not exist" in bare.stderr
+    kinds = cli_rows(db, "SELECT database_name, schema_name FROM duckdb_functions() "
+                         "WHERE function_name = 'cluster_quality' ORDER BY ALL")
+    assert kinds == [{"database_name": "analytics", "schema_name": "duckcluster"},
+                     {"database_name": "temp", "schema_name": "main"}]  # after .read
+
+
+def test_a_temp_macro_shadows_a_persistent_one_of_the_same_name(tmp_path):
+    """DuckDB's rule behind the choice of schema: even a main-qualified name reaches TEMP first."""
+    import duckdb
+
+    db = str(tmp_path / "shadow.duckdb")
+    with duckdb.connect(db, config={"storage_compatibility_version": "v1.4.0"}) as con:
+        con.execute("CREATE MACRO main.probe() AS 'persistent'; CREATE SCHEMA s; "
+                    "CREATE MACRO s.probe() AS 'schema s'")
+        con.execute("CREATE TEMP MACRO probe() AS 'temp'")
+        assert con.sql("SELECT probe(), main.probe(), s.probe()").fetchall() == [
+            ("temp", "temp", "schema s")]
+    out = run_cli(db, "SELECT probe() AS p", reads=())
+    assert out.returncode == 0 and json.loads(out.stdout) == {"p": "persistent"}, out.stderr
+
+
+def test_sql_path_prints_the_installed_read_side(built, py):
+    """`duckcluster sql-path`: the file to .read without a checkout (same as sql/duckcluster.sql)."""
+    from click.testing import CliRunner
+
+    from duckcluster.cli import main
+
+    path = CliRunner().invoke(main, ["sql-path"]).output.strip()
+    assert Path(path).read_text() == (ROOT / READ_SIDE).read_text()
+    catalog = CliRunner().invoke(main, ["sql-path", "--catalog"]).output.strip()
+    assert Path(catalog).name == "catalog.sql" and Path(catalog).is_file()
+    query = "SELECT * FROM cluster_quality('topics')"
+    out = run_cli(built[0], query, reads=(path,))
+    assert out.returncode == 0 and not out.stderr, out.stderr
+    assert len(out.stdout.splitlines()) == len(py.sql(query).fetchall()) == 1

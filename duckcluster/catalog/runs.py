@@ -55,6 +55,9 @@ def ensure(cur: duckdb.DuckDBPyConnection) -> None:
     for name in sorted(p.name for p in folder.iterdir()):
         if name.startswith("catalog_") and name.endswith(".sql"):
             cur.execute(sql_text(name))
+    from .read_side import ensure_persistent  # the read side persisted in the file
+
+    ensure_persistent(cur)
 
 
 def now() -> _dt.datetime:

@@ -306,6 +306,26 @@ def dbt_package_cmd() -> None:
     click.echo(str(resources.files("duckcluster").joinpath("dbt_duckcluster")))
 
 
+@main.command("sql-path")
+@click.option("--catalog", is_flag=True,
+              help="The catalog DDL (sql/catalog.sql) instead: for a file duckcluster never wrote.")
+def sql_path_cmd(catalog: bool) -> None:
+    """Print the path of the installed read-side SQL file (sql/duckcluster.sql), for the
+    stock DuckDB CLI or a BI tool's initial SQL, with no checkout:
+
+    \b
+      duckdb -readonly analytics.duckdb -c ".read $(duckcluster sql-path)" \\
+             -c "SELECT * FROM cluster_quality('topics')"
+
+    Files duckcluster wrote need no .read: they hold the same functions as
+    duckcluster.cluster_quality(...) and the views duckcluster.latest_*.
+    """
+    from importlib import resources
+
+    click.echo(str(resources.files("duckcluster").joinpath(
+        "sql", "catalog.sql" if catalog else "duckcluster.sql")))
+
+
 def _open(database, artifacts_dir, read_only) -> duckdb.DuckDBPyConnection:
     try:
         return connect(database, artifacts_dir=artifacts_dir, read_only=read_only)
