@@ -3,11 +3,23 @@
 A source is a table or view name (optionally qualified), a Parquet/CSV path or
 glob (or any URL DuckDB reads), or a query in parentheses. Identifiers are always
 quoted; no user string is pasted into SQL unquoted.
+
+A query source is pasted as SQL, so it must be exactly one query: DuckDB's own
+parser (:func:`check_query`) proves that the text between the outer parentheses is
+one SELECT-like statement (SELECT, FROM-first, VALUES, WITH, UNION, DESCRIBE, SHOW,
+SUMMARIZE, PIVOT) before anything runs; a second statement, any other statement
+(DROP, INSERT, COPY, ATTACH, PRAGMA, SET, INSTALL, LOAD...) and a ``;`` outside
+strings and comments, even a trailing one with nothing after it, are refused with a
+:class:`SpecError`. Semicolons inside strings, quoted names and comments are fine.
+Every caller that describes or executes a source goes through :func:`source_sql` or
+:func:`source_sql_unchecked`, so a stored definition is checked again each time it
+runs (a multi-statement source written by an older version never runs).
 """
 
 from __future__ import annotations
 
 import re
+import threading
 
 import duckdb
 
@@ -30,11 +42,132 @@ def quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+_PARSER = threading.local()
+#: Statement types a query source may be: SELECT covers FROM-first, VALUES, WITH,
+#: UNION, DESCRIBE, SHOW and SUMMARIZE; PIVOT parses as MULTI (checked below).
+_QUERY_TYPES = ("SELECT", "MULTI")
+#: Data-modifying nodes in DuckDB's serialized parse tree (a WITH clause may hold them).
+#: A string literal holding this text is escaped in the JSON, so it cannot match.
+_WRITES = re.compile(r'"type":"(INSERT|UPDATE|DELETE|MERGE_INTO|MERGE)_QUERY_NODE"')
+_QUERY_HELP = ("A query source is one SELECT in parentheses, such as "
+               "'(SELECT * FROM docs WHERE lang = ''en'')'.")
+
+
+def _parser() -> duckdb.DuckDBPyConnection:
+    """A private in-memory connection per thread, used only to parse (never to run)."""
+    con = getattr(_PARSER, "con", None)
+    if con is None:
+        con = _PARSER.con = duckdb.connect(":memory:")
+    return con
+
+
+def is_query(source: str) -> bool:
+    """Whether a source string is a query in parentheses (checked by :func:`check_query`)."""
+    s = source.strip()
+    return s.startswith("(") and s.endswith(")")
+
+
+def check_query(source: str) -> str:
+    """The text inside the parentheses of a query source, proven to be one query.
+
+    DuckDB's parser must read the inner text as exactly one SELECT-like statement
+    with no ``;`` token (semicolons inside strings, quoted names and comments are
+    not tokens), and the text as it will run (``(inner) AS __dc_source`` after
+    FROM) as one statement again. Raises :class:`SpecError` before anything is
+    executed otherwise.
+    """
+    s = source.strip()
+    inner = s[1:-1]
+    shown = s if len(s) <= 120 else s[:117] + "..."
+    if "\x00" in inner:
+        raise SpecError("A query source cannot contain a NUL character.")
+    try:
+        tokens = duckdb.tokenize(inner)
+    except duckdb.Error:  # the parser below says what is wrong
+        tokens = []
+    semis = [i for i, (pos, kind) in enumerate(tokens)
+             if kind == duckdb.token_type.operator and inner[pos] == ";"]
+    if semis:
+        rest = [t for t in tokens[semis[0] + 1:] if t[1] != duckdb.token_type.comment
+                and not (t[1] == duckdb.token_type.operator and inner[t[0]] == ";")]
+        if rest:
+            raise SpecError(
+                f"The query source {shown!r} holds more than one statement; a source must "
+                "be exactly one query, and nothing of it was run. Remove the ';' and "
+                f"everything after it. {_QUERY_HELP}")
+        raise SpecError(
+            f"The query source {shown!r} ends with ';'. A source is one query inside "
+            "parentheses, not a statement: remove the ';'.")
+    try:
+        statements = _parser().extract_statements(inner)
+    except duckdb.Error as exc:
+        raise _unparsable(shown, exc) from None
+    if not statements:
+        raise SpecError(f"The query source {shown!r} is empty. {_QUERY_HELP}")
+    if len(statements) > 1:
+        raise SpecError(
+            f"The query source {shown!r} holds {len(statements)} statements; a source must "
+            f"be exactly one query, and nothing of it was run. {_QUERY_HELP}")
+    kind = str(statements[0].type).rsplit(".", 1)[-1]
+    if kind not in _QUERY_TYPES or (kind == "MULTI" and not _is_pivot(inner, tokens)):
+        article = "an" if kind[:1] in "AEIOU" else "a"
+        raise SpecError(
+            f"The query source {shown!r} is {article} {kind} statement; a source must be one "
+            f"SELECT-like query, and nothing of it was run. {_QUERY_HELP}")
+    try:  # the text as it runs, after FROM, is one statement too
+        wrapped = _parser().extract_statements(f"SELECT * FROM (\n{inner}\n) AS __dc_source")
+    except duckdb.Error as exc:
+        raise _unparsable(shown, exc) from None
+    if len(wrapped) != 1:
+        raise SpecError(
+            f"The query source {shown!r} holds {len(wrapped)} statements; a source must "
+            f"be exactly one query, and nothing of it was run. {_QUERY_HELP}")
+    if kind == "SELECT":
+        tree = _parser().execute("SELECT json_serialize_sql(?)", [inner]).fetchall()[0][0]
+        found = _WRITES.search(tree or "")
+        if found:
+            raise SpecError(
+                f"The query source {shown!r} holds a data-modifying statement "
+                f"({found.group(1)}) in a WITH clause; a source must only read, and nothing "
+                f"of it was run. {_QUERY_HELP}")
+    return inner
+
+
+def _unparsable(shown: str, exc: Exception) -> SpecError:
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return SpecError(f"Cannot parse the query source {shown!r}: {first}. {_QUERY_HELP}")
+
+
+def _is_pivot(inner: str, tokens) -> bool:
+    """A MULTI statement that is a PIVOT/UNPIVOT (the only MULTI a subquery can be)."""
+    kws = [inner[p:].split(None, 1)[0].upper() for p, k in tokens
+           if k == duckdb.token_type.keyword][:1]
+    return kws in (["PIVOT"], ["UNPIVOT"], ["PIVOT_WIDER"], ["PIVOT_LONGER"])
+
+
+def _query_sql(source: str) -> str:
+    """A checked query source as a FROM item. The inner text goes on its own lines, so
+    a trailing ``--`` comment cannot swallow the closing parenthesis."""
+    return f"(\n{check_query(source)}\n) AS __dc_source"
+
+
+def _refuse_open_paren(s: str) -> None:
+    """A source that opens a parenthesis but does not end with one is a query with
+    something after it (``(SELECT ...); DROP ...``): refused, never read as a name/path."""
+    if s.startswith("("):
+        shown = s if len(s) <= 120 else s[:117] + "..."
+        raise SpecError(
+            f"Source {shown!r} starts with '(' but does not end with ')'. A query source is "
+            "exactly one query in parentheses with nothing after the closing ')' (a ';' and a "
+            f"second statement are refused). {_QUERY_HELP}")
+
+
 def source_sql(cur: duckdb.DuckDBPyConnection, source: str) -> str:
     """Return a SQL table expression (usable after FROM) for a user source string."""
     s = source.strip()
-    if s.startswith("(") and s.endswith(")"):
-        return f"{s} AS __dc_source"
+    if is_query(s):
+        return _query_sql(s)
+    _refuse_open_paren(s)
     if _FILE_RE.search(s):
         return f"{quote_literal(s)} AS __dc_source"
     if _relation_exists(cur, None, s):
@@ -150,8 +283,9 @@ def source_sql_unchecked(source: str) -> str:
     """Like :func:`source_sql` but without a catalog lookup, so CTE names work
     (used inside queries, where the binder reports unknown names itself)."""
     s = source.strip()
-    if s.startswith("(") and s.endswith(")"):
-        return f"{s} AS __dc_source"
+    if is_query(s):
+        return _query_sql(s)
+    _refuse_open_paren(s)
     if _FILE_RE.search(s):
         return f"{quote_literal(s)} AS __dc_source"
     if '"' not in s and "." not in s:

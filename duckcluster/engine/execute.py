@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from .._errors import DataError, DuckclusterError, SpecError
-from .._source import describe, find_key, require_columns, source_sql
+from .._source import check_query, describe, find_key, is_query, require_columns, source_sql
 from ..catalog import runs as catalog
 from ..core.algorithms import get_algorithm
 from ..core.assign import assign
@@ -79,6 +79,8 @@ def execute(cur, name: str, settings: catalog.Settings, mode: str = "full",
     if mode not in ("full", "assign"):
         raise SpecError(f"mode must be 'full' or 'assign'. Got {mode!r}.")
     spec = catalog.get_definition(cur, name)
+    if is_query(spec.source):  # stored by an older version: checked before any run row
+        check_query(spec.source)
     if threshold is not None and not (0.0 <= float(threshold) <= 1.0):
         raise SpecError(f"assignment_threshold must be a float in the range [0, 1]. "
                         f"Got {threshold!r} instead.")

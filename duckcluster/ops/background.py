@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import duckdb
 
 from .._errors import DuckclusterError, RunFailedError, SpecError
+from .._source import check_query, is_query
 from ..catalog import ops as store
 from ..catalog import runs as catalog
 
@@ -121,6 +122,8 @@ class Runner:
         store.require_writable(cur, "cluster_submit")
         _preload()
         spec = catalog.get_definition(cur, name)
+        if is_query(spec.source):  # a stored multi-statement source never runs
+            check_query(spec.source)
         if mode == "assign":
             catalog.latest_run(cur, name, mode="full")  # clear error now, not in the worker
         thr = (spec.assignment_threshold if threshold is None else float(threshold)) \
