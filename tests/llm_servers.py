@@ -13,7 +13,10 @@ without one use the key ``'*'``; embeddings requests use ``'embeddings'``.
 Actions: ok, 429, 500, 503, 401, slow (sleeps ``slow_seconds`` then answers),
 malformed (text that is not JSON), offshape (JSON without the asked keys),
 badenum (an enum value outside the shape), fenced (JSON inside a Markdown
-fence), notjson_body (an HTTP 200 whose body is not JSON).
+fence), notjson_body (an HTTP 200 whose body is not JSON); and servers that echo the
+API key they were sent: echo_malformed (inside text that is not JSON), echo_label
+(inside a valid answer: label, summary, keywords and an extra field), echo_error
+(inside an HTTP 400 error message).
 """
 
 from __future__ import annotations
@@ -145,12 +148,13 @@ class _Handler(BaseHTTPRequestHandler):
             srv.requests.append({"kind": kind, "path": path, "node": node, "body": body,
                                  "headers": {k.lower(): v for k, v in self.headers.items()}, "prompt": prompt,
                                  "t": time.monotonic()})
-        if srv.api_key is not None:
-            given = (self.headers.get("x-goog-api-key") if gemini
-                     else (self.headers.get("authorization") or "").removeprefix("Bearer "))
-            if given != srv.api_key:
-                return self._send(401, {"error": {"message": "invalid api key"}})
+        given = (self.headers.get("x-goog-api-key") if gemini
+                 else (self.headers.get("authorization") or "").removeprefix("Bearer "))
+        if srv.api_key is not None and given != srv.api_key:
+            return self._send(401, {"error": {"message": "invalid api key"}})
         action = srv.next_action(node)
+        if action == "echo_error":
+            return self._send(400, {"error": {"message": f"key {given} is not allowed here"}})
         if action == "slow":
             time.sleep(srv.slow_seconds)
             action = "ok"
@@ -176,6 +180,13 @@ class _Handler(BaseHTTPRequestHandler):
             text = json.dumps({**answer, "sentiment": "ecstatic"})
         elif action == "fenced":
             text = "```json\n" + json.dumps(answer) + "\n```"
+        elif action == "echo_malformed":
+            text = f'{{"label": "your key is {given}, "keywords": [oops'
+        elif action == "echo_label":
+            text = json.dumps({**answer, "label": f"About {given}",
+                               "summary": f"Documents sent with key {given}.",
+                               "keywords": [given, "misc"], "sentiment": "neutral",
+                               "target_audience": given})
         else:
             text = json.dumps(answer)
         if gemini:

@@ -277,3 +277,100 @@ def test_hostile_sources_are_one_query_or_refused(hostile_db):
 
     check()
     assert not os.path.exists("leak.csv")
+
+
+# -- secrets: an echoed key is never stored ------------------------------------------------
+
+ECHO_KEY = "sk-echo-5b1e9d7c-PLEASE-SCRUB-0042"
+
+
+def _catalog_dump(con) -> dict[str, str]:
+    """Every duckcluster.* table as text."""
+    return {t: str(q(con, f"SELECT * FROM duckcluster.{t}")) for (t,) in q(
+        con, "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'duckcluster'")}
+
+
+def _artifact_bytes(con) -> bytes:
+    root = q(con, "SELECT value FROM duckcluster.meta WHERE key = 'artifacts_dir'")[0][0]
+    out = b""
+    for folder, _dirs, files in os.walk(root):
+        for f in files:
+            with open(os.path.join(folder, f), "rb") as fh:
+                out += fh.read()
+    return out
+
+
+@pytest.mark.parametrize("provider,key_from", [("openai", "env"), ("gemini", "env"),
+                                               ("openai", "duckdb secret")])
+def test_an_echoed_api_key_is_never_stored(tmp_path, monkeypatch, provider, key_from):
+    """A provider echoes the key inside a malformed answer, inside a valid label (label,
+    summary, keywords, an extra field) and inside an HTTP error: label_failures, centroids,
+    labels, label_cache, the centroids Parquet file and the returned message carry ***."""
+    from label_data import cluster, make_docs
+    from llm_servers import FakeLLM
+
+    for var in ("OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    if key_from == "env":
+        monkeypatch.setenv("OPENAI_API_KEY" if provider == "openai" else "GEMINI_API_KEY",
+                           ECHO_KEY)
+    con = duckcluster.connect(str(tmp_path / "keys.duckdb"),
+                              config={"allow_unredacted_secrets": True})
+    try:
+        make_docs(con)
+        cluster(con)
+        secret = ""
+        if key_from == "duckdb secret":
+            q(con, f"CREATE SECRET echo_key (TYPE http, BEARER_TOKEN '{ECHO_KEY}')")
+            secret = ", secret := 'echo_key'"
+        with FakeLLM(api_key=ECHO_KEY) as srv:
+            srv.faults = {"cl_0": ["echo_malformed", "echo_malformed"], "cl_1": ["echo_label"],
+                          "cl_2": ["echo_error"]}
+            url = srv.openai_url if provider == "openai" else srv.gemini_url
+            msg = q(con, f"SELECT cluster_label('topics', provider := '{provider}', "
+                         f"base_url := '{url}', model := 'm', retry_backoff := 0.01, "
+                         "cache_ttl_seconds := 3600, response_shape := {'label': 'string', "
+                         "'summary': 'string', 'keywords': ['string'], "
+                         f"'target_audience': 'string'}}{secret})")[0][0]
+            assert len(srv.chat_requests()) == 5  # cl_0 asked twice; the key was sent to all
+        fails = dict(q(con, "SELECT node_id, error FROM cluster_label_failures('topics')"))
+        assert set(fails) == {"cl_0", "cl_2"}
+        assert "***" in fails["cl_0"] and "***" in fails["cl_2"]
+        lab, summary, kws, attrs = q(con, "SELECT label, summary, keywords, attributes FROM "
+                                          "cluster_labels('topics') WHERE node_id = 'cl_1'")[0]
+        assert (lab, kws[0]) == ("About ***", "***") and "***" in summary and "***" in attrs
+        assert q(con, "SELECT label FROM cluster_centroids('topics') WHERE node_id = 'cl_1'"
+                 ) == [("About ***",)]
+        assert q(con, "SELECT count(*) FROM duckcluster.label_cache") != [(0,)]
+        dump = _catalog_dump(con)
+        assert [t for t, text in dump.items() if ECHO_KEY in text] == []
+        assert ECHO_KEY.encode() not in _artifact_bytes(con)
+        assert ECHO_KEY not in msg
+    finally:
+        con.close()
+
+
+def test_a_key_echoed_into_a_run_error_is_scrubbed_from_runs_messages_and_webhooks(
+        hostile_db, monkeypatch):
+    """A source whose error echoes the key in use: the run error, the SQL error, the
+    webhook body the receiver gets and the delivery log hold *** instead."""
+    from webhook_servers import Receiver
+
+    con = hostile_db
+    monkeypatch.setenv("OPENAI_API_KEY", ECHO_KEY + "-run")
+    q(con, "CREATE VIEW upstream AS SELECT * FROM docs WHERE CASE WHEN doc_id = 3 THEN "
+           f"error('the upstream rejected token {ECHO_KEY}-run') ELSE true END")
+    q(con, SOURCE_CALLS[0][1].format(src="'upstream'").replace("'x'", "'t'"))
+    with Receiver(secret="hook-secret-123") as rx:
+        q(con, f"SELECT cluster_webhook_create('t', url := '{rx.url}', "
+               "secret := 'hook-secret-123', events := ['run.failed'])")
+        with pytest.raises(duckdb.Error) as err:
+            q(con, "SELECT cluster_execute('t')")
+        assert ECHO_KEY not in str(err.value) and "***" in str(err.value)
+        q(con, "SELECT cluster_webhook_deliver()")
+        assert len(rx.requests) == 1 and rx.requests[0]["verified"]
+        assert ECHO_KEY.encode() not in rx.requests[0]["raw"]
+        assert "***" in rx.requests[0]["json"]["run"]["error"]
+    assert "***" in q(con, "SELECT error FROM duckcluster.runs WHERE name = 't'")[0][0]
+    dump = _catalog_dump(con)
+    assert [t for t, text in dump.items() if ECHO_KEY in text] == []

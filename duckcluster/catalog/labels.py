@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from .._errors import RunNotFoundError, SpecError, UnknownNameError, closest
+from .._secrets import scrub, scrub_value
 from .._source import quote_literal
 from . import runs as catalog
 
@@ -103,7 +104,8 @@ def cache_put(cur, entries: Iterable[tuple[str, str, str, Any]], now: _dt.dateti
     for key, provider, model, value in entries:
         cur.execute("DELETE FROM duckcluster.label_cache WHERE cache_key = ?", [key])
         cur.execute("INSERT INTO duckcluster.label_cache VALUES (?, ?, ?, ?, ?, ?)",
-                    [key, provider, model, json.dumps(value, sort_keys=True), now, exp])
+                    [key, provider, model, json.dumps(scrub_value(value), sort_keys=True),
+                     now, exp])
 
 
 # -- labels ----------------------------------------------------------------------------------
@@ -117,6 +119,9 @@ def write_labels(cur, run_id: str, name: str, rows: Sequence[Mapping[str, Any]],
     """
     if not rows:
         return
+    # an answer (or a cached one from an older version) may echo a key: never store it
+    rows = [{**r, **scrub_value({k: r[k] for k in ("label", "summary", "keywords",
+                                                   "attributes")})} for r in rows]
     tbl = pa.table({
         "node_id": pa.array([r["node_id"] for r in rows], pa.string()),
         "label": pa.array([r["label"] for r in rows], pa.string()),
@@ -152,7 +157,7 @@ def write_failures(cur, run_id: str, name: str, failures: Sequence[Mapping[str, 
     for f in failures:
         cur.execute("INSERT INTO duckcluster.label_failures VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [run_id, name, f["node_id"], f["provider"], f["model"], f["kind"],
-                     f["error"], f["attempts"], now])
+                     scrub(f["error"]), f["attempts"], now])
 
 
 def rewrite_centroids_artifact(cur, run_id: str) -> str | None:

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._errors import RunNotFoundError, SpecError, UnknownNameError, closest
+from .._secrets import scrub, scrub_value
 from ..core.spec import ClusterSpec
 from . import runs as catalog
 
@@ -161,15 +162,16 @@ def definition_exists(cur, name: str) -> bool:
 
 def disable_trigger(cur, trigger_id: str, error: str) -> None:
     cur.execute("UPDATE duckcluster.triggers SET enabled = false, last_checked_at = ?, "
-                "last_error = ? WHERE trigger_id = ?", [catalog.now(), error, trigger_id])
+                "last_error = ? WHERE trigger_id = ?", [catalog.now(), scrub(error), trigger_id])
 
 
 def note_check(cur, trigger_id: str, observed: Mapping[str, Any] | None,
                error: str | None) -> None:
     cur.execute("UPDATE duckcluster.triggers SET last_checked_at = ?, last_check = ?, "
                 "last_error = ? WHERE trigger_id = ?",
-                [catalog.now(), json.dumps(observed, default=str) if observed else None,
-                 error, trigger_id])
+                [catalog.now(),
+                 json.dumps(scrub_value(observed), default=str) if observed else None,
+                 scrub(error), trigger_id])
 
 
 def record_firing(cur, trig: Mapping[str, Any], *, reason: str, scheduled_for=None,
@@ -183,9 +185,9 @@ def record_firing(cur, trig: Mapping[str, Any], *, reason: str, scheduled_for=No
         cur.execute("INSERT INTO duckcluster.trigger_firings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
                     "?, ?)",
                     [firing_id, trig["trigger_id"], trig["name"], trig["kind"], ts,
-                     scheduled_for, reason,
-                     json.dumps(observed, default=str) if observed is not None else None,
-                     run_id, outcome, error])
+                     scheduled_for, scrub(reason),
+                     json.dumps(scrub_value(observed), default=str)
+                     if observed is not None else None, run_id, outcome, scrub(error)])
         cur.execute("UPDATE duckcluster.triggers SET last_fired_at = ?, "
                     "last_scheduled_at = coalesce(?, last_scheduled_at) WHERE trigger_id = ?",
                     [ts, scheduled_for and ts, trig["trigger_id"]])
@@ -291,6 +293,7 @@ def pending_events(cur, subject_id: str | None = None) -> list[dict[str, Any]]:
 
 
 def log_attempt(cur, row: Mapping[str, Any]) -> None:
+    row = {**row, "error": scrub(row.get("error")), "payload": scrub(row.get("payload"))}
     cols = ("delivery_id", "webhook_id", "name", "event", "subject_id", "attempt",
             "attempted_at", "status", "http_status", "error", "duration_s", "payload")
     cur.execute(f"INSERT INTO duckcluster.webhook_deliveries ({', '.join(cols)}) VALUES "

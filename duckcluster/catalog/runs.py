@@ -27,6 +27,7 @@ import duckdb
 import pyarrow as pa
 
 from .._errors import RunNotFoundError, SpecError, UnknownNameError, closest
+from .._secrets import scrub
 from .._source import quote_literal
 from ..core.spec import ClusterSpec
 
@@ -209,12 +210,12 @@ def fail_run(cur, run_id: str, error: str, started: _dt.datetime | None = None) 
     cur.execute(
         "UPDATE duckcluster.runs SET status = 'failed', error = ?, finished_at = ?, "
         "duration_s = date_diff('microsecond', started_at, ?::TIMESTAMP) / 1e6 WHERE run_id = ?",
-        [error, ts, ts, run_id])
+        [scrub(error), ts, ts, run_id])
 
 
 def note_run(cur, run_id: str, note: str) -> None:
     """Attach a note to a succeeded run (its ``error`` column), e.g. a failed follow-up."""
-    cur.execute("UPDATE duckcluster.runs SET error = ? WHERE run_id = ?", [note, run_id])
+    cur.execute("UPDATE duckcluster.runs SET error = ? WHERE run_id = ?", [scrub(note), run_id])
 
 
 def mark_abandoned(cur, alive_pids: set[int], settings: Settings) -> int:

@@ -121,11 +121,16 @@ def _wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
     def inner(*a):
         try:
             return fn(*a)
-        except duckdb.Error:
-            raise
         except Exception as exc:
             from .._errors import DuckclusterError
-            if isinstance(exc, DuckclusterError):
-                raise ValueError(f"{type(exc).__name__}: {exc}") from None
+            from .._secrets import scrub
+            text = str(exc)
+            clean = scrub(text)  # no known secret in any message
+            if isinstance(exc, duckdb.Error):
+                if clean == text:
+                    raise
+                raise type(exc)(clean) from None
+            if isinstance(exc, DuckclusterError) or clean != text:
+                raise ValueError(f"{type(exc).__name__}: {clean}") from None
             raise
     return inner

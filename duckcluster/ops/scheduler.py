@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import DatabaseBusyError
+from .._secrets import scrub
 from ..catalog import ops as store
 from ..catalog import runs as catalog
 from . import triggers, webhooks
@@ -65,7 +66,7 @@ class Scheduler:
         self.poll = float(poll)
         self.grace = float(grace)
         self.artifacts_dir = artifacts_dir
-        self.say = say
+        self.say = lambda msg: say(scrub(msg))  # its log never shows a known secret
         self.on_snapshot = on_snapshot
         self.stop = threading.Event()
         self.signals = 0

@@ -53,6 +53,7 @@ from typing import Any
 
 import httpx
 
+from .. import _secrets
 from .._errors import SpecError, closest
 from .._http import RetryPolicy, redact_url
 from .._version import __version__
@@ -235,9 +236,12 @@ def deliver(cur, hook: Mapping[str, Any], event: str, subject_id: str,
             backoff: float | None = None) -> Delivery:
     """Send one event to one webhook with retries; every attempt is logged."""
     delivery_id, done, body_text = _resume(cur, hook["webhook_id"], event, subject_id)
-    if body_text is None:
-        body = json.dumps(payload(cur, event, subject_id, delivery_id), sort_keys=True,
-                          separators=(",", ":"), default=str).encode("utf-8")
+    _secrets.remember(hook["secret"])
+    if hook.get("secret_env"):
+        _secrets.watch_env(hook["secret_env"])
+    if body_text is None:  # a receiver never gets a known secret either
+        body = json.dumps(_secrets.scrub_value(payload(cur, event, subject_id, delivery_id)),
+                          sort_keys=True, separators=(",", ":"), default=str).encode("utf-8")
     else:
         body = body_text.encode("utf-8")
     policy = RetryPolicy(max_retries=int(hook["max_attempts"]) - 1,
@@ -279,7 +283,8 @@ def deliver(cur, hook: Mapping[str, Any], event: str, subject_id: str,
         except httpx.TimeoutException:
             error, retry = f"no answer from {shown} within {policy.timeout:g} s", True
         except httpx.TransportError as exc:
-            error, retry = f"cannot reach {shown} ({type(exc).__name__}: {exc})", True
+            detail = str(exc).replace(hook["url"], shown)  # the query string may hold a token
+            error, retry = f"cannot reach {shown} ({type(exc).__name__}: {detail})", True
         else:
             http_status = resp.status_code
             if 200 <= http_status < 300:

@@ -22,6 +22,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ... import _secrets
 from ..._errors import SpecError, unknown_name
 from ..._http import LLMError, RetryPolicy
 from . import gemini, local, openai
@@ -67,6 +68,8 @@ PROVIDERS: dict[str, Provider] = {
                                       model=local.DEFAULT_MODEL,
                                       embedding_model=local.DEFAULT_MODEL),
 }
+for _p in PROVIDERS.values():
+    _secrets.watch_env(*_p.env_keys)
 ALIASES = {"google": "gemini", "ollama": "openai", "vllm": "openai", "lmstudio": "openai"}
 
 

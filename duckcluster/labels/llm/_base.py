@@ -8,6 +8,7 @@ from typing import Any, Protocol
 import httpx
 import numpy as np
 
+from ... import _secrets
 from ..._http import RetryPolicy
 
 #: One piece of a user message: {"type": "text", "text": ...} or
@@ -40,8 +41,11 @@ class EmbeddingProvider(Protocol):
 
 
 def scrub(text: str, secret: str | None) -> str:
-    """Remove a key from a message, should a server ever echo it."""
-    return text.replace(secret, "***") if secret else text
+    """Remove the endpoint's key and every other known secret from a text a server sent
+    (an error, an answer), should it ever echo one."""
+    if secret:
+        text = text.replace(secret, _secrets.MASK)
+    return _secrets.scrub(text)
 
 
 def dig(obj: Any, *path: Any) -> Any:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 
+from ... import _secrets
 from ..._errors import SpecError
 
 #: Reads the bearer token of a named DuckDB secret, or of the secret whose scope
@@ -41,7 +42,16 @@ def resolve_key(provider: str, env_names: Sequence[str], *, api_key_env: str | N
                 secret: str | None = None, base_url: str | None = None,
                 read_secret: SecretReader | None = None, required: bool = True) -> str | None:
     """The API key for ``provider``: a named secret, else the environment, else a secret
-    scoped to ``base_url``. Raises SpecError naming every way to supply it if required."""
+    scoped to ``base_url``. Raises SpecError naming every way to supply it if required.
+    The key is remembered as a secret (:mod:`duckcluster._secrets`): no stored text and no
+    message will carry it."""
+    _secrets.watch_env(api_key_env, *env_names)
+    key = _resolve(provider, env_names, api_key_env, secret, base_url, read_secret, required)
+    _secrets.remember(key)
+    return key
+
+
+def _resolve(provider, env_names, api_key_env, secret, base_url, read_secret, required):
     if secret:
         if read_secret is None:
             raise SpecError(f"secret := {secret!r} needs a DuckDB connection to read it from.")

@@ -68,10 +68,11 @@ class GeminiChat:
                                                   for t in texts):
             reason = dig(data, "candidates", 0, "finishReason") or dig(
                 data, "promptFeedback", "blockReason")
-            raise LLMError("gemini generateContent: the response has no text"
-                           + (f" (finish reason {reason})" if reason else "") + ".",
-                           "malformed_json")
-        return "".join(t.get("text", "") for t in texts if isinstance(t, dict))
+            raise LLMError(scrub("gemini generateContent: the response has no text"
+                                 + (f" (finish reason {reason})" if reason else "") + ".",
+                                 self.ep.api_key), "malformed_json")
+        return scrub("".join(t.get("text", "") for t in texts if isinstance(t, dict)),
+                     self.ep.api_key)  # an echoed key never reaches a label or error
 
 
 class GeminiEmbeddings:

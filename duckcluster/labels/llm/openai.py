@@ -61,7 +61,7 @@ class OpenAIChat:
         if not isinstance(text, str):
             raise LLMError("openai chat: the response has no choices[0].message.content.",
                            "malformed_json")
-        return text
+        return scrub(text, self.ep.api_key)  # an echoed key never reaches a label or error
 
 
 class OpenAIEmbeddings:
