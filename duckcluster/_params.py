@@ -40,6 +40,8 @@ class Param:
         if self.choices:
             return f"one of {', '.join(repr(c) for c in self.choices)}"
         text = _TYPE_NAMES[self.kind]
+        if self.kind is float and self.low is None and self.high is None:
+            text = "a finite float"
         if self.low is not None or self.high is not None:
             lo = "-inf" if self.low is None else _fmt(self.low)
             hi = "inf" if self.high is None else _fmt(self.high)
@@ -71,7 +73,7 @@ class Param:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise self._error(owner, name, value)
             v = float(v)
-            if math.isnan(v):
+            if not math.isfinite(v):  # NaN passes no range check; inf is never meant
                 raise self._error(owner, name, value)
         elif self.kind is str:
             if not isinstance(v, str):

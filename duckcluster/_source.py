@@ -226,17 +226,19 @@ def _relation_exists(cur, qual: list[str] | None, name: str) -> bool:
              "current_schema() AND database_name = current_database() UNION ALL SELECT view_name "
              "FROM duckdb_views() WHERE schema_name = current_schema() AND database_name = "
              "current_database() UNION ALL SELECT table_name FROM duckdb_tables() WHERE "
-             "temporary UNION ALL SELECT view_name FROM duckdb_views() WHERE temporary) WHERE n = ?")
+             "temporary UNION ALL SELECT view_name FROM duckdb_views() WHERE temporary) "
+             "WHERE lower(n) = lower(?)")  # DuckDB names are case-insensitive, even quoted
         return cur.execute(q, [name]).fetchall()[0][0] > 0
     if len(qual) == 1:
-        cond, args = "(schema_name = ? OR database_name = ?)", [qual[0], qual[0]]
+        cond = "(lower(schema_name) = lower(?) OR lower(database_name) = lower(?))"
+        args = [qual[0], qual[0]]
     elif len(qual) == 2:
-        cond, args = "database_name = ? AND schema_name = ?", qual
+        cond, args = "lower(database_name) = lower(?) AND lower(schema_name) = lower(?)", qual
     else:
         return False
     q = (f"SELECT count(*) FROM (SELECT table_name n, database_name, schema_name FROM duckdb_tables() "
          f"UNION ALL SELECT view_name, database_name, schema_name FROM duckdb_views()) "
-         f"WHERE n = ? AND {cond}")
+         f"WHERE lower(n) = lower(?) AND {cond}")
     return cur.execute(q, [name, *args]).fetchall()[0][0] > 0
 
 
@@ -264,7 +266,7 @@ def find_key(cur, source: str, columns: dict[str, str]) -> str:
     try:
         rows = cur.execute(
             "SELECT constraint_column_names FROM duckdb_constraints() WHERE constraint_type = "
-            "'PRIMARY KEY' AND table_name = ? AND len(constraint_column_names) = 1",
+            "'PRIMARY KEY' AND lower(table_name) = lower(?) AND len(constraint_column_names) = 1",
             [source.strip()]).fetchall()
     except duckdb.Error:
         rows = []
@@ -291,3 +293,42 @@ def source_sql_unchecked(source: str) -> str:
     if '"' not in s and "." not in s:
         return quote_ident(s)
     return ".".join(quote_ident(p) for p in _split_qualified(s))
+
+
+def name_bad_file(cur, source: str, select: str, exc: BaseException) -> BaseException:
+    """The error to raise when reading a file source failed: a DataError naming the file
+    (DuckDB's message sometimes does not, e.g. 'Out of buffer' from a damaged page), or
+    ``exc`` itself for other sources. Each file of a glob is read again, on this failure
+    path only, until one fails the same way."""
+    import pyarrow as pa
+
+    s = source.strip()
+    if s.startswith("(") or not _FILE_RE.search(s):
+        return exc
+    text = str(exc).strip()
+    try:
+        with cur.cursor() as c:
+            files = [r[0] for r in c.execute("SELECT file FROM glob(?) ORDER BY file",
+                                             [s]).fetchall()]
+            bad = next((f for f in files if f in text), None)
+            for f in files if bad is None else ():
+                try:
+                    r = c.sql(f"SELECT {select} FROM {quote_literal(f)}").to_arrow_reader(
+                        65_536)
+                    try:
+                        for _ in r:
+                            pass
+                    finally:
+                        r.close()
+                except (duckdb.Error, OSError, pa.ArrowException) as e:
+                    bad, text = f, str(e).strip()
+                    break
+    except duckdb.Error:
+        return exc
+    if bad is None:
+        return exc
+    kind = "CSV" if ".csv" in bad.lower() or ".tsv" in bad.lower() else "Parquet"
+    where = f" (one of the {len(files)} files matching {source!r})" if len(files) > 1 else ""
+    return DataError(f"Cannot read {bad!r}{where}: {text.rstrip('.')}. The file is damaged or "
+                     f"is not a {kind} file: rewrite it, or move it out of the way, and run "
+                     "again.")

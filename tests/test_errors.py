@@ -50,6 +50,10 @@ CREATE_CASES = [
      "The embedding column 'embeding' does not exist in source 'docs'. Did you mean 'embedding'?"),
     ("hostile source", dict(source="'docs; DROP TABLE docs'"),
      "is not a table or view in this database"),
+    ("param not finite", dict(algo="'dbscan'", params="{'eps': 'inf'::DOUBLE}"),
+     "The 'eps' parameter of dbscan must be a float in the range (0, inf). Got inf instead."),
+    ("id column not scalar", dict(source="'(SELECT [doc_id] AS doc_id, embedding FROM docs)'"),
+     "has type BIGINT[], but an id must be one scalar value per row"),
 ]
 
 
@@ -148,6 +152,8 @@ def test_error_matrix_is_published():
         assert case in doc and message in doc, case
     for case, _setup, _params, message in DATA_CASES:
         assert case in doc and message in doc, case
+    for case, message in ROUND_2_CASES:
+        assert case in doc and message in doc, case
 
 
 def test_no_obvious_key(con):
@@ -207,3 +213,88 @@ def test_abandoned_run_is_marked_on_open(db_path, docs, con):
             ("abandoned", "the process running it ended before it finished")]
     finally:
         con2.close()
+
+
+# -- issue 14, round 2: each of these failed before (wrong, late or nameless message) ------
+
+#: (case, message fragment) of the round-2 table in docs/errors.md
+ROUND_2_CASES = [
+    ("source name in other case", "names resolve case-insensitively, as in DuckDB"),
+    ("relative file in a query source", ("The query source reads the relative path "
+     "'docs.parquet', which each process would resolve against its own working directory")),
+    ("stored error of an unexpected failure", "ZeroDivisionError: float division by zero"),
+    ("damaged file of a glob", ("The file is damaged or is not a Parquet file: rewrite it, or "
+     "move it out of the way, and run again.")),
+]
+
+def test_source_names_resolve_case_insensitively_like_duckdb(con, docs):
+    """DuckDB resolves 'DOCS' to table docs; so does a source (was "not a table")."""
+    con.sql("CREATE VIEW Docs_View AS SELECT * FROM docs").fetchall()
+    for source in ("DOCS", "MAIN.Docs", "docs_view"):
+        con.sql(f"SELECT cluster_create('t', source := '{source}', embedding := 'embedding', "
+                "id := 'doc_id', algorithm := 'kmeans', params := {'n_clusters': 5}, "
+                "\"replace\" := true)").fetchall()
+        run = con.sql("SELECT cluster_execute('t')").fetchall()[0][0]
+        assert con.sql(f"SELECT count(*) FROM cluster_members('t', run_id := '{run}')"
+                       ).fetchall() == [(500,)], source
+
+
+def test_stored_errors_carry_no_traceback(con, docs, monkeypatch):
+    """An unexpected failure is stored as 'Class: message', never a Python traceback."""
+    create(con)
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("float division by zero")
+
+    monkeypatch.setattr(_execute, "fit", broken)
+    with pytest.raises(duckdb.Error, match="float division by zero"):
+        con.sql("SELECT cluster_execute('t')").fetchall()
+    assert con.sql("SELECT status, error FROM duckcluster.runs").fetchall() == [
+        ("failed", "ZeroDivisionError: float division by zero")]
+
+
+def _break_footer(path, seed=0):
+    """Overwrite the middle of a Parquet file's Thrift footer: DuckDB then fails with
+    'TProtocolException: ...' or "don't know what type", without the file's name."""
+    import struct
+
+    import numpy as np
+
+    with open(path, "r+b") as f:
+        data = f.read()
+        (mlen,) = struct.unpack("<I", data[-8:-4])
+        f.seek(len(data) - 8 - mlen + mlen // 4)
+        f.write(bytes(np.random.default_rng(seed).integers(0, 256, mlen // 2, dtype=np.uint8)))
+
+
+def test_damaged_parquet_file_of_a_glob_is_named(con, docs, tmp_path):
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    con.sql(f"COPY (SELECT * FROM docs WHERE doc_id < 250) TO '{folder}/a.parquet' (FORMAT parquet)")
+    con.sql(f"COPY (SELECT * FROM docs WHERE doc_id >= 250) TO '{folder}/b.parquet' (FORMAT parquet)")
+    create(con, source=f"'{folder}/*.parquet'")
+    _break_footer(folder / "b.parquet")
+    with pytest.raises(duckdb.Error) as err:
+        con.sql("SELECT cluster_execute('t')").fetchall()
+    message = f"Cannot read '{folder}/b.parquet' (one of the 2 files matching '{folder}/*.parquet')"
+    assert message in str(err.value) and "The file is damaged or is not a Parquet file" in str(err.value)
+    (stored,) = con.sql("SELECT error FROM duckcluster.runs").fetchall()[0]
+    assert stored.startswith("DataError: " + message)
+    # embedding_drift reads sides the same way
+    with pytest.raises(duckdb.Error, match="b.parquet' \\(one of the 2 files"):
+        con.sql(f"SELECT * FROM embedding_drift('{folder}/*.parquet', 'docs', 'embedding')").fetchall()
+
+
+def test_relative_path_inside_a_query_source_is_refused(con, docs, tmp_path, monkeypatch):
+    """A query source reading a relative file would read another file from another
+    working directory: cluster_create says so and gives the absolute path."""
+    monkeypatch.chdir(tmp_path)
+    con.sql("COPY docs TO 'docs.parquet' (FORMAT parquet)").fetchall()
+    before = snapshot(con)
+    with pytest.raises(duckdb.Error) as err:
+        create(con, source="'(SELECT * FROM ''docs.parquet'' WHERE doc_id < 400)'")
+    assert ("The query source reads the relative path 'docs.parquet', which each process would "
+            "resolve against its own working directory") in str(err.value)
+    assert f"Write the absolute path instead: '{tmp_path}/docs.parquet'." in str(err.value)
+    assert snapshot(con) == before
+    create(con, source=f"'(SELECT * FROM ''{tmp_path}/docs.parquet'' WHERE doc_id < 400)'")

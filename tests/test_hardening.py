@@ -256,3 +256,28 @@ def test_closing_one_connection_never_breaks_another(db_path, tmp_path):
                        timeout=300)
     assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
     assert r.stdout.strip() == "40"
+
+
+# -- issue 14, round 2: silent wrong answers -------------------------------------------------
+
+def test_relative_parquet_source_reads_the_same_file_from_any_directory(con, tmp_path, monkeypatch):
+    """A relative path is stored absolute at cluster_create (shown by cluster_list), so a
+    run from another working directory reads the file the definition was checked on."""
+    here, there = tmp_path / "here", tmp_path / "there"
+    for folder, n_per in ((here, 60), (there, 20)):  # same relative name, other rows
+        (folder / "data").mkdir(parents=True)
+        X, _ = blobs(n_per=n_per, k=3, d=8, seed=n_per)
+        load_table(con, "tmp_rows", X)
+        q(con, f"COPY tmp_rows TO '{folder}/data/rows.parquet' (FORMAT parquet)")
+    monkeypatch.chdir(here)
+    q(con, "SELECT cluster_create('t', source := 'data/*.parquet', embedding := 'embedding', "
+           "id := 'doc_id', algorithm := 'kmeans', params := {'n_clusters': 3})")
+    assert q(con, "SELECT source FROM cluster_list()") == [(f"{here}/data/*.parquet",)]
+    monkeypatch.chdir(there)
+    q(con, "SELECT cluster_execute('t')")
+    assert q(con, "SELECT n_members FROM cluster_runs('t')") == [(180,)]
+    # a URL or a table name is kept as given
+    from duckcluster.engine.reader import pin_source
+
+    assert pin_source("s3://bucket/data/*.parquet") == "s3://bucket/data/*.parquet"
+    assert pin_source("tmp_rows") == "tmp_rows"

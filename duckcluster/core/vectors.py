@@ -94,8 +94,9 @@ def _dense(arr: pa.Array, ids: Sequence[str], column: str) -> np.ndarray:
 
 
 def check_finite(X: np.ndarray, ids: Sequence[str], column: str) -> None:
-    if X.size and np.isfinite(X.sum(axis=1)).all():  # one pass, no (n, d) temporary
-        return
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: no numpy warning
+        if X.size and np.isfinite(X.sum(axis=1)).all():  # one pass, no (n, d) temporary
+            return
     finite = np.isfinite(X).all(axis=1)  # a NaN/Inf, or finite values whose sum overflowed
     if not finite.all():
         i = int(np.flatnonzero(~finite)[0])

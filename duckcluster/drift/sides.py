@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from .._errors import DataError, RunNotFoundError, SpecError, closest
 from .._params import Param, validate_params
-from .._source import describe, quote_ident, require_columns, source_sql
+from .._source import describe, name_bad_file, quote_ident, require_columns, source_sql
 from ..catalog import runs as catalog
 from ..core.assign import normalize_rows
 from ..core.backend import Executor, LocalExecutor
@@ -257,6 +257,15 @@ def _not_null(columns: Sequence[str]) -> str:
 def read_side(cur, source: str, embedding: tuple[str, ...] | None, cap: int, *, seed: int,
               normalize: bool = True, pooling: str = "mean", role: str = "baseline") -> Side:
     """Read (a seeded sample of at most ``cap`` of) the non-NULL embeddings of a side."""
+    try:
+        return _read_side(cur, source, embedding, cap, seed=seed, normalize=normalize,
+                          pooling=pooling, role=role)
+    except (duckdb.Error, OSError, pa.ArrowException) as exc:  # a damaged file: say which
+        raise name_bad_file(cur, source, "*", exc) from None
+
+
+def _read_side(cur, source: str, embedding: tuple[str, ...] | None, cap: int, *, seed: int,
+               normalize: bool, pooling: str, role: str) -> Side:
     q = _resolve(cur, source, embedding, role)
     # variable-length LIST columns: check every row's length here, not only the sampled ones
     lists = [c for c, t in zip(q.columns, q.types) if t.endswith("[]") and t.count("[") == 1]

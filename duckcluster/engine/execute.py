@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .._errors import DataError, DuckclusterError, SpecError
+from .._errors import DataError, SpecError
 from .._source import check_query, describe, find_key, is_query, require_columns, source_sql
 from ..catalog import runs as catalog
 from ..core.algorithms import get_algorithm
@@ -46,6 +45,9 @@ class SourceData:
 def create(cur, args: Mapping[str, Any], replace: bool = False) -> ClusterSpec:
     """Validate and store a definition (checks the source and columns exist)."""
     spec = ClusterSpec.from_dict(args)
+    pinned = reader.pin_source(spec.source)  # relative file paths: absolute, stored as such
+    if pinned != spec.source:
+        spec = spec.replace(source=pinned)
     if spec.labeling:  # typos in labeling options fail here, not at the first cluster_label
         from ..labels.labeling import LabelConfig
 
@@ -57,6 +59,7 @@ def create(cur, args: Mapping[str, Any], replace: bool = False) -> ClusterSpec:
         require_columns(cols, [spec.id], "id", spec.source)
     else:
         spec = spec.replace(id=find_key(cur, spec.source, cols))
+    reader.check_id_type(cols, spec.id, spec.source)
     catalog.put_definition(cur, spec, replace=replace)
     return spec
 
@@ -145,8 +148,8 @@ def execute(cur, name: str, settings: catalog.Settings, mode: str = "full",
         progress(f"{name}: done")
         return run_id
     except BaseException as exc:
-        msg = f"{type(exc).__name__}: {exc}" if isinstance(exc, DuckclusterError) else \
-            f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
+        # the class and message only: a stored error is read by users, never a traceback
+        msg = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         try:  # on a fresh cursor: this one may hold an aborted or unfinished statement
             with cur.cursor() as fresh:
                 catalog.fail_run(fresh, run_id, msg)

@@ -16,17 +16,27 @@ hash covers ids and vectors in the order a run used them.
 
 from __future__ import annotations
 
+import glob as _glob
 import hashlib
 import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 
-from .._errors import DataError, ResourceError
-from .._source import describe, find_key, quote_ident, require_columns, source_sql
+from .._errors import DataError, ResourceError, SpecError
+from .._source import (
+    _FILE_RE,
+    describe,
+    find_key,
+    name_bad_file,
+    quote_ident,
+    require_columns,
+    source_sql,
+)
 from ..core.spec import ClusterSpec
 from ..core.vectors import combine_columns, to_dense
 
@@ -96,12 +106,65 @@ class ReadStats:
         return self.hash.hexdigest()
 
 
+def pin_source(source: str) -> str:
+    """A stored source that reads the same files from any working directory.
+
+    A relative Parquet/CSV path or glob becomes absolute, resolved against the working
+    directory of the process that creates the definition (where DuckDB just read it to
+    validate the columns); URLs and table names are kept. A query source that reads a
+    relative path that exists here is refused with the absolute path to write instead
+    (rewriting text inside a query could change what the query means)."""
+    s = source.strip()
+    if s.startswith("(") and s.endswith(")"):
+        for lit in _string_literals(s):
+            if _is_local_relative(lit) and _glob.glob(os.path.expanduser(lit)):
+                raise SpecError(
+                    f"The query source reads the relative path {lit!r}, which each process "
+                    "would resolve against its own working directory (a scheduler, a "
+                    "notebook and the CLI would read different files). Write the absolute "
+                    f"path instead: {os.path.abspath(os.path.expanduser(lit))!r}.")
+        return source
+    if _FILE_RE.search(s) and _is_local_relative(s) and _glob.glob(os.path.expanduser(s)):
+        return os.path.abspath(os.path.expanduser(s))  # (a table named 'a*b' is no file)
+    return source
+
+
+def _is_local_relative(path: str) -> bool:
+    return "://" not in path and not os.path.isabs(os.path.expanduser(path))
+
+
+def _string_literals(sql: str) -> list[str]:
+    """The '...' string constants of a SQL text (DuckDB's own tokenizer)."""
+    try:
+        tokens = duckdb.tokenize(sql)
+    except Exception:  # noqa: BLE001 - not SQL DuckDB can tokenize: the binder says why later
+        return []
+    out = []
+    for i, (pos, kind) in enumerate(tokens):
+        if kind != duckdb.token_type.string_const:
+            continue
+        end = tokens[i + 1][0] if i + 1 < len(tokens) else len(sql)
+        text = sql[pos:end].rstrip()
+        if len(text) >= 2 and text[0] == "'" and text[-1] == "'":
+            out.append(text[1:-1].replace("''", "'"))
+    return out
+
+
 def plan(cur, spec: ClusterSpec) -> Plan:
+    """What a run will read (checks ids and counts rows first, in SQL)."""
+    try:
+        return _plan(cur, spec)
+    except duckdb.Error as exc:  # a damaged file of a glob: say which
+        raise name_bad_file(cur, spec.source, "*", exc) from None
+
+
+def _plan(cur, spec: ClusterSpec) -> Plan:
     src = source_sql(cur, spec.source)
     cols = describe(cur, src)
     require_columns(cols, list(spec.embedding), "embedding", spec.source)
     id_col = spec.id or find_key(cur, spec.source, cols)
     require_columns(cols, [id_col], "id", spec.source)
+    check_id_type(cols, id_col, spec.source)
     qid = quote_ident(id_col)
     n_rows, n_ids = cur.sql(f"SELECT count(*), count({qid}) FROM {src}").fetchall()[0]
     if n_rows == 0:
@@ -141,6 +204,18 @@ def plan(cur, spec: ClusterSpec) -> Plan:
                 ordered=not _stable_scan(cur, src))
 
 
+def check_id_type(cols: dict[str, str], id_col: str, source: str) -> None:
+    """An id is one scalar value per row (it is compared, sorted and stored as text):
+    LIST, ARRAY, STRUCT, MAP and UNION columns are refused before any work."""
+    t = cols[id_col].upper()
+    if t.endswith("]") or t.startswith(("STRUCT", "MAP", "UNION")):
+        raise SpecError(
+            f"The id column {id_col!r} of source {source!r} has type {cols[id_col]}, but an id "
+            "must be one scalar value per row (an integer, text, UUID, date or time). Name "
+            "another column with id := '<column>', or number the rows in a query source such "
+            f"as '(SELECT row_number() OVER () AS row_id, * FROM ...)' with id := 'row_id'.")
+
+
 def _stable_scan(cur, src: str) -> bool:
     """Whether a plain scan of ``src`` returns rows in the same order every time: files
     and base tables yes; views and queries (a join may reorder) are not trusted."""
@@ -150,7 +225,7 @@ def _stable_scan(cur, src: str) -> bool:
         return False
     name = src.rsplit(".", 1)[-1]
     name = name[1:-1].replace('""', '"') if name.startswith('"') else name
-    views = cur.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = ?",
+    views = cur.execute("SELECT count(*) FROM duckdb_views() WHERE lower(view_name) = lower(?)",
                         [name]).fetchall()[0][0]
     return views == 0
 
@@ -206,10 +281,21 @@ def batches(cur, spec: ClusterSpec, p: Plan, stats: ReadStats,
     qid = quote_ident(p.id_col)
     order = f" ORDER BY {qid}" if (p.ordered if ordered is None else ordered) else ""
     key = f", {qid} AS __dc_key" if with_key else ""
-    reader = cur.sql(f"SELECT CAST({qid} AS VARCHAR) AS __dc_id, {emb}{key} FROM {p.src}"
-                     f"{order}").to_arrow_reader(batch_rows or BATCH_ROWS)
+    select = f"CAST({qid} AS VARCHAR) AS __dc_id, {emb}{key}"
     try:
-        for rb in reader:
+        reader = cur.sql(f"SELECT {select} FROM {p.src}{order}").to_arrow_reader(
+            batch_rows or BATCH_ROWS)
+    except duckdb.Error as exc:
+        raise name_bad_file(cur, spec.source, select, exc) from None
+    try:
+        it = iter(reader)
+        while True:
+            try:
+                rb = next(it)
+            except StopIteration:
+                break
+            except (duckdb.Error, OSError, pa.ArrowException) as exc:
+                raise name_bad_file(cur, spec.source, select, exc) from None
             if rb.num_rows == 0:
                 continue
             b = _batch(rb, spec, p, stats)
