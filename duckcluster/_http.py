@@ -54,7 +54,10 @@ _RETRY_STATUS = {408, 409, 425, 429}
 
 def redact_url(url: str) -> str:
     """Scheme, host and path only: query strings may carry keys."""
-    p = urllib.parse.urlsplit(url)
+    try:
+        p = urllib.parse.urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket: show nothing of it
+        return "<an invalid URL>"
     return urllib.parse.urlunsplit((p.scheme, p.netloc, p.path, "", ""))
 
 

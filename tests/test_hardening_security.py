@@ -374,3 +374,79 @@ def test_a_key_echoed_into_a_run_error_is_scrubbed_from_runs_messages_and_webhoo
     assert "***" in q(con, "SELECT error FROM duckcluster.runs WHERE name = 't'")[0][0]
     dump = _catalog_dump(con)
     assert [t for t, text in dump.items() if ECHO_KEY in text] == []
+
+
+# -- webhooks and triggers never stop the scheduler ------------------------------------------
+
+@pytest.mark.parametrize("url,message", [
+    ("http://127.0.0.1:9/x\r\nX-Evil: 1", "url must not contain spaces or control characters "
+                                          "(CR, LF, tab...); found '\\r' at position 20"),
+    ("http://127.0.0.1:9/x\nX-Evil: 1", "found '\\n' at position 20"),
+    ("http://hooks.example.com/a b", "found ' ' at position 26. Percent-encode it"),
+    ("http://hooks.example.com/\x00", "found '\\x00'"),
+    ("http:///path", "has no host"),
+    ("http://:8080/path", "has no host"),
+    ("ftp://hooks.example.com/x", "url must be an http:// or https:// URL"),
+    ("hooks.example.com/x", "url must be an http:// or https:// URL"),
+    ("http://hooks.example.com:99999/x", "is not a valid URL (Port out of range 0-65535)"),
+    ("http://[::1/x", "is not a valid URL (Invalid IPv6 URL)"),
+], ids=["CRLF", "LF", "space", "NUL", "no host", "port only", "ftp", "no scheme", "bad port",
+        "bad IPv6"])
+def test_a_webhook_url_is_validated_at_create(hostile_db, url, message):
+    con = hostile_db
+    q(con, SOURCE_CALLS[0][1].format(src="'docs'").replace("'x'", "'t'"))
+    with pytest.raises(duckdb.Error) as err:
+        q(con, "SELECT cluster_webhook_create('t', url := ?, secret := 's3cret')", [url])
+    assert message in str(err.value)
+    assert q(con, "SELECT count(*) FROM duckcluster.webhooks") == [(0,)]
+
+
+def test_a_bad_webhook_or_trigger_never_stops_the_scheduler(hostile_db, db_path):
+    """An old database holds a webhook whose URL has CR/LF and a trigger with a broken
+    schedule: a real `duckcluster scheduler DB --once` fires the good trigger, delivers the
+    good webhook, records both failures and exits 0 without a traceback."""
+    import subprocess
+    import sys
+
+    from webhook_servers import Receiver
+
+    con = hostile_db
+    q(con, SOURCE_CALLS[0][1].format(src="'docs'").replace("'x'", "'t'"))
+    good_trigger = q(con, "SELECT cluster_trigger_create('t', kind := 'interval', "
+                          "every := 60)")[0][0]
+    q(con, "UPDATE duckcluster.triggers SET created_at = created_at - INTERVAL 2 MINUTE")
+    bad_trigger = q(con, "SELECT cluster_trigger_create('t', kind := 'cron', "
+                         "schedule := '0 3 * * *')")[0][0]
+    q(con, "UPDATE duckcluster.triggers SET schedule = 'every tuesday', created_at = "
+           "created_at - INTERVAL 2 DAY WHERE trigger_id = ?", [bad_trigger])
+    with Receiver(secret="s3cret") as rx:
+        good_hook = q(con, f"SELECT cluster_webhook_create('t', url := '{rx.url}', "
+                           "secret := 's3cret')")[0][0]
+        bad_hook = q(con, f"SELECT cluster_webhook_create('t', url := '{rx.url}', "
+                          "secret := 's3cret')")[0][0]
+        q(con, "UPDATE duckcluster.webhooks SET url = ? WHERE webhook_id = ?",
+          [f"{rx.url}/x\r\nX-Evil: 1", bad_hook])  # as an older version stored it
+        con.close()
+        proc = subprocess.run([sys.executable, "-m", "duckcluster.cli", "scheduler", db_path,
+                               "--once"], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert len(rx.requests) == 1 and rx.requests[0]["verified"]
+        assert "x-evil" not in rx.requests[0]["headers"]
+    con = duckcluster.connect(db_path)
+    try:
+        fired = q(con, "SELECT trigger_id, outcome FROM duckcluster.trigger_firings")
+        assert fired == [(good_trigger, "submitted")]
+        assert q(con, "SELECT status FROM duckcluster.runs") == [("succeeded",)]
+        err = q(con, "SELECT last_error FROM duckcluster.triggers WHERE trigger_id = ?",
+                [bad_trigger])[0][0]
+        assert "schedule" in err and "every tuesday" in err
+        rows = q(con, "SELECT webhook_id, status, error FROM duckcluster.webhook_deliveries "
+                      "ORDER BY webhook_id = ?", [bad_hook])
+        assert [(r[0], r[1]) for r in rows] == [(good_hook, "delivered"), (bad_hook, "failed")]
+        assert "the webhook's url is invalid, so nothing was sent" in rows[1][2]
+        assert "found '\\r' at position" in rows[1][2]
+        assert f"cluster_webhook_delete('{bad_hook}')" in rows[1][2]
+        assert "could not be evaluated" in proc.stderr and "failed after 1 attempt" in proc.stderr
+    finally:
+        con.close()

@@ -91,14 +91,20 @@ class Scheduler:
                 self._evaluate_all(cur, runner, report)
             self._wait_for_runs(con, runner, report)
             with con.cursor() as cur:
-                report.deliveries = webhooks.deliver_pending(cur, stop=self.stop)
+                try:
+                    report.deliveries = webhooks.deliver_pending(cur, stop=self.stop)
+                except Exception as exc:  # noqa: BLE001 - webhooks never stop the scheduler
+                    self.say(f"webhook delivery failed: {type(exc).__name__}: {exc}")
                 for d in report.deliveries:
                     self.say(f"webhook {d.webhook_id} {d.event} {d.subject_id}: {d.status} "
                              f"after {d.attempts} attempt(s)" + (f" ({d.error})" if d.error else ""))
                 if self.on_snapshot is not None:
                     from .exporter import snapshot
 
-                    self.on_snapshot(snapshot(cur))
+                    try:
+                        self.on_snapshot(snapshot(cur))
+                    except Exception as exc:  # noqa: BLE001 - metrics are best effort
+                        self.say(f"metrics snapshot failed: {type(exc).__name__}: {exc}")
                 report.next_due = _next_due(cur)
         finally:
             con.close()
@@ -129,7 +135,13 @@ class Scheduler:
                 store.note_check(cur, tid, decision.observed, None)
             if not decision.fire:
                 continue
-            firing_id, run_id = triggers.fire(cur, runner, trig, decision)
+            try:
+                firing_id, run_id = triggers.fire(cur, runner, trig, decision)
+            except Exception as exc:  # noqa: BLE001 - recorded; the other triggers go on
+                err = f"{type(exc).__name__}: {exc}"
+                store.note_check(cur, tid, decision.observed, f"could not fire: {err}")
+                self.say(f"{tid} ({trig['kind']} on {trig['name']!r}) could not fire: {err}")
+                continue
             outcome = "submitted" if run_id else \
                 cur.execute("SELECT outcome || ': ' || coalesce(error, '') FROM "
                             "duckcluster.trigger_firings WHERE firing_id = ?",
@@ -190,7 +202,12 @@ class Scheduler:
             signal.signal(sig, self.request_stop)
         self.say(f"scheduler on {self.path}: poll every {self.poll:g} s, grace {self.grace:g} s")
         while not self.stop.is_set():
-            report = self.tick()
+            try:
+                report = self.tick()
+            except Exception as exc:  # noqa: BLE001 - logged; the next tick tries again
+                self.say(f"tick failed: {type(exc).__name__}: {exc}; retrying in "
+                         f"{self.poll:g} s")
+                report = TickReport()
             self.stop.wait(self._sleep_for(report))
         self.say("scheduler stopped")
         return 0

@@ -238,6 +238,7 @@ def next_fire(kind: str, schedule: str | None, timezone: str | None, every_s: fl
     """When a cron or interval trigger is next due (naive UTC); None for event triggers."""
     if kind == "cron":
         croniter = _croniter()
+        _cron({"schedule": schedule, "timezone": timezone or "UTC"})  # rows of older versions
         base = last_scheduled_at or created_at
         local = _utc(base).astimezone(_zone(timezone or "UTC"))
         return _naive(croniter(schedule, local).get_next(_dt.datetime))

@@ -100,6 +100,37 @@ def verify_signature(secret: str, body: bytes, header: str | None) -> bool:
 
 # -- definitions ------------------------------------------------------------------------
 
+_URL_HELP = "e.g. url := 'https://hooks.example.com/duckcluster'"
+
+
+def check_url(url: Any) -> str:
+    """``url`` if it is an http(s) URL with a host that the HTTP client accepts as it is;
+    else a :class:`SpecError` saying what is wrong. Control characters and spaces (CR/LF
+    would split the request) are refused, not silently dropped as ``urlsplit`` does."""
+    if not isinstance(url, str) or not url.strip():
+        raise SpecError(f"cluster_webhook_create: url must be an http:// or https:// URL, "
+                        f"{_URL_HELP}. Got {url!r}.")
+    for i, ch in enumerate(url):
+        if ord(ch) <= 0x20 or 0x7f <= ord(ch) <= 0x9f:
+            raise SpecError(
+                f"cluster_webhook_create: url must not contain spaces or control characters "
+                f"(CR, LF, tab...); found {ch!r} at position {i}. Percent-encode it (%20, %0D, "
+                f"%0A) or remove it. Got {url!r}.")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port  # raises on a port that is not a number in 0-65535
+        httpx.URL(url)
+    except (ValueError, httpx.InvalidURL) as exc:
+        raise SpecError(f"cluster_webhook_create: url {url!r} is not a valid URL ({exc}); "
+                        f"{_URL_HELP}.") from None
+    if parts.scheme not in ("http", "https"):
+        raise SpecError(f"cluster_webhook_create: url must be an http:// or https:// URL, "
+                        f"{_URL_HELP}. Got {url!r}.")
+    if not parts.hostname:
+        raise SpecError(f"cluster_webhook_create: url {url!r} has no host; {_URL_HELP}.")
+    del port
+    return url
+
 @dataclass(frozen=True)
 class WebhookSpec:
     """A validated ``cluster_webhook_create`` call."""
@@ -120,11 +151,7 @@ class WebhookSpec:
             if key not in known:
                 raise SpecError(f"Unknown webhook option {key!r}.{closest(key, known)} Valid "
                                 f"options: {', '.join(sorted(known))}.")
-        url = d.get("url")
-        parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
-        if not parts or parts.scheme not in ("http", "https") or not parts.netloc:
-            raise SpecError("cluster_webhook_create: url must be an http:// or https:// URL, "
-                            f"e.g. url := 'https://hooks.example.com/duckcluster'. Got {url!r}.")
+        url = check_url(d.get("url"))
         events = d.get("events", list(EVENTS))
         if isinstance(events, str):
             events = [e.strip() for e in events.split(",") if e.strip()] \
@@ -265,6 +292,15 @@ def deliver(cur, hook: Mapping[str, Any], event: str, subject_id: str,
             logged(done + 1, "failed", error=err)
             return Delivery(delivery_id, hook["webhook_id"], event, subject_id, "failed",
                             done + 1, err)
+    try:  # a row written by an older version may hold a URL the client cannot send to
+        check_url(hook["url"])
+    except SpecError as exc:
+        err = (f"the webhook's url is invalid, so nothing was sent: {exc} Replace the webhook "
+               f"(SELECT cluster_webhook_delete('{hook['webhook_id']}'), then "
+               "cluster_webhook_create).")
+        logged(done + 1, "failed", error=err)
+        return Delivery(delivery_id, hook["webhook_id"], event, subject_id, "failed",
+                        done + 1, err)
     signature = sign(secret, body)
     attempt = done
     while True:
@@ -285,6 +321,9 @@ def deliver(cur, hook: Mapping[str, Any], event: str, subject_id: str,
         except httpx.TransportError as exc:
             detail = str(exc).replace(hook["url"], shown)  # the query string may hold a token
             error, retry = f"cannot reach {shown} ({type(exc).__name__}: {detail})", True
+        except Exception as exc:  # noqa: BLE001 - the client refused the request: recorded
+            detail = str(exc).replace(hook["url"], shown)
+            error, retry = f"could not send to {shown} ({type(exc).__name__}: {detail})", False
         else:
             http_status = resp.status_code
             if 200 <= http_status < 300:
@@ -326,6 +365,23 @@ def _pending_not_final(cur, subject_id: str | None) -> list[dict[str, Any]]:
     return rows + [dict(zip(cols, r)) for r in rel.fetchall()]
 
 
+def _record_broken(cur, p: Mapping[str, Any], exc: Exception) -> Delivery:
+    """A delivery that failed in an unexpected way: logged as failed (so it is not retried
+    forever), and the sweep goes on."""
+    err = f"delivery failed: {type(exc).__name__}: {exc}"
+    log.warning("webhook %s %s %s: %s", p["webhook_id"], p["event"], p["subject_id"], err)
+    delivery_id = store.new_id("dlv")
+    try:
+        store.log_attempt(cur, {"delivery_id": delivery_id, "webhook_id": p["webhook_id"],
+                                "name": p.get("name"), "event": p["event"],
+                                "subject_id": p["subject_id"], "attempt": 1,
+                                "attempted_at": store.now(), "status": "failed",
+                                "error": err})
+    except Exception as log_exc:  # noqa: BLE001 - the database itself refused: said above
+        log.warning("could not record it: %s", log_exc)
+    return Delivery(delivery_id, p["webhook_id"], p["event"], p["subject_id"], "failed", 1, err)
+
+
 def deliver_pending(cur, subject_id: str | None = None, stop: threading.Event | None = None,
                     client: httpx.Client | None = None,
                     backoff: float | None = None) -> list[Delivery]:
@@ -342,10 +398,13 @@ def deliver_pending(cur, subject_id: str | None = None, stop: threading.Event | 
             for p in pending:
                 if stop is not None and stop.is_set():
                     break
-                hook = hooks.get(p["webhook_id"])
-                if hook is None:
-                    hook = hooks[p["webhook_id"]] = store.get_webhook(cur, p["webhook_id"])
-                d = deliver(cur, hook, p["event"], p["subject_id"], client, stop, backoff)
+                try:
+                    hook = hooks.get(p["webhook_id"])
+                    if hook is None:
+                        hook = hooks[p["webhook_id"]] = store.get_webhook(cur, p["webhook_id"])
+                    d = deliver(cur, hook, p["event"], p["subject_id"], client, stop, backoff)
+                except Exception as exc:  # noqa: BLE001 - one bad webhook never stops the sweep
+                    d = _record_broken(cur, p, exc)
                 log.info("webhook %s %s %s: %s after %d attempt(s)%s", hook["webhook_id"],
                          p["event"], p["subject_id"], d.status, d.attempts,
                          f" ({d.error})" if d.error else "")
