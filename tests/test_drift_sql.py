@@ -283,13 +283,15 @@ def _fit(con, name="topics"):
 @pytest.fixture
 def two_runs(con):
     """Run 1: 4 blobs x 100. Run 2: blob 0 doubled, blob 3 gone, a new blob, 1 and 2 alike.
-    Cluster ids are renumbered by size, so matching must use centroids."""
+    Only the first 100 rows of blob 0 are the same rows (ids 0-99); every other row of
+    run 2 is a new one with a new id, so most clusters are matched by their centroids."""
     X, _ = blobs(n_per=100, k=4, d=16, seed=1)
     load_table(con, "corpus", X)
     r1 = _fit(con)
     X2, _ = blobs(n_per=100, k=4, d=16, seed=1, sizes=[200, 100, 100, 0])
     Xn, _ = blobs(n_per=80, k=1, d=16, seed=99)
     load_table(con, "corpus", np.concatenate([X2, Xn]))
+    con.execute("UPDATE corpus SET doc_id = doc_id + 1000 WHERE doc_id >= 100")
     r2 = _fit(con)
     return r1, r2
 

@@ -198,7 +198,7 @@ ENRICH_CHILD = textwrap.dedent("""
     _enrich.store.record_enrichment = die
     con = duckcluster.connect(sys.argv[1])
     con.sql("SELECT cluster_enrich('t', target := 'docs_enriched', "
-            "fields := ['cluster_id', 'label'])").fetchall()
+            "fields := ['cluster_id', 'cosine_similarity_to_centroid'])").fetchall()
 """)
 
 
@@ -209,7 +209,8 @@ def test_kill_9_during_enrich_leaves_target_as_it_was(db_path, tmp_path):
     q(con, "SELECT cluster_create('t', source := 'docs', embedding := 'embedding', id := 'doc_id', "
            "algorithm := 'kmeans', params := {'n_clusters': 4})")
     q(con, "SELECT cluster_execute('t')")
-    q(con, "SELECT cluster_enrich('t', target := 'docs_enriched', fields := ['cluster_id', 'label'])")
+    q(con, "SELECT cluster_enrich('t', target := 'docs_enriched', "
+           "fields := ['cluster_id', 'cosine_similarity_to_centroid'])")
     before = q(con, "SELECT * EXCLUDE (embedding) FROM docs_enriched ORDER BY doc_id")
     q(con, "SELECT cluster_create('t', source := 'docs', embedding := 'embedding', id := 'doc_id', "
            "algorithm := 'kmeans', params := {'n_clusters': 2}, \"replace\" := true)")
@@ -224,7 +225,8 @@ def test_kill_9_during_enrich_leaves_target_as_it_was(db_path, tmp_path):
     try:
         assert q(con, "SELECT * EXCLUDE (embedding) FROM docs_enriched ORDER BY doc_id") == before
         assert q(con, "SELECT count(*) FROM duckcluster.enrichments") == [(1,)]
-        q(con, "SELECT cluster_enrich('t', target := 'docs_enriched', fields := ['cluster_id', 'label'])")
+        q(con, "SELECT cluster_enrich('t', target := 'docs_enriched', "
+           "fields := ['cluster_id', 'cosine_similarity_to_centroid'])")
         assert q(con, "SELECT count(DISTINCT cluster_id) FROM docs_enriched") == [(2,)]
     finally:
         con.close()

@@ -5,7 +5,8 @@ output both ways.
 The files use a subset of DuckDB's sqllogictest format; records are separated by blank lines:
 
     # name: / # description: / # group:   header comments (any '#' line is a comment)
-    require duckcluster_catalog            run sql/catalog.sql: the duckcluster schema
+    require duckcluster_catalog            run sql/catalog.sql, then sql/catalog_*.sql (as
+                                           duckcluster.install does): the duckcluster schema
     statement ok                           the SQL below must succeed
     statement error                        it must fail; the text after ---- is a substring
                                            of the error message
@@ -31,6 +32,8 @@ from test_stock_cli import ROOT, run_cli
 
 TEST_FILES = sorted((Path(__file__).parent / "sql").glob("*.test"))
 CATALOG = "sql/catalog.sql"  # relative to ROOT, like the read side
+#: the catalog files in the order duckcluster's catalog.ensure() runs them
+CATALOG_FILES = (CATALOG, *sorted(f"sql/{p.name}" for p in (ROOT / "sql").glob("catalog_*.sql")))
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,8 @@ class PythonEngine:
         self.con = duckcluster.connect(str(tmp_path / "python.duckdb"))
 
     def require(self, what: str) -> None:
-        self.statement((ROOT / CATALOG).read_text())
+        for path in CATALOG_FILES:
+            self.statement((ROOT / path).read_text())
 
     def statement(self, sql: str) -> None:
         try:
@@ -116,7 +120,8 @@ class CliEngine:
         self.db, self.reads = str(tmp_path / "cli.duckdb"), ()
 
     def require(self, what: str) -> None:
-        self._run(f".read {CATALOG}")
+        for path in CATALOG_FILES:
+            self._run(f".read {path}")
         self.reads = ("sql/duckcluster.sql",)
 
     def statement(self, sql: str) -> None:

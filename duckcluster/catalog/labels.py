@@ -115,7 +115,7 @@ def write_labels(cur, run_id: str, name: str, rows: Sequence[Mapping[str, Any]],
     """Set label / summary / keywords on the run's centroids and replace its label details.
 
     ``rows``: dicts with node_id, label, summary, keywords, attributes, source, provider,
-    model, representative_ids, merged_into.
+    model, representative_ids, merged_into (and carried_from_run_id for carried labels).
     """
     if not rows:
         return
@@ -136,6 +136,8 @@ def write_labels(cur, run_id: str, name: str, rows: Sequence[Mapping[str, Any]],
         "representative_ids": pa.array([list(r["representative_ids"]) for r in rows],
                                        pa.list_(pa.string())),
         "merged_into": pa.array([r["merged_into"] for r in rows], pa.string()),
+        "carried_from_run_id": pa.array([r.get("carried_from_run_id") for r in rows],
+                                        pa.string()),
     })
     view = f"__dc_labels_{run_id}"
     cur.register(view, tbl)
@@ -145,11 +147,34 @@ def write_labels(cur, run_id: str, name: str, rows: Sequence[Mapping[str, Any]],
                     f"c.node_id = l.node_id", [run_id])
         cur.execute(f"DELETE FROM duckcluster.labels WHERE run_id = ? AND node_id IN "
                     f"(SELECT node_id FROM {view})", [run_id])
-        cur.execute(f"INSERT INTO duckcluster.labels SELECT ?, ?, node_id, label, summary, "
-                    f"keywords, attributes::JSON, source, provider, model, representative_ids, "
-                    f"merged_into, ? FROM {view}", [run_id, name, now])
+        cur.execute(f"INSERT INTO duckcluster.labels (run_id, name, node_id, label, summary, "
+                    f"keywords, attributes, source, provider, model, representative_ids, "
+                    f"merged_into, labeled_at, carried_from_run_id) SELECT ?, ?, node_id, label, "
+                    f"summary, keywords, attributes::JSON, source, provider, model, "
+                    f"representative_ids, merged_into, ?, carried_from_run_id FROM {view}",
+                    [run_id, name, now])
     finally:
         cur.unregister(view)
+
+
+def has_labels(cur, name: str) -> bool:
+    """Whether any run of a definition has labels (cluster_label, or carried)."""
+    return cur.execute("SELECT count(*) > 0 FROM duckcluster.labels WHERE name = ?",
+                       [name]).fetchall()[0][0]
+
+
+def label_details(cur, run_id: str) -> dict[str, dict[str, Any]]:
+    """node_id -> the run's duckcluster.labels row (source, provider, model, ...)."""
+    rel = cur.execute("SELECT node_id, attributes, source, provider, model, representative_ids, "
+                      "carried_from_run_id FROM duckcluster.labels WHERE run_id = ?", [run_id])
+    cols = [d[0] for d in rel.description]
+    out = {}
+    for row in rel.fetchall():
+        d = dict(zip(cols, row))
+        if d["attributes"] is not None:
+            d["attributes"] = json.loads(d["attributes"])
+        out[d.pop("node_id")] = d
+    return out
 
 
 def write_failures(cur, run_id: str, name: str, failures: Sequence[Mapping[str, Any]],

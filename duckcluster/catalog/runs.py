@@ -19,11 +19,13 @@ import platform
 import secrets
 import shutil
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from importlib.metadata import PackageNotFoundError, version
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from .._errors import RunNotFoundError, SpecError, UnknownNameError, closest
@@ -36,7 +38,8 @@ SCHEMA = "duckcluster"
 #: Catalog tables whose rows belong to one definition through a ``name`` column;
 #: ``cluster_delete(..., drop_artifacts := true)`` empties them for that name.
 #: Feature areas (labels, drift...) append their own tables at import.
-DEFINITION_TABLES: list[str] = ["members", "centroids", "projections", "runs"]
+DEFINITION_TABLES: list[str] = ["members", "centroids", "projections", "lineage",
+                                 "cluster_id_marks", "runs"]
 _LIBS = ("duckcluster", "duckdb", "numpy", "scikit-learn", "hdbscan", "umap-learn", "pyarrow")
 
 
@@ -281,11 +284,13 @@ def load_projection(cur, run_id: str):
 
 
 def commit_run(cur, run_id: str, settings: Settings, centroids: pa.Table, members: pa.Table,
-               updates: dict, projection: dict | None = None) -> str:
+               updates: dict, projection: dict | None = None,
+               within: Callable[[duckdb.DuckDBPyConnection], None] | None = None) -> str:
     """Write artifacts, then rows + run status in one transaction. All or nothing.
 
     ``projection``: the run's plotting PCA (:meth:`Projection.as_row`), stored so
-    assign runs based on this one use the same map."""
+    assign runs based on this one use the same map. ``within(cur)``: more writes of
+    the run (its lineage, carried labels) inside the same transaction."""
     spec_name = updates.pop("_name")
     final = run_dir(settings, spec_name, run_id)
     local = "://" not in final
@@ -319,6 +324,8 @@ def commit_run(cur, run_id: str, settings: Settings, centroids: pa.Table, member
                     cur.execute("INSERT INTO duckcluster.projections VALUES (?, ?, ?, ?, ?)",
                                 [run_id, spec_name, projection["dimensions"],
                                  projection["mean"], projection["components"]])
+                if within is not None:
+                    within(cur)
                 finished = now()
                 updates = {**updates, "status": "succeeded", "artifacts_path": final,
                            "finished_at": finished}
@@ -339,6 +346,74 @@ def commit_run(cur, run_id: str, settings: Settings, centroids: pa.Table, member
             _rmtree(final)
         raise
     return final
+
+
+# -- lineage ------------------------------------------------------------------------
+
+def previous_full_run(cur, name: str) -> str | None:
+    """The latest successful full run of a definition, or None (its first run)."""
+    row = cur.execute("SELECT run_id FROM duckcluster.runs WHERE name = ? AND status = "
+                      "'succeeded' AND mode = 'full' ORDER BY run_seq DESC LIMIT 1",
+                      [name]).fetchall()
+    return row[0][0] if row else None
+
+
+def top_nodes(cur, run_id: str) -> pa.Table:
+    """cluster_id, node_id, size, centroid, label, summary, keywords of a run's top-level
+    clusters (cluster_id order)."""
+    return cur.sql("SELECT cluster_id, node_id, size, centroid, label, summary, keywords "
+                   "FROM duckcluster.centroids WHERE run_id = ? AND hierarchy_level = 0 "
+                   "ORDER BY cluster_id", params=[run_id]).to_arrow_table()
+
+
+def member_flows(cur, run_id: str, members: pa.Table) -> list[tuple[int, int, int]]:
+    """(cluster_id in ``run_id``, cluster_id in ``members``, rows) over the ids both hold
+    (noise is -1): one hash join in DuckDB."""
+    view = f"__dc_flow_{secrets.token_hex(4)}"
+    cur.register(view, members.select(["id", "cluster_id"]))
+    try:
+        return [(int(a), int(b), int(n)) for a, b, n in cur.execute(
+            f"SELECT o.cluster_id, n.cluster_id, count(*) FROM duckcluster.members o "
+            f"JOIN {view} n ON n.id = o.id WHERE o.run_id = ? GROUP BY ALL",
+            [run_id]).fetchall()]
+    finally:
+        cur.unregister(view)
+
+
+def known_rows(cur, run_id: str, ids, fps: np.ndarray) -> dict[str, np.ndarray]:
+    """Rows of a run that are also among (``ids``, ``fps``: fingerprints) unchanged:
+    ``pos`` (index into ``ids``), cluster_id, similarity, x, y, z (one hash join)."""
+    view = f"__dc_known_{secrets.token_hex(4)}"
+    cur.register(view, pa.table({"id": ids, "fp": pa.array(fps, pa.int64()),
+                                 "pos": pa.array(np.arange(len(fps), dtype=np.int64))}))
+    try:
+        return cur.sql(
+            f"SELECT n.pos, o.cluster_id, o.cosine_similarity_to_centroid AS sim, o.x, o.y, o.z "
+            f"FROM duckcluster.members o JOIN {view} n ON n.id = o.id AND n.fp = o.fingerprint "
+            f"WHERE o.run_id = ?", params=[run_id]).fetchnumpy()
+    finally:
+        cur.unregister(view)
+
+
+def next_cluster_id(cur, name: str) -> int:
+    """The lowest cluster id the definition never used: its stored mark, or one above
+    every id of its stored runs (definitions from before the mark existed)."""
+    mark = cur.execute("SELECT max(next_cluster_id) FROM duckcluster.cluster_id_marks "
+                       "WHERE name = ?", [name]).fetchall()[0][0]
+    top = cur.execute("SELECT max(cluster_id) FROM duckcluster.centroids WHERE name = ?",
+                      [name]).fetchall()[0][0]
+    return max(int(mark) if mark is not None else 0, int(top) + 1 if top is not None else 0)
+
+
+def write_lineage(cur, name: str, rows: list[dict], next_id: int) -> None:
+    """Store a run's lineage rows and the definition's new id mark (inside the caller's
+    transaction)."""
+    if rows:  # a few rows per cluster: no view to register inside the transaction
+        cols = list(rows[0])
+        cur.executemany(f"INSERT INTO duckcluster.lineage ({', '.join(cols)}) VALUES "
+                        f"({', '.join('?' * len(cols))})", [[r[c] for c in cols] for r in rows])
+    cur.execute("DELETE FROM duckcluster.cluster_id_marks WHERE name = ?", [name])
+    cur.execute("INSERT INTO duckcluster.cluster_id_marks VALUES (?, ?)", [name, int(next_id)])
 
 
 def _rmtree(path: str) -> None:

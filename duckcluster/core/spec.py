@@ -18,6 +18,7 @@ from .._errors import SpecError, closest
 from .._params import Param, validate_params
 from .algorithms import get_algorithm, validate_algorithm_params
 from .backend import BACKENDS
+from .lineage import validate_options as validate_lineage
 from .preprocess import validate_steps
 
 #: Top-level options of a definition, declared as data.
@@ -35,10 +36,13 @@ OPTIONS: dict[str, Param] = {
     "backend": Param(str, "local", choices=tuple(BACKENDS),
                      doc="where hierarchical sub-clustering runs: 'local' (this process) or "
                          "'ray' (one Ray task per cluster to split); results are identical"),
+    "stable_ids": Param(bool, True,
+                        doc="a full run reuses the ids of the clusters it continues from the "
+                            "previous full run (false: number clusters afresh every run)"),
 }
 
 _KEYS = ("name", "source", "embedding", "id", "algorithm", "params", "preprocessing",
-         "labeling", *OPTIONS)
+         "labeling", "lineage", *OPTIONS)
 
 _NAME_RE = re.compile(r"^[^\x00-\x1f]{1,128}$")
 
@@ -62,7 +66,9 @@ class ClusterSpec:
     assignment_threshold: float = 0.5
     pooling: str = "mean"
     backend: str = "local"
+    stable_ids: bool = True
     labeling: Mapping[str, Any] | None = None
+    lineage: Mapping[str, Any] | None = None  # thresholds of core.lineage.OPTIONS given
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ClusterSpec":
@@ -93,9 +99,13 @@ class ClusterSpec:
         opts = validate_params("the cluster definition", OPTIONS,
                                {k: d[k] for k in OPTIONS if k in d})
         labeling = parse_json_arg("labeling", d.get("labeling"))
+        lineage = parse_json_arg("lineage", d.get("lineage"))
+        if lineage:
+            lineage = {k: v for k, v in lineage.items() if v is not None}
+            validate_lineage(lineage)
         return cls(name=name, source=source, embedding=embedding, id=id_col,
                    algorithm=algorithm, params=params, preprocessing=steps,
-                   labeling=labeling or None, **opts)
+                   labeling=labeling or None, lineage=lineage or None, **opts)
 
     def to_json(self) -> str:
         """Stable JSON (sorted keys) stored in the catalog."""

@@ -17,8 +17,9 @@ from ..catalog import runs as catalog
 from ..core.algorithms import get_algorithm
 from ..core.assign import assign
 from ..core.fit import FitResult, check_distinct, fit, quiet_fit_warnings
+from ..core.lineage import fingerprints
 from ..core.spec import ClusterSpec, check_rows
-from . import reader
+from . import lineage, reader
 
 Progress = Callable[[str], None]
 
@@ -129,6 +130,13 @@ def execute(cur, name: str, settings: catalog.Settings, mode: str = "full",
             quality = result.quality
             n_clusters = int(len(result.cluster_ids))
             n_fit = result.n_fit
+        # stable ids, lineage and carried labels (engine/lineage.py)
+        if mode == "full":
+            stage("matching clusters to the previous full run")
+            identity = lineage.identify(cur, spec, run_id, centroids, members)
+        else:
+            identity = lineage.inherit(cur, base_run, centroids, members)
+        centroids, members = identity.centroids, identity.members
         stage("writing")
         q = quality.as_dict()
         timings[stage_name] = round(time.perf_counter() - last, 4)
@@ -144,7 +152,8 @@ def execute(cur, name: str, settings: catalog.Settings, mode: str = "full",
                                      "calinski_harabasz", "should_recluster")},
         }
         catalog.commit_run(cur, run_id, settings, centroids, members, updates,
-                           projection=projection.as_row() if projection is not None else None)
+                           projection=projection.as_row() if projection is not None else None,
+                           within=lambda c: identity.write(c, run_id, spec.name))
         progress(f"{name}: done")
         return run_id
     except BaseException as exc:
@@ -326,6 +335,7 @@ def _full_tables(run_id: str, spec: ClusterSpec, data: SourceData, r: FitResult)
         "parent_cluster_id": pa.nulls(n, pa.string()) if flat else
         pa.array(member_parent.tolist(), type=pa.string()),
         "hierarchy_level": pa.array(member_level.astype(np.int32)),
+        "fingerprint": pa.array(fingerprints(data.X)),
     })
     return centroids, members
 
@@ -343,6 +353,7 @@ class _Streamed:
     probe_X: list = field(default_factory=list)  # vectors of the quality sample
     probe_rows: list = field(default_factory=list)  # and their row numbers
     leaves: list = field(default_factory=list)  # deepest hierarchy node (hierarchical runs)
+    fps: list = field(default_factory=list)  # row fingerprints (core.lineage.fingerprints)
     n: int = 0
 
     def add(self, ids, labels, sims, coords) -> None:
@@ -404,6 +415,7 @@ def _stream_assign(cur, spec, p, C, cluster_ids, stats, stage, threshold=None, f
             out.probe_rows.append(out.n + hit)
         sims = np.where(labels >= 0, best, np.nan).astype(np.float32)
         out.add(b.id_arrow, labels, sims, projection.transform(b.X) if projection else None)
+        out.fps.append(fingerprints(b.X))
         stage(f"assigning: {stats.n_rows:,} of {p.n_rows:,} rows")
     reader.check_dims(dims, spec)
     if out.n == 0:
@@ -477,7 +489,8 @@ def _sampled_run(cur, run_id, spec, p, stage):
     quality = compute_quality(Xs, labels[rows], sims[rows], spec.seed,
                               population=(labels, sims))
     data = _summary(ids, C, stats2)
-    centroids, members = _tables(run_id, spec, ids, labels, sims, coords, cluster_ids, C)
+    centroids, members = _tables(run_id, spec, ids, labels, sims, coords, cluster_ids, C,
+                                 fps=np.concatenate(out.fps))
     if tree is not None:
         centroids, members = _tree_tables(run_id, spec, members, tree,
                                           np.concatenate(out.leaves))
@@ -511,6 +524,9 @@ def _assign_run(cur, run_id, spec, p, base_run, thr, stage):
     out = _stream_assign(cur, spec, p, C, ids_arr, stats, stage, threshold=thr, probe=probe,
                          projection=projection)
     ids, labels, sims, coords = out.arrays()
+    fps = np.concatenate(out.fps)
+    # rows the base run clustered, unchanged (same id and vector): its decision stands
+    labels, sims, coords = lineage.keep_known(cur, base_run, ids, fps, labels, sims, coords)
     stage("quality metrics")
     rows = np.concatenate(out.probe_rows) if out.probe_rows else np.zeros(0, np.int64)
     Xq = np.concatenate(out.probe_X) if out.probe_X else \
@@ -518,7 +534,8 @@ def _assign_run(cur, run_id, spec, p, base_run, thr, stage):
     quality = compute_quality(Xq, labels[rows], sims[rows], spec.seed,
                               population=(labels, sims))
     centroids, members = _tables(run_id, spec, ids, labels, sims, coords, ids_arr, C,
-                                 centroid_column=tbl.column("centroid").combine_chunks())
+                                 centroid_column=tbl.column("centroid").combine_chunks(),
+                                 fps=fps)
     return _summary(ids, C, stats), centroids, members, quality, \
         int(len(np.unique(labels[labels >= 0])))
 
@@ -531,7 +548,8 @@ def _summary(ids: np.ndarray, C: np.ndarray, stats: reader.ReadStats) -> SourceD
                       n_null=stats.n_null, stats=stats)
 
 
-def _tables(run_id, spec, ids, labels, sims, coords, cluster_ids, C, centroid_column=None):
+def _tables(run_id, spec, ids, labels, sims, coords, cluster_ids, C, centroid_column=None,
+            fps=None):
     """Centroid and member tables of a flat (non-hierarchical) run."""
     sizes, means, mins = _centroid_stats(labels, sims, cluster_ids)
     k, n = len(cluster_ids), len(ids)
@@ -561,5 +579,6 @@ def _tables(run_id, spec, ids, labels, sims, coords, cluster_ids, C, centroid_co
         "node_id": _node_column(labels),
         "parent_cluster_id": pa.nulls(n, pa.string()),
         "hierarchy_level": pa.array(np.where(labels >= 0, 0, -1).astype(np.int32)),
+        "fingerprint": pa.array(fps, pa.int64()) if fps is not None else pa.nulls(n, pa.int64()),
     })
     return centroids, members

@@ -54,20 +54,12 @@ def _execute_udf(state: _State, name: str, mode: str | None, threshold: float | 
 
 
 def _auto_label(cur, name: str, run_id: str) -> None:
-    """Label a full run when its definition has ``labeling`` settings (the seed's
-    ``llm_labeling``), unless they say ``enabled: false``. A labeling failure does
-    not undo the run: it is noted in the run's ``error`` column and the clusters
-    keep no labels until ``cluster_label`` succeeds."""
-    spec = catalog.get_definition(cur, name)
-    if not spec.labeling or spec.labeling.get("enabled") is False:
-        return
+    """Label the clusters of a full run that carried no label from the previous run,
+    when the definition is labeled (``labeling`` settings, the seed's ``llm_labeling``,
+    or labels on an earlier run); see :func:`duckcluster.labels.labeling.label_after_run`."""
     from ..labels import labeling as _labeling
 
-    try:
-        _labeling.label_run(cur, name, run_id, {}, progress=_report)
-    except Exception as exc:  # noqa: BLE001 - recorded, the run itself succeeded
-        catalog.note_run(cur, run_id, f"run succeeded; automatic labeling failed: "
-                                      f"{type(exc).__name__}: {exc}")
+    _labeling.label_after_run(cur, name, run_id, progress=_report)
 
 
 def _delete(state: _State, name: str, drop_artifacts: bool) -> str:
@@ -275,13 +267,14 @@ CREATE OR REPLACE TEMP MACRO cluster_create(name, source := NULL, embedding := N
     algorithm := 'hdbscan', params := NULL, preprocessing := NULL, id := NULL,
     sample_size := NULL, hierarchical := NULL, max_hierarchy_depth := NULL, dimensions := NULL,
     seed := NULL, assignment_threshold := NULL, pooling := NULL, labeling := NULL,
-    backend := NULL, "replace" := false) AS
+    backend := NULL, stable_ids := NULL, lineage := NULL, "replace" := false) AS
     _dc_create(json_object('name', name, 'source', source, 'embedding', embedding,
         'algorithm', algorithm, 'params', params, 'preprocessing', preprocessing, 'id', id,
         'sample_size', sample_size, 'hierarchical', hierarchical,
         'max_hierarchy_depth', max_hierarchy_depth, 'dimensions', dimensions, 'seed', seed,
         'assignment_threshold', assignment_threshold, 'pooling', pooling,
-        'labeling', labeling, 'backend', backend)::VARCHAR, "replace");
+        'labeling', labeling, 'backend', backend, 'stable_ids', stable_ids,
+        'lineage', lineage)::VARCHAR, "replace");
 
 CREATE OR REPLACE TEMP MACRO cluster_execute(name, mode := 'full', assignment_threshold := NULL) AS
     _dc_execute(name, mode, CAST(assignment_threshold AS DOUBLE));

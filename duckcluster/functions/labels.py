@@ -241,11 +241,13 @@ CREATE OR REPLACE TEMP MACRO embed_text(input, provider := 'openai', model := NU
         'api_key_env', api_key_env, 'timeout', timeout, 'max_retries', max_retries,
         'retry_backoff', retry_backoff)::VARCHAR);
 
--- Where each label of a run came from (offline, llm, cache), its extra response_shape
--- attributes, representative documents and dedup merges.
+-- Where each label of a run came from (offline, llm, cache, or carried from the run
+-- carried_from_run_id), its extra response_shape attributes, representative documents
+-- and dedup merges.
 CREATE OR REPLACE TEMP MACRO cluster_labels(cluster_name, run_id := NULL) AS TABLE
     SELECT l.run_id, l.node_id, l.label, l.summary, l.keywords, l.attributes, l.source,
-           l.provider, l.model, l.representative_ids, l.merged_into, l.labeled_at
+           l.provider, l.model, l.representative_ids, l.merged_into, l.labeled_at,
+           l.carried_from_run_id
     FROM duckcluster.labels l
     WHERE l.name = cluster_name AND COLUMNS('^run_id$') = _dc_run(cluster_name, run_id)
     ORDER BY l.node_id;

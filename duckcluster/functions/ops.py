@@ -47,8 +47,15 @@ def runner_for(state) -> Runner:
 
 
 def _notify(conn: duckdb.DuckDBPyConnection, run_id: str) -> None:
-    """After a background run: deliver its webhooks (and any other pending ones of it)."""
+    """After a background run: label its new clusters (as cluster_execute does), then
+    deliver its webhooks (and any other pending ones of it)."""
+    from ..labels.labeling import label_after_run
+
     with conn.cursor() as cur:
+        run = cur.execute("SELECT name FROM duckcluster.runs WHERE run_id = ?",
+                          [run_id]).fetchall()
+        if run:
+            label_after_run(cur, run[0][0], run_id)
         webhooks.deliver_pending(cur, subject_id=run_id)
 
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._errors import SpecError
+from .._errors import DataError, SpecError
 from .._params import Param, parse_field_list, validate_params
 from .._source import (
     _relation_exists,
@@ -67,12 +67,67 @@ class EnrichResult:
     n_rows: int
     n_matched: int
     n_inserted: int
+    notes: tuple[str, ...] = ()  # fields NULL for some members, and why
 
     def message(self) -> str:
         how = "created" if self.created else "updated"
         extra = f", inserted {self.n_inserted} new source row(s)" if self.n_inserted else ""
+        notes = "".join(f"; {n}" for n in self.notes)
         return (f"{how} {self.target}: {self.n_rows} row(s), {self.n_matched} member(s) of run "
-                f"{self.run_id} enriched with {', '.join(self.columns)}{extra}")
+                f"{self.run_id} enriched with {', '.join(self.columns)}{extra}{notes}")
+
+
+#: Why a field can be NULL for every member of a run, and what to do about it.
+_EMPTY_WHY = {
+    "label": "the run has no labels", "summary": "the run has no summaries",
+    "keywords": "the run has no keywords", "node_label": "the run has no labels",
+    "cosine_similarity_to_centroid": "every row is noise",
+    "x": "the run has no plotting coordinates", "y": "the run has no plotting coordinates",
+    "z": "the run has 2-D coordinates only (dimensions := 3 gives z)",
+    "node_id": "every row is noise", "parent_cluster_id": "the run is not hierarchical",
+}
+_CLUSTER_LEVEL = ("label", "summary", "keywords", "node_label")
+
+
+def check_fields(cur, name: str, run_id: str, fields: tuple[str, ...], enriched: str
+                 ) -> tuple[str, ...]:
+    """Refuse fields that are NULL for every member of the run; return notes for fields
+    NULL for some (noise rows have no cluster fields)."""
+    def present(f: str, c: str) -> str:
+        col = quote_ident(c)
+        if FIELDS[f][0] == "FLOAT":
+            return f"count(*) FILTER (WHERE {col} IS NOT NULL AND NOT isnan({col}))"
+        return f"count({col})"
+    counts = cur.execute(
+        "SELECT count(*), count(*) FILTER (WHERE __dc_cid >= 0), "
+        + ", ".join(present(f, f"__dc_{i}") for i, f in enumerate(fields))
+        + " FROM (" + enriched + ")").fetchall()[0]
+    n, n_members, have = counts[0], counts[1], counts[2:]
+    empty = [f for f, k in zip(fields, have) if n and k == 0]
+    if empty:
+        why = "; ".join(f"{f}: {_EMPTY_WHY.get(f, 'no value in this run')}" for f in empty)
+        labels = [f for f in empty if f in _CLUSTER_LEVEL]
+        fix = (f"Label the run first (SELECT cluster_label({quote_literal(name)})), or "
+               if labels else "")
+        keep = [f for f in fields if f not in empty]
+        raise DataError(
+            f"cluster_enrich: {', '.join(map(repr, empty))} would be NULL for every member of "
+            f"run {run_id} ({why}); nothing true to write. {fix}"
+            f"{'l' if fix else 'L'}eave {'it' if len(empty) == 1 else 'them'} out: "
+            f"fields := {list(keep) or ['cluster_id']}.")
+    notes = []
+    for f, k in zip(fields, have):
+        if k < n:
+            noise = n - n_members if f in _CLUSTER_LEVEL or f.startswith("cosine") else 0
+            missing = n - k - noise
+            parts = []
+            if missing > 0:
+                parts.append(f"{missing} member(s) in clusters without one")
+            if noise > 0:
+                parts.append(f"{noise} noise row(s)")
+            if parts:
+                notes.append(f"{f} is NULL for " + " and ".join(parts))
+    return tuple(notes)
 
 
 def parse_fields(fields: Any) -> tuple[str, ...]:
@@ -98,6 +153,17 @@ def _target_sql(cur, target: str) -> tuple[str, bool, bool]:
     return quoted, exists, is_view
 
 
+def _enriched_sql(run_id: str, fields: tuple[str, ...], cols: list[str]) -> str:
+    """One row per member of the run: its id (__dc_id), cluster (__dc_cid) and fields."""
+    return ("SELECT m.id AS __dc_id, m.cluster_id AS __dc_cid, " + ", ".join(
+        f"CAST({FIELDS[f][1]} AS {FIELDS[f][0]}) AS {quote_ident(c)}"
+        for f, c in zip(fields, cols)) +
+        " FROM duckcluster.members AS m LEFT JOIN duckcluster.centroids AS c ON "
+        "c.run_id = m.run_id AND c.hierarchy_level = 0 AND c.cluster_id = m.cluster_id "
+        "LEFT JOIN duckcluster.centroids AS n ON n.run_id = m.run_id AND n.node_id = m.node_id "
+        f"WHERE m.run_id = {quote_literal(run_id)}")
+
+
 def enrich(cur, name: str, target: str, fields: Any, options: Mapping[str, Any]) -> EnrichResult:
     """Write the run's fields into ``target``; all or nothing."""
     store.require_writable(cur, "cluster_enrich")
@@ -116,14 +182,9 @@ def enrich(cur, name: str, target: str, fields: Any, options: Mapping[str, Any])
     prefix = opts["prefix"]
     cols = [prefix + f for f in fields_t]
     key = opts["id"] or id_col
-    enriched = (
-        "SELECT m.id AS __dc_id, " + ", ".join(
-            f"CAST({FIELDS[f][1]} AS {FIELDS[f][0]}) AS {quote_ident(c)}"
-            for f, c in zip(fields_t, cols)) +
-        " FROM duckcluster.members AS m LEFT JOIN duckcluster.centroids AS c ON "
-        "c.run_id = m.run_id AND c.hierarchy_level = 0 AND c.cluster_id = m.cluster_id "
-        "LEFT JOIN duckcluster.centroids AS n ON n.run_id = m.run_id AND n.node_id = m.node_id "
-        f"WHERE m.run_id = {quote_literal(run_id)}")
+    notes = check_fields(cur, name, run_id, fields_t, _enriched_sql(
+        run_id, fields_t, [f"__dc_{i}" for i in range(len(fields_t))]))
+    enriched = _enriched_sql(run_id, fields_t, cols)
     qkey = quote_ident(key)
     n_inserted = 0
     cur.execute("BEGIN")
@@ -175,7 +236,7 @@ def enrich(cur, name: str, target: str, fields: Any, options: Mapping[str, Any])
             f"AS m WHERE m.run_id = {quote_literal(run_id)} AND m.id = CAST(t.{qkey} AS "
             "VARCHAR))").fetchall()[0][0]
         result = EnrichResult(target.strip(), run_id, tuple(cols), not exists, int(n_rows),
-                              int(n_matched), int(n_inserted))
+                              int(n_matched), int(n_inserted), notes)
         store.record_enrichment(cur, {
             "name": name, "run_id": run_id, "target": result.target, "id_column": key,
             "fields": fields_t, "columns": cols, "created_target": result.created,

@@ -308,8 +308,12 @@ class _Node:
 
 def label_run(cur, name: str, run_id: str | None, args: Mapping[str, Any],
               read_secret: SecretReader | None = None,
-              progress: Progress = lambda s: None) -> LabelReport:
-    """Label every cluster node of a run (default: the latest) and store the labels."""
+              progress: Progress = lambda s: None, only_unlabeled: bool = False) -> LabelReport:
+    """Label every cluster node of a run (default: the latest) and store the labels.
+
+    ``only_unlabeled``: leave nodes that already have a label (carried from the previous
+    run) as they are; keywords are still computed over every node (c-TF-IDF compares
+    the clusters), but only the others are written or sent to an LLM."""
     store.require_writable(cur, "cluster_label")
     spec = catalog.get_definition(cur, name)
     base = dict(spec.labeling or {})
@@ -340,6 +344,10 @@ def label_run(cur, name: str, run_id: str | None, args: Mapping[str, Any],
         nd.reps = [str(ids[i]) for i in order[:cfg.max_samples_per_cluster]]
     progress(f"{name}: offline keywords for {len(nodes)} node(s)")
     _offline(nodes, texts, ids, cfg, rng)
+    if only_unlabeled:
+        nodes = _unlabeled(nodes, report)
+        if not nodes:
+            return report
     failures: list[dict[str, Any]] = []
     cache_puts: list[tuple[str, str, str, Any]] = []
     now = catalog.now()
@@ -374,6 +382,44 @@ def label_run(cur, name: str, run_id: str | None, args: Mapping[str, Any],
     except Exception as exc:  # the catalog is the source of truth; say so, do not fail
         report.notes.append(f"centroids.parquet not rewritten ({type(exc).__name__})")
     return report
+
+
+def _unlabeled(nodes: list[_Node], report: LabelReport) -> list[_Node]:
+    """The nodes without a stored label; their new offline labels are kept apart from
+    the labels the others carry (same level)."""
+    kept = [nd for nd in nodes if nd.row.label is not None]
+    todo = [nd for nd in nodes if nd.row.label is None]
+    taken = {(nd.row.level, nd.row.label) for nd in kept}
+    for nd in todo:
+        if (nd.row.level, nd.label) in taken:
+            nd.label = f"{nd.label} ({nd.row.node_id})"
+        taken.add((nd.row.level, nd.label))
+    if kept:
+        report.notes.append(f"{len(kept)} kept the label they carry")
+    return todo
+
+
+def label_after_run(cur, name: str, run_id: str, progress: Progress = lambda s: None
+                    ) -> LabelReport | None:
+    """At the end of a full run of a labeled definition (one with ``labeling`` settings,
+    or with labels on an earlier run), label the clusters that carried no label, with
+    the definition's settings (offline keywords when it has none). ``labeling``
+    ``enabled: false`` turns this off. A failure does not undo the run: it is noted in
+    the run's ``error`` column, which ``cluster_centroids`` shows as the label_note."""
+    run = catalog.get_run(cur, run_id)
+    if run["status"] != "succeeded" or run["mode"] != "full":
+        return None
+    spec = catalog.get_definition(cur, name)
+    if (spec.labeling or {}).get("enabled") is False:
+        return None
+    if not spec.labeling and not store.has_labels(cur, name):
+        return None
+    try:
+        return label_run(cur, name, run_id, {}, progress=progress, only_unlabeled=True)
+    except Exception as exc:  # noqa: BLE001 - recorded, the run itself succeeded
+        catalog.note_run(cur, run_id, f"run succeeded; automatic labeling failed: "
+                                      f"{type(exc).__name__}: {exc}")
+        return None
 
 
 def _dedup_embedder(cfg: LabelConfig, read_secret: SecretReader | None):

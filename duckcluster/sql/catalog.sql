@@ -87,8 +87,11 @@ CREATE TABLE IF NOT EXISTS duckcluster.members (
     z                             FLOAT,
     node_id                       VARCHAR,
     parent_cluster_id             VARCHAR,
-    hierarchy_level               INTEGER
+    hierarchy_level               INTEGER,
+    fingerprint                   BIGINT            -- of the vector (core/lineage.py fingerprints)
 );
+-- files written before rows had fingerprints
+ALTER TABLE duckcluster.members ADD COLUMN IF NOT EXISTS fingerprint BIGINT;
 
 -- The plotting projection (PCA) of a full run: assign runs based on it place their
 -- rows on the same x, y[, z] map. components: one FLOAT[] of width dim per axis kept.
@@ -98,4 +101,30 @@ CREATE TABLE IF NOT EXISTS duckcluster.projections (
     dimensions  INTEGER NOT NULL,
     mean        FLOAT[] NOT NULL,
     components  FLOAT[][] NOT NULL
+);
+
+-- Cluster lineage: what happened to each cluster between a full run and the full run
+-- before it (written in the newer run's transaction). One row per cluster, or per
+-- (previous, new) pair for split and merged; core/lineage.py defines every column.
+CREATE TABLE IF NOT EXISTS duckcluster.lineage (
+    name                 VARCHAR NOT NULL,
+    run_id               VARCHAR NOT NULL,   -- the newer full run
+    previous_run_id      VARCHAR NOT NULL,   -- the successful full run before it
+    event                VARCHAR NOT NULL,   -- continued | born | died | split | merged
+    previous_cluster_id  INTEGER,            -- NULL for born
+    cluster_id           INTEGER,            -- NULL for died
+    matched              BOOLEAN NOT NULL,   -- the optimal assignment paired them (same id when stable)
+    centroid_similarity  DOUBLE,             -- born / died: the best candidate's
+    member_overlap       DOUBLE,             -- Jaccard over rows in both runs; NULL without shared rows
+    previous_share       DOUBLE,             -- of the previous cluster's shared rows, the share in this one
+    share                DOUBLE,             -- of this cluster's shared rows, the share from the previous one
+    shared_members       BIGINT,
+    previous_size        BIGINT,
+    size                 BIGINT
+);
+
+-- Per definition, the next cluster id never used (stable ids never come back).
+CREATE TABLE IF NOT EXISTS duckcluster.cluster_id_marks (
+    name             VARCHAR NOT NULL,
+    next_cluster_id  INTEGER NOT NULL
 );

@@ -14,13 +14,16 @@ CREATE TABLE IF NOT EXISTS duckcluster.labels (
     summary             VARCHAR,
     keywords            VARCHAR[],
     attributes          JSON,              -- response_shape keys beyond label/summary/keywords
-    source              VARCHAR NOT NULL,  -- offline | llm | cache
+    source              VARCHAR NOT NULL,  -- offline | llm | cache | carried
     provider            VARCHAR,
     model               VARCHAR,
     representative_ids  VARCHAR[],         -- closest to the centroid first
     merged_into         VARCHAR,           -- label dedup: the node whose label this one took
-    labeled_at          TIMESTAMP NOT NULL
+    labeled_at          TIMESTAMP NOT NULL,
+    carried_from_run_id VARCHAR            -- source 'carried': the run whose labeling made it
 );
+-- files written before labels were carried forward
+ALTER TABLE duckcluster.labels ADD COLUMN IF NOT EXISTS carried_from_run_id VARCHAR;
 
 -- LLM answers by request hash (provider, model, endpoint, prompt, shape); expires after the TTL.
 CREATE TABLE IF NOT EXISTS duckcluster.label_cache (

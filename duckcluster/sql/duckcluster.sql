@@ -31,6 +31,14 @@ CREATE OR REPLACE TEMP MACRO _dc_latest_full_run(cluster_name) AS (
     FROM duckcluster.runs r WHERE r.name = cluster_name AND r.status = 'succeeded' AND r.mode = 'full'
 );
 
+-- The name of an existing definition, or an error saying what to do.
+CREATE OR REPLACE TEMP MACRO _dc_definition(cluster_name) AS (
+    SELECT CASE WHEN count(*) = 0
+        THEN error('No cluster definition named ''' || cluster_name || '''. List them with SELECT * FROM cluster_list().')
+        ELSE cluster_name END
+    FROM duckcluster.definitions d WHERE d.name = cluster_name
+);
+
 CREATE OR REPLACE TEMP MACRO _dc_check_run(cluster_name, rid) AS (
     SELECT CASE WHEN count(*) = 0
         THEN error('No successful run ''' || rid || ''' of cluster ''' || cluster_name || '''. List runs with SELECT * FROM cluster_runs(''' || cluster_name || ''').')
@@ -62,13 +70,43 @@ CREATE OR REPLACE TEMP MACRO cluster_members(cluster_name, run_id := NULL) AS TA
     ORDER BY m.cluster_id, m.id;
 
 -- One row per cluster node: top level (hierarchy_level 0) and sub-clusters.
+-- label_source: offline | llm | cache | carried (kept from an earlier run, which
+-- label_note names); label_note also says why a label is NULL.
 CREATE OR REPLACE TEMP MACRO cluster_centroids(cluster_name, run_id := NULL) AS TABLE
     SELECT c.run_id, c.cluster_id, c.node_id, c.centroid, c.size, c.mean_cosine_similarity,
            c.min_cosine_similarity, c.label, c.summary, c.keywords, c.parent_cluster_id,
-           c.child_cluster_ids, c.hierarchy_level
+           c.child_cluster_ids, c.hierarchy_level, l.source AS label_source,
+           CASE WHEN l.source = 'carried' THEN 'carried from ' || l.carried_from_run_id
+                WHEN c.label IS NULL THEN coalesce(
+                    (SELECT r.error FROM duckcluster.runs r
+                     WHERE r.run_id = c.run_id AND r.error LIKE 'run succeeded; %'),
+                    'not labeled: label it with SELECT cluster_label(''' || cluster_name || ''')')
+           END AS label_note
     FROM duckcluster.centroids c
+    LEFT JOIN (SELECT l.run_id AS l_run, l.node_id AS l_node, l.source, l.carried_from_run_id
+               FROM duckcluster.labels l) l ON l.l_run = c.run_id AND l.l_node = c.node_id
     WHERE COLUMNS('^run_id$') = _dc_run(cluster_name, run_id)
     ORDER BY c.hierarchy_level, c.cluster_id, c.node_id;
+
+-- What happened to each cluster between consecutive successful full runs (oldest pair
+-- first): continued | born | died | split | merged, with the centroid similarity, member
+-- overlap and shares that decided it (core/lineage.py; thresholds: the definition's
+-- lineage := {...}). run_id := a full run gives only its pairing with the run before it.
+CREATE OR REPLACE TEMP MACRO cluster_lineage(cluster_name, run_id := NULL) AS TABLE
+    WITH seq AS (
+        SELECT r.run_id AS rid, r.run_seq AS seq FROM duckcluster.runs r
+        WHERE r.name = _dc_definition(cluster_name)),
+    chosen AS (
+        SELECT CASE WHEN run_id IS NULL THEN NULL ELSE _dc_check_run(cluster_name, run_id) END AS rid)
+    SELECT l.previous_run_id, l.run_id, l.event, l.previous_cluster_id, l.cluster_id, l.matched,
+           l.centroid_similarity, l.member_overlap, l.previous_share, l.share,
+           l.shared_members, l.previous_size, l.size
+    FROM duckcluster.lineage l JOIN seq ON seq.rid = l.run_id, chosen
+    WHERE l.name = cluster_name AND (chosen.rid IS NULL OR COLUMNS('^run_id$') = chosen.rid)
+    ORDER BY seq.seq,
+             CASE l.event WHEN 'continued' THEN 0 WHEN 'born' THEN 1 WHEN 'died' THEN 2
+                          WHEN 'split' THEN 3 ELSE 4 END,
+             l.previous_cluster_id NULLS LAST, l.cluster_id NULLS LAST;
 
 -- Quality metrics of a run and the should_recluster recommendation with its reasons.
 CREATE OR REPLACE TEMP MACRO cluster_quality(cluster_name, run_id := NULL) AS TABLE
@@ -147,18 +185,28 @@ CREATE OR REPLACE TEMP MACRO _dc_previous_run(cluster_name, rid) AS (
 );
 
 -- Cluster-share drift between two runs of one definition (default: the latest run against
--- the one before it). Cluster ids are arbitrary from run to run, so clusters are matched by
--- centroid cosine similarity: a baseline and a current cluster match when each is the
--- other's most similar (ties: lowest id) and the similarity is >= match_threshold.
--- One row per matched pair, per unmatched baseline cluster (vanished), per unmatched current
+-- the one before it). Clusters are aligned by what is known about their identity
+-- (matched_by, the same on every row):
+--   'base run'   both runs use the clusters of one full run (an assign run and its base,
+--                or two assign runs of one base): each cluster is aligned with itself;
+--   'lineage'    the current run's full run was matched to the baseline's when it ran
+--                (cluster_lineage): continued clusters are aligned, a split old cluster is
+--                divided among its parts and the parts of a merge are gathered, in
+--                proportion to where their members went (status split / merged), born
+--                clusters are new and died ones vanished;
+--   'centroids'  otherwise (runs from before lineage, runs further apart): a baseline
+--                and a current cluster match when each is the other's most similar by
+--                centroid cosine (ties: lowest id) and the similarity is >= match_threshold.
+-- One row per aligned pair, per unaligned baseline cluster (vanished), per unaligned current
 -- cluster (new) and for noise (-1 on both sides, when either run has noise). Shares are of
--- all members of a run, noise included. status: new (no baseline rows) | vanished (no current
--- rows) | grown / shrunk (two-proportion |z| >= significance_z and the share changed by at
--- least min_change of the baseline share) | stable. Totals on every row: cluster counts and
--- their change, js_divergence (base 2, 0..1) over the aligned shares, unmatched_share (current
--- members in clusters that match no baseline cluster) and drift_detected = js_divergence >
--- js_threshold OR |cluster_count_change| > max_count_change. For a p-value see
--- cluster_drift_test (Python) or embedding_drift(..., method := 'cluster').
+-- all members of a run, noise included; a split or merged row's sizes are the part of the
+-- cluster that row stands for. status: new (no baseline rows) | vanished (no current rows) |
+-- split | merged | grown / shrunk (two-proportion |z| >= significance_z and the share changed
+-- by at least min_change of the baseline share) | stable. Totals on every row: cluster counts
+-- and their change, js_divergence (base 2, 0..1) over the aligned shares, unmatched_share
+-- (current members in clusters that match no baseline cluster) and drift_detected =
+-- js_divergence > js_threshold OR |cluster_count_change| > max_count_change. For a p-value
+-- see cluster_drift_test (Python) or embedding_drift(..., method := 'cluster').
 CREATE OR REPLACE TEMP MACRO cluster_drift(cluster_name, baseline_run := NULL, current_run := NULL,
     match_threshold := 0.8, min_change := 0.2, significance_z := 1.96, js_threshold := 0.05,
     max_count_change := 2) AS TABLE
@@ -173,6 +221,19 @@ CREATE OR REPLACE TEMP MACRO cluster_drift(cluster_name, baseline_run := NULL, c
                     THEN error('cluster_drift compares two different runs; baseline and current are both ''' || cur_id || '''.')
                     ELSE base_id END AS base_id, cur_id
         FROM chosen),
+    -- the full run whose clusters each side uses (an assign run: its base run)
+    fulls AS MATERIALIZED (
+        SELECT (SELECT CASE WHEN r.mode = 'assign' THEN r.base_run_id ELSE r.run_id END
+                FROM duckcluster.runs r WHERE r.run_id = pair.base_id) AS fb,
+               (SELECT CASE WHEN r.mode = 'assign' THEN r.base_run_id ELSE r.run_id END
+                FROM duckcluster.runs r WHERE r.run_id = pair.cur_id) AS fc
+        FROM pair),
+    how AS MATERIALIZED (
+        SELECT CASE WHEN fb = fc THEN 'base run'
+                    WHEN EXISTS (SELECT 1 FROM duckcluster.lineage l
+                                 WHERE l.run_id = fc AND l.previous_run_id = fb) THEN 'lineage'
+                    ELSE 'centroids' END AS how, fb, fc
+        FROM fulls),
     sizes AS MATERIALIZED (
         SELECT CASE WHEN m.run_id = pair.base_id THEN 'b' ELSE 'c' END AS side, m.cluster_id,
                count(*) AS n
@@ -191,7 +252,7 @@ CREATE OR REPLACE TEMP MACRO cluster_drift(cluster_name, baseline_run := NULL, c
     sim AS MATERIALIZED (
         SELECT b.cluster_id AS bid, k.cluster_id AS cid,
                list_cosine_similarity(b.centroid, k.centroid) AS s
-        FROM cents b, cents k WHERE b.side = 'b' AND k.side = 'c'),
+        FROM cents b, cents k, how WHERE b.side = 'b' AND k.side = 'c' AND how.how = 'centroids'),
     best_for_c AS (
         SELECT cid, arg_max(bid, {'s': s, 'neg_id': -bid}) AS bid, max(s) AS s FROM sim GROUP BY cid),
     best_for_b AS (
@@ -200,20 +261,44 @@ CREATE OR REPLACE TEMP MACRO cluster_drift(cluster_name, baseline_run := NULL, c
         SELECT fc.bid, fc.cid, fc.s FROM best_for_c fc JOIN best_for_b fb
             ON fb.bid = fc.bid AND fb.cid = fc.cid
         WHERE fc.s >= match_threshold),
-    aligned AS (
+    by_centroids AS (
         SELECT bid, cid, s FROM matched
         UNION ALL
         SELECT c.cluster_id, NULL, fb.s FROM cents c LEFT JOIN best_for_b fb ON fb.bid = c.cluster_id
         WHERE c.side = 'b' AND c.cluster_id NOT IN (SELECT bid FROM matched)
+          AND (SELECT how FROM how) = 'centroids'
         UNION ALL
         SELECT NULL, c.cluster_id, fc.s FROM cents c LEFT JOIN best_for_c fc ON fc.cid = c.cluster_id
         WHERE c.side = 'c' AND c.cluster_id NOT IN (SELECT cid FROM matched)
+          AND (SELECT how FROM how) = 'centroids'),
+    -- lineage rows of the current full run against the baseline's; a cluster in several
+    -- rows (split, merged) is divided among them by its member shares
+    lin AS (
+        SELECT l.previous_cluster_id AS bid, l.cluster_id AS cid, l.centroid_similarity AS s,
+               l.event, l.previous_share, l.share
+        FROM duckcluster.lineage l, how
+        WHERE how.how = 'lineage' AND l.run_id = how.fc AND l.previous_run_id = how.fb),
+    by_lineage AS (
+        SELECT bid, cid, s, event,
+               coalesce(previous_share / nullif(sum(previous_share) OVER (PARTITION BY bid), 0),
+                        1.0 / count(*) OVER (PARTITION BY bid)) AS wb,
+               coalesce(share / nullif(sum(share) OVER (PARTITION BY cid), 0),
+                        1.0 / count(*) OVER (PARTITION BY cid)) AS wc
+        FROM lin),
+    aligned AS (
+        SELECT bid, cid, s, NULL AS event, 1.0 AS wb, 1.0 AS wc FROM by_centroids
         UNION ALL
-        SELECT DISTINCT -1, -1, NULL FROM sizes WHERE cluster_id = -1),
+        SELECT bid, cid, s, event, CASE WHEN bid IS NULL THEN 1.0 ELSE wb END,
+               CASE WHEN cid IS NULL THEN 1.0 ELSE wc END FROM by_lineage
+        UNION ALL
+        SELECT DISTINCT c.cluster_id, c.cluster_id, 1.0, NULL, 1.0, 1.0
+        FROM cents c, how WHERE how.how = 'base run'
+        UNION ALL
+        SELECT DISTINCT -1, -1, NULL, NULL, 1.0, 1.0 FROM sizes WHERE cluster_id = -1),
     rows AS (
-        SELECT a.bid, a.cid, a.s,
-               coalesce((SELECT n FROM sizes WHERE side = 'b' AND cluster_id = a.bid), 0) AS nb_i,
-               coalesce((SELECT n FROM sizes WHERE side = 'c' AND cluster_id = a.cid), 0) AS nc_i,
+        SELECT a.bid, a.cid, a.s, a.event,
+               a.wb * coalesce((SELECT n FROM sizes WHERE side = 'b' AND cluster_id = a.bid), 0) AS nb_i,
+               a.wc * coalesce((SELECT n FROM sizes WHERE side = 'c' AND cluster_id = a.cid), 0) AS nc_i,
                totals.nb, totals.nc
         FROM aligned a, totals),
     scored AS (
@@ -230,6 +315,7 @@ CREATE OR REPLACE TEMP MACRO cluster_drift(cluster_name, baseline_run := NULL, c
         SELECT *,
                CASE WHEN nb_i = 0 AND nc_i > 0 THEN 'new'
                     WHEN nc_i = 0 AND nb_i > 0 THEN 'vanished'
+                    WHEN event IN ('split', 'merged') THEN event
                     WHEN z >= significance_z AND q >= p * (1 + min_change) THEN 'grown'
                     WHEN z <= -significance_z AND q <= p * (1 - min_change) THEN 'shrunk'
                     ELSE 'stable' END AS status,
@@ -248,12 +334,14 @@ CREATE OR REPLACE TEMP MACRO cluster_drift(cluster_name, baseline_run := NULL, c
         FROM labelled)
     SELECT pair.base_id AS baseline_run_id, pair.cur_id AS current_run_id,
            l.bid::INTEGER AS baseline_cluster_id, l.cid::INTEGER AS current_cluster_id,
-           l.s::DOUBLE AS similarity, l.nb_i::BIGINT AS baseline_size, l.nc_i::BIGINT AS current_size,
+           l.s::DOUBLE AS similarity, round(l.nb_i)::BIGINT AS baseline_size,
+           round(l.nc_i)::BIGINT AS current_size,
            l.p::DOUBLE AS baseline_share, l.q::DOUBLE AS current_share, l.delta::DOUBLE AS delta,
            l.z::DOUBLE AS z, l.status,
            counts.kb::BIGINT AS baseline_n_clusters, counts.kc::BIGINT AS current_n_clusters,
            (counts.kc - counts.kb)::BIGINT AS cluster_count_change,
            sums.js::DOUBLE AS js_divergence, sums.unmatched::DOUBLE AS unmatched_share,
-           (sums.js > js_threshold OR abs(counts.kc - counts.kb) > max_count_change) AS drift_detected
-    FROM labelled l, pair, counts, sums
+           (sums.js > js_threshold OR abs(counts.kc - counts.kb) > max_count_change) AS drift_detected,
+           how.how AS matched_by
+    FROM labelled l, pair, counts, sums, how
     ORDER BY l.bid NULLS LAST, l.cid NULLS LAST;

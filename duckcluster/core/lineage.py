@@ -1,0 +1,243 @@
+"""Cluster identity across runs: which new cluster continues which old one, and what happened.
+
+Pure numpy (and scipy's ``linear_sum_assignment``); the engine supplies the two runs'
+top-level centroids and the member flows between them, and stores what comes out.
+
+Terms, for an old (previous full run) cluster ``i`` and a new cluster ``j``; *shared
+rows* are ids that are members of both runs (noise included):
+
+- ``similarity``: cosine of the two centroids.
+- ``flow F[i, j]``: shared rows in old cluster ``i`` and new cluster ``j``.
+- ``a[i]``: old cluster ``i``'s shared rows (wherever they are now, noise included);
+  ``b[j]``: new cluster ``j``'s shared rows (wherever they were).
+- ``previous_share = F / a`` (where ``i``'s rows went), ``share = F / b`` (where
+  ``j``'s rows came from), ``overlap = F / (a + b - F)`` (Jaccard over shared rows).
+
+Matching. A pair is a candidate when both clusters have shared rows and
+``overlap >= min_overlap``, or, when either has none (new data only, rows deleted),
+when ``similarity >= min_similarity``. Among candidates one optimal assignment
+(maximum total ``similarity + overlap``) pairs each new cluster with at most one old
+one; a paired new cluster continues the old one (and takes its id when ids are stable).
+
+Events (one row per cluster, or per old/new pair for splits and merges):
+
+- ``split``: an old cluster of which at least two new clusters each got at least
+  ``split_share`` of its shared rows; one row per such new cluster.
+- ``merged``: a new cluster into which at least two old clusters each sent at least
+  ``merge_share`` of their shared rows; one row per such old cluster.
+- ``continued``: a matched pair that is not part of a split or merge.
+- ``born``: a new cluster that is not matched, not a split part, not a merge result.
+- ``died``: an old cluster that is not matched, did not split and did not merge.
+
+Splits and merges need shared rows; between runs on disjoint data only ``continued``,
+``born`` and ``died`` can be seen. A ``split`` or ``merged`` row says whether that pair
+was the matched one (the new cluster kept the old id).
+
+A continued cluster keeps its label when ``similarity >= label_similarity`` and, where
+rows are shared, ``overlap >= label_overlap``; otherwise it is labeled again.
+
+>>> C_old = np.eye(3, dtype=np.float32)
+>>> C_new = np.eye(3, dtype=np.float32)[[2, 0, 1]]    # the same clusters, renumbered
+>>> F = flow_matrix(3, 3, [(0, 1, 50), (1, 2, 40), (2, 0, 30)])
+>>> r = link(C_old, C_new, F)
+>>> r.match.tolist(), [e.event for e in r.events]
+([2, 0, 1], ['continued', 'continued', 'continued'])
+>>> assign_ids([0, 1, 2], r.match, old_ids=[3, 5, 8], next_id=9)
+([8, 3, 5], 9)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .._params import Param, validate_params
+
+#: Thresholds of the matching and the events (a definition's ``lineage := {...}``).
+OPTIONS: dict[str, Param] = {
+    "min_overlap": Param(float, 0.2, low=0.0, high=1.0, low_open=True,
+                         doc="member overlap (Jaccard over shared rows) a pair needs to match"),
+    "min_similarity": Param(float, 0.9, low=-1.0, high=1.0,
+                            doc="centroid cosine a pair needs to match when it shares no rows"),
+    "split_share": Param(float, 0.25, low=0.0, high=0.5, low_open=True,
+                         doc="share of an old cluster's rows each part of a split received"),
+    "merge_share": Param(float, 0.5, low=0.0, high=1.0, low_open=True,
+                         doc="share of its rows each old cluster of a merge sent"),
+    "label_similarity": Param(float, 0.9, low=-1.0, high=1.0,
+                              doc="centroid cosine a continued cluster needs to keep its label"),
+    "label_overlap": Param(float, 0.5, low=0.0, high=1.0,
+                           doc="member overlap a continued cluster needs to keep its label"),
+}
+
+EVENTS = ("continued", "born", "died", "split", "merged")
+
+
+def validate_options(given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The lineage thresholds with defaults filled in (SpecError naming a bad one)."""
+    return validate_params("lineage", OPTIONS, dict(given or {}))
+
+
+@dataclass(frozen=True)
+class Event:
+    """One lineage row. ``old`` / ``new``: cluster positions (-1: none)."""
+
+    event: str
+    old: int
+    new: int
+    matched: bool
+    similarity: float | None
+    overlap: float | None
+    previous_share: float | None
+    share: float | None
+    shared: int
+
+
+@dataclass(frozen=True)
+class Linked:
+    """Result of :func:`link`, in cluster positions of the two runs."""
+
+    match: np.ndarray  # (k_new,) old position continued by each new cluster, -1 if none
+    events: list[Event]
+    keep_label: np.ndarray  # (k_new,) bool: a continued cluster that changed little
+
+
+def flow_matrix(k_old: int, k_new: int, flows: Iterable[tuple[int, int, int]]) -> np.ndarray:
+    """(k_old + 1, k_new + 1) counts from (old position, new position, rows) triples;
+    position -1 (noise) goes to the last row / column."""
+    F = np.zeros((k_old + 1, k_new + 1), dtype=np.int64)
+    for i, j, n in flows:
+        F[i if i >= 0 else k_old, j if j >= 0 else k_new] += int(n)
+    return F
+
+
+def _similarity(C_old: np.ndarray, C_new: np.ndarray) -> np.ndarray:
+    """Centroid cosines (k_old, k_new); NaN when the widths differ (another model)."""
+    if C_old.ndim != 2 or C_new.ndim != 2 or C_old.shape[1] != C_new.shape[1]:
+        return np.full((len(C_old), len(C_new)), np.nan)
+    def unit(C):
+        C = np.asarray(C, dtype=np.float64)
+        n = np.linalg.norm(C, axis=1, keepdims=True)
+        return np.divide(C, n, out=np.zeros_like(C), where=n > 0)
+    return np.clip(unit(C_old) @ unit(C_new).T, -1.0, 1.0)
+
+
+def link(C_old: np.ndarray, C_new: np.ndarray, F: np.ndarray,
+         options: Mapping[str, Any] | None = None) -> Linked:
+    """Match new clusters to old ones and list the events between the two runs.
+
+    ``C_old`` (k_old, d), ``C_new`` (k_new, d): top-level centroids; ``F``: the
+    :func:`flow_matrix` of the shared rows. ``options``: :data:`OPTIONS` values.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    o = validate_options(options)
+    k_old, k_new = len(C_old), len(C_new)
+    S = _similarity(C_old, C_new)
+    Fc = F[:k_old, :k_new].astype(np.float64)
+    a = F[:k_old, :].sum(axis=1).astype(np.float64)
+    b = F[:, :k_new].sum(axis=0).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prev_share = np.where(a[:, None] > 0, Fc / a[:, None], 0.0)
+        share = np.where(b[None, :] > 0, Fc / b[None, :], 0.0)
+        union = a[:, None] + b[None, :] - Fc
+        overlap = np.where(union > 0, Fc / union, 0.0)
+    by_rows = (a[:, None] > 0) & (b[None, :] > 0)
+    Sv = np.nan_to_num(S, nan=-1.0)
+    eligible = np.where(by_rows, overlap >= o["min_overlap"], Sv >= o["min_similarity"])
+    score = np.where(eligible, 1.0 + np.maximum(Sv, 0.0) + np.where(by_rows, overlap, 0.0),
+                     0.0)
+    match = np.full(k_new, -1, dtype=np.int64)
+    if k_old and k_new and eligible.any():
+        rows, cols = linear_sum_assignment(score, maximize=True)
+        ok = eligible[rows, cols]
+        match[cols[ok]] = rows[ok]
+
+    def num(M, i, j):
+        v = float(M[i, j])
+        return None if np.isnan(v) else v
+
+    def event(kind, i, j):
+        shared = bool(by_rows[i, j])
+        return Event(kind, int(i), int(j), bool(match[j] == i), num(S, i, j),
+                     float(overlap[i, j]) if shared else None,
+                     float(prev_share[i, j]) if a[i] > 0 else None,
+                     float(share[i, j]) if b[j] > 0 else None, int(Fc[i, j]))
+
+    parts = prev_share >= o["split_share"]
+    split_of = parts.sum(axis=1) >= 2  # (k_old,) old clusters that split
+    sent = prev_share >= o["merge_share"]
+    merged_into = sent.sum(axis=0) >= 2  # (k_new,) new clusters that are merges
+    in_split = (parts & split_of[:, None])
+    in_merge = (sent & merged_into[None, :])
+    events: list[Event] = []
+    for i in np.flatnonzero(split_of):
+        events += [event("split", i, j) for j in np.flatnonzero(in_split[i])]
+    for j in np.flatnonzero(merged_into):
+        events += [event("merged", i, j) for i in np.flatnonzero(in_merge[:, j])]
+    keep = np.zeros(k_new, dtype=bool)
+    for j in range(k_new):
+        i = match[j]
+        if i >= 0 and not in_split[i, j] and not in_merge[i, j]:
+            events.append(event("continued", i, j))
+            keep[j] = (Sv[i, j] >= o["label_similarity"] and
+                       (not by_rows[i, j] or overlap[i, j] >= o["label_overlap"]))
+        elif i < 0 and not in_split[:, j].any() and not merged_into[j]:
+            events.append(_lonely("born", S, overlap, by_rows, j, axis=0))
+    matched_old = np.zeros(k_old, dtype=bool)
+    matched_old[match[match >= 0]] = True
+    for i in range(k_old):
+        if not matched_old[i] and not split_of[i] and not in_merge[i].any():
+            events.append(_lonely("died", S, overlap, by_rows, i, axis=1))
+    order = {e: n for n, e in enumerate(EVENTS)}
+    events.sort(key=lambda e: (order[e.event], e.old if e.old >= 0 else 1 << 40,
+                               e.new if e.new >= 0 else 1 << 40))
+    return Linked(match=match, events=events, keep_label=keep)
+
+
+def _lonely(kind: str, S: np.ndarray, overlap: np.ndarray, by_rows: np.ndarray, k: int,
+            axis: int) -> Event:
+    """A born (axis 0: new cluster ``k``) or died (axis 1: old cluster ``k``) row with the
+    best candidate's similarity and overlap, which fell short of the thresholds."""
+    s = S[:, k] if axis == 0 else S[k, :]
+    ov = np.where(by_rows[:, k] if axis == 0 else by_rows[k, :],
+                  overlap[:, k] if axis == 0 else overlap[k, :], np.nan)
+    best_s = float(np.nanmax(s)) if s.size and not np.isnan(s).all() else None
+    best_o = float(np.nanmax(ov)) if ov.size and not np.isnan(ov).all() else None
+    return Event(kind, -1 if axis == 0 else k, k if axis == 0 else -1, False, best_s, best_o,
+                 None, None, 0)
+
+
+def fingerprints(X: np.ndarray) -> np.ndarray:
+    """(n,) int64 per-row fingerprints of the float32 vectors ``X`` (n, d): the sum, modulo
+    2**64, of each row's bytes read as 64-bit words. Exact and independent of how rows
+    are batched, so an assign run can tell a row it has seen unchanged (same id, same
+    fingerprint) from an edited one; ~0.05 s per 100k x 384 rows.
+
+    >>> X = np.ones((2, 4), dtype=np.float32); X[1, 3] = 2
+    >>> a, b = fingerprints(X); bool(a != b), bool(fingerprints(X[:1])[0] == a)
+    (True, True)
+    """
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    if X.ndim != 2 or X.shape[0] == 0:
+        return np.zeros(X.shape[0] if X.ndim else 0, dtype=np.int64)
+    if X.shape[1] % 2:  # whole 64-bit words
+        X = np.concatenate([X, np.zeros((X.shape[0], 1), dtype=np.float32)], axis=1)
+    return X.view(np.uint64).sum(axis=1, dtype=np.uint64).view(np.int64)
+
+
+def assign_ids(new_ids: Sequence[int], match: np.ndarray, old_ids: Sequence[int],
+               next_id: int) -> tuple[list[int], int]:
+    """Stable ids: a matched new cluster takes its old cluster's id, every other one the
+    next id never used by the definition (in ``new_ids`` order). Returns (ids, next_id)."""
+    out = []
+    for j, _ in enumerate(new_ids):
+        if match[j] >= 0:
+            out.append(int(old_ids[match[j]]))
+        else:
+            out.append(int(next_id))
+            next_id += 1
+    taken = max(out, default=-1) + 1
+    return out, max(int(next_id), taken)

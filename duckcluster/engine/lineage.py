@@ -1,0 +1,226 @@
+"""Cluster identity at the end of a full run, before its commit.
+
+The new run's top-level clusters are matched to those of the previous successful full
+run of the definition (:mod:`duckcluster.core.lineage`): matched clusters take the old
+ids (``stable_ids``, the default), every other one an id the definition never used; the
+lineage rows, the new id mark and the labels carried by clusters that continued
+unchanged are written in the run's own transaction (:meth:`Identity.write`).
+
+Hierarchical runs: the top-level clusters are matched and keep their ids; a sub-cluster's
+node id is derived from its top-level id (``cl_<id>_sub_<n>``, ``n`` numbered in this
+run), so sub-node ids are not stable and sub-nodes are labeled afresh.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..catalog import labels as label_store
+from ..catalog import runs as catalog
+from ..core import lineage
+from ..core.spec import ClusterSpec
+
+_NODE = re.compile(r"^cl_(-?\d+)(.*)$", re.S)
+
+
+@dataclass
+class Identity:
+    """A full run's tables with their final ids, and what its commit writes besides."""
+
+    centroids: pa.Table
+    members: pa.Table
+    previous_run: str | None = None
+    rows: list[dict] = field(default_factory=list)  # duckcluster.lineage rows
+    next_id: int = 0
+    carried: list[dict] = field(default_factory=list)  # label rows (source 'carried')
+    full: bool = True  # a full run (assign runs write no lineage and no id mark)
+
+    def write(self, cur, run_id: str, name: str) -> None:
+        """Inside the run's transaction: lineage rows, the id mark, carried labels."""
+        if self.full:
+            catalog.write_lineage(cur, name, self.rows, self.next_id)
+        if self.carried:
+            label_store.write_labels(cur, run_id, name, self.carried, catalog.now())
+
+
+def _matrix(col: pa.ChunkedArray | pa.Array, k: int) -> np.ndarray:
+    if k == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    flat = col.combine_chunks().flatten() if isinstance(col, pa.ChunkedArray) else col.flatten()
+    return np.asarray(flat.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(k, -1)
+
+
+def identify(cur, spec: ClusterSpec, run_id: str, centroids: pa.Table,
+             members: pa.Table) -> Identity:
+    """Match the run's clusters to the previous full run's and renumber its tables."""
+    level = np.asarray(centroids.column("hierarchy_level").to_numpy(), dtype=np.int64)
+    top = np.flatnonzero(level == 0)
+    new_ids = np.asarray(centroids.column("cluster_id").to_numpy(), dtype=np.int64)[top]
+    Cn = _matrix(centroids.column("centroid").take(pa.array(top)), len(top))
+    sizes = np.asarray(centroids.column("size").to_numpy(), dtype=np.int64)[top]
+    next_id = catalog.next_cluster_id(cur, spec.name)
+    prev = catalog.previous_full_run(cur, spec.name)
+    if prev is None:
+        fresh = spec.stable_ids and next_id > 0  # never reuse ids of earlier runs
+        final = [next_id + n for n in range(len(new_ids))] if fresh else new_ids.tolist()
+        return _renumbered(centroids, members, new_ids, final, next_id)
+    old = catalog.top_nodes(cur, prev)
+    old_ids = np.asarray(old.column("cluster_id").to_numpy(), dtype=np.int64)
+    Co = _matrix(old.column("centroid"), len(old_ids))
+    pos_old = {int(c): i for i, c in enumerate(old_ids)}
+    pos_new = {int(c): j for j, c in enumerate(new_ids)}
+    flows = [(pos_old.get(a, -1), pos_new.get(b, -1), n)
+             for a, b, n in catalog.member_flows(cur, prev, members)]
+    F = lineage.flow_matrix(len(old_ids), len(new_ids), flows)
+    linked = lineage.link(Co, Cn, F, spec.lineage)
+    if spec.stable_ids:
+        final, next_id = lineage.assign_ids(new_ids, linked.match, old_ids, next_id)
+    else:
+        final = new_ids.tolist()
+    out = _renumbered(centroids, members, new_ids, final, next_id)
+    out.previous_run = prev
+    old_sizes = np.asarray(old.column("size").to_numpy(), dtype=np.int64)
+    out.rows = [{
+        "name": spec.name, "run_id": run_id, "previous_run_id": prev, "event": e.event,
+        "previous_cluster_id": int(old_ids[e.old]) if e.old >= 0 else None,
+        "cluster_id": int(final[e.new]) if e.new >= 0 else None, "matched": e.matched,
+        "centroid_similarity": e.similarity, "member_overlap": e.overlap,
+        "previous_share": e.previous_share, "share": e.share, "shared_members": e.shared,
+        "previous_size": int(old_sizes[e.old]) if e.old >= 0 else None,
+        "size": int(sizes[e.new]) if e.new >= 0 else None} for e in linked.events]
+    keep = [(int(linked.match[j]), int(j)) for j in np.flatnonzero(linked.keep_label)]
+    out.carried = _carried(cur, prev, old, keep, final)
+    if out.carried:
+        out.centroids = _with_labels(out.centroids, out.carried)
+    return out
+
+
+def inherit(cur, base_run: str, centroids: pa.Table, members: pa.Table) -> Identity:
+    """An assign run uses its base run's clusters: it carries their labels."""
+    old = catalog.top_nodes(cur, base_run)
+    ids = old.column("cluster_id").to_pylist()
+    pairs = [(i, i) for i in range(len(ids))]
+    out = Identity(centroids, members, full=False)
+    out.carried = _carried(cur, base_run, old, pairs, ids)
+    if out.carried:
+        out.centroids = _with_labels(centroids, out.carried)
+    return out
+
+
+def _carried(cur, prev: str, old: pa.Table, pairs, final: list[int]) -> list[dict]:
+    """Label rows that carry the previous run's labels: ``pairs`` (old position, new
+    position) of the clusters that keep theirs; ``final``: the new clusters' ids."""
+    details = label_store.label_details(cur, prev)
+    labels = old.column("label").to_pylist()
+    summaries = old.column("summary").to_pylist()
+    keywords = old.column("keywords").to_pylist()
+    node_ids = old.column("node_id").to_pylist()
+    rows = []
+    for i, j in pairs:
+        if labels[i] is None:
+            continue
+        d = details.get(node_ids[i], {})
+        rows.append({
+            "node_id": f"cl_{final[j]}", "label": labels[i], "summary": summaries[i],
+            "keywords": keywords[i], "attributes": d.get("attributes"), "source": "carried",
+            "provider": d.get("provider"), "model": d.get("model"),
+            "representative_ids": d.get("representative_ids") or [], "merged_into": None,
+            "carried_from_run_id": d.get("carried_from_run_id") or prev})
+    return rows
+
+
+def _with_labels(centroids: pa.Table, carried: list[dict]) -> pa.Table:
+    """The centroid table with label, summary and keywords of the carried nodes (so the
+    run's centroids.parquet has them too)."""
+    by_node = {r["node_id"]: r for r in carried}
+    nodes = centroids.column("node_id").to_pylist()
+    got = [by_node.get(n) for n in nodes]
+    cols = {
+        "label": pa.array([r["label"] if r else None for r in got], pa.string()),
+        "summary": pa.array([r["summary"] if r else None for r in got], pa.string()),
+        "keywords": pa.array([list(r["keywords"]) if r and r["keywords"] is not None else None
+                              for r in got], pa.list_(pa.string())),
+    }
+    for name, arr in cols.items():
+        i = centroids.schema.get_field_index(name)
+        centroids = centroids.set_column(i, name, arr) if i >= 0 else \
+            centroids.append_column(name, arr)
+    return centroids
+
+
+def _renumbered(centroids: pa.Table, members: pa.Table, new_ids: np.ndarray,
+                final: list[int], next_id: int) -> Identity:
+    """Both tables with every top-level id ``new_ids[j]`` replaced by ``final[j]``
+    (cluster_id columns and the ``cl_<id>`` prefix of node ids)."""
+    final_arr = np.asarray(final, dtype=np.int64)
+    mark = max(int(next_id), int(final_arr.max()) + 1 if len(final_arr) else 0)
+    if np.array_equal(final_arr, new_ids):
+        return Identity(centroids, members, next_id=mark)
+    lut = {int(a): int(b) for a, b in zip(new_ids, final_arr)}
+    order = np.argsort(new_ids)
+    keys, vals = new_ids[order], final_arr[order]
+
+    def ids(col) -> pa.Array:
+        x = np.asarray(col.to_numpy(), dtype=np.int64)
+        at = np.minimum(np.searchsorted(keys, x), len(keys) - 1)
+        return pa.array(np.where((x >= 0) & (keys[at] == x), vals[at], x).astype(np.int32))
+
+    def node(s: str | None) -> str | None:
+        m = _NODE.match(s) if s is not None else None
+        return f"cl_{lut.get(int(m[1]), int(m[1]))}{m[2]}" if m else s
+
+    def nodes(col) -> pa.Array:
+        arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        if not pa.types.is_dictionary(arr.type):
+            arr = pc.dictionary_encode(arr)
+        values = pa.array([node(v) for v in arr.dictionary.to_pylist()], pa.string())
+        return pa.DictionaryArray.from_arrays(arr.indices, values)
+
+    def replace(tbl: pa.Table, name: str, arr) -> pa.Table:
+        return tbl.set_column(tbl.schema.get_field_index(name), name, arr)
+
+    centroids = replace(centroids, "cluster_id", ids(centroids.column("cluster_id")))
+    centroids = replace(centroids, "node_id", pa.array(
+        [node(v) for v in centroids.column("node_id").to_pylist()], pa.string()))
+    centroids = replace(centroids, "parent_cluster_id", pa.array(
+        [node(v) for v in centroids.column("parent_cluster_id").to_pylist()], pa.string()))
+    centroids = replace(centroids, "child_cluster_ids", pa.array(
+        [[node(c) for c in v] if v is not None else None
+         for v in centroids.column("child_cluster_ids").to_pylist()], pa.list_(pa.string())))
+    members = replace(members, "cluster_id", ids(members.column("cluster_id")))
+    for name in ("node_id", "parent_cluster_id"):
+        members = replace(members, name, nodes(members.column(name)))
+    return Identity(centroids, members, next_id=mark)
+
+
+def keep_known(cur, base_run: str, ids, fps: np.ndarray, labels: np.ndarray,
+               sims: np.ndarray, coords: np.ndarray | None):
+    """An assign run's rows that its base full run clustered and that did not change
+    (same id, same vector fingerprint) keep that run's cluster (noise included),
+    similarity and map position: on unchanged data an assign run reproduces its base
+    run, and only new or edited rows go to the nearest centroid. Base runs from before
+    fingerprints were stored keep nothing."""
+    known = catalog.known_rows(cur, base_run, ids, fps)
+    pos = np.asarray(known["pos"], dtype=np.int64)
+    if not len(pos):
+        return labels, sims, coords
+    labels = labels.copy()
+    sims = np.asarray(sims, dtype=np.float32).copy()
+    labels[pos] = np.asarray(known["cluster_id"], dtype=np.int64)
+    sim = known["sim"]
+    sims[pos] = np.ma.filled(sim.astype(np.float32), np.nan) if np.ma.isMaskedArray(sim) \
+        else np.asarray(sim, dtype=np.float32)
+    if coords is not None:
+        coords = np.array(coords, dtype=np.float32, copy=True)
+        for axis, col in enumerate(("x", "y", "z")[:coords.shape[1]]):
+            v = known[col]
+            v = np.ma.filled(v.astype(np.float32), np.nan) if np.ma.isMaskedArray(v) \
+                else np.asarray(v, dtype=np.float32)
+            ok = ~np.isnan(v)
+            coords[pos[ok], axis] = v[ok]
+    return labels, sims, coords
