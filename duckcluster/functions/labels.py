@@ -271,10 +271,58 @@ CREATE OR REPLACE TEMP MACRO taxonomy_list() AS TABLE
     SELECT t.taxonomy, t.n_nodes, t.dim, t.threshold, t.created_at, t.updated_at
     FROM duckcluster.taxonomies t ORDER BY t.taxonomy;
 
+-- Each node, and where its source cluster is now: the walk follows the cluster's lineage
+-- (cluster_lineage) from the run it was promoted from to the latest full run of its
+-- definition. current_node_id: the cluster it continues as there (NULL when it ended);
+-- lineage_note: current | continued | continued (split / merged on the way) | died / split /
+-- merged in <run> | not followed (sub-clusters, runs without lineage).
 CREATE OR REPLACE TEMP MACRO taxonomy_nodes(taxonomy_name) AS TABLE
+    WITH RECURSIVE src AS (
+        SELECT n.node_id AS t_node, n.source_name AS def,
+               coalesce((SELECT CASE WHEN r.mode = 'assign' THEN r.base_run_id ELSE r.run_id END
+                         FROM duckcluster.runs r WHERE r.run_id = n.source_run_id),
+                        n.source_run_id) AS frun,
+               TRY_CAST(regexp_extract(n.source_node_id, '^cl_(-?[0-9]+)$', 1) AS INTEGER) AS cid
+        FROM duckcluster.taxonomy_nodes n WHERE n.taxonomy = taxonomy_name),
+    walk(t_node, def, rid, cid, changed, steps) AS (
+        SELECT t_node, def, frun, cid, false, 0 FROM src WHERE cid IS NOT NULL
+        UNION ALL
+        SELECT w.t_node, w.def, l.run_id, l.cluster_id, w.changed OR l.event <> 'continued',
+               w.steps + 1
+        FROM walk w JOIN duckcluster.lineage l
+            ON l.name = w.def AND l.previous_run_id = w.rid AND l.previous_cluster_id = w.cid
+        WHERE l.matched AND w.steps < 10000),
+    last AS (
+        SELECT t_node, arg_max(rid, steps) AS rid, arg_max(cid, steps) AS cid,
+               arg_max(changed, steps) AS changed, max(steps) AS steps
+        FROM walk GROUP BY t_node),
+    ended AS (
+        SELECT last.t_node, min(l.run_id) AS at_run,
+               string_agg(DISTINCT l.event, ' / ' ORDER BY l.event) AS events
+        FROM last JOIN src ON src.t_node = last.t_node JOIN duckcluster.lineage l
+            ON l.name = src.def AND l.previous_run_id = last.rid AND l.previous_cluster_id = last.cid
+        GROUP BY last.t_node),
+    latest AS (
+        SELECT r.name AS def, max_by(r.run_id, r.run_seq) AS rid FROM duckcluster.runs r
+        WHERE r.status = 'succeeded' AND r.mode = 'full' GROUP BY r.name),
+    followed AS (
+        SELECT src.t_node, coalesce(ended.at_run, last.rid) AS current_run_id,
+               CASE WHEN ended.t_node IS NULL AND last.rid = latest.rid THEN 'cl_' || last.cid END
+                   AS current_node_id,
+               CASE WHEN src.cid IS NULL THEN 'not followed: only top-level clusters are'
+                    WHEN ended.t_node IS NOT NULL THEN ended.events || ' in ' || ended.at_run
+                    WHEN last.rid IS DISTINCT FROM latest.rid
+                        THEN 'not followed after ' || last.rid || ' (no lineage recorded)'
+                    WHEN last.steps = 0 THEN 'current'
+                    WHEN last.changed THEN 'continued (split / merged on the way)'
+                    ELSE 'continued' END AS lineage_note
+        FROM src LEFT JOIN last ON last.t_node = src.t_node
+        LEFT JOIN ended ON ended.t_node = src.t_node
+        LEFT JOIN latest ON latest.def = src.def)
     SELECT n.node_id, n.parent_node_id, n.level, n.label, n.summary, n.keywords, n.size,
-           n.source_name, n.source_run_id, n.source_node_id, n.centroid, n.promoted_at
-    FROM duckcluster.taxonomy_nodes n
+           n.source_name, n.source_run_id, n.source_node_id, n.centroid, n.promoted_at,
+           f.current_run_id, f.current_node_id, f.lineage_note
+    FROM duckcluster.taxonomy_nodes n LEFT JOIN followed f ON f.t_node = n.node_id
     WHERE n.taxonomy = taxonomy_name
     ORDER BY n.level, n.node_id;
 """

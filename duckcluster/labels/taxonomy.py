@@ -7,6 +7,12 @@ walks that tree: the nearest root by cosine (NULL below the threshold), then,
 while the nearest child of the current node is at or above the threshold, that
 child. Vectorized: one ``X @ C.T`` per batch, then one argmax per parent.
 
+Clusters keep their ids across full runs (``engine/lineage.py``), so a node promoted
+from one run is the same cluster in the next: ``mode := 'merge'`` on a later run
+updates it in place, and ``taxonomy_nodes(name)`` follows each node's cluster along
+its lineage to the latest full run (``current_node_id``) or says where it ended
+(``lineage_note``: died, split, merged in run ...).
+
 >>> C = np.array([[1, 0], [0, 1], [0.9, 0.1], [0.9, -0.1]], dtype=np.float32)
 >>> parent = np.array([-1, -1, 0, 0])
 >>> X = np.array([[0.8, 0.2], [0.1, 1.0], [-1, 0]], dtype=np.float32)
