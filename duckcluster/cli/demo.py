@@ -217,7 +217,8 @@ def run_text_demo(db_path: str, artifacts_dir: str | None, console: Console, pro
         timings["report"] = time.perf_counter() - t
         seconds = time.perf_counter() - t_start
         console.print(f"artifacts (Parquet per run) under {art}")
-        console.print(f"done in {seconds:.1f} s\n")
+        console.print(f"done in {seconds:.1f} s ("
+                      + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()) + ")\n")
         console.print("[bold]Try next[/bold]:")
         for q in TRY_NEXT:
             console.print(f'  duckcluster sql {db_path} -c "{q}"', soft_wrap=True,
@@ -342,8 +343,11 @@ def _print_topics(console, topics, algorithm, n_train, n_clusters, noise, silhou
                       ("rows", "right"), ("known category", "left"), ("purity", "right")):
         table.add_column(col, justify=just)
     for tp in topics:
-        name = "(noise: fits no topic)" if tp.cluster_id == -1 else (tp.label or "")
-        table.add_row(str(tp.cluster_id), name, str(tp.size), tp.majority, f"{tp.purity:.0%}")
+        if tp.cluster_id == -1:  # a remainder, not a topic: its make-up means nothing
+            table.add_row("-1", "[dim](noise: in no topic)[/dim]", str(tp.size), "", "")
+        else:
+            table.add_row(str(tp.cluster_id), tp.label or "", str(tp.size), tp.majority,
+                          f"{tp.purity:.0%}")
     console.print(table)
     console.print(f"quality: silhouette {_fmt(silhouette)}, noise {noise:.1%}; agreement with "
                   f"the known categories: ARI {ari:.3f} (1 = the same partition, 0 = chance)")
