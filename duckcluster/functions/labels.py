@@ -1,7 +1,7 @@
 """SQL functions of the labels area: labeling, enrichment, taxonomies, text embeddings.
 
 Registered through ``duckcluster.functions.AREAS``: :func:`register_udfs` adds the private
-``_dc_*`` UDFs once per database instance; :data:`MACROS` (public TEMP macros
+``_dc_*`` UDFs on each connection (its own copies); :data:`MACROS` (public TEMP macros
 with ``:=`` arguments) runs on every connection.
 """
 
@@ -61,9 +61,9 @@ def _secret_reader(state):
 
 
 def _load_taxonomy(state, name: str) -> _taxonomy.Taxonomy:
-    cache = state.__dict__.setdefault("taxonomy_cache", {})
+    cache = state.taxonomy_cache
     now = time.monotonic()
-    gen = state.__dict__.get("taxonomy_generation", 0)
+    gen = state.taxonomy_generation
     hit = cache.get(name)
     if hit and hit[0] == gen and now - hit[1] < _TAXONOMY_CACHE_SECONDS:
         return hit[2]
@@ -114,7 +114,7 @@ def _assign_taxonomy(state, emb: pa.ChunkedArray, name: pa.ChunkedArray,
 
 
 def register_udfs(con: duckdb.DuckDBPyConnection, state) -> None:
-    """Private UDFs, once per database instance."""
+    """Private UDFs of one connection (each connection registers its own copies)."""
     from ._registry import _report, _wrap
 
     read_secret = _secret_reader(state)
@@ -142,7 +142,7 @@ def register_udfs(con: duckdb.DuckDBPyConnection, state) -> None:
         clusters = opts.pop("clusters", None)
         with state.cursor() as cur:
             msg = _taxonomy.promote(cur, name, taxonomy, clusters, opts)
-        state.taxonomy_generation = state.__dict__.get("taxonomy_generation", 0) + 1
+        state.taxonomy_generation += 1
         return msg
 
     def taxonomy_delete(taxonomy):
@@ -154,7 +154,7 @@ def register_udfs(con: duckdb.DuckDBPyConnection, state) -> None:
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
-        state.taxonomy_generation = state.__dict__.get("taxonomy_generation", 0) + 1
+        state.taxonomy_generation += 1
         return f"deleted taxonomy {taxonomy!r}"
 
     def embed(text: pa.ChunkedArray, options: pa.ChunkedArray):

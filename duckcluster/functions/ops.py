@@ -1,7 +1,7 @@
 """SQL functions of the operations area: background runs, triggers, webhooks.
 
 Registered through ``duckcluster.functions.AREAS``: :func:`register_udfs` adds the private
-``_dc_*`` UDFs once per database instance; :data:`MACROS` (public TEMP macros
+``_dc_*`` UDFs on each connection (its own copies); :data:`MACROS` (public TEMP macros
 with ``:=`` arguments) runs on every connection.
 
     cluster_submit(name, mode := 'full', assignment_threshold := NULL) -> run_id
@@ -29,6 +29,7 @@ import duckdb
 
 from .._errors import SpecError
 from ..catalog import ops as store
+from ..catalog import runs as catalog
 from ..ops import triggers, webhooks
 from ..ops.background import Runner, file_reopener
 
@@ -38,11 +39,11 @@ _RUNNER_LOCK = threading.Lock()
 def runner_for(state) -> Runner:
     """The background runner of a database instance (created on first use)."""
     with _RUNNER_LOCK:
-        runner = state.__dict__.get("ops_runner")
+        runner = state.ops_runner
         if runner is None:
             runner = Runner(state.cursor, state.settings, on_finished=_notify,
                             reopen=file_reopener(state.cursor))
-            state.__dict__["ops_runner"] = runner
+            state.ops_runner = runner
         return runner
 
 
@@ -68,8 +69,8 @@ def _wait(state, run_id: str, timeout: float | None) -> str:
         raise SpecError("cluster_wait needs a run id; got NULL.")
     timeout = 600.0 if timeout is None else float(timeout)
     with state.cursor() as cur:
-        run_id = store.resolve_run(cur, run_id)
-    runner = state.__dict__.get("ops_runner")
+        run_id = store.find_run(cur, run_id)
+    runner = state.ops_runner
     deadline = time.monotonic() + timeout
     if runner is not None and runner.knows(run_id):
         runner.wait(run_id, timeout)
@@ -83,7 +84,7 @@ def _wait(state, run_id: str, timeout: float | None) -> str:
 
 def _deliver(state) -> str:
     with state.cursor() as cur:
-        store.require_writable(cur, "cluster_webhook_deliver")  # every attempt is logged
+        catalog.require_writable(cur, "cluster_webhook_deliver")  # every attempt is logged
         done = webhooks.deliver_pending(cur)
     by: dict[str, int] = {}
     for d in done:
@@ -92,7 +93,7 @@ def _deliver(state) -> str:
 
 
 def register_udfs(con: duckdb.DuckDBPyConnection, state) -> None:
-    """Private UDFs, once per database instance."""
+    """Private UDFs of one connection (each connection registers its own copies)."""
     from ._registry import _wrap
 
     def submit(name, mode, threshold):
@@ -102,7 +103,7 @@ def register_udfs(con: duckdb.DuckDBPyConnection, state) -> None:
 
     def status_run(x):
         with state.cursor() as cur:
-            return store.resolve_run(cur, x)
+            return store.find_run(cur, x)
 
     def trigger_create(args_json):
         args = _options(args_json)
@@ -112,7 +113,7 @@ def register_udfs(con: duckdb.DuckDBPyConnection, state) -> None:
 
     def trigger_delete(trigger_id):
         with state.cursor() as cur:
-            store.require_writable(cur, "cluster_trigger_delete")
+            catalog.require_writable(cur, "cluster_trigger_delete")
             row = store.delete_trigger(cur, trigger_id)
         return f"deleted trigger {trigger_id} ({row['kind']}) of {row['name']!r}; its history is kept"
 
@@ -123,7 +124,7 @@ def register_udfs(con: duckdb.DuckDBPyConnection, state) -> None:
 
     def webhook_delete(webhook_id):
         with state.cursor() as cur:
-            store.require_writable(cur, "cluster_webhook_delete")
+            catalog.require_writable(cur, "cluster_webhook_delete")
             row = store.delete_webhook(cur, webhook_id)
         return f"deleted webhook {webhook_id} ({row['url']}); its delivery log is kept"
 

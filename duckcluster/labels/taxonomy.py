@@ -35,6 +35,7 @@ from .._params import Param, validate_params
 from ..catalog import labels as store
 from ..catalog import runs as catalog
 from ..core.assign import normalize_rows
+from ..core.vectors import matrix
 
 OPTIONS: dict[str, Param] = {
     "run_id": Param(str, None, nullable=True, doc="default: the latest successful run"),
@@ -118,9 +119,7 @@ def load(cur, taxonomy: str) -> Taxonomy:
     pos = {nid: i for i, nid in enumerate(ids)}
     parent = np.asarray([pos.get(p, -1) if p is not None else -1
                          for p in nodes.column("parent_node_id").to_pylist()], dtype=np.int64)
-    C = np.asarray(nodes.column("centroid").combine_chunks().flatten().to_numpy(),
-                   dtype=np.float32).reshape(len(ids), -1) if ids else \
-        np.zeros((0, int(head["dim"])), dtype=np.float32)
+    C = matrix(nodes.column("centroid"), len(ids), int(head["dim"]))
     return Taxonomy(taxonomy, float(head["threshold"]), ids, nodes.column("label").to_pylist(),
                     parent, C)
 
@@ -170,11 +169,11 @@ def _selected(rows: Sequence[store.NodeRow], clusters: Any, opts: Mapping[str, A
 
 def promote(cur, name: str, taxonomy: str, clusters: Any, options: Mapping[str, Any]) -> str:
     """Promote a run's clusters to taxonomy nodes; one transaction. Returns a message."""
-    store.require_writable(cur, "cluster_promote")
+    catalog.require_writable(cur, "cluster_promote")
     opts = validate_params("cluster_promote", OPTIONS, options)
     if not isinstance(taxonomy, str) or not taxonomy.strip():
         raise SpecError(f"taxonomy must be a non-empty name. Got {taxonomy!r}.")
-    run_id = store.resolve_run(cur, name, opts["run_id"])
+    run_id = catalog.resolve_run(cur, name, opts["run_id"])
     rows = _selected(store.run_nodes(cur, run_id), clusters, opts)
     if not rows:
         raise DataError(f"No cluster of run {run_id} qualifies for promotion (the run has no "
