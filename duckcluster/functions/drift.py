@@ -195,14 +195,6 @@ CREATE OR REPLACE TEMP MACRO drift_monitor_windows(name, method := 'mmd', params
 
 CREATE OR REPLACE TEMP MACRO drift_monitor_delete(name) AS _dc_drift_monitor_delete(name);
 
-CREATE OR REPLACE TEMP MACRO drift_monitors() AS TABLE
-    SELECT m.name, m.reference_name, m.reference_run_id, m.window_size, m.reservoir_size,
-           m.assignment_threshold, m.seed, m.dim, m.created_at, m.updated_at,
-           count(w.window_start) AS n_windows, coalesce(sum(w.n_seen), 0) AS n_seen
-    FROM duckcluster.drift_monitors m
-    LEFT JOIN duckcluster.drift_windows w ON w.monitor = m.name
-    GROUP BY ALL ORDER BY m.name;
-
 CREATE OR REPLACE TEMP MACRO cluster_drift_test(cluster_name, baseline_run := NULL,
     current_run := NULL, match_threshold := 0.8, alpha := 0.05, seed := 42,
     n_permutations := 2000) AS TABLE

@@ -203,15 +203,6 @@ CREATE OR REPLACE TEMP MACRO cluster_trigger_list(cluster_name := NULL) AS TABLE
     WHERE cluster_name IS NULL OR t.name = cluster_name
     ORDER BY t.created_at, t.trigger_id;
 
-CREATE OR REPLACE TEMP MACRO cluster_trigger_history(cluster_name := NULL) AS TABLE
-    SELECT f.fired_at, f.name, f.trigger_id, f.kind, f.reason, f.outcome, f.run_id,
-           r.status AS run_status, r.duration_s, r.n_clusters,
-           coalesce(f.error, r.error) AS error, f.scheduled_for, f.observed, f.firing_id
-    FROM duckcluster.trigger_firings f
-    LEFT JOIN duckcluster.runs r ON r.run_id = f.run_id
-    WHERE cluster_name IS NULL OR f.name = cluster_name OR f.trigger_id = cluster_name
-    ORDER BY f.fired_at, f.firing_id;
-
 CREATE OR REPLACE TEMP MACRO cluster_webhook_create(name, url := NULL, secret := NULL,
     events := NULL, secret_env := NULL, timeout := NULL, max_attempts := NULL) AS
     _dc_webhook_create(json_object('name', name, 'url', url, 'secret', secret,
@@ -222,23 +213,4 @@ CREATE OR REPLACE TEMP MACRO cluster_webhook_delete(webhook_id) AS _dc_webhook_d
 
 CREATE OR REPLACE TEMP MACRO cluster_webhook_deliver() AS _dc_webhook_deliver();
 
-CREATE OR REPLACE TEMP MACRO cluster_webhook_list(cluster_name := NULL) AS TABLE
-    SELECT w.webhook_id, w.name, w.url, w.events,
-           CASE WHEN w.secret IS NOT NULL THEN 'secret (stored, hidden)'
-                ELSE 'env ' || w.secret_env END AS signing,
-           w.timeout_s, w.max_attempts, w.enabled, w.created_at,
-           (SELECT count(DISTINCT d.delivery_id) FROM duckcluster.webhook_deliveries d
-            WHERE d.webhook_id = w.webhook_id AND d.status = 'delivered') AS n_delivered,
-           (SELECT count(DISTINCT d.delivery_id) FROM duckcluster.webhook_deliveries d
-            WHERE d.webhook_id = w.webhook_id AND d.status = 'failed') AS n_failed
-    FROM duckcluster.webhooks w
-    WHERE cluster_name IS NULL OR w.name = cluster_name OR w.name IS NULL
-    ORDER BY w.created_at, w.webhook_id;
-
-CREATE OR REPLACE TEMP MACRO cluster_webhook_deliveries(cluster_name := NULL) AS TABLE
-    SELECT d.attempted_at, d.webhook_id, d.name, d.event, d.subject_id, d.delivery_id,
-           d.attempt, d.status, d.http_status, d.error, d.duration_s, d.payload
-    FROM duckcluster.webhook_deliveries d
-    WHERE cluster_name IS NULL OR d.name = cluster_name OR d.webhook_id = cluster_name
-    ORDER BY d.attempted_at, d.delivery_id, d.attempt;
 """
