@@ -92,8 +92,9 @@ class Function:
             elif json_at is None:
                 json_at = len(out)
         if json_at is not None:
-            pairs = ", ".join(f"'{p.name}', {p.value()}" for p in self.params if p.to == "json")
-            out.insert(json_at, (f"json_object({pairs})::VARCHAR", "VARCHAR"))
+            pairs = [f"'{p.name}', {p.value()}" for p in self.params if p.to == "json"]
+            packed = _wrapped(pairs, "json_object(", "            ") + ")::VARCHAR"
+            out.insert(json_at, (packed, "VARCHAR"))
         return out
 
 
@@ -141,3 +142,24 @@ def register(reg: Any, state: Any, functions: Iterable[Function]) -> None:
 def reference_row(f: Function) -> str:
     """The function's row of the generated reference (``docs/functions.md``)."""
     return f"| `{f.name}({signature(f)})` | {f.kind} | {f.doc} |"
+
+
+def hand_written(sql: str) -> list[tuple[str, str, str, str]]:
+    """(name, signature, kind, doc) of each public ``CREATE ... MACRO`` in ``sql``, the doc
+    being the ``--`` comment lines right above it."""
+    import re
+
+    out = []
+    for m in re.finditer(r"((?:^--[^\n]*\n)*)CREATE OR REPLACE TEMP MACRO (\w+)\(", sql, re.M):
+        name = m.group(2)
+        if name.startswith("_"):
+            continue
+        depth, i = 1, m.end()
+        while depth:
+            depth += {"(": 1, ")": -1}.get(sql[i], 0)
+            i += 1
+        sig = re.sub(r"\s+", " ", sql[m.end():i - 1]).strip()
+        kind = "table" if re.match(r"\s*AS\s+TABLE", sql[i:], re.I) else "scalar"
+        doc = " ".join(line[2:].strip() for line in m.group(1).splitlines())
+        out.append((name, sig, kind, doc))
+    return out

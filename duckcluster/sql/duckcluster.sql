@@ -348,6 +348,17 @@ CREATE OR REPLACE TEMP MACRO cluster_drift(cluster_name, baseline_run := NULL, c
 
 -- Labels, enrichments and taxonomies (pure SQL: the same in the stock CLI and in Python)
 
+-- Where each label of a run came from (offline, llm, cache, or carried from the run
+-- carried_from_run_id), its extra response_shape attributes, representative documents
+-- and dedup merges.
+CREATE OR REPLACE TEMP MACRO cluster_labels(cluster_name, run_id := NULL) AS TABLE
+    SELECT l.run_id, l.node_id, l.label, l.summary, l.keywords, l.attributes, l.source,
+           l.provider, l.model, l.representative_ids, l.merged_into, l.labeled_at,
+           l.carried_from_run_id
+    FROM duckcluster.labels l
+    WHERE l.name = cluster_name AND COLUMNS('^run_id$') = _dc_run(cluster_name, run_id)
+    ORDER BY l.node_id;
+
 CREATE OR REPLACE TEMP MACRO cluster_label_failures(cluster_name) AS TABLE
     SELECT f.run_id, f.node_id, f.provider, f.model, f.kind, f.error, f.attempts, f.failed_at
     FROM duckcluster.label_failures f
