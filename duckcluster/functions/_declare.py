@@ -141,7 +141,12 @@ def register(reg: Any, state: Any, functions: Iterable[Function]) -> None:
 
 def reference_row(f: Function) -> str:
     """The function's row of the generated reference (``docs/functions.md``)."""
-    return f"| `{f.name}({signature(f)})` | {f.kind} | {f.doc} |"
+    return f"| `{f.name}({signature(f)})` | {f.kind} | {cell(f.doc)} |"
+
+
+def cell(text: str) -> str:
+    """Text for a Markdown table cell (a ``|`` would end the cell)."""
+    return text.replace("|", "\\|")
 
 
 def hand_written(sql: str) -> list[tuple[str, str, str, str]]:
@@ -161,5 +166,5 @@ def hand_written(sql: str) -> list[tuple[str, str, str, str]]:
         sig = re.sub(r"\s+", " ", sql[m.end():i - 1]).strip()
         kind = "table" if re.match(r"\s*AS\s+TABLE", sql[i:], re.I) else "scalar"
         doc = " ".join(line[2:].strip() for line in m.group(1).splitlines())
-        out.append((name, sig, kind, doc))
+        out.append((name, sig, kind, cell(doc)))
     return out
