@@ -8,6 +8,7 @@
     ├── DataError (ValueError)            the data breaks a rule (NaN, mixed dims, too few rows)
     ├── RunNotFoundError (LookupError)    a run id or a successful run does not exist
     ├── RunFailedError                    a run failed; it is recorded as failed in the catalog
+    ├── RunInProgressError                a run of the definition is in progress (second full run, delete)
     ├── ResourceError (MemoryError)       a run would not fit in memory; says what would
     ├── DatabaseBusyError (OSError)       another process holds the database file for writing
     ├── LLMError                          a labeling provider call failed after retries (llm/_http.py)
@@ -48,6 +49,10 @@ class RunNotFoundError(DuckclusterError, LookupError):
 
 class RunFailedError(DuckclusterError):
     """A run failed; it is recorded with status 'failed' and its error."""
+
+
+class RunInProgressError(DuckclusterError):
+    """A run of the definition is in progress: a second full run, or a delete, must wait."""
 
 
 class ResourceError(DuckclusterError, MemoryError):

@@ -24,7 +24,7 @@ import numpy as np
 
 from . import functions as _sql
 from . import install
-from ._params import optional_import
+from ._errors import MissingDependencyError
 from ._source import quote_literal
 
 __all__ = ["Progress", "jupysql_connection", "load_ipython_extension", "plot_clusters",
@@ -156,8 +156,13 @@ def jupysql_connection(con: duckdb.DuckDBPyConnection) -> Any:
 
 
 def _pyplot():
-    return optional_import("matplotlib.pyplot", "notebook", "The notebook pictures",
-                           what="matplotlib")
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise MissingDependencyError(
+            "The notebook pictures need matplotlib: pip install 'duckcluster[notebook]'."
+        ) from None
+    return plt
 
 
 def plot_clusters(con: duckdb.DuckDBPyConnection, name: str, run_id: str | None = None, *,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 
 import duckdb
 import numpy as np
@@ -448,5 +449,397 @@ def test_a_bad_webhook_or_trigger_never_stops_the_scheduler(hostile_db, db_path)
         assert "found '\\r' at position" in rows[1][2]
         assert f"cluster_webhook_delete('{bad_hook}')" in rows[1][2]
         assert "could not be evaluated" in proc.stderr and "failed after 1 attempt" in proc.stderr
+    finally:
+        con.close()
+
+
+# -- lifecycle and races ---------------------------------------------------------------------
+
+class Gate:
+    """A source that stops a run inside its reading until released: the UDF gate(id) blocks
+    its first call until :meth:`open` (or ``timeout``), so the run is really in progress."""
+
+    def __init__(self, con, timeout: float = 60.0):
+        import threading
+
+        self.entered = threading.Event()
+        self.released = threading.Event()
+        self.timeout = timeout
+
+        def gate(_x):
+            if not self.released.is_set():
+                self.entered.set()
+                self.released.wait(self.timeout)
+            return True
+
+        con.create_function("gate", gate, ["BIGINT"], "BOOLEAN", side_effects=True)
+
+    def open(self) -> None:
+        self.released.set()
+
+
+def _run_in_thread(con, sql: str) -> tuple:
+    import threading
+
+    out: dict = {}
+
+    def work():
+        cur = duckcluster.install(con.cursor())
+        try:
+            out["result"] = cur.execute(sql).fetchall()
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            out["error"] = exc
+        finally:
+            cur.close()
+
+    t = threading.Thread(target=work)
+    t.start()
+    return t, out
+
+
+@pytest.fixture
+def lifecycle(con):
+    """docs (4 blobs x 50, 8-d) and definition 't' reading it through a gate."""
+    X, _ = blobs(n_per=50, k=4, d=8)
+    load_table(con, "docs", X)
+    gate = Gate(con)
+    q(con, "SELECT cluster_create('t', source := '(SELECT * FROM docs WHERE gate(doc_id))', "
+           "embedding := 'embedding', id := 'doc_id', algorithm := 'kmeans', "
+           "params := {'n_clusters': 4})")
+    return con, gate
+
+
+def _rows_of(con, run_id: str) -> dict:
+    return {t: q(con, f"SELECT count(*) FROM duckcluster.{t} WHERE run_id = ?", [run_id])[0][0]
+            for t in ("members", "centroids", "projections", "lineage")}
+
+
+def _artifacts_root(con) -> str:
+    return q(con, "SELECT value FROM duckcluster.meta WHERE key = 'artifacts_dir'")[0][0]
+
+
+def test_delete_while_a_run_is_in_progress_is_refused_and_leaves_no_orphans(lifecycle):
+    """cluster_delete(..., drop_artifacts := true) during a run: refused with the run's id;
+    after the run, the delete removes every row and file of it."""
+    con, gate = lifecycle
+    t, out = _run_in_thread(con, "SELECT cluster_execute('t')")
+    try:
+        assert gate.entered.wait(60)
+        run_id = q(con, "SELECT run_id FROM duckcluster.runs WHERE status = 'running'")[0][0]
+        with pytest.raises(duckdb.Error) as err:
+            q(con, "SELECT cluster_delete('t', drop_artifacts := true)")
+        msg = str(err.value)
+        assert "RunInProgressError: Cluster 't' has a full run in progress: " + run_id in msg
+        assert "nothing was deleted" in msg and f"cluster_wait('{run_id}')" in msg
+        assert q(con, "SELECT count(*) FROM duckcluster.definitions") == [(1,)]
+    finally:
+        gate.open()
+        t.join(120)
+    assert out["result"] == [(run_id,)]
+    path = q(con, "SELECT artifacts_path FROM duckcluster.runs WHERE run_id = ?", [run_id])[0][0]
+    q(con, "SELECT cluster_delete('t', drop_artifacts := true)")
+    assert _rows_of(con, run_id) == dict.fromkeys(_rows_of(con, run_id), 0)
+    assert q(con, "SELECT count(*) FROM duckcluster.runs") == [(0,)]
+    assert not os.path.exists(path) and not os.path.exists(path + ".tmp")
+
+
+def test_a_run_whose_row_is_gone_commits_nothing(lifecycle):
+    """An older version (or a hand-written DELETE) removes the definition and the run row of
+    a run in progress: the run does not commit members, centroids, projection, lineage or a
+    Parquet folder no run owns."""
+    con, gate = lifecycle
+    t, out = _run_in_thread(con, "SELECT cluster_execute('t')")
+    try:
+        assert gate.entered.wait(60)
+        run_id = q(con, "SELECT run_id FROM duckcluster.runs WHERE status = 'running'")[0][0]
+        q(con, "DELETE FROM duckcluster.runs WHERE run_id = ?", [run_id])
+        q(con, "DELETE FROM duckcluster.definitions WHERE name = 't'")
+    finally:
+        gate.open()
+        t.join(120)
+    assert "RunFailedError: Run " + run_id + " was not committed: its catalog row was removed" \
+        in str(out["error"])
+    assert _rows_of(con, run_id) == dict.fromkeys(_rows_of(con, run_id), 0)
+    root = _artifacts_root(con)
+    left = [os.path.join(d, f) for d, dirs, files in os.walk(root) for f in dirs + files
+            if run_id in os.path.join(d, f)]
+    assert left == []
+
+
+def test_a_second_full_run_is_refused_without_a_race_4_threads(lifecycle):
+    """4 threads start a full run of one definition at once, 10 times: exactly one runs, the
+    others get RunInProgressError; every run_seq is unique."""
+    import threading
+
+    con, gate = lifecycle
+    for trial in range(10):
+        gate.released.clear()
+        gate.entered.clear()
+        barrier = threading.Barrier(4)
+        refused = threading.Semaphore(0)
+        results: list = []
+
+        def attempt():
+            cur = duckcluster.install(con.cursor())
+            barrier.wait()
+            try:
+                results.append(("ran", cur.execute("SELECT cluster_execute('t')").fetchall()))
+            except duckdb.Error as exc:
+                results.append(("refused", str(exc)))
+                refused.release()
+            finally:
+                cur.close()
+
+        threads = [threading.Thread(target=attempt) for _ in range(4)]
+        for th in threads:
+            th.start()
+        for _ in range(3):  # the gate opens once three were refused (or after 30 s)
+            refused.acquire(timeout=30)
+        gate.open()
+        for th in threads:
+            th.join(120)
+        kinds = sorted(k for k, _ in results)
+        assert kinds == ["ran", "refused", "refused", "refused"], (trial, results)
+        assert all("RunInProgressError: Cluster 't' already has a full run running in this "
+                   "process" in m for k, m in results if k == "refused"), results
+    seqs = q(con, "SELECT count(*), count(DISTINCT run_seq) FROM duckcluster.runs")[0]
+    assert seqs == (10, 10)
+    assert q(con, "SELECT count(*) FROM duckcluster.runs WHERE status = 'succeeded'") == [(10,)]
+
+
+def test_concurrent_runs_get_unique_run_seq(lifecycle):
+    """Assign runs may run together (4 threads x 3): every run gets its own run_seq, so the
+    latest run is well defined."""
+    import threading
+
+    con, gate = lifecycle
+    gate.open()
+    q(con, "SELECT cluster_execute('t')")
+    barrier = threading.Barrier(4)
+    errors: list = []
+
+    def attempt():
+        cur = duckcluster.install(con.cursor())
+        try:
+            for _ in range(3):
+                barrier.wait()
+                cur.execute("SELECT cluster_execute('t', mode := 'assign')").fetchall()
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            cur.close()
+
+    threads = [threading.Thread(target=attempt) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(300)
+    assert errors == []
+    assert q(con, "SELECT count(*), count(DISTINCT run_seq) FROM duckcluster.runs") == [(13, 13)]
+
+
+CHILD_RUN = textwrap.dedent("""
+    import os, sys, time
+    import duckcluster
+    go = sys.argv[2]
+    while not os.path.exists(go):
+        time.sleep(0.001)
+    try:
+        con = duckcluster.connect(sys.argv[1])
+    except duckcluster.DatabaseBusyError as exc:
+        print("busy:", exc)
+        sys.exit(3)
+    print(con.sql("SELECT cluster_execute('t')").fetchall()[0][0])
+    con.close()
+""")
+
+
+def test_two_processes_start_a_full_run_at_once_and_one_runs(db_path, tmp_path):
+    """Two processes open the file and run the same definition at the same instant: DuckDB
+    lets one write; the other is told the file is busy; one run, one run_seq."""
+    import subprocess
+    import sys
+
+    con = duckcluster.connect(db_path)
+    X, _ = blobs(n_per=500, k=4, d=32)
+    load_table(con, "docs", X)
+    q(con, "SELECT cluster_create('t', source := 'docs', embedding := 'embedding', "
+           "id := 'doc_id', algorithm := 'kmeans', params := {'n_clusters': 4})")
+    con.close()
+    script, go = tmp_path / "child.py", tmp_path / "go"
+    script.write_text(CHILD_RUN)
+    procs = [subprocess.Popen([sys.executable, str(script), db_path, str(go)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    import time
+
+    time.sleep(1.0)  # both are importing / waiting
+    go.write_text("go")
+    outs = [p.communicate(timeout=300) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 3], outs
+    assert any("is open for writing in another process" in o for o, _ in outs)
+    con = duckcluster.connect(db_path)
+    try:
+        assert q(con, "SELECT count(*), count(DISTINCT run_seq), min(status) FROM "
+                      "duckcluster.runs") == [(1, 1, "succeeded")]
+    finally:
+        con.close()
+
+
+def _boot_id() -> str:
+    with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+        return f.read().strip()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs /proc")
+@pytest.mark.parametrize("reopen", [False, True], ids=["same connection", "reopened"])
+def test_a_dead_run_with_a_reused_pid_is_abandoned(con, db_path, reopen):
+    """A run row left 'running' by a dead process whose pid this process now has (PID 1 in
+    a container, twice): its start time differs, so it is abandoned (its tmp folder removed)
+    and a full run goes ahead."""
+    from duckcluster.catalog import runs as _runs
+
+    X, _ = blobs(n_per=50, k=4, d=8)
+    load_table(con, "docs", X)
+    q(con, "SELECT cluster_create('t', source := 'docs', embedding := 'embedding', "
+           "id := 'doc_id', algorithm := 'kmeans', params := {'n_clusters': 4})")
+    mine = _runs.process_token()
+    assert mine.startswith(f"{_boot_id()}:{os.getpid()}:")
+    stale = f"{_boot_id()}:{os.getpid()}:1"  # same boot, same pid, started at tick 1
+    tmp = os.path.join(_artifacts_root(con), "t", "run_dead.tmp")
+    os.makedirs(tmp)
+    with open(os.path.join(tmp, "members.parquet"), "wb") as f:
+        f.write(b"half")
+    q(con, "INSERT INTO duckcluster.runs (run_id, run_seq, name, mode, status, started_at, pid, "
+           "process_token, tmp_path) VALUES ('run_dead', 1, 't', 'full', 'running', "
+           "now()::TIMESTAMP, ?, ?, ?)", [os.getpid(), stale, tmp])
+    if reopen:
+        con.close()
+        con = duckcluster.connect(db_path)
+        assert q(con, "SELECT status FROM duckcluster.runs WHERE run_id = 'run_dead'") == [
+            ("abandoned",)]
+    try:
+        run = q(con, "SELECT cluster_execute('t')")[0][0]
+        assert q(con, "SELECT status FROM duckcluster.runs WHERE run_id = ?", [run]) == [
+            ("succeeded",)]
+        assert q(con, "SELECT status, error FROM duckcluster.runs WHERE run_id = 'run_dead'") == [
+            ("abandoned", "the process running it ended before it finished")]
+        assert not os.path.exists(tmp)
+    finally:
+        if reopen:
+            con.close()
+
+
+def test_a_deleted_definition_is_not_served_and_a_recreated_one_has_no_runs(con, db_path):
+    """After cluster_delete('t') (runs kept), assign_cluster fails on this and another
+    connection; a re-created 't' that never ran serves no old run (members, centroids,
+    quality, assign_cluster, cluster_status, the persistent read side), then serves its own."""
+    X, _ = blobs(n_per=50, k=4, d=8)
+    load_table(con, "docs", X)
+    create = ("SELECT cluster_create('t', source := 'docs', embedding := 'embedding', "
+              "id := 'doc_id', algorithm := 'kmeans', params := {'n_clusters': 4})")
+    q(con, create)
+    old = q(con, "SELECT cluster_execute('t')")[0][0]
+    other = con.cursor()
+    duckcluster.install(other)
+    assign = "SELECT assign_cluster(embedding, 't') FROM docs"
+    assert len(q(other, assign)) == 200  # cached on the other connection now
+    q(con, "SELECT cluster_delete('t')")
+    for c in (con, other):
+        with pytest.raises(duckdb.Error, match="No cluster definition named 't'"):
+            q(c, assign)
+    q(con, create)
+    for sql, message in [
+            (assign, "Cluster 't' has no successful full run yet"),
+            ("SELECT * FROM cluster_members('t')", "Cluster 't' has no successful run yet"),
+            ("SELECT * FROM cluster_centroids('t')", "Cluster 't' has no successful run yet"),
+            ("SELECT * FROM cluster_quality('t')", "Cluster 't' has no successful run yet"),
+            ("SELECT * FROM duckcluster.cluster_members('t')", "has no successful run yet"),
+            (f"SELECT * FROM cluster_members('t', run_id := '{old}')",
+             f"No successful run '{old}' of cluster 't'"),
+            ("SELECT cluster_execute('t', mode := 'assign')", "has no successful full run yet"),
+            ("SELECT cluster_label('t')", "has no successful run yet")]:
+        for c in (con, other):
+            with pytest.raises(duckdb.Error) as err:
+                q(c, sql)
+            assert message in str(err.value), (sql, str(err.value))
+    assert q(con, "SELECT count(*) FROM cluster_runs('t')") == [(0,)]
+    assert q(con, "SELECT n_runs, latest_run_id FROM cluster_list()") == [(0, None)]
+    assert q(con, "SELECT count(*) FROM duckcluster.latest_runs") == [(0,)]
+    with pytest.raises(duckdb.Error, match="No run with id 't'"):
+        q(con, "SELECT * FROM cluster_status('t')")
+    new = q(con, "SELECT cluster_execute('t')")[0][0]
+    assert q(con, "SELECT DISTINCT run_id FROM cluster_members('t')") == [(new,)]
+    assert q(other, "SELECT count(*) FROM (" + assign + ") WHERE 1 = 1") == [(200,)]
+    other.close()
+
+
+def test_assign_parquet_never_writes_into_a_run_folder(con, tmp_path):
+    """cluster_assign_parquet(..., output := <a run's folder or the artifacts folder>,
+    overwrite := true) is refused; the run's Parquet files stay as they were."""
+    X, _ = blobs(n_per=50, k=4, d=8)
+    load_table(con, "docs", X)
+    q(con, "SELECT cluster_create('t', source := 'docs', embedding := 'embedding', "
+           "id := 'doc_id', algorithm := 'kmeans', params := {'n_clusters': 4})")
+    run = q(con, "SELECT cluster_execute('t')")[0][0]
+    folder = q(con, "SELECT artifacts_path FROM duckcluster.runs WHERE run_id = ?", [run])[0][0]
+    root = _artifacts_root(con)
+    data = tmp_path / "data"
+    data.mkdir()
+    q(con, f"COPY (SELECT doc_id, embedding::FLOAT[] AS embedding FROM docs) TO "
+           f"'{data}/part.parquet'")
+    before = {f: open(os.path.join(folder, f), "rb").read() for f in os.listdir(folder)}
+    for output, how in [(folder, f"is the artifacts of run {run}"),
+                        (os.path.join(folder, "sub"), f"is inside the artifacts of run {run}"),
+                        (root, "is the artifacts folder"),
+                        (os.path.join(root, "elsewhere"), "is inside the artifacts folder"),
+                        (os.path.dirname(root), "holds the artifacts folder")]:
+        with pytest.raises(duckdb.Error) as err:
+            q(con, f"SELECT * FROM cluster_assign_parquet('t', '{data}', ?, id := 'doc_id', "
+                   "overwrite := true)", [output])
+        assert how in str(err.value) and "never writes there, even with overwrite := true" \
+            in str(err.value), str(err.value)
+    after = {f: open(os.path.join(folder, f), "rb").read() for f in os.listdir(folder)}
+    assert after == before
+    assert not os.path.exists(os.path.join(root, "elsewhere"))
+
+
+CHILD_KILL = textwrap.dedent("""
+    import os, signal, sys
+    import duckcluster
+    from duckcluster.catalog import runs as _catalog
+    def replace(a, b):  # after the Parquet files are written, before they are renamed
+        os.kill(os.getpid(), signal.SIGKILL)
+    _catalog.os.replace = replace
+    con = duckcluster.connect(sys.argv[1])
+    con.sql("SELECT cluster_execute('t')").fetchall()
+""")
+
+
+def test_a_killed_run_reopened_with_another_artifacts_dir_loses_its_tmp_folder(db_path,
+                                                                                 tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    con = duckcluster.connect(db_path)
+    X, _ = blobs(n_per=50, k=4, d=8)
+    load_table(con, "docs", X)
+    q(con, "SELECT cluster_create('t', source := 'docs', embedding := 'embedding', "
+           "id := 'doc_id', algorithm := 'kmeans', params := {'n_clusters': 4})")
+    first_root = _artifacts_root(con)
+    con.close()
+    script = tmp_path / "child.py"
+    script.write_text(CHILD_KILL)
+    r = subprocess.run([sys.executable, str(script), db_path], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    left = [d for d in os.listdir(os.path.join(first_root, "t")) if d.endswith(".tmp")]
+    assert len(left) == 1 and os.listdir(os.path.join(first_root, "t", left[0]))
+    con = duckcluster.connect(db_path, artifacts_dir=str(tmp_path / "elsewhere"))
+    try:
+        assert q(con, "SELECT status FROM duckcluster.runs") == [("abandoned",)]
+        assert os.listdir(os.path.join(first_root, "t")) == []
     finally:
         con.close()

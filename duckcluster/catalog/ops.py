@@ -9,12 +9,12 @@ unless the caller opened a transaction.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .. import _json
 from .._errors import RunNotFoundError, SpecError, UnknownNameError, closest
 from .._secrets import scrub, scrub_value
 from ..core.spec import ClusterSpec
@@ -33,14 +33,19 @@ def _rows(cur, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
     return [dict(zip(cols, r)) for r in rel.fetchall()]
 
 
+require_writable = catalog.require_writable  # one definition, in the catalog
 
+# rows keyed by definition name, removed by cluster_delete(..., drop_artifacts := true);
+# webhooks with name NULL (every definition) are kept
+catalog.DEFINITION_TABLES.extend(["triggers", "trigger_firings", "drift_checks", "webhooks",
+                                  "webhook_deliveries"])
 
 
 # -- runs ---------------------------------------------------------------------------------
 
 def queue_run(cur, spec: ClusterSpec, mode: str, threshold: float | None) -> str:
     """Insert a run row with status 'queued' (committed at once) and return its id."""
-    run_id = catalog.start_run(cur, spec, mode, threshold, status="queued")
+    run_id = catalog.start_run(cur, spec, mode, threshold, status="queued", verb="submit")
     cur.execute("UPDATE duckcluster.runs SET submitted_at = started_at, progress = 'queued' "
                 "WHERE run_id = ?", [run_id])
     return run_id
@@ -49,7 +54,7 @@ def queue_run(cur, spec: ClusterSpec, mode: str, threshold: float | None) -> str
 def mark_started(cur, run_id: str) -> None:
     """The run left the queue: started_at is now, so duration_s is execution time."""
     cur.execute("UPDATE duckcluster.runs SET started_at = ?, progress = 'starting' "
-                "WHERE run_id = ?", [catalog.now(), run_id])
+                "WHERE run_id = ? AND status = 'queued'", [catalog.now(), run_id])
 
 
 def set_progress(cur, run_id: str, text: str) -> None:
@@ -62,22 +67,23 @@ def run_status(cur, run_id: str) -> str | None:
     return row[0][0] if row else None
 
 
-def active_runs(cur, name: str, mode: str | None = None, pid: int | None = None
+def active_runs(cur, name: str, mode: str | None = None, process_token: str | None = None
                 ) -> list[dict[str, Any]]:
-    """Runs of ``name`` that are queued or running (of one mode / process if given)."""
+    """Runs of ``name`` that are queued or running (of one mode / process if given; a
+    process is its :func:`~duckcluster.catalog.runs.process_token`, not its pid)."""
     q = ("SELECT run_id, mode, status, started_at, pid FROM duckcluster.runs WHERE name = ? "
          "AND status IN ('queued', 'running')")
     params: list[Any] = [name]
     if mode is not None:
         q += " AND mode = ?"
         params.append(mode)
-    if pid is not None:
-        q += " AND pid = ?"
-        params.append(pid)
+    if process_token is not None:
+        q += " AND process_token = ?"
+        params.append(process_token)
     return _rows(cur, q + " ORDER BY run_seq", params)
 
 
-def find_run(cur, run_or_name: str) -> str:
+def resolve_run(cur, run_or_name: str) -> str:
     """A run id as given, or the latest run (any status) of a definition name."""
     if run_or_name is None:
         raise SpecError("cluster_status needs a run id (or a definition name); got NULL.")
@@ -85,8 +91,9 @@ def find_run(cur, run_or_name: str) -> str:
                       [run_or_name]).fetchall()
     if row:
         return row[0][0]
-    row = cur.execute("SELECT run_id FROM duckcluster.runs WHERE name = ? "
-                      "ORDER BY run_seq DESC LIMIT 1", [run_or_name]).fetchall()
+    row = cur.execute("SELECT r.run_id FROM duckcluster.runs r JOIN duckcluster.definitions d "
+                      f"ON d.name = r.name AND {catalog.INCARNATION} WHERE r.name = ? "
+                      "ORDER BY r.run_seq DESC LIMIT 1", [run_or_name]).fetchall()
     if row:
         return row[0][0]
     recent = [r[0] for r in cur.execute(
@@ -143,6 +150,13 @@ def delete_trigger(cur, trigger_id: str) -> dict[str, Any]:
     return row
 
 
+def delete_triggers_of(cur, name: str) -> int:
+    n = cur.execute("SELECT count(*) FROM duckcluster.triggers WHERE name = ?",
+                    [name]).fetchall()[0][0]
+    cur.execute("DELETE FROM duckcluster.triggers WHERE name = ?", [name])
+    return int(n)
+
+
 def definition_exists(cur, name: str) -> bool:
     return cur.execute("SELECT count(*) FROM duckcluster.definitions WHERE name = ?",
                        [name]).fetchall()[0][0] > 0
@@ -158,7 +172,7 @@ def note_check(cur, trigger_id: str, observed: Mapping[str, Any] | None,
     cur.execute("UPDATE duckcluster.triggers SET last_checked_at = ?, last_check = ?, "
                 "last_error = ? WHERE trigger_id = ?",
                 [catalog.now(),
-                 _json.dumps(scrub_value(observed), sort_keys=False) if observed else None,
+                 json.dumps(scrub_value(observed), default=str) if observed else None,
                  scrub(error), trigger_id])
 
 
@@ -174,7 +188,7 @@ def record_firing(cur, trig: Mapping[str, Any], *, reason: str, scheduled_for=No
                     "?, ?)",
                     [firing_id, trig["trigger_id"], trig["name"], trig["kind"], ts,
                      scheduled_for, scrub(reason),
-                     _json.dumps(scrub_value(observed), sort_keys=False)
+                     json.dumps(scrub_value(observed), default=str)
                      if observed is not None else None, run_id, outcome, scrub(error)])
         cur.execute("UPDATE duckcluster.triggers SET last_fired_at = ?, "
                     "last_scheduled_at = coalesce(?, last_scheduled_at) WHERE trigger_id = ?",
@@ -195,9 +209,10 @@ def last_firing(cur, trigger_id: str) -> dict[str, Any] | None:
 
 
 def latest_succeeded(cur, name: str, mode: str | None = None) -> dict[str, Any] | None:
-    q = ("SELECT run_id, mode, n_rows, finished_at FROM duckcluster.runs WHERE name = ? AND "
-         "status = 'succeeded'" + (" AND mode = ?" if mode else "") +
-         " ORDER BY run_seq DESC LIMIT 1")
+    q = ("SELECT r.run_id, r.mode, r.n_rows, r.finished_at FROM duckcluster.runs r JOIN "
+         f"duckcluster.definitions d ON d.name = r.name AND {catalog.INCARNATION} WHERE "
+         "r.name = ? AND r.status = 'succeeded'" + (" AND r.mode = ?" if mode else "") +
+         " ORDER BY r.run_seq DESC LIMIT 1")
     rows = _rows(cur, q, [name, mode] if mode else [name])
     return rows[0] if rows else None
 
@@ -210,7 +225,7 @@ def insert_drift_check(cur, row: Mapping[str, Any]) -> str:
             "drift_current", "statistic", "p_value", "alpha", "drift_detected", "threshold",
             "above_threshold", "n_baseline", "n_current", "details")
     values = {**row, "check_id": check_id, "checked_at": catalog.now(),
-              "details": _json.dumps(row.get("details") or {}, sort_keys=False)}
+              "details": json.dumps(row.get("details") or {}, default=str)}
     cur.execute(f"INSERT INTO duckcluster.drift_checks ({', '.join(cols)}) VALUES "
                 f"({', '.join('?' for _ in cols)})", [values.get(c) for c in cols])
     return check_id

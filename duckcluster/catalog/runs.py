@@ -1,4 +1,4 @@
-"""Definitions, runs, members, centroids and projections in ``duckcluster.*``, and run artifacts.
+"""The catalog: the only module that reads and writes ``duckcluster.*`` tables and artifacts.
 
 Layout of artifacts (a local folder by default)::
 
@@ -8,6 +8,16 @@ Layout of artifacts (a local folder by default)::
 A run is atomic: Parquet files are written into ``<run_id>.tmp`` and renamed,
 then centroids, members and the run row commit in one transaction; on any
 error both are undone and the run is recorded as ``failed`` with its error.
+
+Lifecycle, race-free (see :func:`claimed`): a run start (with the refusal of a second full
+run and the next ``run_seq``), the start of a queued run and ``cluster_delete`` each run in
+one transaction that first updates the claim row of ``duckcluster.run_claims``; DuckDB gives
+the second of two concurrent ones a write-write conflict and it tries again, so no
+check-then-act race remains. ``cluster_delete`` refuses while a run of the definition is
+running (queued runs are failed), and a run commits only while its row is still
+``running``. A run's process is identified by :func:`process_token` (boot id, pid and
+process start time), so a reused pid is not taken for a dead writer. Runs belong to one
+incarnation of a definition: those started before it was (re)created are not its runs.
 """
 
 from __future__ import annotations
@@ -16,25 +26,62 @@ import datetime as _dt
 import json
 import os
 import platform
+import random
 import secrets
 import shutil
+import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from importlib.metadata import PackageNotFoundError, version
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
-from .._errors import RunNotFoundError, SpecError, UnknownNameError, closest
+from .._errors import (
+    DatabaseBusyError,
+    RunFailedError,
+    RunInProgressError,
+    RunNotFoundError,
+    SpecError,
+    UnknownNameError,
+    closest,
+)
 from .._secrets import scrub
 from .._source import quote_literal
 from ..core.spec import ClusterSpec
-from ..core.vectors import matrix
-from . import DEFINITION_TABLES, Settings, ensure, sql_text  # noqa: F401  (re-exported)
 
+SCHEMA = "duckcluster"
+
+#: Catalog tables whose rows belong to one definition through a ``name`` column;
+#: ``cluster_delete(..., drop_artifacts := true)`` empties them for that name.
+#: Feature areas (labels, drift...) append their own tables at import.
+DEFINITION_TABLES: list[str] = ["members", "centroids", "projections", "lineage",
+                                 "cluster_id_marks", "runs"]
 _LIBS = ("duckcluster", "duckdb", "numpy", "scikit-learn", "hdbscan", "umap-learn", "pyarrow")
+
+
+def sql_text(filename: str) -> str:
+    """Text of a file in the package's ``sql/`` folder."""
+    return resources.files("duckcluster").joinpath("sql", filename).read_text(encoding="utf-8")
+
+
+def ensure(cur: duckdb.DuckDBPyConnection) -> None:
+    """Create the catalog schema and tables if missing (idempotent).
+
+    Runs ``sql/catalog.sql``, then every ``sql/catalog_<area>.sql`` (drift,
+    labels...) in name order.
+    """
+    cur.execute(sql_text("catalog.sql"))
+    folder = resources.files("duckcluster").joinpath("sql")
+    for name in sorted(p.name for p in folder.iterdir()):
+        if name.startswith("catalog_") and name.endswith(".sql"):
+            cur.execute(sql_text(name))
+    from .read_side import ensure_persistent  # the read side persisted in the file
+
+    ensure_persistent(cur)
 
 
 def now() -> _dt.datetime:
@@ -52,6 +99,13 @@ def library_versions() -> dict[str, str]:
 
 
 # -- settings ---------------------------------------------------------------
+
+@dataclass
+class Settings:
+    """Per-connection settings: where artifacts go."""
+
+    artifacts_dir: str
+
 
 def resolve_artifacts_dir(cur: duckdb.DuckDBPyConnection, given: str | None) -> str:
     """Explicit > stored in duckcluster.meta > next to the database file > a temp folder."""
@@ -115,6 +169,7 @@ def put_definition(cur, spec: ClusterSpec, replace: bool = False) -> None:
     else:
         cur.execute("INSERT INTO duckcluster.definitions VALUES (?, ?, ?, ?)",
                     [spec.name, spec.to_json(), ts, ts])
+    _EPOCH[0] += 1
 
 
 def get_definition(cur, name: str) -> ClusterSpec:
@@ -131,24 +186,54 @@ def get_definition(cur, name: str) -> ClusterSpec:
 
 
 def delete_definition(cur, name: str, drop_artifacts: bool, settings: Settings) -> int:
+    """Remove a definition (and, with ``drop_artifacts``, every row and file of its runs).
+
+    Refused while one of its runs is running in this process (RunInProgressError: its
+    commit would leave members, centroids and files no definition owns); its queued runs
+    are failed, runs of dead processes abandoned. Returns the number of runs whose files
+    were (or would have been) removed."""
     get_definition(cur, name)
-    paths = [r[0] for r in cur.execute(
-        "SELECT artifacts_path FROM duckcluster.runs WHERE name = ? AND artifacts_path IS NOT NULL",
-        [name]).fetchall()]
-    cur.execute("BEGIN")
-    try:
+    token = process_token()
+    out: dict[str, list] = {}
+
+    def body(_seq: int | None) -> None:
+        get_definition(cur, name)  # in this transaction: deleted meanwhile?
+        active = _active_runs(cur, name)
+        busy = [r for r in active if r["status"] == "running" and r["process_token"] == token]
+        if busy:
+            b = busy[0]
+            raise RunInProgressError(
+                f"Cluster {name!r} has a {b['mode']} run in progress: {b['run_id']} (running "
+                f"since {b['started_at']:%Y-%m-%d %H:%M:%S} UTC). Deleting the definition now "
+                "would leave that run's members, centroids and files without an owner, so "
+                f"nothing was deleted. Wait for it (SELECT cluster_wait('{b['run_id']}')), "
+                "then delete again.")
+        dead = [r for r in active if r["process_token"] != token]
+        _abandon(cur, dead)
+        ts = now()
+        for r in active:
+            if r not in dead:  # queued here: it must never start
+                cur.execute(
+                    "UPDATE duckcluster.runs SET status = 'failed', error = ?, finished_at = ? "
+                    "WHERE run_id = ?",
+                    [f"UnknownNameError: No cluster definition named {name!r}: cluster_delete "
+                     "removed it before this queued run started.", ts, r["run_id"]])
+        out["paths"] = [r[0] for r in cur.execute(
+            "SELECT artifacts_path FROM duckcluster.runs WHERE name = ? AND "
+            "artifacts_path IS NOT NULL", [name]).fetchall()]
         cur.execute("DELETE FROM duckcluster.definitions WHERE name = ?", [name])
         if drop_artifacts:
             for table in DEFINITION_TABLES:
                 cur.execute(f"DELETE FROM duckcluster.{table} WHERE name = ?", [name])
-        cur.execute("COMMIT")
-    except BaseException:
-        cur.execute("ROLLBACK")
-        raise
+        out["dead"] = dead
+
+    claimed(cur, body)
+    _EPOCH[0] += 1
+    _remove_run_folders(out["dead"], settings)
     if drop_artifacts:
-        for p in paths:
+        for p in out["paths"]:
             _rmtree(p)
-    return len(paths)
+    return len(out["paths"])
 
 
 # -- runs -------------------------------------------------------------------------
@@ -157,17 +242,183 @@ def new_run_id() -> str:
     return f"run_{now():%Y%m%dT%H%M%S}_{secrets.token_hex(4)}"
 
 
+# -- processes and the claim ------------------------------------------------------------
+
+_TOKEN: tuple[int, str] | None = None
+_EPOCH = [0]
+_CLAIM_TRIES = 400
+#: Runs "started at or after the definition's created_at": the runs of its incarnation.
+INCARNATION = "r.started_at >= d.created_at"
+
+
+def epoch() -> int:
+    """A counter bumped whenever this process creates, replaces or deletes a definition:
+    caches of run lookups (assign_cluster's centroids) compare it."""
+    return _EPOCH[0]
+
+
+def process_token() -> str:
+    """Who runs a run: ``<boot id>:<pid>:<start time in clock ticks>`` from /proc, so a
+    later process that gets the same pid (PID 1 in a container) has another token; where
+    /proc is missing, ``<host>:<pid>:<random>`` drawn once per process."""
+    global _TOKEN
+    pid = os.getpid()
+    if _TOKEN is None or _TOKEN[0] != pid:  # (a forked child has its own)
+        try:
+            with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+                boot = f.read().strip()
+            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+                start = f.read().rsplit(")", 1)[1].split()[19]  # field 22: starttime
+            token = f"{boot}:{pid}:{start}"
+        except (OSError, IndexError):
+            token = f"{platform.node()}:{pid}:{secrets.token_hex(8)}"
+        _TOKEN = (pid, token)
+    return _TOKEN[1]
+
+
+def claimed(cur, body: Callable[[int | None], object], next_seq: bool = False):
+    """``body(run_seq)`` in one transaction that first updates the claim row.
+
+    Two concurrent claims conflict in DuckDB (the second writer of the row gets a
+    TransactionException, whether the first is still open or committed after the second
+    began); the loser rolls back and tries again with a fresh snapshot, which sees what
+    the winner committed. ``next_seq``: also take the next ``run_seq`` (passed to
+    ``body``; unique, above every stored one)."""
+    delay = 0.002
+    for _ in range(_CLAIM_TRIES):
+        cur.execute("BEGIN")
+        try:
+            seq = _take_claim(cur, next_seq)
+            out = body(seq)
+            cur.execute("COMMIT")
+            return out
+        except duckdb.TransactionException as exc:
+            _rollback(cur)
+            if "onflict" not in str(exc):
+                raise
+            time.sleep(delay * (1.0 + random.random()))
+            delay = min(delay * 2, 0.1)
+        except BaseException:
+            _rollback(cur)
+            raise
+    raise DatabaseBusyError("The run catalog stayed busy with other sessions' runs for too "
+                            "long; try again.")
+
+
+def _take_claim(cur, next_seq: bool) -> int | None:
+    seq = ("greatest(run_seq, (SELECT coalesce(max(run_seq), 0) FROM duckcluster.runs)) + 1"
+           if next_seq else "run_seq")
+    rows = cur.execute(f"UPDATE duckcluster.run_claims SET run_seq = {seq}, claimed_at = ? "
+                       "WHERE scope = 'runs' RETURNING run_seq", [now()]).fetchall()
+    if not rows:  # the row was removed by hand: put it back
+        rows = cur.execute("INSERT INTO duckcluster.run_claims SELECT 'runs', coalesce("
+                           f"max(run_seq), 0) + {int(next_seq)}, ? FROM duckcluster.runs "
+                           "RETURNING run_seq", [now()]).fetchall()
+    return int(max(r[0] for r in rows)) if next_seq else None
+
+
+def _rollback(cur) -> None:
+    try:
+        cur.execute("ROLLBACK")
+    except duckdb.Error:  # DuckDB already rolled back the conflicting transaction
+        pass
+
+
+def _active_runs(cur, name: str, mode: str | None = None) -> list[dict]:
+    """Queued and running runs of ``name`` (in the current transaction)."""
+    rel = cur.execute(
+        "SELECT run_id, name, mode, status, started_at, process_token, tmp_path FROM "
+        "duckcluster.runs WHERE name = ? AND status IN ('queued', 'running')"
+        + (" AND mode = ?" if mode else "") + " ORDER BY run_seq",
+        [name, mode] if mode else [name])
+    cols = [d[0] for d in rel.description]
+    return [dict(zip(cols, r)) for r in rel.fetchall()]
+
+
+def run_in_progress(name: str, row: dict, verb: str = "run") -> RunInProgressError:
+    """The refusal of a second full run of ``name`` while ``row`` is queued or running."""
+    return RunInProgressError(
+        f"Cluster {name!r} already has a full run {row['status']} in this process: "
+        f"{row['run_id']} (since {row['started_at']:%Y-%m-%d %H:%M:%S} UTC). A second full "
+        "run of the same definition is refused. Wait for it (SELECT cluster_wait("
+        f"'{row['run_id']}')) or watch it (SELECT * FROM cluster_status('{row['run_id']}')), "
+        f"then {verb} again.")
+
+
+def _abandon(cur, rows: list[dict]) -> None:
+    """Inside a claim: the runs of dead processes become 'abandoned', their rows removed."""
+    ts = now()
+    for r in rows:
+        for table in ("members", "centroids", "projections"):
+            cur.execute(f"DELETE FROM duckcluster.{table} WHERE run_id = ?", [r["run_id"]])
+        cur.execute(
+            "UPDATE duckcluster.runs SET status = 'abandoned', error = coalesce(error, "
+            "'the process running it ended before it finished'), finished_at = ? "
+            "WHERE run_id = ?", [ts, r["run_id"]])
+
+
+def _remove_run_folders(rows: list[dict], settings: Settings | None) -> None:
+    """The half-written folders of abandoned runs: the ``.tmp`` folder the run recorded
+    (and the folder it is renamed to), and where the current artifacts_dir would put them."""
+    for r in rows:
+        tmp = r.get("tmp_path")
+        paths = [tmp, tmp[:-len(".tmp")] if tmp and tmp.endswith(".tmp") else None]
+        if settings is not None and settings.artifacts_dir:
+            final = run_dir(settings, r["name"], r["run_id"])
+            paths += [final, final + ".tmp"]
+        for p in paths:
+            if p:
+                _rmtree(p)
+
+
 def start_run(cur, spec: ClusterSpec, mode: str, threshold: float | None,
-              status: str = "running") -> str:
-    """Insert the run row (committed at once, so a failure is always recorded)."""
+              status: str = "running", verb: str = "run") -> str:
+    """Insert the run row (committed at once, so a failure is always recorded).
+
+    In one claim (:func:`claimed`): the definition must still exist, a full run is refused
+    while another full run of it is queued or running in this process (RunInProgressError;
+    those of dead processes are marked abandoned), and the row gets the next run_seq."""
     run_id = new_run_id()
-    cur.execute(
-        "INSERT INTO duckcluster.runs (run_id, run_seq, name, mode, status, started_at, seed, "
-        "assignment_threshold, spec, versions, pid) SELECT ?, coalesce(max(run_seq), 0) + 1, ?, ?, "
-        "?, ?, ?, ?, ?, ?, ? FROM duckcluster.runs",
-        [run_id, spec.name, mode, status, now(), spec.seed, threshold, spec.to_json(),
-         json.dumps(library_versions(), sort_keys=True), os.getpid()])
+    token = process_token()
+    versions = json.dumps(library_versions(), sort_keys=True)
+    dead: list[dict] = []
+
+    def body(seq: int | None) -> None:
+        get_definition(cur, spec.name)
+        if mode == "full":
+            active = _active_runs(cur, spec.name, "full")
+            mine = [r for r in active if r["process_token"] == token]
+            if mine:
+                raise run_in_progress(spec.name, mine[0], verb)
+            _abandon(cur, active)
+            dead[:] = active
+        cur.execute(
+            "INSERT INTO duckcluster.runs (run_id, run_seq, name, mode, status, started_at, "
+            "seed, assignment_threshold, spec, versions, pid, process_token) VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [run_id, seq, spec.name, mode, status, now(), spec.seed, threshold,
+             spec.to_json(), versions, os.getpid(), token])
+
+    claimed(cur, body, next_seq=True)
+    _remove_run_folders(dead, None)
     return run_id
+
+
+def start_queued(cur, run_id: str) -> None:
+    """A queued run leaves the queue: 'running', in a claim, unless it was failed (its
+    definition deleted) or cancelled meanwhile (RunFailedError)."""
+    def body(_seq: int | None) -> None:
+        row = cur.execute("SELECT status, error FROM duckcluster.runs WHERE run_id = ?",
+                          [run_id]).fetchall()
+        if not row:
+            raise RunNotFoundError(f"Run {run_id!r} no longer exists in the catalog.")
+        if row[0][0] != "queued":
+            raise RunFailedError(f"Run {run_id} cannot start: it is {row[0][0]}"
+                                 + (f" ({row[0][1]})" if row[0][1] else "") + ".")
+        cur.execute("UPDATE duckcluster.runs SET status = 'running', process_token = ? "
+                    "WHERE run_id = ?", [process_token(), run_id])
+
+    claimed(cur, body)
 
 
 def set_status(cur, run_id: str, status: str) -> None:
@@ -187,32 +438,41 @@ def note_run(cur, run_id: str, note: str) -> None:
     cur.execute("UPDATE duckcluster.runs SET error = ? WHERE run_id = ?", [scrub(note), run_id])
 
 
-def mark_abandoned(cur, alive_pids: set[int], settings: Settings) -> int:
+def mark_abandoned(cur, alive_pids: set[int] | None, settings: Settings) -> int:
     """Runs left queued/running by a process that is gone become 'abandoned'; their
-    half-written artifacts (the run folder or its ``.tmp``) are removed. Returns how
-    many were marked."""
-    rows = cur.execute(
-        "SELECT run_id, pid, name FROM duckcluster.runs "
-        "WHERE status IN ('queued', 'running')").fetchall()
-    dead = [r for r in rows if r[1] not in alive_pids]
-    for run_id, _pid, name in dead:
-        cur.execute("BEGIN")
-        cur.execute("DELETE FROM duckcluster.members WHERE run_id = ?", [run_id])
-        cur.execute("DELETE FROM duckcluster.centroids WHERE run_id = ?", [run_id])
-        cur.execute(
-            "UPDATE duckcluster.runs SET status = 'abandoned', error = coalesce(error, "
-            "'the process running it ended before it finished'), finished_at = ? WHERE run_id = ?",
-            [now(), run_id])
-        cur.execute("COMMIT")
-        path = run_dir(settings, name, run_id)
-        _rmtree(path)
-        _rmtree(path + ".tmp")
-    return len(dead)
+    half-written artifacts (the ``.tmp`` folder they recorded, the run folder) are removed.
+    Returns how many were marked.
+
+    A run is this process's when its process token (boot id, pid, start time) is this
+    process's: a reused pid does not keep a dead writer's run alive. Any other process
+    that wrote the file has ended, since DuckDB lets one process write it at a time.
+    ``alive_pids`` is kept for callers; only the token decides."""
+    del alive_pids
+    token = process_token()
+    out: list[dict] = []
+
+    def body(_seq: int | None) -> None:
+        rel = cur.execute(
+            "SELECT run_id, name, mode, status, started_at, process_token, tmp_path FROM "
+            "duckcluster.runs WHERE status IN ('queued', 'running') AND "
+            "process_token IS DISTINCT FROM ?", [token])
+        cols = [d[0] for d in rel.description]
+        out[:] = [dict(zip(cols, r)) for r in rel.fetchall()]
+        _abandon(cur, out)
+
+    if cur.execute("SELECT count(*) FROM duckcluster.runs WHERE status IN ('queued', "
+                   "'running') AND process_token IS DISTINCT FROM ?", [token]).fetchall()[0][0]:
+        claimed(cur, body)
+        _remove_run_folders(out, settings)
+    return len(out)
 
 
 def latest_run(cur, name: str, mode: str | None = None) -> str:
-    q = ("SELECT run_id FROM duckcluster.runs WHERE name = ? AND status = 'succeeded'"
-         + (" AND mode = ?" if mode else "") + " ORDER BY run_seq DESC LIMIT 1")
+    """The latest successful run of the current definition ``name`` (its incarnation:
+    runs of a deleted definition of the same name do not count)."""
+    q = ("SELECT r.run_id FROM duckcluster.runs r JOIN duckcluster.definitions d ON "
+         f"d.name = r.name AND {INCARNATION} WHERE r.name = ? AND r.status = 'succeeded'"
+         + (" AND r.mode = ?" if mode else "") + " ORDER BY r.run_seq DESC LIMIT 1")
     row = cur.execute(q, [name, mode] if mode else [name]).fetchall()
     if not row:
         get_definition(cur, name)
@@ -232,45 +492,12 @@ def get_run(cur, run_id: str) -> dict:
     return dict(zip(cols, row[0]))
 
 
-@dataclass(frozen=True)
-class Centroids:
-    """A run's top-level centroids: what assignment, drift and scale-out read."""
-
-    run_id: str
-    cluster_ids: np.ndarray                  # (k,) int32, ascending
-    C: np.ndarray                            # (k, d) float32, as stored (unit rows)
-    column: pa.Array                         # the stored ``centroid`` column (FLOAT[])
-    labels: dict[str, list] | None = None    # field -> values aligned with cluster_ids
-
-
-def resolve_run(cur, name: str, run_id: str | None = None, mode: str | None = None) -> str:
-    """``run_id`` checked to be a successful run of definition ``name``, or its latest one
-    (of ``mode`` when given)."""
-    get_definition(cur, name)
-    if run_id is None:
-        return latest_run(cur, name, mode=mode)
-    row = cur.execute("SELECT status, mode FROM duckcluster.runs WHERE run_id = ? AND name = ?",
-                      [run_id, name]).fetchall()
-    if not row or row[0][0] != "succeeded" or (mode and row[0][1] != mode):
-        kind = f"successful {mode} run" if mode else "successful run"
-        raise RunNotFoundError(
-            f"No {kind} {run_id!r} of cluster {name!r}. List runs with "
-            f"SELECT * FROM cluster_runs({quote_literal(name)}).")
-    return run_id
-
-
-def centroid_matrix(cur, run_id: str, fields: tuple[str, ...] = ()) -> Centroids:
-    """Top-level centroids of a run as a (k, d) float32 matrix, plus the label ``fields``
-    (``label``, ``summary``, ``keywords``) asked for. A run with no clusters gives k = 0."""
-    extra = "".join(f", {f}" for f in fields if f in ("label", "summary", "keywords"))
+def load_centroids(cur, run_id: str) -> tuple[list[int], "pa.Table"]:
+    """Top-level centroids of a run as (cluster_ids, arrow table)."""
     tbl = cur.sql(
-        f"SELECT cluster_id, centroid{extra} FROM duckcluster.centroids WHERE run_id = ? AND "
+        "SELECT cluster_id, centroid FROM duckcluster.centroids WHERE run_id = ? AND "
         "hierarchy_level = 0 ORDER BY cluster_id", params=[run_id]).to_arrow_table()
-    column = tbl.column("centroid").combine_chunks()
-    ids = np.asarray(tbl.column("cluster_id").to_numpy(), dtype=np.int32)
-    labels = {f: tbl.column(f).to_pylist() for f in fields if f in tbl.column_names}
-    return Centroids(run_id=run_id, cluster_ids=ids, C=matrix(column, len(ids)), column=column,
-                     labels=labels or None)
+    return tbl.column("cluster_id").to_pylist(), tbl
 
 
 def load_projection(cur, run_id: str):
@@ -294,6 +521,9 @@ def commit_run(cur, run_id: str, settings: Settings, centroids: pa.Table, member
     final = run_dir(settings, spec_name, run_id)
     local = "://" not in final
     tmp = final + ".tmp" if local else final
+    # recorded first: a process killed from here on leaves a folder the next open removes,
+    # whatever artifacts_dir it uses
+    cur.execute("UPDATE duckcluster.runs SET tmp_path = ? WHERE run_id = ?", [tmp, run_id])
     try:
         if local:
             os.makedirs(tmp, exist_ok=True)
@@ -315,6 +545,7 @@ def commit_run(cur, run_id: str, settings: Settings, centroids: pa.Table, member
         try:  # views live outside the transaction: an aborted one cannot unregister
             cur.execute("BEGIN")
             try:
+                _still_running(cur, run_id)
                 for fname, tbl in (("centroids", centroids), ("members", members)):
                     cols = ", ".join(f'"{c}"' for c in tbl.column_names)
                     cur.execute(f"INSERT INTO duckcluster.{fname} ({cols}) "
@@ -329,12 +560,21 @@ def commit_run(cur, run_id: str, settings: Settings, centroids: pa.Table, member
                 updates = {**updates, "status": "succeeded", "artifacts_path": final,
                            "finished_at": finished}
                 sets = ", ".join(f"{k} = ?" for k in updates)
-                cur.execute(f"UPDATE duckcluster.runs SET {sets}, duration_s = "
-                            "date_diff('microsecond', started_at, ?::TIMESTAMP) / 1e6 "
-                            "WHERE run_id = ?", [*updates.values(), finished, run_id])
+                done = cur.execute(
+                    f"UPDATE duckcluster.runs SET {sets}, duration_s = "
+                    "date_diff('microsecond', started_at, ?::TIMESTAMP) / 1e6 "
+                    "WHERE run_id = ? AND status = 'running' RETURNING run_id",
+                    [*updates.values(), finished, run_id]).fetchall()
+                if not done:
+                    _still_running(cur, run_id)
                 cur.execute("COMMIT")
+            except duckdb.TransactionException as exc:  # its row changed under it
+                _rollback(cur)
+                raise RunFailedError(
+                    f"Run {run_id} was not committed: its catalog row changed while it "
+                    f"committed ({exc}); nothing of it was kept.") from None
             except BaseException:
-                cur.execute("ROLLBACK")
+                _rollback(cur)
                 raise
         finally:
             for view in views.values():
@@ -351,8 +591,9 @@ def commit_run(cur, run_id: str, settings: Settings, centroids: pa.Table, member
 
 def previous_full_run(cur, name: str) -> str | None:
     """The latest successful full run of a definition, or None (its first run)."""
-    row = cur.execute("SELECT run_id FROM duckcluster.runs WHERE name = ? AND status = "
-                      "'succeeded' AND mode = 'full' ORDER BY run_seq DESC LIMIT 1",
+    row = cur.execute("SELECT r.run_id FROM duckcluster.runs r JOIN duckcluster.definitions d "
+                      f"ON d.name = r.name AND {INCARNATION} WHERE r.name = ? AND r.status = "
+                      "'succeeded' AND r.mode = 'full' ORDER BY r.run_seq DESC LIMIT 1",
                       [name]).fetchall()
     return row[0][0] if row else None
 
@@ -413,6 +654,17 @@ def write_lineage(cur, name: str, rows: list[dict], next_id: int) -> None:
                         f"({', '.join('?' * len(cols))})", [[r[c] for c in cols] for r in rows])
     cur.execute("DELETE FROM duckcluster.cluster_id_marks WHERE name = ?", [name])
     cur.execute("INSERT INTO duckcluster.cluster_id_marks VALUES (?, ?)", [name, int(next_id)])
+
+
+def _still_running(cur, run_id: str) -> None:
+    """Inside the commit: the run row must still be 'running' (RunFailedError otherwise)."""
+    row = cur.execute("SELECT status FROM duckcluster.runs WHERE run_id = ?",
+                      [run_id]).fetchall()
+    if not row or row[0][0] != "running":
+        what = "was removed" if not row else f"is {row[0][0]!r}"
+        raise RunFailedError(
+            f"Run {run_id} was not committed: its catalog row {what} (another session "
+            "deleted or ended it while it ran); nothing of it was kept.")
 
 
 def _rmtree(path: str) -> None:

@@ -25,8 +25,9 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from .._errors import SpecError, unknown_name
-from .._params import optional_import
+from .._errors import MissingDependencyError, SpecError, unknown_name
+
+INSTALL_HINT = "pip install 'duckcluster[ray]'"
 
 
 class Executor(Protocol):
@@ -111,8 +112,13 @@ def get_executor(backend: str = "local", ray_address: str | None = None) -> Exec
 
 def import_ray() -> Any:
     """``import ray``, or a MissingDependencyError saying how to install it."""
-    return optional_import("ray", "ray", "backend := 'ray'", what="Ray",
-                           alternative=" (or use backend := 'local')")
+    try:
+        import ray
+    except ImportError:
+        raise MissingDependencyError(
+            "backend := 'ray' needs Ray, which is not installed. Install it with "
+            f"{INSTALL_HINT} (or use backend := 'local').") from None
+    return ray
 
 
 _init_lock = threading.Lock()

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .. import _json
 from .._errors import SpecError, closest
 from .._params import Param, validate_params
 from .algorithms import get_algorithm, validate_algorithm_params
@@ -50,7 +49,7 @@ _NAME_RE = re.compile(r"^[^\x00-\x1f]{1,128}$")
 
 @dataclass(frozen=True)
 class ClusterSpec:
-    """A validated cluster definition: what `cluster_create` stores and every run reads."""
+    """A validated cluster definition (see SPEC section 3)."""
 
     name: str
     source: str
@@ -113,7 +112,7 @@ class ClusterSpec:
         d = asdict(self)
         d["embedding"] = list(self.embedding)
         d["preprocessing"] = [{"method": m, **p} for m, p in self.preprocessing]
-        return _json.dumps(d)
+        return json.dumps(d, sort_keys=True, default=str)
 
     @classmethod
     def from_json(cls, text: str) -> "ClusterSpec":

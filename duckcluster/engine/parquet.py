@@ -29,8 +29,6 @@ import pyarrow as pa
 
 from .._errors import DataError, SpecError, closest
 from .._params import Param, parse_field_list, validate_params
-from ..catalog import runs as catalog
-from ..catalog.runs import Centroids
 from ..core.backend import check_address, check_backend, ensure_ray
 from ..core.vectors import check_finite, to_dense
 
@@ -61,6 +59,16 @@ OPTIONS: dict[str, Param] = {
 #: candidates within this cosine of the best one are scored again exactly
 _TIE_TOL = 1e-3
 _EXACT_CHUNK = 8192
+
+
+@dataclass(frozen=True)
+class Centroids:
+    """What every batch needs: a run's top-level centroids and their labels."""
+
+    run_id: str
+    cluster_ids: np.ndarray  # (k,) int32
+    C: np.ndarray  # (k, d) float32, L2-normalized
+    labels: Mapping[str, list] | None = None  # field -> values aligned with cluster_ids
 
 
 @dataclass(frozen=True)
@@ -268,6 +276,34 @@ def check_output(output: Any, files: list[str], overwrite: bool) -> str:
     return out
 
 
+def check_not_artifacts(cur, out: str, output: Any) -> None:
+    """Refuse an output folder that is, holds or lies inside the artifacts folder or any
+    run's artifact folder: ``overwrite := true`` would replace a run's Parquet files."""
+    rows = cur.execute(
+        "SELECT 'the artifacts folder', value FROM duckcluster.meta WHERE key = 'artifacts_dir' "
+        "UNION ALL SELECT 'the artifacts of run ' || run_id, artifacts_path FROM duckcluster.runs "
+        "WHERE artifacts_path IS NOT NULL UNION ALL SELECT 'the temporary folder of run ' || "
+        "run_id, tmp_path FROM duckcluster.runs WHERE tmp_path IS NOT NULL AND status IN "
+        "('queued', 'running')").fetchall()
+    hits = []
+    for what, path in rows:
+        if not path or "://" in path:
+            continue
+        p = os.path.abspath(path)
+        common = os.path.commonpath([out, p])
+        if out == p:
+            hits.append((0, 0, "is", what, p))
+        elif common == p:
+            hits.append((1, -len(p), "is inside", what, p))
+        elif common == out:
+            hits.append((2, len(p), "holds", what, p))
+    if hits:
+        _, _, how, what, p = min(hits)  # the most telling: the same folder, the closest one
+        raise SpecError(
+            f"output {output!r} {how} {what} ({p}); cluster_assign_parquet never writes "
+            "there, even with overwrite := true. Pick a folder outside the artifacts folder.")
+
+
 def prepare(source: Any, output: Any, fields: Any, options: Mapping[str, Any]
             ) -> tuple[list[str], str, Job, dict[str, Any]]:
     """Validate everything before any work: (files, output folder, job, options)."""
@@ -399,14 +435,35 @@ def run(files: list[str], out: str, ref: Centroids, job: Job, opts: Mapping[str,
 
 def load_centroids(cur, name: str, run_id: str | None, fields: Sequence[str]) -> Centroids:
     """The top-level centroids (and label fields) of ``run_id`` or the latest full run."""
-    run_id = catalog.resolve_run(cur, name, run_id, mode=None if run_id else "full")
-    return catalog.centroid_matrix(cur, run_id, tuple(f for f in fields
-                                                      if f in ("label", "summary", "keywords")))
+    from .._errors import RunNotFoundError
+    from ..catalog import runs as catalog
+
+    if run_id is None:
+        run_id = catalog.latest_run(cur, name, mode="full")
+    else:
+        run = catalog.get_run(cur, run_id)
+        if run["name"] != name or run["status"] != "succeeded":
+            raise RunNotFoundError(f"No successful run {run_id!r} of cluster {name!r}. List runs "
+                                   f"with SELECT * FROM cluster_runs({name!r}).")
+    tbl = cur.sql("SELECT cluster_id, centroid, label, summary, keywords FROM "
+                  "duckcluster.centroids WHERE run_id = ? AND hierarchy_level = 0 "
+                  "ORDER BY cluster_id", params=[run_id]).to_arrow_table()
+    ids = np.asarray(tbl.column("cluster_id").to_numpy(), dtype=np.int32)
+    if len(ids):
+        C = np.asarray(tbl.column("centroid").combine_chunks().flatten().to_numpy(),
+                       dtype=np.float32).reshape(len(ids), -1)
+    else:
+        C = np.zeros((0, 0), dtype=np.float32)
+    labels = {f: tbl.column(f).to_pylist() for f in ("label", "summary", "keywords")
+              if f in fields}
+    return Centroids(run_id=run_id, cluster_ids=ids, C=C, labels=labels or None)
 
 
 def assign_parquet(cur, name: str, source: Any, output: Any, fields: Any = None,
                    options: Mapping[str, Any] | None = None) -> AssignResult:
     """Validate, read the centroids, then assign every row of ``source`` into ``output``."""
+    if isinstance(output, str) and output.strip() and "://" not in output:
+        check_not_artifacts(cur, os.path.abspath(os.path.expanduser(output.strip())), output)
     files, out, job, opts = prepare(source, output, fields, options or {})
     ref = load_centroids(cur, name, opts["run_id"], job.fields)
     return run(files, out, ref, job, opts)

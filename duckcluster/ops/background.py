@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import duckdb
 
 from .._errors import DuckclusterError, RunFailedError, SpecError
+from .._errors import RunInProgressError  # noqa: F401 - re-exported (ops.triggers imports it here)
 from .._source import check_query, is_query
 from ..catalog import ops as store
 from ..catalog import runs as catalog
@@ -45,10 +46,6 @@ log = logging.getLogger("duckcluster.background")
 _PROGRESS_EVERY_S = 0.5
 _SUBMIT_LOCK = threading.Lock()
 _RUNNERS: "weakref.WeakSet[Runner]" = weakref.WeakSet()
-
-
-class RunInProgressError(DuckclusterError):
-    """A full run of the definition is already queued or running in this process."""
 
 
 @dataclass
@@ -64,16 +61,13 @@ class _Job:
 
 def refuse_second_full_run(cur, name: str, verb: str = "run") -> None:
     """Raise RunInProgressError when a full run of ``name`` is queued or running in
-    this process (a background one, or a synchronous one on another thread)."""
-    busy = store.active_runs(cur, name, mode="full", pid=store.this_pid())
+    this process (a background one, or a synchronous one on another thread).
+
+    An early, cheap answer before any validation; the race-free refusal is the claim in
+    :func:`~duckcluster.catalog.runs.start_run`, which gives the same error."""
+    busy = store.active_runs(cur, name, mode="full", process_token=catalog.process_token())
     if busy:
-        b = busy[0]
-        raise RunInProgressError(
-            f"Cluster {name!r} already has a full run {b['status']} in this "
-            f"process: {b['run_id']} (since {b['started_at']:%Y-%m-%d %H:%M:%S} "
-            "UTC). A second full run of the same definition is refused. Wait for "
-            f"it (SELECT cluster_wait('{b['run_id']}')) or watch it (SELECT * FROM "
-            f"cluster_status('{b['run_id']}')), then {verb} again.")
+        raise catalog.run_in_progress(name, busy[0], verb)
 
 
 class Runner:
@@ -119,7 +113,7 @@ class Runner:
         if threshold is not None and not (0.0 <= float(threshold) <= 1.0):
             raise SpecError("assignment_threshold must be a float in the range [0, 1]. "
                             f"Got {threshold!r} instead.")
-        catalog.require_writable(cur, "cluster_submit")
+        store.require_writable(cur, "cluster_submit")
         _preload()
         spec = catalog.get_definition(cur, name)
         if is_query(spec.source):  # a stored multi-statement source never runs

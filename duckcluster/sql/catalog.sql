@@ -128,3 +128,22 @@ CREATE TABLE IF NOT EXISTS duckcluster.cluster_id_marks (
     name             VARCHAR NOT NULL,
     next_cluster_id  INTEGER NOT NULL
 );
+
+-- Run lifecycle. process_token: boot id, pid and start time of the process running a run
+-- (a reused pid is not taken for a dead writer); tmp_path: its temporary artifact folder
+-- (removed when its process died, whatever artifacts_dir the next open uses).
+ALTER TABLE duckcluster.runs ADD COLUMN IF NOT EXISTS process_token VARCHAR;
+ALTER TABLE duckcluster.runs ADD COLUMN IF NOT EXISTS tmp_path VARCHAR;
+
+-- The claim row: every run start (which takes the next run_seq here), start of a queued run
+-- and cluster_delete updates it first, in its own transaction, so they serialize: DuckDB gives
+-- the second of two concurrent writers of this row a conflict, and it retries. No index on
+-- purpose: on a table with a primary key, DuckDB lets a concurrent committed update be lost.
+CREATE TABLE IF NOT EXISTS duckcluster.run_claims (
+    scope      VARCHAR NOT NULL,
+    run_seq    BIGINT NOT NULL,
+    claimed_at TIMESTAMP
+);
+INSERT INTO duckcluster.run_claims
+    SELECT 'runs', coalesce(max(run_seq), 0), NULL FROM duckcluster.runs
+    WHERE NOT EXISTS (SELECT 1 FROM duckcluster.run_claims WHERE scope = 'runs');

@@ -21,7 +21,8 @@ CREATE OR REPLACE VIEW duckcluster.latest_runs AS
            r.assignment_threshold, r.silhouette_score, r.mean_cosine_to_centroid,
            r.noise_ratio, r.cluster_size_entropy, r.davies_bouldin, r.calinski_harabasz,
            r.should_recluster, r.artifacts_path
-    FROM duckcluster.runs r JOIN duckcluster.definitions d ON d.name = r.name
+    FROM duckcluster.runs r JOIN duckcluster.definitions d
+        ON d.name = r.name AND r.started_at >= d.created_at  -- the definition's incarnation
     WHERE r.status = 'succeeded'
     QUALIFY row_number() OVER (PARTITION BY r.name ORDER BY r.run_seq DESC) = 1;
 
