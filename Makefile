@@ -15,5 +15,5 @@ test: install
 	$(BIN)/python -m pytest -q
 
 demo: $(BIN)/python
-	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q -e ".[report]"
 	$(BIN)/duckcluster demo

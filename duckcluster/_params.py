@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._errors import SpecError, closest
+from ._errors import MissingDependencyError, SpecError, closest
 
 _TYPE_NAMES = {int: "an int", float: "a float", str: "a str", bool: "a bool"}
 
@@ -143,3 +143,25 @@ def parse_field_list(fields: Any, valid: Mapping[str, Any], default: tuple[str, 
         if f not in out:
             out.append(f)
     return tuple(out)
+
+
+def optional_import(module: str, extra: str, purpose: str, *, what: str | None = None,
+                    alternative: str = "") -> Any:
+    """Import an optional dependency, or raise MissingDependencyError saying how to get it.
+
+    ``extra``: the duckcluster extra that installs it; ``purpose``: what needs it, as the
+    message's subject (``"The exporter"``); ``what``: the package's name for people
+    (default ``module``); ``alternative``: an option that needs no install, appended.
+
+    >>> optional_import("math", "none", "This example").sqrt(4.0)
+    2.0
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingDependencyError(
+            f"{purpose} needs {what or module}, which is not installed. Install it with "
+            f"pip install 'duckcluster[{extra}]'{alternative}.") from None
+

@@ -24,7 +24,7 @@ import numpy as np
 
 from . import functions as _sql
 from . import install
-from ._errors import MissingDependencyError
+from ._params import optional_import
 from ._source import quote_literal
 
 __all__ = ["Progress", "jupysql_connection", "load_ipython_extension", "plot_clusters",
@@ -156,13 +156,8 @@ def jupysql_connection(con: duckdb.DuckDBPyConnection) -> Any:
 
 
 def _pyplot():
-    try:
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise MissingDependencyError(
-            "The notebook pictures need matplotlib: pip install 'duckcluster[notebook]'."
-        ) from None
-    return plt
+    return optional_import("matplotlib.pyplot", "notebook", "The notebook pictures",
+                           what="matplotlib")
 
 
 def plot_clusters(con: duckdb.DuckDBPyConnection, name: str, run_id: str | None = None, *,

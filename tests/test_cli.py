@@ -62,7 +62,7 @@ def test_sql_cluster_by_embedding_sugar(tmp_path):
 
 
 def test_demo(tmp_path):
-    r = run("demo", "--db", str(tmp_path / "demo.duckdb"), cwd=tmp_path, timeout=900)
+    r = run("demo", "--digits", "--db", str(tmp_path / "demo.duckdb"), cwd=tmp_path, timeout=900)
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert "digits_kmeans" in out and "digits_hdbscan" in out and "Try next" in out

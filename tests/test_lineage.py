@@ -9,13 +9,15 @@ DuckDB CLI.
 
 from __future__ import annotations
 
+import json
+
 import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
 from conftest import load_table
 from label_data import make_docs
-from test_stock_cli import assert_same_rows
+from test_stock_cli import assert_same_rows, run_cli
 
 from duckcluster._errors import SpecError
 from duckcluster.core import lineage
@@ -243,6 +245,33 @@ def test_a_failed_run_leaves_no_lineage_and_no_id_mark(con, monkeypatch):
     assert q(con, "SELECT status FROM cluster_runs('fx') ORDER BY started_at")[-1][0] == "failed"
 
 
+def test_a_promoted_node_follows_its_cluster_or_says_it_ended(con):
+    X1, X2 = _split_merge_tables(con)
+    load_table(con, "corpus", X1)
+    q(con, KMEANS4.format(extra=""))
+    r1 = q(con, "SELECT cluster_execute('fx')")[0][0]
+    q(con, "SELECT cluster_promote('fx', taxonomy := 'tax')")
+    now = "SELECT source_node_id, current_node_id, lineage_note FROM taxonomy_nodes('tax')"
+    assert {(a, b, c) for a, b, c in q(con, now)} == {(f"cl_{i}", f"cl_{i}", "current")
+                                                      for i in range(4)}
+    load_table(con, "corpus", X2)
+    r2 = q(con, "SELECT cluster_execute('fx')")[0][0]
+    (a,) = _cluster_of(con, r1, range(200))
+    (b,) = _cluster_of(con, r1, range(200, 300))
+    c1, c2 = (_cluster_of(con, r1, range(300, 400)).pop(), _cluster_of(con, r1, range(400, 500)).pop())
+    (c,) = _cluster_of(con, r2, range(300, 500))
+    got = {r[0]: r[1:] for r in q(con, now)}
+    assert got[f"cl_{b}"] == (f"cl_{b}", "continued")
+    assert got[f"cl_{a}"] == (f"cl_{a}", "continued (split / merged on the way)")
+    gone = c2 if c == c1 else c1
+    assert got[f"cl_{c}"] == (f"cl_{c}", "continued (split / merged on the way)")
+    assert got[f"cl_{gone}"] == (None, f"merged in {r2}")
+    assert {r[0] for r in q(con, "SELECT current_run_id FROM taxonomy_nodes('tax')")} == {r2}
+    # the promoted nodes still assign: their own centroids, unchanged
+    assert q(con, "SELECT count(*) FROM corpus WHERE assign_taxonomy(embedding, 'tax') "
+                  "IS NOT NULL")[0][0] > 0
+
+
 # -- labels carried forward ---------------------------------------------------------------
 
 LABELED = ("SELECT cluster_create('topics', source := 'docs', embedding := 'embedding', "
@@ -446,3 +475,8 @@ def test_lineage_centroids_and_drift_in_the_stock_cli_match_python(db_path, con)
             assert got, sql
     finally:
         ro.close()
+    # the persistent macro in the file: no .read at all
+    out = run_cli(db_path, "SELECT * FROM duckcluster.cluster_lineage('fx')", reads=())
+    assert out.returncode == 0 and not out.stderr, out.stderr
+    cli = [tuple(json.loads(line).values()) for line in out.stdout.splitlines() if line.strip()]
+    assert [tuple(r[:3]) for r in cli] == [tuple(r[:3]) for r in results[queries[0]]]

@@ -141,7 +141,7 @@ def test_assign_parquet_errors_write_nothing(db):
         (assign_sql(root, "taken", "local", ", overwrite := true"),
          "holds files that are not Parquet (notes.txt)"),
         (assign_sql(root, "x4", "local", ", run_id := 'run_nope'"),
-         "No run with id 'run_nope'"),
+         "No successful run 'run_nope' of cluster 'km'"),
         ("SELECT * FROM cluster_assign_parquet('km', 'nowhere/*.parquet', 'x5')",
          "No Parquet files match 'nowhere/*.parquet'"),
         (assign_sql(root, "data", "local", ", overwrite := true"), "contains source files"),

@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 
 SNAPSHOT = Path(__file__).with_name("sql_surface.json")
+REFERENCE = Path(__file__).parent.parent / "docs" / "functions.md"
 _HEADER = re.compile(r"CREATE\s+(?:OR\s+REPLACE\s+)?(?:TEMP\s+|TEMPORARY\s+)?MACRO\s+"
                      r"([A-Za-z_][A-Za-z0-9_]*)\s*\(", re.I)
 
@@ -109,6 +110,22 @@ def test_sql_surface_matches_the_snapshot():
         assert got[name] == want[name], f"{name} changed: {got[name]} != {want[name]}"
 
 
+def test_the_function_reference_is_current():
+    from duckcluster.functions import reference_markdown
+
+    assert REFERENCE.read_text() == reference_markdown(), (
+        "docs/functions.md is stale: python tests/test_sql_surface.py --update")
+
+
+def test_every_public_function_is_in_the_reference():
+    text = REFERENCE.read_text()
+    missing = [name for name in json.loads(SNAPSHOT.read_text()) if f"`{name}(" not in text]
+    assert not missing, missing
+
+
 if __name__ == "__main__" and "--update" in sys.argv:
+    from duckcluster.functions import reference_markdown
+
     SNAPSHOT.write_text(json.dumps(surface(), indent=1, sort_keys=True) + "\n")
-    print(f"wrote {SNAPSHOT}")
+    REFERENCE.write_text(reference_markdown())
+    print(f"wrote {SNAPSHOT} and {REFERENCE}")

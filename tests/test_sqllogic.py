@@ -7,9 +7,11 @@ The files use a subset of DuckDB's sqllogictest format; records are separated by
     # name: / # description: / # group:   header comments (any '#' line is a comment)
     require duckcluster_catalog            run sql/catalog.sql, then sql/catalog_*.sql (as
                                            duckcluster.install does): the duckcluster schema
+    require python                         the file tests Python-backed functions: it runs
+                                           on duckcluster.connect() only (skipped on the CLI)
     statement ok                           the SQL below must succeed
-    statement error                        it must fail; the text after ---- is a substring
-                                           of the error message
+    statement error                        it must fail; the text after ---- (required) is a
+                                           substring of the error message
     query <types> [rowsort]                its rows after ----, values separated by tabs;
                                            one type letter per column: R compares as a
                                            number within 1e-5 (any NaN equals NaN), others
@@ -27,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from test_stock_cli import ROOT, run_cli
 
 TEST_FILES = sorted((Path(__file__).parent / "sql").glob("*.test"))
@@ -71,6 +72,9 @@ def parse(path: Path) -> list[Record]:
             records.append(Record(start, "query", "\n".join(body), tuple(expected), words[1],
                                   "rowsort" in words[2:]))
         elif head in ("statement ok", "statement error"):
+            if head == "statement error" and not "".join(expected).strip():
+                raise ValueError(f"{path.name}:{start}: a statement error must pin its message "
+                                 "after ----")
             records.append(Record(start, head, "\n".join(body), tuple(expected)))
         else:
             raise ValueError(f"{path.name}:{start}: unknown record {head!r}")
@@ -79,6 +83,10 @@ def parse(path: Path) -> list[Record]:
 
 class EngineError(Exception):
     pass
+
+
+class NeedsPython(Exception):
+    """A ``require python`` file on an engine without duckcluster's Python functions."""
 
 
 def as_text(sql: str) -> str:
@@ -94,6 +102,8 @@ class PythonEngine:
         self.con = duckcluster.connect(str(tmp_path / "python.duckdb"))
 
     def require(self, what: str) -> None:
+        if what == "python":
+            return
         for path in CATALOG_FILES:
             self.statement((ROOT / path).read_text())
 
@@ -120,6 +130,8 @@ class CliEngine:
         self.db, self.reads = str(tmp_path / "cli.duckdb"), ()
 
     def require(self, what: str) -> None:
+        if what == "python":
+            raise NeedsPython(what)
         for path in CATALOG_FILES:
             self._run(f".read {path}")
         self.reads = ("sql/duckcluster.sql",)
@@ -188,7 +200,10 @@ def test_sqllogic(path: Path, engine_name: str, tmp_path: Path):
     engine = ENGINES[engine_name](tmp_path)
     try:
         for record in parse(path):
-            problem = check(record, engine)
+            try:
+                problem = check(record, engine)
+            except NeedsPython:
+                pytest.skip(f"{path.name} tests Python-backed functions (require python)")
             assert problem is None, (f"{path.name}:{record.line} on {engine_name}\n{record.sql}\n"
                                      f"expected\n" + "\n".join(record.expected) + f"\n{problem}")
     finally:
@@ -199,3 +214,19 @@ def test_every_read_side_function_has_a_test_file():
     names = {p.stem for p in TEST_FILES}
     assert {"cluster_runs", "cluster_members", "cluster_centroids", "cluster_quality",
             "cluster_list", "assign_cluster"} <= names
+
+
+def test_python_backed_functions_have_test_files():
+    names = {p.stem for p in TEST_FILES}
+    assert {"cluster_create", "cluster_execute", "cluster_embeddings", "cluster_delete",
+            "embedding_drift"} <= names
+    for stem in ("cluster_create", "cluster_execute", "cluster_embeddings", "embedding_drift"):
+        assert any(r.kind == "require" and r.sql == "python"
+                   for r in parse(Path(__file__).parent / "sql" / f"{stem}.test"))
+
+
+def test_a_statement_error_without_its_message_is_refused(tmp_path):
+    bad = tmp_path / "bad.test"
+    bad.write_text("statement error\nSELECT 1/0\n")
+    with pytest.raises(ValueError, match="must pin its message"):
+        parse(bad)

@@ -181,6 +181,15 @@ READ_QUERIES = {
     "runs_none": "SELECT * FROM cluster_runs('pending')",
     "list": "SELECT * FROM cluster_list()",
     "group_by_cluster": "SELECT cluster_id, count(*) AS n FROM cluster_members('dense') GROUP BY ALL ORDER BY ALL",
+    # the pure-SQL listings of the other areas live in sql/duckcluster.sql too
+    "label_failures": "SELECT * FROM cluster_label_failures('topics')",
+    "enrichments": "SELECT * FROM cluster_enrichments('topics')",
+    "taxonomy_list": "SELECT * FROM taxonomy_list()",
+    "taxonomy_nodes": "SELECT * FROM taxonomy_nodes('none')",
+    "drift_monitors": "SELECT * FROM drift_monitors()",
+    "trigger_history": "SELECT * FROM cluster_trigger_history()",
+    "webhook_list": "SELECT * FROM cluster_webhook_list()",
+    "webhook_deliveries": "SELECT * FROM cluster_webhook_deliveries('topics')",
 }
 
 

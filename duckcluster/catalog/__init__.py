@@ -1,0 +1,87 @@
+"""The catalog: the only code that reads and writes ``duckcluster.*`` tables and run artifacts.
+
+``runs`` holds definitions, runs, members, centroids and projections; ``labels`` and
+``ops`` the tables of those areas. This module holds what they share: the DDL files, the
+per-connection :class:`Settings`, :func:`ensure` (create + migrate) and the list of tables
+whose rows belong to one definition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+
+import duckdb
+
+from .._errors import DuckclusterError
+
+#: Version of the catalog layout this code writes. Bump it with an entry in
+#: :data:`MIGRATIONS` when a change needs more than the idempotent DDL files
+#: (``CREATE ... IF NOT EXISTS``, ``ADD COLUMN IF NOT EXISTS``) already do.
+CATALOG_VERSION = 1
+
+#: version -> step that brings a catalog of ``version - 1`` to ``version``; each runs in
+#: the transaction of :func:`ensure`, after the DDL files.
+MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {}
+
+#: Catalog tables whose rows belong to one definition through a ``name`` column;
+#: ``cluster_delete(..., drop_artifacts := true)`` empties them for that name. Webhooks
+#: with name NULL (every definition) are kept.
+DEFINITION_TABLES: tuple[str, ...] = (
+    "members", "centroids", "projections", "lineage", "cluster_id_marks", "runs",  # runs
+    "labels", "label_failures", "enrichments",                           # labels
+    "triggers", "trigger_firings", "drift_checks", "webhooks", "webhook_deliveries",  # ops
+)
+
+
+@dataclass
+class Settings:
+    """Per-connection settings: where artifacts go."""
+
+    artifacts_dir: str
+
+
+def sql_text(filename: str) -> str:
+    """Text of a file in the package's ``sql/`` folder."""
+    return resources.files("duckcluster").joinpath("sql", filename).read_text(encoding="utf-8")
+
+
+def ensure(cur: duckdb.DuckDBPyConnection) -> None:
+    """Create the catalog schema and tables if missing, then migrate it (idempotent).
+
+    Runs ``sql/catalog.sql``, then every ``sql/catalog_<area>.sql`` (drift, labels...)
+    in name order, then the :data:`MIGRATIONS` above the stored ``catalog_version``.
+    A catalog written by a newer duckcluster is refused before anything changes.
+    """
+    stored = _stored_version(cur)
+    if stored is not None and stored > CATALOG_VERSION:
+        raise DuckclusterError(
+            f"This database's duckcluster catalog is version {stored}, written by a newer "
+            f"duckcluster; this one understands up to version {CATALOG_VERSION}. Upgrade "
+            "duckcluster (pip install -U duckcluster), or open the file read-only "
+            "(read_only=True) to read its results with the SQL read side.")
+    cur.execute(sql_text("catalog.sql"))
+    folder = resources.files("duckcluster").joinpath("sql")
+    for name in sorted(p.name for p in folder.iterdir()):
+        if name.startswith("catalog_") and name.endswith(".sql"):
+            cur.execute(sql_text(name))
+    version = _stored_version(cur) or 1
+    for step in range(version + 1, CATALOG_VERSION + 1):
+        MIGRATIONS[step](cur)
+    if version != CATALOG_VERSION:
+        cur.execute("UPDATE duckcluster.meta SET value = ? WHERE key = 'catalog_version'",
+                    [str(CATALOG_VERSION)])
+    from .read_side import ensure_persistent  # the read side persisted in the file
+
+    ensure_persistent(cur)
+
+
+def _stored_version(cur: duckdb.DuckDBPyConnection) -> int | None:
+    """The ``catalog_version`` in ``duckcluster.meta``, or None for a database without one."""
+    try:
+        row = cur.execute("SELECT value FROM duckcluster.meta WHERE key = 'catalog_version'"
+                          ).fetchall()
+    except duckdb.CatalogException:
+        return None
+    return int(row[0][0]) if row else None

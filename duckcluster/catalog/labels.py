@@ -18,13 +18,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .._errors import RunNotFoundError, SpecError, UnknownNameError, closest
+from .._errors import SpecError, UnknownNameError, closest
 from .._secrets import scrub, scrub_value
 from .._source import quote_literal
-from . import runs as catalog
-
-# rows keyed by definition name, removed by cluster_delete(..., drop_artifacts := true)
-catalog.DEFINITION_TABLES.extend(["labels", "label_failures", "enrichments"])
 
 
 @dataclass(frozen=True)
@@ -43,22 +39,6 @@ class NodeRow:
     mean_similarity: float | None = None
 
 
-require_writable = catalog.require_writable  # one definition, in the catalog
-
-
-def resolve_run(cur, name: str, run_id: str | None) -> str:
-    """``run_id`` checked to be a successful run of ``name``, or the latest one."""
-    catalog.get_definition(cur, name)
-    if run_id is None:
-        return catalog.latest_run(cur, name)
-    row = cur.execute("SELECT r.status FROM duckcluster.runs r JOIN duckcluster.definitions d "
-                      f"ON d.name = r.name AND {catalog.INCARNATION} WHERE r.run_id = ? AND "
-                      "r.name = ?", [run_id, name]).fetchall()
-    if not row or row[0][0] != "succeeded":
-        raise RunNotFoundError(
-            f"No successful run {run_id!r} of cluster {name!r}. List runs with "
-            f"SELECT run_id, status FROM cluster_runs({quote_literal(name)}).")
-    return run_id
 
 
 def run_nodes(cur, run_id: str) -> list[NodeRow]:

@@ -9,12 +9,12 @@ unless the caller opened a transaction.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .. import _json
 from .._errors import RunNotFoundError, SpecError, UnknownNameError, closest
 from .._secrets import scrub, scrub_value
 from ..core.spec import ClusterSpec
@@ -33,12 +33,7 @@ def _rows(cur, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
     return [dict(zip(cols, r)) for r in rel.fetchall()]
 
 
-require_writable = catalog.require_writable  # one definition, in the catalog
 
-# rows keyed by definition name, removed by cluster_delete(..., drop_artifacts := true);
-# webhooks with name NULL (every definition) are kept
-catalog.DEFINITION_TABLES.extend(["triggers", "trigger_firings", "drift_checks", "webhooks",
-                                  "webhook_deliveries"])
 
 
 # -- runs ---------------------------------------------------------------------------------
@@ -83,7 +78,7 @@ def active_runs(cur, name: str, mode: str | None = None, process_token: str | No
     return _rows(cur, q + " ORDER BY run_seq", params)
 
 
-def resolve_run(cur, run_or_name: str) -> str:
+def find_run(cur, run_or_name: str) -> str:
     """A run id as given, or the latest run (any status) of a definition name."""
     if run_or_name is None:
         raise SpecError("cluster_status needs a run id (or a definition name); got NULL.")
@@ -150,13 +145,6 @@ def delete_trigger(cur, trigger_id: str) -> dict[str, Any]:
     return row
 
 
-def delete_triggers_of(cur, name: str) -> int:
-    n = cur.execute("SELECT count(*) FROM duckcluster.triggers WHERE name = ?",
-                    [name]).fetchall()[0][0]
-    cur.execute("DELETE FROM duckcluster.triggers WHERE name = ?", [name])
-    return int(n)
-
-
 def definition_exists(cur, name: str) -> bool:
     return cur.execute("SELECT count(*) FROM duckcluster.definitions WHERE name = ?",
                        [name]).fetchall()[0][0] > 0
@@ -172,7 +160,7 @@ def note_check(cur, trigger_id: str, observed: Mapping[str, Any] | None,
     cur.execute("UPDATE duckcluster.triggers SET last_checked_at = ?, last_check = ?, "
                 "last_error = ? WHERE trigger_id = ?",
                 [catalog.now(),
-                 json.dumps(scrub_value(observed), default=str) if observed else None,
+                 _json.dumps(scrub_value(observed), sort_keys=False) if observed else None,
                  scrub(error), trigger_id])
 
 
@@ -188,7 +176,7 @@ def record_firing(cur, trig: Mapping[str, Any], *, reason: str, scheduled_for=No
                     "?, ?)",
                     [firing_id, trig["trigger_id"], trig["name"], trig["kind"], ts,
                      scheduled_for, scrub(reason),
-                     json.dumps(scrub_value(observed), default=str)
+                     _json.dumps(scrub_value(observed), sort_keys=False)
                      if observed is not None else None, run_id, outcome, scrub(error)])
         cur.execute("UPDATE duckcluster.triggers SET last_fired_at = ?, "
                     "last_scheduled_at = coalesce(?, last_scheduled_at) WHERE trigger_id = ?",
@@ -225,7 +213,7 @@ def insert_drift_check(cur, row: Mapping[str, Any]) -> str:
             "drift_current", "statistic", "p_value", "alpha", "drift_detected", "threshold",
             "above_threshold", "n_baseline", "n_current", "details")
     values = {**row, "check_id": check_id, "checked_at": catalog.now(),
-              "details": json.dumps(row.get("details") or {}, default=str)}
+              "details": _json.dumps(row.get("details") or {}, sort_keys=False)}
     cur.execute(f"INSERT INTO duckcluster.drift_checks ({', '.join(cols)}) VALUES "
                 f"({', '.join('?' for _ in cols)})", [values.get(c) for c in cols])
     return check_id

@@ -24,7 +24,7 @@ import re
 
 import duckdb
 
-from .runs import sql_text
+from . import sql_text
 
 READ_SIDE_KEY = "read_side"
 _TEMP_HEADER = re.compile(r"CREATE\s+OR\s+REPLACE\s+TEMP\s+MACRO\s+([A-Za-z_][A-Za-z0-9_]*)")

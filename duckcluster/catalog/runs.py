@@ -1,4 +1,4 @@
-"""The catalog: the only module that reads and writes ``duckcluster.*`` tables and artifacts.
+"""Definitions, runs, members, centroids and projections in ``duckcluster.*``, and run artifacts.
 
 Layout of artifacts (a local folder by default)::
 
@@ -33,7 +33,6 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from importlib.metadata import PackageNotFoundError, version
 
 import duckdb
@@ -52,36 +51,10 @@ from .._errors import (
 from .._secrets import scrub
 from .._source import quote_literal
 from ..core.spec import ClusterSpec
+from ..core.vectors import matrix
+from . import DEFINITION_TABLES, Settings, ensure, sql_text  # noqa: F401  (re-exported)
 
-SCHEMA = "duckcluster"
-
-#: Catalog tables whose rows belong to one definition through a ``name`` column;
-#: ``cluster_delete(..., drop_artifacts := true)`` empties them for that name.
-#: Feature areas (labels, drift...) append their own tables at import.
-DEFINITION_TABLES: list[str] = ["members", "centroids", "projections", "lineage",
-                                 "cluster_id_marks", "runs"]
 _LIBS = ("duckcluster", "duckdb", "numpy", "scikit-learn", "hdbscan", "umap-learn", "pyarrow")
-
-
-def sql_text(filename: str) -> str:
-    """Text of a file in the package's ``sql/`` folder."""
-    return resources.files("duckcluster").joinpath("sql", filename).read_text(encoding="utf-8")
-
-
-def ensure(cur: duckdb.DuckDBPyConnection) -> None:
-    """Create the catalog schema and tables if missing (idempotent).
-
-    Runs ``sql/catalog.sql``, then every ``sql/catalog_<area>.sql`` (drift,
-    labels...) in name order.
-    """
-    cur.execute(sql_text("catalog.sql"))
-    folder = resources.files("duckcluster").joinpath("sql")
-    for name in sorted(p.name for p in folder.iterdir()):
-        if name.startswith("catalog_") and name.endswith(".sql"):
-            cur.execute(sql_text(name))
-    from .read_side import ensure_persistent  # the read side persisted in the file
-
-    ensure_persistent(cur)
 
 
 def now() -> _dt.datetime:
@@ -99,13 +72,6 @@ def library_versions() -> dict[str, str]:
 
 
 # -- settings ---------------------------------------------------------------
-
-@dataclass
-class Settings:
-    """Per-connection settings: where artifacts go."""
-
-    artifacts_dir: str
-
 
 def resolve_artifacts_dir(cur: duckdb.DuckDBPyConnection, given: str | None) -> str:
     """Explicit > stored in duckcluster.meta > next to the database file > a temp folder."""
@@ -492,12 +458,46 @@ def get_run(cur, run_id: str) -> dict:
     return dict(zip(cols, row[0]))
 
 
-def load_centroids(cur, run_id: str) -> tuple[list[int], "pa.Table"]:
-    """Top-level centroids of a run as (cluster_ids, arrow table)."""
+@dataclass(frozen=True)
+class Centroids:
+    """A run's top-level centroids: what assignment, drift and scale-out read."""
+
+    run_id: str
+    cluster_ids: np.ndarray                  # (k,) int32, ascending
+    C: np.ndarray                            # (k, d) float32, as stored (unit rows)
+    column: pa.Array                         # the stored ``centroid`` column (FLOAT[])
+    labels: dict[str, list] | None = None    # field -> values aligned with cluster_ids
+
+
+def resolve_run(cur, name: str, run_id: str | None = None, mode: str | None = None) -> str:
+    """``run_id`` checked to be a successful run of definition ``name``, or its latest one
+    (of ``mode`` when given)."""
+    get_definition(cur, name)
+    if run_id is None:
+        return latest_run(cur, name, mode=mode)
+    row = cur.execute("SELECT r.status, r.mode FROM duckcluster.runs r JOIN "
+                      f"duckcluster.definitions d ON d.name = r.name AND {INCARNATION} "
+                      "WHERE r.run_id = ? AND r.name = ?", [run_id, name]).fetchall()
+    if not row or row[0][0] != "succeeded" or (mode and row[0][1] != mode):
+        kind = f"successful {mode} run" if mode else "successful run"
+        raise RunNotFoundError(
+            f"No {kind} {run_id!r} of cluster {name!r}. List runs with "
+            f"SELECT * FROM cluster_runs({quote_literal(name)}).")
+    return run_id
+
+
+def centroid_matrix(cur, run_id: str, fields: tuple[str, ...] = ()) -> Centroids:
+    """Top-level centroids of a run as a (k, d) float32 matrix, plus the label ``fields``
+    (``label``, ``summary``, ``keywords``) asked for. A run with no clusters gives k = 0."""
+    extra = "".join(f", {f}" for f in fields if f in ("label", "summary", "keywords"))
     tbl = cur.sql(
-        "SELECT cluster_id, centroid FROM duckcluster.centroids WHERE run_id = ? AND "
+        f"SELECT cluster_id, centroid{extra} FROM duckcluster.centroids WHERE run_id = ? AND "
         "hierarchy_level = 0 ORDER BY cluster_id", params=[run_id]).to_arrow_table()
-    return tbl.column("cluster_id").to_pylist(), tbl
+    column = tbl.column("centroid").combine_chunks()
+    ids = np.asarray(tbl.column("cluster_id").to_numpy(), dtype=np.int32)
+    labels = {f: tbl.column(f).to_pylist() for f in fields if f in tbl.column_names}
+    return Centroids(run_id=run_id, cluster_ids=ids, C=matrix(column, len(ids)), column=column,
+                     labels=labels or None)
 
 
 def load_projection(cur, run_id: str):

@@ -3,7 +3,7 @@
     duckcluster sql DB -c "SELECT ..."      run statements, print result tables
     duckcluster sql DB -f file.sql
     duckcluster shell [DB]                  interactive SQL shell
-    duckcluster demo                        cluster scikit-learn's digits, print a summary
+    duckcluster demo [--digits]             topics in real text, new rows, what drifted
     duckcluster scheduler DB                fire cron / interval / event triggers until stopped
     duckcluster exporter DB --port 9464     Prometheus metrics (quality, drift, runs)
     duckcluster runs DB [NAME]              readable run history
@@ -139,11 +139,18 @@ def shell_cmd(database, artifacts_dir, read_only) -> None:
 @click.option("--db", "db_path", default="duckcluster_demo.duckdb", show_default=True,
               help="Demo database file to (re)create.")
 @click.option("--artifacts-dir", default=None, help="Where run Parquet files go.")
-def demo_cmd(db_path, artifacts_dir) -> None:
-    """Cluster scikit-learn's handwritten digits two ways and print a summary."""
+@click.option("--report", "report_path", default=None, type=click.Path(dir_okay=False),
+              help="HTML drift report to write (default: next to the database, "
+                   "<db>_drift.html).")
+@click.option("--digits", is_flag=True,
+              help="The older demo: scikit-learn's handwritten digits, clustered two ways.")
+def demo_cmd(db_path, artifacts_dir, report_path, digits) -> None:
+    """Cluster real text (Python docstrings) into named topics, assign new rows, and run a
+    drift check that says what is new; --digits: handwritten digits instead."""
     from .demo import run_demo
 
-    run_demo(db_path, artifacts_dir, console, progress_display)
+    run_demo(db_path, artifacts_dir, console, progress_display, digits=digits,
+             report_path=report_path)
 
 
 # -- report: HTML reports (drift) ---------------------------------------------------

@@ -25,9 +25,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from .._errors import MissingDependencyError, SpecError, unknown_name
-
-INSTALL_HINT = "pip install 'duckcluster[ray]'"
+from .._errors import SpecError, unknown_name
+from .._params import optional_import
 
 
 class Executor(Protocol):
@@ -112,13 +111,8 @@ def get_executor(backend: str = "local", ray_address: str | None = None) -> Exec
 
 def import_ray() -> Any:
     """``import ray``, or a MissingDependencyError saying how to install it."""
-    try:
-        import ray
-    except ImportError:
-        raise MissingDependencyError(
-            "backend := 'ray' needs Ray, which is not installed. Install it with "
-            f"{INSTALL_HINT} (or use backend := 'local').") from None
-    return ray
+    return optional_import("ray", "ray", "backend := 'ray'", what="Ray",
+                           alternative=" (or use backend := 'local')")
 
 
 _init_lock = threading.Lock()

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .. import _json
 from .._errors import SpecError, closest
 from .._params import Param, validate_params
 from .algorithms import get_algorithm, validate_algorithm_params
@@ -49,7 +50,7 @@ _NAME_RE = re.compile(r"^[^\x00-\x1f]{1,128}$")
 
 @dataclass(frozen=True)
 class ClusterSpec:
-    """A validated cluster definition (see SPEC section 3)."""
+    """A validated cluster definition: what `cluster_create` stores and every run reads."""
 
     name: str
     source: str
@@ -112,7 +113,7 @@ class ClusterSpec:
         d = asdict(self)
         d["embedding"] = list(self.embedding)
         d["preprocessing"] = [{"method": m, **p} for m, p in self.preprocessing]
-        return json.dumps(d, sort_keys=True, default=str)
+        return _json.dumps(d)
 
     @classmethod
     def from_json(cls, text: str) -> "ClusterSpec":

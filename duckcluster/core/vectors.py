@@ -205,3 +205,14 @@ def _sparse_struct(arr, valid, ids, column, dim) -> np.ndarray:
     idx = [list(x or []) for x in arr.field(ikey).to_pylist()]
     val = [list(x or []) for x in arr.field(vkey).to_pylist()]
     return _sparse(idx, val, valid, ids, column, dim)
+
+
+def matrix(column, n: int, dim: int = 0) -> np.ndarray:
+    """A list/array column of ``n`` equal-length float vectors as an (n, d) float32 matrix
+    (zero-copy where Arrow allows); ``n = 0`` gives shape (0, dim)."""
+    if n == 0:
+        return np.zeros((0, dim), dtype=np.float32)
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return np.asarray(column.flatten().to_numpy(), dtype=np.float32).reshape(n, -1)
+

@@ -52,7 +52,12 @@ def fit_projection(X: np.ndarray, n_components: int) -> Projection:
     mean = X.mean(axis=0)
     Xc = X - mean
     k = max(1, min(n_components, X.shape[1], X.shape[0] - 1))
-    _, s, Vt = np.linalg.svd(Xc, full_matrices=False)
+    from threadpoolctl import threadpool_limits
+
+    # one thread: OpenBLAS's threaded SVD of a 1,500 x 384 matrix took 13 s on the busy
+    # 2-core machine (load 20), single-threaded 0.1-0.3 s; same factorization
+    with threadpool_limits(1):
+        _, s, Vt = np.linalg.svd(Xc, full_matrices=False)
     comps = Vt[:k]
     signs = np.sign(comps[np.arange(k), np.argmax(np.abs(comps), axis=1)])
     comps = comps * np.where(signs == 0, 1.0, signs)[:, None]

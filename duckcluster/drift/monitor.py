@@ -298,24 +298,6 @@ def _add(cur, reader_cur, name: str, source: str, embedding: str,
     return total
 
 
-def add_arrays(cur, name: str, X: np.ndarray, times: np.ndarray | list | None = None) -> int:
-    """Feed a batch of embeddings (n, d) from Python; ``times`` per row or None (now)."""
-    X = np.asarray(X, dtype=np.float32)
-    if X.ndim != 2:
-        raise DataError(f"A batch must be a 2-D array (rows x dimensions). Got shape {X.shape}.")
-    cols = {"__dc_e": pa.FixedSizeListArray.from_arrays(pa.array(X.ravel()), X.shape[1])}
-    time_col = None
-    if times is not None:
-        cols["__dc_t"] = pa.array(np.asarray(times, dtype="datetime64[us]"))
-        time_col = "__dc_t"
-    reader = cur.cursor()
-    try:
-        reader.register("__dc_drift_batch", pa.table(cols))
-        return _add(cur, reader, name, "__dc_drift_batch", "__dc_e", time_col)
-    finally:
-        reader.close()
-
-
 # -- drift per window --------------------------------------------------------------------
 
 def windows(cur, name: str, spec: DriftSpec, baseline: str | None = None) -> list[dict]:

@@ -24,7 +24,7 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from .._errors import MissingDependencyError
+from .._params import optional_import
 from . import DRIFT_METHODS
 from . import sides as _drift
 
@@ -35,13 +35,7 @@ CURRENT_COLOR = "#ff7f0e"
 
 
 def _pyplot():
-    try:
-        import matplotlib
-    except ImportError:
-        raise MissingDependencyError(
-            "The drift report draws its plots with matplotlib, which is not installed. "
-            "Install it with: pip install 'duckcluster[report]' (or: pip install matplotlib)."
-        ) from None
+    matplotlib = optional_import("matplotlib", "report", "The drift report's plots")
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 

@@ -336,13 +336,11 @@ def load_reference(cur, name: str | None, run_id: str | None) -> Reference | Non
         if name is not None and run["name"] != name:
             raise SpecError(f"reference_run {run_id!r} belongs to {run['name']!r}, not to "
                             f"reference {name!r}. Pass one of them, or matching ones.")
-    ids, tbl = catalog.load_centroids(cur, run_id)
-    if not ids:
+    ref = catalog.centroid_matrix(cur, run_id)
+    if not len(ref.cluster_ids):
         raise DataError(f"Run {run_id!r} has no clusters to assign to; pick a reference run "
                         "with at least one cluster.")
-    C = np.asarray(tbl.column("centroid").combine_chunks().flatten().to_numpy(),
-                   dtype=np.float32).reshape(len(ids), -1)
-    return Reference(cluster_ids=np.asarray(ids, dtype=np.int64), centroids=normalize_rows(C),
+    return Reference(cluster_ids=ref.cluster_ids.astype(np.int64), centroids=normalize_rows(ref.C),
                      source=f"run {run_id}")
 
 

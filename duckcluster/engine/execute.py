@@ -11,8 +11,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from .. import _json
 from .._errors import DataError, SpecError
-from .._source import check_query, describe, find_key, is_query, require_columns, source_sql
+from .._source import (
+    check_query,
+    describe,
+    find_key,
+    is_query,
+    require_columns,
+    source_sql,
+)
 from ..catalog import runs as catalog
 from ..core.algorithms import get_algorithm
 from ..core.assign import assign
@@ -146,7 +154,7 @@ def execute(cur, name: str, settings: catalog.Settings, mode: str = "full",
             "n_members": len(data.ids), "n_fit": n_fit, "n_clusters": n_clusters,
             "dim": int(data.X.shape[1]), "input_hash": data.input_hash, "base_run_id": base_run,
             "timings": json.dumps(timings), "progress": "done",  # with the status, atomically
-            "quality": json.dumps(q, sort_keys=True, default=_json_default),
+            "quality": _json.dumps(q),
             **{k: q.get(k) for k in ("silhouette_score", "mean_cosine_to_centroid", "noise_ratio",
                                      "cluster_size_entropy", "davies_bouldin",
                                      "calinski_harabasz", "should_recluster")},
@@ -165,16 +173,6 @@ def execute(cur, name: str, settings: catalog.Settings, mode: str = "full",
         except Exception:  # the database itself is gone; mark_abandoned will catch it
             pass
         raise
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.bool_):
-        return bool(o)
-    if isinstance(o, tuple):
-        return list(o)
-    raise TypeError(type(o))
 
 
 def _f(x: Any) -> float | None:
@@ -506,11 +504,8 @@ def _assign_run(cur, run_id, spec, p, base_run, thr, stage):
     """Assign mode: stream the source against the latest full run's centroids."""
     from ..core.quality import compute_quality
 
-    cluster_ids, tbl = catalog.load_centroids(cur, base_run)
-    ids_arr = np.asarray(cluster_ids, dtype=np.int64)
-    C = np.asarray(tbl.column("centroid").combine_chunks().flatten().to_numpy(),
-                   dtype=np.float32).reshape(len(cluster_ids), -1) if len(cluster_ids) \
-        else np.zeros((0, 0), dtype=np.float32)
+    base = catalog.centroid_matrix(cur, base_run)
+    ids_arr, C = base.cluster_ids.astype(np.int64), base.C
     stats = reader.ReadStats()
     # geometric metrics need vectors: a seeded sample of rows, kept while streaming
     rng = np.random.default_rng(spec.seed)
@@ -534,8 +529,7 @@ def _assign_run(cur, run_id, spec, p, base_run, thr, stage):
     quality = compute_quality(Xq, labels[rows], sims[rows], spec.seed,
                               population=(labels, sims))
     centroids, members = _tables(run_id, spec, ids, labels, sims, coords, ids_arr, C,
-                                 centroid_column=tbl.column("centroid").combine_chunks(),
-                                 fps=fps)
+                                 centroid_column=base.column, fps=fps)
     return _summary(ids, C, stats), centroids, members, quality, \
         int(len(np.unique(labels[labels >= 0])))
 

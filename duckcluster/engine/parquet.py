@@ -29,6 +29,8 @@ import pyarrow as pa
 
 from .._errors import DataError, SpecError, closest
 from .._params import Param, parse_field_list, validate_params
+from ..catalog import runs as catalog
+from ..catalog.runs import Centroids
 from ..core.backend import check_address, check_backend, ensure_ray
 from ..core.vectors import check_finite, to_dense
 
@@ -59,16 +61,6 @@ OPTIONS: dict[str, Param] = {
 #: candidates within this cosine of the best one are scored again exactly
 _TIE_TOL = 1e-3
 _EXACT_CHUNK = 8192
-
-
-@dataclass(frozen=True)
-class Centroids:
-    """What every batch needs: a run's top-level centroids and their labels."""
-
-    run_id: str
-    cluster_ids: np.ndarray  # (k,) int32
-    C: np.ndarray  # (k, d) float32, L2-normalized
-    labels: Mapping[str, list] | None = None  # field -> values aligned with cluster_ids
 
 
 @dataclass(frozen=True)
@@ -435,28 +427,9 @@ def run(files: list[str], out: str, ref: Centroids, job: Job, opts: Mapping[str,
 
 def load_centroids(cur, name: str, run_id: str | None, fields: Sequence[str]) -> Centroids:
     """The top-level centroids (and label fields) of ``run_id`` or the latest full run."""
-    from .._errors import RunNotFoundError
-    from ..catalog import runs as catalog
-
-    if run_id is None:
-        run_id = catalog.latest_run(cur, name, mode="full")
-    else:
-        run = catalog.get_run(cur, run_id)
-        if run["name"] != name or run["status"] != "succeeded":
-            raise RunNotFoundError(f"No successful run {run_id!r} of cluster {name!r}. List runs "
-                                   f"with SELECT * FROM cluster_runs({name!r}).")
-    tbl = cur.sql("SELECT cluster_id, centroid, label, summary, keywords FROM "
-                  "duckcluster.centroids WHERE run_id = ? AND hierarchy_level = 0 "
-                  "ORDER BY cluster_id", params=[run_id]).to_arrow_table()
-    ids = np.asarray(tbl.column("cluster_id").to_numpy(), dtype=np.int32)
-    if len(ids):
-        C = np.asarray(tbl.column("centroid").combine_chunks().flatten().to_numpy(),
-                       dtype=np.float32).reshape(len(ids), -1)
-    else:
-        C = np.zeros((0, 0), dtype=np.float32)
-    labels = {f: tbl.column(f).to_pylist() for f in ("label", "summary", "keywords")
-              if f in fields}
-    return Centroids(run_id=run_id, cluster_ids=ids, C=C, labels=labels or None)
+    run_id = catalog.resolve_run(cur, name, run_id, mode=None if run_id else "full")
+    return catalog.centroid_matrix(cur, run_id, tuple(f for f in fields
+                                                      if f in ("label", "summary", "keywords")))
 
 
 def assign_parquet(cur, name: str, source: Any, output: Any, fields: Any = None,

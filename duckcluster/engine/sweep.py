@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _json
 from .._errors import SpecError
 from ..core.backend import check_address, check_backend, get_executor
 from ..core.spec import ClusterSpec, check_rows
@@ -79,7 +80,7 @@ def point_specs(spec: ClusterSpec, points: list[dict[str, Any]]) -> list[Cluster
         try:
             out.append(spec.replace(params={**dict(spec.params), **p}, hierarchical=False))
         except SpecError as exc:
-            raise type(exc)(f"grid point {i} {json.dumps(p, default=str)}: {exc}") from None
+            raise type(exc)(f"grid point {i} {_json.dumps(p, sort_keys=False)}: {exc}") from None
     return out
 
 

@@ -65,3 +65,32 @@ def unregister(con: duckdb.DuckDBPyConnection) -> None:
             con.remove_function(name + reg.suffix)
         except duckdb.Error:  # already gone with its connection
             pass
+
+
+def reference_markdown() -> str:
+    """``docs/functions.md``: every public SQL function, from the declarations and the
+    hand-written SQL (``python -m duckcluster.functions > docs/functions.md``)."""
+    from ._declare import hand_written, reference_row
+
+    rows = ["# SQL function reference", "",
+            "Generated from the declarations in `duckcluster/functions/` and the hand-written "
+            "SQL (`python -m duckcluster.functions > docs/functions.md`; a test keeps it "
+            "current). *read side*: pure SQL in `sql/duckcluster.sql`, the same in the stock "
+            "DuckDB CLI; *Python*: needs a duckcluster connection.", "",
+            "| function | kind | what it does | where |", "|---|---|---|---|"]
+    seen = set()
+    for area in AREAS:
+        declared = getattr(area, "FUNCTIONS", ())
+        for f in declared:
+            rows.append(reference_row(f)[:-1] + f"| Python ({area.__name__.rsplit('.', 1)[1]}) |")
+            seen.add(f.name)
+        for name, sig, kind, doc in hand_written(area.MACROS):
+            if name not in seen:
+                seen.add(name)
+                rows.append(f"| `{name}({sig})` | {kind} | {doc} | Python "
+                            f"({area.__name__.rsplit('.', 1)[1]}, hand-written) |")
+    for name, sig, kind, doc in hand_written(catalog.sql_text("duckcluster.sql")):
+        where = "read side (Python replaces it)" if name in seen else "read side"
+        rows.append(f"| `{name}({sig})` | {kind} | {doc} | {where} |")
+    return "\n".join(rows) + "\n"
+

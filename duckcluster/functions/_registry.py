@@ -35,13 +35,22 @@ def _report(msg: str) -> None:
 
 
 class _State:
-    """What the UDFs of one connection share: settings and the centroid cache."""
+    """What the UDFs of one connection share: settings, caches and the background runner.
+
+    ``cache``: definition name -> (generation, loaded at, run_id, cluster_ids, C) of its
+    latest full run; ``taxonomy_cache``: taxonomy name -> (taxonomy_generation, loaded at,
+    Taxonomy); a generation bump (a run committed, a taxonomy changed) invalidates them.
+    ``ops_runner``: the background runner, created on first use by ``functions.ops``.
+    """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, settings: catalog.Settings):
         self.con_ref = weakref.ref(con)
         self.settings = settings
-        self.cache: dict[str, tuple[float, str, np.ndarray, np.ndarray]] = {}
+        self.cache: dict[str, tuple[int, float, str, np.ndarray, np.ndarray]] = {}
         self.generation = 0
+        self.taxonomy_cache: dict[str, tuple[int, float, Any]] = {}
+        self.taxonomy_generation = 0
+        self.ops_runner: Any = None
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         con = self.con_ref()
@@ -61,13 +70,10 @@ class _State:
             if hit and hit[2] == run_id:
                 self.cache[name] = (gen, now, *hit[2:])
                 return hit[2], hit[3], hit[4]
-            ids, tbl = catalog.load_centroids(cur, run_id)
-        ids_arr = np.asarray(ids, dtype=np.int32)
-        if len(ids) == 0:  # a run that found no clusters: every row is noise
-            C = np.zeros((0, 0), dtype=np.float32)
-        else:
-            C = np.asarray(tbl.column("centroid").combine_chunks().flatten().to_numpy(),
-                           dtype=np.float32).reshape(len(ids), -1)
+            ref = catalog.centroid_matrix(cur, run_id)
+        ids_arr = ref.cluster_ids
+        # a run that found no clusters: every row is noise
+        C = ref.C if len(ids_arr) else np.zeros((0, 0), dtype=np.float32)
         self.cache[name] = (gen, now, run_id, ids_arr, C)
         return run_id, ids_arr, C
 

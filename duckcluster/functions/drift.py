@@ -15,6 +15,7 @@ from typing import Any
 
 import duckdb
 
+from .. import _json
 from .._errors import SpecError
 from ..core.backend import get_executor
 from ..drift import monitor as _drift_monitor
@@ -48,21 +49,9 @@ def _rows(kind: str, rows: list[dict]) -> list[dict]:
     out = []
     for r in rows:
         d = {k: r.get(k) for k in _FIELDS[kind]}
-        d["details"] = json.dumps(r.get("details") or {}, sort_keys=True, default=_json_default)
+        d["details"] = _json.dumps(r.get("details") or {})
         out.append(d)
     return out
-
-
-def _json_default(o: Any) -> Any:
-    import numpy as np
-
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.bool_):
-        return bool(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def _args(args_json: str | None) -> dict:
@@ -141,7 +130,7 @@ def _share_test(baseline_sizes, current_sizes, n_permutations, seed) -> dict:
 
 
 def register_udfs(con: duckdb.DuckDBPyConnection, state: _State) -> None:
-    """Register the drift UDFs (once per database instance)."""
+    """Register the drift UDFs on one connection (each connection gets its own copies)."""
     f = con.create_function
     kw = {"side_effects": True, "null_handling": "special"}
     f("_dc_embedding_drift", _wrap(lambda b, c, a: _embedding_drift(state, b, c, a)),
@@ -159,10 +148,6 @@ def register_udfs(con: duckdb.DuckDBPyConnection, state: _State) -> None:
     f("_dc_share_test", _wrap(_share_test), ["BIGINT[]", "BIGINT[]", "BIGINT", "BIGINT"],
       SHARE_TEST, **kw)
 
-
-UDFS = ("_dc_embedding_drift", "_dc_embedding_drift_windows", "_dc_drift_monitor_create",
-        "_dc_drift_monitor_add", "_dc_drift_monitor_windows", "_dc_drift_monitor_delete",
-        "_dc_share_test")
 
 # ``window`` is a reserved word in DuckDB, so the window length is ``window_size``
 # (or the quoted "window").
@@ -209,14 +194,6 @@ CREATE OR REPLACE TEMP MACRO drift_monitor_windows(name, method := 'mmd', params
         'normalize', normalize)::VARCHAR), recursive := true);
 
 CREATE OR REPLACE TEMP MACRO drift_monitor_delete(name) AS _dc_drift_monitor_delete(name);
-
-CREATE OR REPLACE TEMP MACRO drift_monitors() AS TABLE
-    SELECT m.name, m.reference_name, m.reference_run_id, m.window_size, m.reservoir_size,
-           m.assignment_threshold, m.seed, m.dim, m.created_at, m.updated_at,
-           count(w.window_start) AS n_windows, coalesce(sum(w.n_seen), 0) AS n_seen
-    FROM duckcluster.drift_monitors m
-    LEFT JOIN duckcluster.drift_windows w ON w.monitor = m.name
-    GROUP BY ALL ORDER BY m.name;
 
 CREATE OR REPLACE TEMP MACRO cluster_drift_test(cluster_name, baseline_run := NULL,
     current_run := NULL, match_threshold := 0.8, alpha := 0.05, seed := 42,

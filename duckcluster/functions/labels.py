@@ -1,7 +1,7 @@
 """SQL functions of the labels area: labeling, enrichment, taxonomies, text embeddings.
 
 Registered through ``duckcluster.functions.AREAS``: :func:`register_udfs` adds the private
-``_dc_*`` UDFs once per database instance; :data:`MACROS` (public TEMP macros
+``_dc_*`` UDFs on each connection (its own copies); :data:`MACROS` (public TEMP macros
 with ``:=`` arguments) runs on every connection.
 """
 
@@ -20,6 +20,8 @@ from ..catalog import labels as store
 from ..labels import enrich as _enrich
 from ..labels import labeling as _labeling
 from ..labels import taxonomy as _taxonomy
+from ._declare import Function, P, macros_sql, options, register
+from ._registry import _report
 
 _TAXONOMY_CACHE_SECONDS = 1.0
 
@@ -61,9 +63,9 @@ def _secret_reader(state):
 
 
 def _load_taxonomy(state, name: str) -> _taxonomy.Taxonomy:
-    cache = state.__dict__.setdefault("taxonomy_cache", {})
+    cache = state.taxonomy_cache
     now = time.monotonic()
-    gen = state.__dict__.get("taxonomy_generation", 0)
+    gen = state.taxonomy_generation
     hit = cache.get(name)
     if hit and hit[0] == gen and now - hit[1] < _TAXONOMY_CACHE_SECONDS:
         return hit[2]
@@ -113,10 +115,7 @@ def _assign_taxonomy(state, emb: pa.ChunkedArray, name: pa.ChunkedArray,
         names=["node_id", "label", "similarity", "path"], mask=pa.array(mask))
 
 
-def register_udfs(con: duckdb.DuckDBPyConnection, state) -> None:
-    """Private UDFs, once per database instance."""
-    from ._registry import _report, _wrap
-
+def _label(state):
     read_secret = _secret_reader(state)
 
     def label(name, run_id, options):
@@ -126,7 +125,10 @@ def register_udfs(con: duckdb.DuckDBPyConnection, state) -> None:
             report = _labeling.label_run(cur, name, run_id, _options(options),
                                          read_secret=read_secret, progress=_report)
         return report.message()
+    return label
 
+
+def _enrich_body(state):
     def enrich(name, target, options):
         if name is None:
             raise SpecError("cluster_enrich needs a definition name; got NULL.")
@@ -134,7 +136,10 @@ def register_udfs(con: duckdb.DuckDBPyConnection, state) -> None:
         fields = opts.pop("fields", None)
         with state.cursor() as cur:
             return _enrich.enrich(cur, name, target, fields, opts).message()
+    return enrich
 
+
+def _promote(state):
     def promote(name, taxonomy, options):
         if name is None:
             raise SpecError("cluster_promote needs a definition name; got NULL.")
@@ -142,9 +147,12 @@ def register_udfs(con: duckdb.DuckDBPyConnection, state) -> None:
         clusters = opts.pop("clusters", None)
         with state.cursor() as cur:
             msg = _taxonomy.promote(cur, name, taxonomy, clusters, opts)
-        state.taxonomy_generation = state.__dict__.get("taxonomy_generation", 0) + 1
+        state.taxonomy_generation += 1
         return msg
+    return promote
 
+
+def _taxonomy_delete(state):
     def taxonomy_delete(taxonomy):
         with state.cursor() as cur:
             cur.execute("BEGIN")
@@ -154,8 +162,13 @@ def register_udfs(con: duckdb.DuckDBPyConnection, state) -> None:
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
-        state.taxonomy_generation = state.__dict__.get("taxonomy_generation", 0) + 1
+        state.taxonomy_generation += 1
         return f"deleted taxonomy {taxonomy!r}"
+    return taxonomy_delete
+
+
+def _embed(state):
+    read_secret = _secret_reader(state)
 
     def embed(text: pa.ChunkedArray, options: pa.ChunkedArray):
         texts = text.to_pylist()
@@ -168,113 +181,62 @@ def register_udfs(con: duckdb.DuckDBPyConnection, state) -> None:
             for i, v in zip(idx, vecs):
                 out[i] = v
         return pa.array(out, pa.list_(pa.float32()))
-
-    f = con.create_function
-    f("_dc_label", _wrap(label), ["VARCHAR", "VARCHAR", "VARCHAR"], "VARCHAR",
-      side_effects=True, null_handling="special")
-    f("_dc_enrich", _wrap(enrich), ["VARCHAR", "VARCHAR", "VARCHAR"], "VARCHAR",
-      side_effects=True, null_handling="special")
-    f("_dc_promote", _wrap(promote), ["VARCHAR", "VARCHAR", "VARCHAR"], "VARCHAR",
-      side_effects=True, null_handling="special")
-    f("_dc_taxonomy_delete", _wrap(taxonomy_delete), ["VARCHAR"], "VARCHAR", side_effects=True)
-    f("_dc_assign_taxonomy", _wrap(lambda e, n, t: _assign_taxonomy(state, e, n, t, False)),
-      ["FLOAT[]", "VARCHAR", "FLOAT"], "VARCHAR", type="arrow", null_handling="special",
-      side_effects=True)
-    f("_dc_assign_taxonomy_detail",
-      _wrap(lambda e, n, t: _assign_taxonomy(state, e, n, t, True)),
-      ["FLOAT[]", "VARCHAR", "FLOAT"],
-      "STRUCT(node_id VARCHAR, label VARCHAR, similarity FLOAT, path VARCHAR[])", type="arrow",
-      null_handling="special", side_effects=True)
-    f("_dc_embed_text", _wrap(embed), ["VARCHAR", "VARCHAR"], "FLOAT[]", type="arrow",
-      side_effects=True)
+    return embed
 
 
-MACROS = r"""
-CREATE OR REPLACE TEMP MACRO cluster_label(name, run_id := NULL, text := NULL, provider := NULL,
-    model := NULL, base_url := NULL, input_mappings := NULL, custom_prompt := NULL,
-    response_shape := NULL, max_samples_per_cluster := NULL, sample_text_max_length := NULL,
-    include_summary := NULL, include_keywords := NULL, n_keywords := NULL,
-    use_embedding_dedup := NULL, embedding_similarity_threshold := NULL,
-    embedding_provider := NULL, embedding_model := NULL, embedding_base_url := NULL,
-    cache_ttl_seconds := NULL, secret := NULL, api_key_env := NULL, timeout := NULL,
-    max_retries := NULL, retry_backoff := NULL, concurrency := NULL, json_mode := NULL,
-    temperature := NULL) AS
-    _dc_label(name, run_id, json_object('text', text, 'provider', provider, 'model', model,
-        'base_url', base_url, 'input_mappings', input_mappings, 'custom_prompt', custom_prompt,
-        'response_shape', response_shape, 'max_samples_per_cluster', max_samples_per_cluster,
-        'sample_text_max_length', sample_text_max_length, 'include_summary', include_summary,
-        'include_keywords', include_keywords, 'n_keywords', n_keywords,
-        'use_embedding_dedup', use_embedding_dedup,
-        'embedding_similarity_threshold', embedding_similarity_threshold,
-        'embedding_provider', embedding_provider, 'embedding_model', embedding_model,
-        'embedding_base_url', embedding_base_url, 'cache_ttl_seconds', cache_ttl_seconds,
-        'secret', secret, 'api_key_env', api_key_env, 'timeout', timeout,
-        'max_retries', max_retries, 'retry_backoff', retry_backoff, 'concurrency', concurrency,
-        'json_mode', json_mode, 'temperature', temperature)::VARCHAR);
+def _assign(detail: bool):
+    return lambda state: lambda e, n, t: _assign_taxonomy(state, e, n, t, detail)
 
-CREATE OR REPLACE TEMP MACRO cluster_enrich(name, target, fields := NULL, run_id := NULL,
-    id := NULL, prefix := NULL, insert_missing := NULL) AS
-    _dc_enrich(name, target, json_object('fields', fields, 'run_id', run_id, 'id', id,
-        'prefix', prefix, 'insert_missing', insert_missing)::VARCHAR);
 
-CREATE OR REPLACE TEMP MACRO cluster_promote(name, taxonomy, run_id := NULL, clusters := NULL,
-    min_size := NULL, min_mean_similarity := NULL, threshold := NULL, mode := NULL,
-    prefix := NULL) AS
-    _dc_promote(name, taxonomy, json_object('run_id', run_id, 'clusters', clusters,
-        'min_size', min_size, 'min_mean_similarity', min_mean_similarity,
-        'threshold', threshold, 'mode', mode, 'prefix', prefix)::VARCHAR);
+_EMB = P("embedding", to="arg", sql_type="FLOAT[]", cast=True)
+_TAX = (P("taxonomy_name", to="arg"),
+        P("threshold", "NULL", to="arg", sql_type="FLOAT", cast=True))
 
-CREATE OR REPLACE TEMP MACRO taxonomy_delete(taxonomy_name) AS _dc_taxonomy_delete(taxonomy_name);
+#: The regular functions of this area (see :mod:`._declare`). Their JSON options are the
+#: keys the Python side validates (``LABEL_OPTIONS`` and friends; test_sql_surface checks).
+FUNCTIONS = (
+    Function("cluster_label", "_dc_label", "VARCHAR", _label,
+             (P("name", to="arg"), P("run_id", "NULL", to="arg"), *options((
+                 "text", "provider", "model", "base_url", "input_mappings", "custom_prompt",
+                 "response_shape", "max_samples_per_cluster", "sample_text_max_length",
+                 "include_summary", "include_keywords", "n_keywords", "use_embedding_dedup",
+                 "embedding_similarity_threshold", "embedding_provider", "embedding_model",
+                 "embedding_base_url", "cache_ttl_seconds", "secret", "api_key_env", "timeout",
+                 "max_retries", "retry_backoff", "concurrency", "json_mode", "temperature"))),
+             doc="labels, summaries and keywords per cluster: offline keywords by default, or an "
+                 "LLM provider"),
+    Function("cluster_enrich", "_dc_enrich", "VARCHAR", _enrich_body,
+             (P("name", to="arg"), P("target", to="arg"),
+              *options(("fields", "run_id", "id", "prefix", "insert_missing"))),
+             doc="writes cluster_id / label / summary / keywords into a target table, in one "
+                 "transaction"),
+    Function("cluster_promote", "_dc_promote", "VARCHAR", _promote,
+             (P("name", to="arg"), P("taxonomy", to="arg"),
+              *options(("run_id", "clusters", "min_size", "min_mean_similarity", "threshold",
+                        "mode", "prefix"))),
+             doc="stable clusters of a run become the reference nodes of a taxonomy"),
+    Function("taxonomy_delete", "_dc_taxonomy_delete", "VARCHAR", _taxonomy_delete,
+             (P("taxonomy_name", to="arg"),), null_handling="default",
+             doc="remove a taxonomy and its nodes"),
+    Function("assign_taxonomy", "_dc_assign_taxonomy", "VARCHAR", _assign(False),
+             (_EMB, *_TAX), udf_type="arrow",
+             doc="the taxonomy node nearest an embedding (NULL below the threshold)"),
+    Function("assign_taxonomy_detail", "_dc_assign_taxonomy_detail",
+             "STRUCT(node_id VARCHAR, label VARCHAR, similarity FLOAT, path VARCHAR[])",
+             _assign(True), (_EMB, *_TAX), udf_type="arrow",
+             doc="assign_taxonomy with the node's label, similarity and path from the root"),
+    Function("embed_text", "_dc_embed_text", "FLOAT[]", _embed,
+             (P("input", to="arg", cast=True), P("provider", "'openai'"), *options((
+                 "model", "base_url", "dimensions", "secret", "api_key_env", "timeout",
+                 "max_retries", "retry_backoff"))),
+             udf_type="arrow", null_handling="default",
+             doc="embeddings of a text column from an OpenAI-compatible endpoint"),
+)
 
-CREATE OR REPLACE TEMP MACRO assign_taxonomy(embedding, taxonomy_name, threshold := NULL) AS
-    _dc_assign_taxonomy(CAST(embedding AS FLOAT[]), taxonomy_name, CAST(threshold AS FLOAT));
 
-CREATE OR REPLACE TEMP MACRO assign_taxonomy_detail(embedding, taxonomy_name, threshold := NULL) AS
-    _dc_assign_taxonomy_detail(CAST(embedding AS FLOAT[]), taxonomy_name,
-                               CAST(threshold AS FLOAT));
+def register_udfs(con: duckdb.DuckDBPyConnection, state) -> None:
+    """Private UDFs of one connection (each connection registers its own copies)."""
+    register(con, state, FUNCTIONS)
 
-CREATE OR REPLACE TEMP MACRO embed_text(input, provider := 'openai', model := NULL,
-    base_url := NULL, dimensions := NULL, secret := NULL, api_key_env := NULL, timeout := NULL,
-    max_retries := NULL, retry_backoff := NULL) AS
-    _dc_embed_text(CAST(input AS VARCHAR), json_object('provider', provider, 'model', model,
-        'base_url', base_url, 'dimensions', dimensions, 'secret', secret,
-        'api_key_env', api_key_env, 'timeout', timeout, 'max_retries', max_retries,
-        'retry_backoff', retry_backoff)::VARCHAR);
 
--- Where each label of a run came from (offline, llm, cache, or carried from the run
--- carried_from_run_id), its extra response_shape attributes, representative documents
--- and dedup merges.
-CREATE OR REPLACE TEMP MACRO cluster_labels(cluster_name, run_id := NULL) AS TABLE
-    SELECT l.run_id, l.node_id, l.label, l.summary, l.keywords, l.attributes, l.source,
-           l.provider, l.model, l.representative_ids, l.merged_into, l.labeled_at,
-           l.carried_from_run_id
-    FROM duckcluster.labels l
-    WHERE l.name = cluster_name AND COLUMNS('^run_id$') = _dc_run(cluster_name, run_id)
-    ORDER BY l.node_id;
-
--- LLM calls that failed after their retries (the node kept its offline label).
-CREATE OR REPLACE TEMP MACRO cluster_label_failures(cluster_name) AS TABLE
-    SELECT f.run_id, f.node_id, f.provider, f.model, f.kind, f.error, f.attempts, f.failed_at
-    FROM duckcluster.label_failures f
-    WHERE f.name = cluster_name
-    ORDER BY f.failed_at, f.node_id;
-
--- Enrichment history of a definition.
-CREATE OR REPLACE TEMP MACRO cluster_enrichments(cluster_name) AS TABLE
-    SELECT e.run_id, e.target, e.id_column, e.fields, e.columns, e.created_target, e.n_rows,
-           e.n_matched, e.n_inserted, e.enriched_at
-    FROM duckcluster.enrichments e
-    WHERE e.name = cluster_name
-    ORDER BY e.enriched_at;
-
-CREATE OR REPLACE TEMP MACRO taxonomy_list() AS TABLE
-    SELECT t.taxonomy, t.n_nodes, t.dim, t.threshold, t.created_at, t.updated_at
-    FROM duckcluster.taxonomies t ORDER BY t.taxonomy;
-
-CREATE OR REPLACE TEMP MACRO taxonomy_nodes(taxonomy_name) AS TABLE
-    SELECT n.node_id, n.parent_node_id, n.level, n.label, n.summary, n.keywords, n.size,
-           n.source_name, n.source_run_id, n.source_node_id, n.centroid, n.promoted_at
-    FROM duckcluster.taxonomy_nodes n
-    WHERE n.taxonomy = taxonomy_name
-    ORDER BY n.level, n.node_id;
-"""
+MACROS = macros_sql(FUNCTIONS)

@@ -1,7 +1,7 @@
 """SQL functions of the operations area: background runs, triggers, webhooks.
 
 Registered through ``duckcluster.functions.AREAS``: :func:`register_udfs` adds the private
-``_dc_*`` UDFs once per database instance; :data:`MACROS` (public TEMP macros
+``_dc_*`` UDFs on each connection (its own copies); :data:`MACROS` (public TEMP macros
 with ``:=`` arguments) runs on every connection.
 
     cluster_submit(name, mode := 'full', assignment_threshold := NULL) -> run_id
@@ -29,8 +29,10 @@ import duckdb
 
 from .._errors import SpecError
 from ..catalog import ops as store
+from ..catalog import runs as catalog
 from ..ops import triggers, webhooks
 from ..ops.background import Runner, file_reopener
+from ._declare import Function, P, macros_sql, options, register
 
 _RUNNER_LOCK = threading.Lock()
 
@@ -38,11 +40,11 @@ _RUNNER_LOCK = threading.Lock()
 def runner_for(state) -> Runner:
     """The background runner of a database instance (created on first use)."""
     with _RUNNER_LOCK:
-        runner = state.__dict__.get("ops_runner")
+        runner = state.ops_runner
         if runner is None:
             runner = Runner(state.cursor, state.settings, on_finished=_notify,
                             reopen=file_reopener(state.cursor))
-            state.__dict__["ops_runner"] = runner
+            state.ops_runner = runner
         return runner
 
 
@@ -68,8 +70,8 @@ def _wait(state, run_id: str, timeout: float | None) -> str:
         raise SpecError("cluster_wait needs a run id; got NULL.")
     timeout = 600.0 if timeout is None else float(timeout)
     with state.cursor() as cur:
-        run_id = store.resolve_run(cur, run_id)
-    runner = state.__dict__.get("ops_runner")
+        run_id = store.find_run(cur, run_id)
+    runner = state.ops_runner
     deadline = time.monotonic() + timeout
     if runner is not None and runner.knows(run_id):
         runner.wait(run_id, timeout)
@@ -83,7 +85,7 @@ def _wait(state, run_id: str, timeout: float | None) -> str:
 
 def _deliver(state) -> str:
     with state.cursor() as cur:
-        store.require_writable(cur, "cluster_webhook_deliver")  # every attempt is logged
+        catalog.require_writable(cur, "cluster_webhook_deliver")  # every attempt is logged
         done = webhooks.deliver_pending(cur)
     by: dict[str, int] = {}
     for d in done:
@@ -91,70 +93,99 @@ def _deliver(state) -> str:
     return ", ".join(f"{n} {s}" for s, n in sorted(by.items())) or "nothing pending"
 
 
-def register_udfs(con: duckdb.DuckDBPyConnection, state) -> None:
-    """Private UDFs, once per database instance."""
-    from ._registry import _wrap
-
+def _submit(state):
     def submit(name, mode, threshold):
         runner = runner_for(state)
         with state.cursor() as cur:
             return runner.submit(cur, name, mode or "full", threshold)
+    return submit
 
-    def status_run(x):
-        with state.cursor() as cur:
-            return store.resolve_run(cur, x)
 
+def _trigger_create(state):
     def trigger_create(args_json):
-        args = _options(args_json)
         with state.cursor() as cur:
-            spec = triggers.TriggerSpec.from_dict(args, triggers.seconds_parser(cur))
+            spec = triggers.TriggerSpec.from_dict(_options(args_json), triggers.seconds_parser(cur))
             return triggers.create(cur, spec)
+    return trigger_create
 
+
+def _trigger_delete(state):
     def trigger_delete(trigger_id):
         with state.cursor() as cur:
-            store.require_writable(cur, "cluster_trigger_delete")
+            catalog.require_writable(cur, "cluster_trigger_delete")
             row = store.delete_trigger(cur, trigger_id)
         return f"deleted trigger {trigger_id} ({row['kind']}) of {row['name']!r}; its history is kept"
+    return trigger_delete
 
+
+def _webhook_create(state):
     def webhook_create(args_json):
         spec = webhooks.WebhookSpec.from_dict(_options(args_json))
         with state.cursor() as cur:
             return webhooks.create(cur, spec)
+    return webhook_create
 
+
+def _webhook_delete(state):
     def webhook_delete(webhook_id):
         with state.cursor() as cur:
-            store.require_writable(cur, "cluster_webhook_delete")
+            catalog.require_writable(cur, "cluster_webhook_delete")
             row = store.delete_webhook(cur, webhook_id)
         return f"deleted webhook {webhook_id} ({row['url']}); its delivery log is kept"
+    return webhook_delete
 
+
+_THRESHOLD = P("assignment_threshold", "NULL", to="arg", sql_type="DOUBLE", cast=True)
+
+#: The regular functions of this area (see :mod:`._declare`).
+FUNCTIONS = (
+    Function("cluster_submit", "_dc_submit", "VARCHAR", _submit,
+             (P("name", to="arg"), P("mode", "'full'", to="arg"), _THRESHOLD),
+             doc="queue a run of a definition in the background; returns its run id"),
+    Function("cluster_wait", "_dc_wait", "VARCHAR", lambda state: lambda r, t: _wait(state, r, t),
+             (P("run_id", to="arg"), P("timeout", "600", to="arg", sql_type="DOUBLE", cast=True)),
+             doc="wait for a background run (seconds); returns its final status"),
+    Function("cluster_trigger_create", "_dc_trigger_create", "VARCHAR", _trigger_create,
+             (P("name"), *options(
+                 ("kind", "schedule", "every", "when_rows_added", "when_drift_above", "method",
+                  "mode", "assignment_threshold", "timezone", "cooldown", "drift_current",
+                  "enabled"),
+                 every=P("every", "NULL", expr="CAST(every AS VARCHAR)"),
+                 cooldown=P("cooldown", "NULL", expr="CAST(cooldown AS VARCHAR)"))),
+             doc="a cron, interval or event trigger run by `duckcluster scheduler`"),
+    Function("cluster_trigger_delete", "_dc_trigger_delete", "VARCHAR", _trigger_delete,
+             (P("trigger_id", to="arg"),), doc="remove a trigger; its history is kept"),
+    Function("cluster_webhook_create", "_dc_webhook_create", "VARCHAR", _webhook_create,
+             (P("name"), *options(("url", "secret", "events", "secret_env", "timeout",
+                                   "max_attempts"))),
+             doc="a signed webhook called when runs of a definition (or all, name NULL) finish"),
+    Function("cluster_webhook_delete", "_dc_webhook_delete", "VARCHAR", _webhook_delete,
+             (P("webhook_id", to="arg"),), doc="remove a webhook; its delivery log is kept"),
+    Function("cluster_webhook_deliver", "_dc_webhook_deliver", "VARCHAR",
+             lambda state: lambda: _deliver(state), null_handling="default",
+             doc="deliver pending webhook events now; returns what was sent"),
+)
+
+
+def register_udfs(con: duckdb.DuckDBPyConnection, state) -> None:
+    """Private UDFs of one connection (each connection registers its own copies)."""
+    from ._registry import _wrap
+
+    def status_run(x):
+        with state.cursor() as cur:
+            return store.find_run(cur, x)
+
+    register(con, state, FUNCTIONS)
     f = con.create_function
-    f("_dc_submit", _wrap(submit), ["VARCHAR", "VARCHAR", "DOUBLE"], "VARCHAR",
-      side_effects=True, null_handling="special")
     f("_dc_status_run", _wrap(status_run), ["VARCHAR"], "VARCHAR", side_effects=True,
-      null_handling="special")
-    f("_dc_wait", _wrap(lambda r, t: _wait(state, r, t)), ["VARCHAR", "DOUBLE"], "VARCHAR",
-      side_effects=True, null_handling="special")
-    f("_dc_trigger_create", _wrap(trigger_create), ["VARCHAR"], "VARCHAR", side_effects=True,
-      null_handling="special")
-    f("_dc_trigger_delete", _wrap(trigger_delete), ["VARCHAR"], "VARCHAR", side_effects=True,
       null_handling="special")
     f("_dc_trigger_next", _wrap(triggers.next_fire),
       ["VARCHAR", "VARCHAR", "VARCHAR", "DOUBLE", "TIMESTAMP", "TIMESTAMP", "TIMESTAMP"],
       "TIMESTAMP", null_handling="special")
-    f("_dc_webhook_create", _wrap(webhook_create), ["VARCHAR"], "VARCHAR", side_effects=True,
-      null_handling="special")
-    f("_dc_webhook_delete", _wrap(webhook_delete), ["VARCHAR"], "VARCHAR", side_effects=True,
-      null_handling="special")
-    f("_dc_webhook_deliver", _wrap(lambda: _deliver(state)), [], "VARCHAR", side_effects=True)
 
 
-MACROS = r"""
-CREATE OR REPLACE TEMP MACRO cluster_submit(name, mode := 'full', assignment_threshold := NULL) AS
-    _dc_submit(name, mode, CAST(assignment_threshold AS DOUBLE));
-
-CREATE OR REPLACE TEMP MACRO cluster_wait(run_id, timeout := 600) AS
-    _dc_wait(run_id, CAST(timeout AS DOUBLE));
-
+# the irregular ones: SQL around a UDF call
+MACROS = macros_sql(FUNCTIONS) + r"""
 CREATE OR REPLACE TEMP MACRO cluster_status(run_id) AS TABLE
     SELECT r.run_id, r.name, r.mode, r.status,
            CASE WHEN r.status = 'succeeded' THEN 'done' ELSE r.progress END AS progress,
@@ -166,19 +197,6 @@ CREATE OR REPLACE TEMP MACRO cluster_status(run_id) AS TABLE
            r.n_rows, r.n_members, r.n_clusters, r.noise_ratio, r.silhouette_score, r.pid
     FROM duckcluster.runs r
     WHERE COLUMNS('^run_id$') = (SELECT _dc_status_run(run_id));
-
-CREATE OR REPLACE TEMP MACRO cluster_trigger_create(name, kind := NULL, schedule := NULL,
-    every := NULL, when_rows_added := NULL, when_drift_above := NULL, method := NULL,
-    mode := NULL, assignment_threshold := NULL, timezone := NULL, cooldown := NULL,
-    drift_current := NULL, enabled := NULL) AS
-    _dc_trigger_create(json_object('name', name, 'kind', kind, 'schedule', schedule,
-        'every', CAST(every AS VARCHAR), 'when_rows_added', when_rows_added,
-        'when_drift_above', when_drift_above, 'method', method, 'mode', mode,
-        'assignment_threshold', assignment_threshold, 'timezone', timezone,
-        'cooldown', CAST(cooldown AS VARCHAR), 'drift_current', drift_current,
-        'enabled', enabled)::VARCHAR);
-
-CREATE OR REPLACE TEMP MACRO cluster_trigger_delete(trigger_id) AS _dc_trigger_delete(trigger_id);
 
 CREATE OR REPLACE TEMP MACRO cluster_trigger_list(cluster_name := NULL) AS TABLE
     SELECT t.trigger_id, t.name, t.kind,
@@ -201,43 +219,4 @@ CREATE OR REPLACE TEMP MACRO cluster_trigger_list(cluster_name := NULL) AS TABLE
     FROM duckcluster.triggers t
     WHERE cluster_name IS NULL OR t.name = cluster_name
     ORDER BY t.created_at, t.trigger_id;
-
-CREATE OR REPLACE TEMP MACRO cluster_trigger_history(cluster_name := NULL) AS TABLE
-    SELECT f.fired_at, f.name, f.trigger_id, f.kind, f.reason, f.outcome, f.run_id,
-           r.status AS run_status, r.duration_s, r.n_clusters,
-           coalesce(f.error, r.error) AS error, f.scheduled_for, f.observed, f.firing_id
-    FROM duckcluster.trigger_firings f
-    LEFT JOIN duckcluster.runs r ON r.run_id = f.run_id
-    WHERE cluster_name IS NULL OR f.name = cluster_name OR f.trigger_id = cluster_name
-    ORDER BY f.fired_at, f.firing_id;
-
-CREATE OR REPLACE TEMP MACRO cluster_webhook_create(name, url := NULL, secret := NULL,
-    events := NULL, secret_env := NULL, timeout := NULL, max_attempts := NULL) AS
-    _dc_webhook_create(json_object('name', name, 'url', url, 'secret', secret,
-        'events', events, 'secret_env', secret_env, 'timeout', timeout,
-        'max_attempts', max_attempts)::VARCHAR);
-
-CREATE OR REPLACE TEMP MACRO cluster_webhook_delete(webhook_id) AS _dc_webhook_delete(webhook_id);
-
-CREATE OR REPLACE TEMP MACRO cluster_webhook_deliver() AS _dc_webhook_deliver();
-
-CREATE OR REPLACE TEMP MACRO cluster_webhook_list(cluster_name := NULL) AS TABLE
-    SELECT w.webhook_id, w.name, w.url, w.events,
-           CASE WHEN w.secret IS NOT NULL THEN 'secret (stored, hidden)'
-                ELSE 'env ' || w.secret_env END AS signing,
-           w.timeout_s, w.max_attempts, w.enabled, w.created_at,
-           (SELECT count(DISTINCT d.delivery_id) FROM duckcluster.webhook_deliveries d
-            WHERE d.webhook_id = w.webhook_id AND d.status = 'delivered') AS n_delivered,
-           (SELECT count(DISTINCT d.delivery_id) FROM duckcluster.webhook_deliveries d
-            WHERE d.webhook_id = w.webhook_id AND d.status = 'failed') AS n_failed
-    FROM duckcluster.webhooks w
-    WHERE cluster_name IS NULL OR w.name = cluster_name OR w.name IS NULL
-    ORDER BY w.created_at, w.webhook_id;
-
-CREATE OR REPLACE TEMP MACRO cluster_webhook_deliveries(cluster_name := NULL) AS TABLE
-    SELECT d.attempted_at, d.webhook_id, d.name, d.event, d.subject_id, d.delivery_id,
-           d.attempt, d.status, d.http_status, d.error, d.duration_s, d.payload
-    FROM duckcluster.webhook_deliveries d
-    WHERE cluster_name IS NULL OR d.name = cluster_name OR d.webhook_id = cluster_name
-    ORDER BY d.attempted_at, d.delivery_id, d.attempt;
 """

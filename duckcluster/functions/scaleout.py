@@ -13,7 +13,8 @@ from typing import Any
 import duckdb
 
 from .._errors import SpecError
-from ._registry import _report, _State, _wrap
+from ._declare import Function, P, macros_sql, register
+from ._registry import _report, _State
 
 ASSIGN_ROW = ("STRUCT(output VARCHAR, run_id VARCHAR, backend VARCHAR, n_files BIGINT, "
               "n_rows BIGINT, n_assigned BIGINT, n_noise BIGINT, n_null BIGINT, "
@@ -58,31 +59,28 @@ def _sweep(state: _State, name, grid_json, args_json) -> list[dict]:
                             ray_address=args.get("ray_address"))
 
 
+#: The regular functions of this area (see :mod:`._declare`).
+FUNCTIONS = (
+    Function("cluster_assign_parquet", "_dc_assign_parquet", ASSIGN_ROW,
+             lambda state: lambda n, s, o, a: _assign_parquet(state, n, s, o, a),
+             (P("name", to="arg"), P("source", to="arg", cast=True),
+              P("output", to="arg", cast=True), P("embedding", "'embedding'"), P("id", "'id'"),
+              P("threshold", "0.5"), P("run_id", "NULL"), P("fields", "NULL"),
+              P("keep_columns", "false"), P("overwrite", "false"), P("backend", "'local'"),
+              P("ray_address", "NULL"), P("batch_rows", "65536")), kind="table",
+             doc="assigns (or enriches) every row of a Parquet file, folder or glob into a "
+                 "folder of Parquet files, streaming or on Ray"),
+    Function("cluster_sweep", "_dc_cluster_sweep", SWEEP_ROW,
+             lambda state: lambda n, g, a: _sweep(state, n, g, a),
+             (P("name", to="arg"), P("grid", to="arg", expr="to_json(grid)::VARCHAR"),
+              P("backend", "'local'"), P("ray_address", "NULL")), kind="table",
+             doc="quality of a definition at every point of a param grid; writes nothing"),
+)
+
+
 def register_udfs(con: duckdb.DuckDBPyConnection, state: _State) -> None:
     """Register the scale-out UDFs on one connection (a :class:`~duckcluster.functions._registry._Registrar`)."""
-    kw = {"side_effects": True, "null_handling": "special"}
-    con.create_function(
-        "_dc_assign_parquet", _wrap(lambda n, s, o, a: _assign_parquet(state, n, s, o, a)),
-        ["VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR"], ASSIGN_ROW, **kw)
-    con.create_function(
-        "_dc_cluster_sweep", _wrap(lambda n, g, a: _sweep(state, n, g, a)),
-        ["VARCHAR", "VARCHAR", "VARCHAR"], SWEEP_ROW, **kw)
+    register(con, state, FUNCTIONS)
 
 
-MACROS = r"""
-CREATE OR REPLACE TEMP MACRO cluster_assign_parquet(name, source, output,
-    embedding := 'embedding', id := 'id', threshold := 0.5, run_id := NULL, fields := NULL,
-    keep_columns := false, overwrite := false, backend := 'local', ray_address := NULL,
-    batch_rows := 65536) AS TABLE
-    SELECT unnest(_dc_assign_parquet(name, CAST(source AS VARCHAR), CAST(output AS VARCHAR),
-        json_object('embedding', embedding, 'id', id, 'threshold', threshold, 'run_id', run_id,
-                    'fields', fields, 'keep_columns', keep_columns, 'overwrite', overwrite,
-                    'backend', backend, 'ray_address', ray_address,
-                    'batch_rows', batch_rows)::VARCHAR), recursive := true);
-
-CREATE OR REPLACE TEMP MACRO cluster_sweep(name, grid, backend := 'local',
-    ray_address := NULL) AS TABLE
-    SELECT unnest(_dc_cluster_sweep(name, to_json(grid)::VARCHAR,
-        json_object('backend', backend, 'ray_address', ray_address)::VARCHAR),
-        recursive := true);
-"""
+MACROS = macros_sql(FUNCTIONS)

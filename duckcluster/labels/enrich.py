@@ -166,11 +166,11 @@ def _enriched_sql(run_id: str, fields: tuple[str, ...], cols: list[str]) -> str:
 
 def enrich(cur, name: str, target: str, fields: Any, options: Mapping[str, Any]) -> EnrichResult:
     """Write the run's fields into ``target``; all or nothing."""
-    store.require_writable(cur, "cluster_enrich")
+    catalog.require_writable(cur, "cluster_enrich")
     opts = validate_params("cluster_enrich", OPTIONS, options)
     fields_t = parse_fields(fields)
     spec = catalog.get_definition(cur, name)
-    run_id = store.resolve_run(cur, name, opts["run_id"])
+    run_id = catalog.resolve_run(cur, name, opts["run_id"])
     src = source_sql(cur, spec.source)
     src_cols = describe(cur, src)
     id_col = spec.id

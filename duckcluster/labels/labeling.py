@@ -314,11 +314,11 @@ def label_run(cur, name: str, run_id: str | None, args: Mapping[str, Any],
     ``only_unlabeled``: leave nodes that already have a label (carried from the previous
     run) as they are; keywords are still computed over every node (c-TF-IDF compares
     the clusters), but only the others are written or sent to an LLM."""
-    store.require_writable(cur, "cluster_label")
+    catalog.require_writable(cur, "cluster_label")
     spec = catalog.get_definition(cur, name)
     base = dict(spec.labeling or {})
     cfg = LabelConfig.from_dict({**base, **{k: v for k, v in args.items() if v is not None}})
-    run_id = store.resolve_run(cur, name, run_id)
+    run_id = catalog.resolve_run(cur, name, run_id)
     chat = ep = embedder = None
     if not cfg.offline:
         chat, ep = chat_provider(cfg.provider, model=cfg.model, base_url=cfg.base_url,

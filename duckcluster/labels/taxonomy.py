@@ -7,6 +7,12 @@ walks that tree: the nearest root by cosine (NULL below the threshold), then,
 while the nearest child of the current node is at or above the threshold, that
 child. Vectorized: one ``X @ C.T`` per batch, then one argmax per parent.
 
+Clusters keep their ids across full runs (``engine/lineage.py``), so a node promoted
+from one run is the same cluster in the next: ``mode := 'merge'`` on a later run
+updates it in place, and ``taxonomy_nodes(name)`` follows each node's cluster along
+its lineage to the latest full run (``current_node_id``) or says where it ended
+(``lineage_note``: died, split, merged in run ...).
+
 >>> C = np.array([[1, 0], [0, 1], [0.9, 0.1], [0.9, -0.1]], dtype=np.float32)
 >>> parent = np.array([-1, -1, 0, 0])
 >>> X = np.array([[0.8, 0.2], [0.1, 1.0], [-1, 0]], dtype=np.float32)
@@ -29,6 +35,7 @@ from .._params import Param, validate_params
 from ..catalog import labels as store
 from ..catalog import runs as catalog
 from ..core.assign import normalize_rows
+from ..core.vectors import matrix
 
 OPTIONS: dict[str, Param] = {
     "run_id": Param(str, None, nullable=True, doc="default: the latest successful run"),
@@ -112,9 +119,7 @@ def load(cur, taxonomy: str) -> Taxonomy:
     pos = {nid: i for i, nid in enumerate(ids)}
     parent = np.asarray([pos.get(p, -1) if p is not None else -1
                          for p in nodes.column("parent_node_id").to_pylist()], dtype=np.int64)
-    C = np.asarray(nodes.column("centroid").combine_chunks().flatten().to_numpy(),
-                   dtype=np.float32).reshape(len(ids), -1) if ids else \
-        np.zeros((0, int(head["dim"])), dtype=np.float32)
+    C = matrix(nodes.column("centroid"), len(ids), int(head["dim"]))
     return Taxonomy(taxonomy, float(head["threshold"]), ids, nodes.column("label").to_pylist(),
                     parent, C)
 
@@ -164,11 +169,11 @@ def _selected(rows: Sequence[store.NodeRow], clusters: Any, opts: Mapping[str, A
 
 def promote(cur, name: str, taxonomy: str, clusters: Any, options: Mapping[str, Any]) -> str:
     """Promote a run's clusters to taxonomy nodes; one transaction. Returns a message."""
-    store.require_writable(cur, "cluster_promote")
+    catalog.require_writable(cur, "cluster_promote")
     opts = validate_params("cluster_promote", OPTIONS, options)
     if not isinstance(taxonomy, str) or not taxonomy.strip():
         raise SpecError(f"taxonomy must be a non-empty name. Got {taxonomy!r}.")
-    run_id = store.resolve_run(cur, name, opts["run_id"])
+    run_id = catalog.resolve_run(cur, name, opts["run_id"])
     rows = _selected(store.run_nodes(cur, run_id), clusters, opts)
     if not rows:
         raise DataError(f"No cluster of run {run_id} qualifies for promotion (the run has no "

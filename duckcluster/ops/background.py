@@ -113,7 +113,7 @@ class Runner:
         if threshold is not None and not (0.0 <= float(threshold) <= 1.0):
             raise SpecError("assignment_threshold must be a float in the range [0, 1]. "
                             f"Got {threshold!r} instead.")
-        store.require_writable(cur, "cluster_submit")
+        catalog.require_writable(cur, "cluster_submit")
         _preload()
         spec = catalog.get_definition(cur, name)
         if is_query(spec.source):  # a stored multi-statement source never runs

@@ -29,7 +29,7 @@ from typing import Any
 
 import duckdb
 
-from .._errors import MissingDependencyError
+from .._params import optional_import
 
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "abandoned")
 QUALITY = ("silhouette_score", "mean_cosine_to_centroid", "noise_ratio", "cluster_size_entropy",
@@ -278,12 +278,7 @@ def _gauge(cls, name: str, help_: str, labels: list[str], samples) -> Any:
 
 
 def _prometheus():
-    try:
-        import prometheus_client
-    except ImportError:
-        raise MissingDependencyError(
-            "The exporter needs prometheus-client: pip install 'duckcluster[ops]'.") from None
-    return prometheus_client
+    return optional_import("prometheus_client", "ops", "The exporter", what="prometheus-client")
 
 
 def serve(source: Callable[[], tuple[Snapshot | None, bool]], port: int = 9464,

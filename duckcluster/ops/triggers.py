@@ -35,7 +35,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .._errors import DuckclusterError, MissingDependencyError, SpecError, closest
+from .._errors import DuckclusterError, SpecError, closest
+from .._params import optional_import
 from .._source import quote_ident, quote_literal, source_sql
 from ..catalog import ops as store
 from ..catalog import runs as catalog
@@ -136,12 +137,7 @@ def _positive(x: float, what: str, low: float) -> float:
 
 
 def _croniter():
-    try:
-        from croniter import croniter
-    except ImportError:
-        raise MissingDependencyError("Cron triggers need croniter: pip install "
-                                     "'duckcluster[ops]'.") from None
-    return croniter
+    return optional_import("croniter", "ops", "A cron trigger").croniter
 
 
 def _cron(d: Mapping[str, Any]) -> dict[str, Any]:
@@ -214,7 +210,7 @@ def _event(d: Mapping[str, Any], seconds: Callable[[Any, str], float]) -> dict[s
 
 def create(cur, spec: TriggerSpec) -> str:
     """Store a trigger (the definition must exist); returns its id."""
-    store.require_writable(cur, "cluster_trigger_create")
+    catalog.require_writable(cur, "cluster_trigger_create")
     catalog.get_definition(cur, spec.name)
     trigger_id = store.new_id("trg")
     store.insert_trigger(cur, {**asdict(spec), "trigger_id": trigger_id,

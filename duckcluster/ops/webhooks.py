@@ -187,7 +187,7 @@ class WebhookSpec:
 def create(cur, spec: WebhookSpec) -> str:
     from ..catalog import runs as catalog
 
-    store.require_writable(cur, "cluster_webhook_create")
+    catalog.require_writable(cur, "cluster_webhook_create")
     if spec.name is not None:
         catalog.get_definition(cur, spec.name)
     webhook_id = store.new_id("wh")

@@ -357,3 +357,129 @@ CREATE OR REPLACE TEMP MACRO cluster_drift(cluster_name, baseline_run := NULL, c
            how.how AS matched_by
     FROM labelled l, pair, counts, sums, how
     ORDER BY l.bid NULLS LAST, l.cid NULLS LAST;
+
+-- Labels, enrichments and taxonomies (pure SQL: the same in the stock CLI and in Python)
+
+-- Where each label of a run came from (offline, llm, cache, or carried from the run
+-- carried_from_run_id), its extra response_shape attributes, representative documents
+-- and dedup merges.
+CREATE OR REPLACE TEMP MACRO cluster_labels(cluster_name, run_id := NULL) AS TABLE
+    SELECT l.run_id, l.node_id, l.label, l.summary, l.keywords, l.attributes, l.source,
+           l.provider, l.model, l.representative_ids, l.merged_into, l.labeled_at,
+           l.carried_from_run_id
+    FROM duckcluster.labels l
+    WHERE l.name = cluster_name AND COLUMNS('^run_id$') = _dc_run(cluster_name, run_id)
+    ORDER BY l.node_id;
+
+CREATE OR REPLACE TEMP MACRO cluster_label_failures(cluster_name) AS TABLE
+    SELECT f.run_id, f.node_id, f.provider, f.model, f.kind, f.error, f.attempts, f.failed_at
+    FROM duckcluster.label_failures f
+    WHERE f.name = cluster_name
+    ORDER BY f.failed_at, f.node_id;
+
+CREATE OR REPLACE TEMP MACRO cluster_enrichments(cluster_name) AS TABLE
+    SELECT e.run_id, e.target, e.id_column, e.fields, e.columns, e.created_target, e.n_rows,
+           e.n_matched, e.n_inserted, e.enriched_at
+    FROM duckcluster.enrichments e
+    WHERE e.name = cluster_name
+    ORDER BY e.enriched_at;
+
+CREATE OR REPLACE TEMP MACRO taxonomy_list() AS TABLE
+    SELECT t.taxonomy, t.n_nodes, t.dim, t.threshold, t.created_at, t.updated_at
+    FROM duckcluster.taxonomies t ORDER BY t.taxonomy;
+
+-- Each node, and where its source cluster is now: the walk follows the cluster's lineage
+-- (cluster_lineage) from the run it was promoted from to the latest full run of its
+-- definition. current_node_id: the cluster it continues as there (NULL when it ended);
+-- lineage_note: current | continued | continued (split / merged on the way) | died / split /
+-- merged in <run> | not followed (sub-clusters, runs without lineage).
+CREATE OR REPLACE TEMP MACRO taxonomy_nodes(taxonomy_name) AS TABLE
+    WITH RECURSIVE src AS (
+        SELECT n.node_id AS t_node, n.source_name AS def,
+               coalesce((SELECT CASE WHEN r.mode = 'assign' THEN r.base_run_id ELSE r.run_id END
+                         FROM duckcluster.runs r WHERE r.run_id = n.source_run_id),
+                        n.source_run_id) AS frun,
+               TRY_CAST(regexp_extract(n.source_node_id, '^cl_(-?[0-9]+)$', 1) AS INTEGER) AS cid
+        FROM duckcluster.taxonomy_nodes n WHERE n.taxonomy = taxonomy_name),
+    walk(t_node, def, rid, cid, changed, steps) AS (
+        SELECT t_node, def, frun, cid, false, 0 FROM src WHERE cid IS NOT NULL
+        UNION ALL
+        SELECT w.t_node, w.def, l.run_id, l.cluster_id, w.changed OR l.event <> 'continued',
+               w.steps + 1
+        FROM walk w JOIN duckcluster.lineage l
+            ON l.name = w.def AND l.previous_run_id = w.rid AND l.previous_cluster_id = w.cid
+        WHERE l.matched AND w.steps < 10000),
+    last AS (
+        SELECT t_node, arg_max(rid, steps) AS rid, arg_max(cid, steps) AS cid,
+               arg_max(changed, steps) AS changed, max(steps) AS steps
+        FROM walk GROUP BY t_node),
+    ended AS (
+        SELECT last.t_node, min(l.run_id) AS at_run,
+               string_agg(DISTINCT l.event, ' / ' ORDER BY l.event) AS events
+        FROM last JOIN src ON src.t_node = last.t_node JOIN duckcluster.lineage l
+            ON l.name = src.def AND l.previous_run_id = last.rid AND l.previous_cluster_id = last.cid
+        GROUP BY last.t_node),
+    latest AS (
+        SELECT r.name AS def, max_by(r.run_id, r.run_seq) AS rid FROM duckcluster.runs r
+        WHERE r.status = 'succeeded' AND r.mode = 'full' GROUP BY r.name),
+    followed AS (
+        SELECT src.t_node, coalesce(ended.at_run, last.rid) AS current_run_id,
+               CASE WHEN ended.t_node IS NULL AND last.rid = latest.rid THEN 'cl_' || last.cid END
+                   AS current_node_id,
+               CASE WHEN src.cid IS NULL THEN 'not followed: only top-level clusters are'
+                    WHEN ended.t_node IS NOT NULL THEN ended.events || ' in ' || ended.at_run
+                    WHEN last.rid IS DISTINCT FROM latest.rid
+                        THEN 'not followed after ' || last.rid || ' (no lineage recorded)'
+                    WHEN last.steps = 0 THEN 'current'
+                    WHEN last.changed THEN 'continued (split / merged on the way)'
+                    ELSE 'continued' END AS lineage_note
+        FROM src LEFT JOIN last ON last.t_node = src.t_node
+        LEFT JOIN ended ON ended.t_node = src.t_node
+        LEFT JOIN latest ON latest.def = src.def)
+    SELECT n.node_id, n.parent_node_id, n.level, n.label, n.summary, n.keywords, n.size,
+           n.source_name, n.source_run_id, n.source_node_id, n.centroid, n.promoted_at,
+           f.current_run_id, f.current_node_id, f.lineage_note
+    FROM duckcluster.taxonomy_nodes n LEFT JOIN followed f ON f.t_node = n.node_id
+    WHERE n.taxonomy = taxonomy_name
+    ORDER BY n.level, n.node_id;
+
+-- Drift monitors (pure SQL: the same in the stock CLI and in Python)
+
+CREATE OR REPLACE TEMP MACRO drift_monitors() AS TABLE
+    SELECT m.name, m.reference_name, m.reference_run_id, m.window_size, m.reservoir_size,
+           m.assignment_threshold, m.seed, m.dim, m.created_at, m.updated_at,
+           count(w.window_start) AS n_windows, coalesce(sum(w.n_seen), 0) AS n_seen
+    FROM duckcluster.drift_monitors m
+    LEFT JOIN duckcluster.drift_windows w ON w.monitor = m.name
+    GROUP BY ALL ORDER BY m.name;
+
+-- Triggers and webhooks (pure SQL: the same in the stock CLI and in Python)
+
+CREATE OR REPLACE TEMP MACRO cluster_trigger_history(cluster_name := NULL) AS TABLE
+    SELECT f.fired_at, f.name, f.trigger_id, f.kind, f.reason, f.outcome, f.run_id,
+           r.status AS run_status, r.duration_s, r.n_clusters,
+           coalesce(f.error, r.error) AS error, f.scheduled_for, f.observed, f.firing_id
+    FROM duckcluster.trigger_firings f
+    LEFT JOIN duckcluster.runs r ON r.run_id = f.run_id
+    WHERE cluster_name IS NULL OR f.name = cluster_name OR f.trigger_id = cluster_name
+    ORDER BY f.fired_at, f.firing_id;
+
+CREATE OR REPLACE TEMP MACRO cluster_webhook_list(cluster_name := NULL) AS TABLE
+    SELECT w.webhook_id, w.name, w.url, w.events,
+           CASE WHEN w.secret IS NOT NULL THEN 'secret (stored, hidden)'
+                ELSE 'env ' || w.secret_env END AS signing,
+           w.timeout_s, w.max_attempts, w.enabled, w.created_at,
+           (SELECT count(DISTINCT d.delivery_id) FROM duckcluster.webhook_deliveries d
+            WHERE d.webhook_id = w.webhook_id AND d.status = 'delivered') AS n_delivered,
+           (SELECT count(DISTINCT d.delivery_id) FROM duckcluster.webhook_deliveries d
+            WHERE d.webhook_id = w.webhook_id AND d.status = 'failed') AS n_failed
+    FROM duckcluster.webhooks w
+    WHERE cluster_name IS NULL OR w.name = cluster_name OR w.name IS NULL
+    ORDER BY w.created_at, w.webhook_id;
+
+CREATE OR REPLACE TEMP MACRO cluster_webhook_deliveries(cluster_name := NULL) AS TABLE
+    SELECT d.attempted_at, d.webhook_id, d.name, d.event, d.subject_id, d.delivery_id,
+           d.attempt, d.status, d.http_status, d.error, d.duration_s, d.payload
+    FROM duckcluster.webhook_deliveries d
+    WHERE cluster_name IS NULL OR d.name = cluster_name OR d.webhook_id = cluster_name
+    ORDER BY d.attempted_at, d.delivery_id, d.attempt;

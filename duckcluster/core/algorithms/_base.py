@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-from ..._errors import MissingDependencyError
 from ..._params import Param
 
 FitPredict = Callable[[np.ndarray, dict, int], np.ndarray]
@@ -82,19 +81,3 @@ def relabeled(fit: FitPredict) -> FitPredict:
 def random_state(seed: int) -> int:
     """Map any int seed into the range numpy/sklearn accept, [0, 2**32)."""
     return int(seed) % (2**32)
-
-
-def require(module: str, extra: str, dist: str, purpose: str) -> Any:
-    """Import an optional dependency or raise MissingDependencyError with a hint.
-
-    ``extra`` is the duckcluster extra that pulls it in, ``dist`` its PyPI name.
-    """
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"{purpose} needs the package {module!r}, which is not installed. "
-            f"Install it with: pip install {dist}"
-        ) from exc

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..._errors import MissingDependencyError
+from ..._params import optional_import
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
@@ -13,15 +13,12 @@ class SentenceTransformerEmbeddings:
     """Embeds with a local sentence-transformers model; no network once it is cached."""
 
     def __init__(self, model: str | None = None):
-        try:
-            from sentence_transformers import SentenceTransformer
-        except ImportError:
-            raise MissingDependencyError(
-                "Local embeddings need sentence-transformers, which is not installed. "
-                "Install it with pip install 'duckcluster[local-embeddings]', or use an "
-                "OpenAI-compatible endpoint: embedding_provider := 'openai' (with "
-                "embedding_base_url := 'http://localhost:11434/v1' for Ollama).") from None
-        self.model = SentenceTransformer(model or DEFAULT_MODEL)
+        st = optional_import(
+            "sentence_transformers", "local-embeddings", "Local embeddings",
+            what="sentence-transformers",
+            alternative=", or use an OpenAI-compatible endpoint: embedding_provider := 'openai' "
+                        "(with embedding_base_url := 'http://localhost:11434/v1' for Ollama)")
+        self.model = st.SentenceTransformer(model or DEFAULT_MODEL)
 
     def embed(self, client, texts: list[str]) -> np.ndarray:
         return np.asarray(self.model.encode(list(texts), normalize_embeddings=True),

@@ -1,0 +1,170 @@
+"""Declarations of regular SQL functions: one declaration gives the UDF, the macro and the
+reference row.
+
+A regular function is a public macro over one private Python UDF. Its declaration lists
+the macro's parameters in order; each either becomes its own UDF argument (``to="arg"``)
+or a key of one JSON options object (``to="json"``, the default), which the UDF receives
+as a VARCHAR at the position of the first JSON parameter. From that, :func:`macro_sql`
+writes the ``CREATE OR REPLACE TEMP MACRO`` text, :func:`register` the UDF, and
+:func:`reference_row` a row of ``docs/functions.md``. Irregular functions (dispatch on
+types, SQL around the call, the pure-SQL read side) stay hand-written.
+
+>>> f = Function("cluster_wait", "_dc_wait", "VARCHAR", lambda state: None,
+...              (P("run_id", to="arg"), P("timeout", "600", to="arg", sql_type="DOUBLE",
+...                                        cast=True)), doc="Wait for a run.")
+>>> print(macro_sql(f).strip())
+CREATE OR REPLACE TEMP MACRO cluster_wait(run_id, timeout := 600) AS
+    _dc_wait(run_id, CAST(timeout AS DOUBLE));
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ._registry import _wrap
+
+_RESERVED = {"replace", "window", "table", "select", "from", "where", "order", "group"}
+
+
+@dataclass(frozen=True)
+class P:
+    """One macro parameter.
+
+    ``default``: None for a required positional parameter, else the SQL text of its ``:=``
+    default. ``to``: ``"json"`` (a key of the options JSON) or ``"arg"`` (its own UDF
+    argument of ``sql_type``). ``expr``: the SQL that passes it (default: the name, or
+    ``CAST(name AS sql_type)`` with ``cast``).
+    """
+
+    name: str
+    default: str | None = None
+    to: str = "json"
+    sql_type: str = "VARCHAR"
+    expr: str | None = None
+    cast: bool = False
+
+    @property
+    def ident(self) -> str:
+        return f'"{self.name}"' if self.name in _RESERVED else self.name
+
+    def value(self) -> str:
+        if self.expr is not None:
+            return self.expr
+        return f"CAST({self.ident} AS {self.sql_type})" if self.cast else self.ident
+
+
+def options(names: Iterable[str], **overrides: P) -> tuple[P, ...]:
+    """JSON ``:=`` options defaulting to NULL (the Python side applies its Param defaults),
+    one per name, in order; ``overrides`` replace single entries."""
+    return tuple(overrides.get(n, P(n, "NULL")) for n in names)
+
+
+@dataclass(frozen=True)
+class Function:
+    """A regular SQL function: public macro ``name`` over the private UDF ``udf``.
+
+    ``body(state)`` returns the Python function of one connection, taking the UDF's
+    arguments in order. ``kind``: ``"scalar"``, or ``"table"`` for a UDF returning a LIST
+    of STRUCTs that the macro unnests into rows.
+    """
+
+    name: str
+    udf: str
+    returns: str
+    body: Callable[[Any], Callable[..., Any]]
+    params: tuple[P, ...] = ()
+    doc: str = ""
+    kind: str = "scalar"
+    side_effects: bool = True
+    null_handling: str = "special"
+    udf_type: str = "native"
+    params_doc: Mapping[str, str] | None = None
+
+    def udf_args(self) -> list[tuple[str, str]]:
+        """(SQL passed, UDF parameter type) of each UDF argument, in order."""
+        out: list[tuple[str, str]] = []
+        json_at = None
+        for p in self.params:
+            if p.to == "arg":
+                out.append((p.value(), p.sql_type))
+            elif json_at is None:
+                json_at = len(out)
+        if json_at is not None:
+            pairs = [f"'{p.name}', {p.value()}" for p in self.params if p.to == "json"]
+            packed = _wrapped(pairs, "json_object(", "            ") + ")::VARCHAR"
+            out.insert(json_at, (packed, "VARCHAR"))
+        return out
+
+
+def signature(f: Function) -> str:
+    """The macro's parameter list: ``name, source := NULL, ...``."""
+    return ", ".join(p.ident if p.default is None else f"{p.ident} := {p.default}"
+                     for p in f.params)
+
+
+def _wrapped(items: list[str], first: str, indent: str, width: int = 96) -> str:
+    """``first`` followed by the comma-separated ``items``, folded at ``width``."""
+    lines, line = [], first
+    for i, item in enumerate(items):
+        piece = item + (", " if i < len(items) - 1 else "")
+        if len(line) + len(piece.rstrip()) > width and line.strip():
+            lines.append(line.rstrip())
+            line = indent
+        line += piece
+    lines.append(line)
+    return "\n".join(lines)
+
+
+def macro_sql(f: Function) -> str:
+    """The ``CREATE OR REPLACE TEMP MACRO`` statement of ``f``."""
+    params = [p.ident if p.default is None else f"{p.ident} := {p.default}" for p in f.params]
+    head = _wrapped(params, f"CREATE OR REPLACE TEMP MACRO {f.name}(", "    ") + ") AS"
+    call = _wrapped([sql for sql, _ in f.udf_args()], f"{f.udf}(", "        ") + ")"
+    if f.kind == "table":
+        return f"\n{head} TABLE\n    SELECT unnest({call}, recursive := true);\n"
+    return f"\n{head}\n    {call};\n"
+
+
+def macros_sql(functions: Iterable[Function]) -> str:
+    return "".join(macro_sql(f) for f in functions)
+
+
+def register(reg: Any, state: Any, functions: Iterable[Function]) -> None:
+    """Create the UDF of each declaration on one connection's registrar."""
+    for f in functions:
+        reg.create_function(f.udf, _wrap(f.body(state)), [t for _, t in f.udf_args()],
+                            f.returns, type=f.udf_type, null_handling=f.null_handling,
+                            side_effects=f.side_effects)
+
+
+def reference_row(f: Function) -> str:
+    """The function's row of the generated reference (``docs/functions.md``)."""
+    return f"| `{f.name}({signature(f)})` | {f.kind} | {cell(f.doc)} |"
+
+
+def cell(text: str) -> str:
+    """Text for a Markdown table cell (a ``|`` would end the cell)."""
+    return text.replace("|", "\\|")
+
+
+def hand_written(sql: str) -> list[tuple[str, str, str, str]]:
+    """(name, signature, kind, doc) of each public ``CREATE ... MACRO`` in ``sql``, the doc
+    being the ``--`` comment lines right above it."""
+    import re
+
+    out = []
+    for m in re.finditer(r"((?:^--[^\n]*\n)*)CREATE OR REPLACE TEMP MACRO (\w+)\(", sql, re.M):
+        name = m.group(2)
+        if name.startswith("_"):
+            continue
+        depth, i = 1, m.end()
+        while depth:
+            depth += {"(": 1, ")": -1}.get(sql[i], 0)
+            i += 1
+        sig = re.sub(r"\s+", " ", sql[m.end():i - 1]).strip()
+        kind = "table" if re.match(r"\s*AS\s+TABLE", sql[i:], re.I) else "scalar"
+        doc = " ".join(line[2:].strip() for line in m.group(1).splitlines())
+        out.append((name, sig, kind, cell(doc)))
+    return out
