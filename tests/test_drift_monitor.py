@@ -161,7 +161,7 @@ def test_monitor_listing_named_baseline_and_delete(con, reference, incoming):
     feed(con, "m", 0, 1)
     feed(con, "m", 30, 31)
     feed(con, "m", 60, 61)
-    (row,) = con.sql("SELECT name, reference_name, n_windows, n_seen, dim FROM drift_monitors()").fetchall()
+    (row,) = con.sql("SELECT name, reference_name, n_windows, n_seen, dim FROM drift_monitor_list()").fetchall()
     assert row == ("m", "topics", 3, 3000, D)
     r = con.sql("SELECT is_baseline FROM drift_monitor_windows('m', baseline := TIMESTAMP "
                 "'2024-03-02 10:00', method := ['mean_shift', 'energy'])").fetchall()

@@ -164,7 +164,7 @@ def test_a_stored_multi_statement_source_never_runs(hostile_db, db_path):
         assert _world(con) == before, sql
     assert q(con, "SELECT count(*) FROM duckcluster.runs") == n_runs  # not even a failed run
     msgs: list[str] = []
-    report = Scheduler(db_path, say=msgs.append).tick()
+    report = Scheduler(db_path, duckcluster.connect, say=msgs.append).tick()
     assert report.fired == []
     err = q(con, "SELECT last_error FROM duckcluster.triggers WHERE trigger_id = ?", [tid])[0][0]
     assert MULTI_MSG in err

@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
+import duckcluster
 from conftest import blobs, embedding_table, load_table
 from duckcluster.ops import triggers
 from duckcluster.ops.scheduler import Scheduler
@@ -43,7 +44,7 @@ def _add_rows(con, X: np.ndarray, start: int) -> None:
 
 def _sched(db_path, **kw) -> Scheduler:
     msgs: list[str] = []
-    s = Scheduler(db_path, say=msgs.append, **kw)
+    s = Scheduler(db_path, duckcluster.connect, say=msgs.append, **kw)
     s.msgs = msgs
     return s
 

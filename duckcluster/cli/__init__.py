@@ -224,7 +224,7 @@ def scheduler_cmd(database, poll, grace, once, metrics_port, metrics_host,
 
         shared = SharedSource()
         serve(shared, metrics_port, metrics_host)
-    sched = Scheduler(database, poll=poll, grace=grace, artifacts_dir=artifacts_dir,
+    sched = Scheduler(database, connect, poll=poll, grace=grace, artifacts_dir=artifacts_dir,
                       on_snapshot=shared.put if shared is not None else None)
     if once:
         report = sched.tick()

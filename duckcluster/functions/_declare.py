@@ -33,9 +33,11 @@ class P:
     """One macro parameter.
 
     ``default``: None for a required positional parameter, else the SQL text of its ``:=``
-    default. ``to``: ``"json"`` (a key of the options JSON) or ``"arg"`` (its own UDF
-    argument of ``sql_type``). ``expr``: the SQL that passes it (default: the name, or
-    ``CAST(name AS sql_type)`` with ``cast``).
+    default. ``to``: ``"json"`` (a key of the options JSON), ``"arg"`` (its own UDF
+    argument of ``sql_type``) or ``"none"`` (not passed by itself: a deprecated alias that
+    another parameter's ``expr`` reads, e.g. ``coalesce(taxonomy_name, taxonomy)``).
+    ``expr``: the SQL that passes it (default: the name, or ``CAST(name AS sql_type)`` with
+    ``cast``).
     """
 
     name: str
@@ -81,6 +83,8 @@ class Function:
     null_handling: str = "special"
     udf_type: str = "native"
     params_doc: Mapping[str, str] | None = None
+    #: deprecated parameter name -> the name that replaces it (shown in the reference)
+    aliases: Mapping[str, str] | None = None
 
     def udf_args(self) -> list[tuple[str, str]]:
         """(SQL passed, UDF parameter type) of each UDF argument, in order."""
@@ -89,7 +93,7 @@ class Function:
         for p in self.params:
             if p.to == "arg":
                 out.append((p.value(), p.sql_type))
-            elif json_at is None:
+            elif p.to == "json" and json_at is None:
                 json_at = len(out)
         if json_at is not None:
             pairs = [f"'{p.name}', {p.value()}" for p in self.params if p.to == "json"]
@@ -141,7 +145,9 @@ def register(reg: Any, state: Any, functions: Iterable[Function]) -> None:
 
 def reference_row(f: Function) -> str:
     """The function's row of the generated reference (``docs/functions.md``)."""
-    return f"| `{f.name}({signature(f)})` | {f.kind} | {cell(f.doc)} |"
+    doc = f.doc + "".join(f"; `{old}` is a deprecated alias of `{new}`"
+                          for old, new in (f.aliases or {}).items())
+    return f"| `{f.name}({signature(f)})` | {f.kind} | {cell(doc)} |"
 
 
 def cell(text: str) -> str:

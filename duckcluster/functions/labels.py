@@ -143,6 +143,9 @@ def _promote(state):
     def promote(name, taxonomy, options):
         if name is None:
             raise SpecError("cluster_promote needs a definition name; got NULL.")
+        if taxonomy is None:
+            raise SpecError("cluster_promote needs a taxonomy name: cluster_promote(name, "
+                            "'my_taxonomy') or taxonomy_name := 'my_taxonomy'.")
         opts = _options(options)
         clusters = opts.pop("clusters", None)
         with state.cursor() as cur:
@@ -211,9 +214,11 @@ FUNCTIONS = (
              doc="writes cluster_id / label / summary / keywords into a target table, in one "
                  "transaction"),
     Function("cluster_promote", "_dc_promote", "VARCHAR", _promote,
-             (P("name", to="arg"), P("taxonomy", to="arg"),
+             (P("name", to="arg"),
+              P("taxonomy_name", "NULL", to="arg", expr="coalesce(taxonomy_name, taxonomy)"),
               *options(("run_id", "clusters", "min_size", "min_mean_similarity", "threshold",
-                        "mode", "prefix"))),
+                        "mode", "prefix")), P("taxonomy", "NULL", to="none")),
+             aliases={"taxonomy": "taxonomy_name"},
              doc="stable clusters of a run become the reference nodes of a taxonomy"),
     Function("taxonomy_delete", "_dc_taxonomy_delete", "VARCHAR", _taxonomy_delete,
              (P("taxonomy_name", to="arg"),), null_handling="default",

@@ -59,10 +59,14 @@ class TickReport:
 class Scheduler:
     """Evaluates and fires the triggers of one database file; see the module docstring."""
 
-    def __init__(self, path: str, *, poll: float = 30.0, grace: float = 60.0,
-                 artifacts_dir: str | None = None, say: Callable[[str], None] = _stderr,
+    def __init__(self, path: str, connect: Callable[..., Any], *, poll: float = 30.0,
+                 grace: float = 60.0, artifacts_dir: str | None = None,
+                 say: Callable[[str], None] = _stderr,
                  on_snapshot: Callable[[Any], None] | None = None):
+        """``connect(path, artifacts_dir=...)`` opens the file with duckcluster installed
+        (``duckcluster.connect``; passed in so this layer never imports the package)."""
         self.path = path
+        self.connect = connect
         self.poll = float(poll)
         self.grace = float(grace)
         self.artifacts_dir = artifacts_dir
@@ -73,11 +77,9 @@ class Scheduler:
 
     # -- one tick ---------------------------------------------------------------------
     def tick(self) -> TickReport:
-        from .. import connect
-
         report = TickReport()
         try:
-            con = connect(self.path, artifacts_dir=self.artifacts_dir)
+            con = self.connect(self.path, artifacts_dir=self.artifacts_dir)
         except DatabaseBusyError:
             self.say(f"{self.path} is locked by another writer; retrying in "
                      f"{min(self.poll, BUSY_RETRY_S):g} s")

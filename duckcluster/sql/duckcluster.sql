@@ -445,13 +445,17 @@ CREATE OR REPLACE TEMP MACRO taxonomy_nodes(taxonomy_name) AS TABLE
 
 -- Drift monitors (pure SQL: the same in the stock CLI and in Python)
 
-CREATE OR REPLACE TEMP MACRO drift_monitors() AS TABLE
+-- Every streaming drift monitor with its windows so far (one row per monitor).
+CREATE OR REPLACE TEMP MACRO drift_monitor_list() AS TABLE
     SELECT m.name, m.reference_name, m.reference_run_id, m.window_size, m.reservoir_size,
            m.assignment_threshold, m.seed, m.dim, m.created_at, m.updated_at,
            count(w.window_start) AS n_windows, coalesce(sum(w.n_seen), 0) AS n_seen
     FROM duckcluster.drift_monitors m
     LEFT JOIN duckcluster.drift_windows w ON w.monitor = m.name
     GROUP BY ALL ORDER BY m.name;
+
+-- Deprecated: the old name of drift_monitor_list() (every listing is *_list()).
+CREATE OR REPLACE TEMP MACRO drift_monitors() AS TABLE SELECT * FROM drift_monitor_list();
 
 -- Triggers and webhooks (pure SQL: the same in the stock CLI and in Python)
 
