@@ -80,15 +80,27 @@ _CREATE_ERRORS = [
     ("kind := 'interval', every := 'soon'", "'every' must be an INTERVAL"),
     ("kind := 'interval', every := INTERVAL 0 SECOND", "'every' must be at least 1 second"),
     ("kind := 'event'", "An event trigger needs when_rows_added := <rows>"),
-    ("kind := 'event', when_rows_added := 0", "when_rows_added must be an int in the range"),
+    ("kind := 'event', when_rows_added := 0",
+     "The 'when_rows_added' parameter of cluster_trigger_create must be an int in the range "
+     "[1, inf) or None. Got 0 instead."),
+    ("kind := 'event', when_drift_above := 'high'",
+     "The 'when_drift_above' parameter of cluster_trigger_create must be a float in the range "
+     "[0, inf) or None. Got 'high' instead."),
+    ("kind := 'event', when_rows_added := 5, assignment_threshold := 2",
+     "The 'assignment_threshold' parameter of cluster_trigger_create must be a float in the "
+     "range [0, 1] or None. Got 2 instead."),
+    ("kind := 'interval', every := 60, enabled := 'yes'",
+     "The 'enabled' parameter of cluster_trigger_create must be a bool. Got 'yes' instead."),
     ("kind := 'event', when_drift_above := 0.1, method := 'mmdd'",
      "Unknown drift method 'mmdd'. Did you mean 'mmd'?"),
     ("kind := 'event', when_rows_added := 5, method := 'mmd'",
      "method and drift_current belong to when_drift_above"),
     ("kind := 'event', when_drift_above := 0.1, drift_current := 'all'",
-     "drift_current must be one of new_rows, source"),
+     "The 'drift_current' parameter of cluster_trigger_create must be one of 'new_rows', "
+     "'source'. Got 'all' instead."),
     ("kind := 'event', when_rows_added := 5, mode := 'fast'",
-     "The 'mode' of a trigger must be 'full' or 'assign'"),
+     "The 'mode' parameter of cluster_trigger_create must be one of 'full', 'assign'. Got "
+     "'fast' instead."),
     ("", "cluster_trigger_create needs kind := 'cron'"),
 ]
 

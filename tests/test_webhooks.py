@@ -233,8 +233,16 @@ _CREATE_ERRORS = [
     ("url := 'http://127.0.0.1/x', secret := 'k', events := ['run.succeded']",
      "Unknown webhook event 'run.succeded'. Did you mean 'run.succeeded'?"),
     ("url := 'http://127.0.0.1/x', secret := 'k', events := []", "at least one"),
-    ("url := 'http://127.0.0.1/x', secret := 'k', timeout := 0", "range (0, 300]"),
-    ("url := 'http://127.0.0.1/x', secret := 'k', max_attempts := 0", "range [1, 20]"),
+    ("url := 'http://127.0.0.1/x', secret := 'k', timeout := 0",
+     "The 'timeout' parameter of cluster_webhook_create must be a float in the range (0, 300]. "
+     "Got 0 instead."),
+    ("url := 'http://127.0.0.1/x', secret := 'k', timeout := 'ten'",
+     "The 'timeout' parameter of cluster_webhook_create must be a float in the range (0, 300]. "
+     "Got 'ten' instead."),
+    ("url := 'http://127.0.0.1/x', secret := 'k', max_attempts := 0",
+     "The 'max_attempts' parameter of cluster_webhook_create must be an int in the range "
+     "[1, 20]. Got 0 instead."),
+    ("url := 'http://127.0.0.1/x', secret := 'k', max_attempts := 2.5", "Got 2.5 instead."),
 ]
 
 

@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .._errors import DuckclusterError, SpecError, closest
-from .._params import optional_import
+from .._params import Param, optional_import, validate_params
 from .._source import quote_ident, quote_literal, source_sql
 from ..catalog import ops as store
 from ..catalog import runs as catalog
@@ -49,6 +49,18 @@ DEFAULT_COOLDOWN_S = 3600.0
 DEFAULT_DRIFT_METHOD = "mmd"
 _OPTIONS = ("name", "kind", "schedule", "every", "when_rows_added", "when_drift_above", "method",
             "mode", "assignment_threshold", "timezone", "cooldown", "drift_current", "enabled")
+
+#: The scalar options, checked as data before any kind-specific rule (durations, the cron
+#: schedule and the drift method have their own parsers below).
+PARAMS = {
+    "kind": Param(str, choices=KINDS, nullable=True),
+    "mode": Param(str, "full", choices=("full", "assign")),
+    "assignment_threshold": Param(float, None, low=0.0, high=1.0, nullable=True),
+    "when_rows_added": Param(int, None, low=1, nullable=True),
+    "when_drift_above": Param(float, None, low=0.0, nullable=True),
+    "drift_current": Param(str, None, choices=DRIFT_CURRENT, nullable=True),
+    "enabled": Param(bool, True),
+}
 
 
 @dataclass(frozen=True)
@@ -87,6 +99,9 @@ class TriggerSpec:
         if kind not in KINDS:
             raise SpecError(f"Unknown trigger kind {kind!r}.{closest(str(kind), KINDS)} Valid "
                             f"kinds: {', '.join(KINDS)}.")
+        checked = validate_params("cluster_trigger_create", PARAMS,
+                                  {k: v for k, v in d.items() if k in PARAMS})
+        d = {**d, **{k: v for k, v in checked.items() if k in d}}
         own = {"cron": {"schedule", "timezone"}, "interval": {"every"},
                "event": {"when_rows_added", "when_drift_above", "method", "drift_current",
                          "every", "cooldown"}}[kind]
@@ -94,18 +109,12 @@ class TriggerSpec:
                                    "when_drift_above", "method", "drift_current", "cooldown")
                        if k in d and k not in own)
         if other:
-            raise SpecError(f"A {kind} trigger does not take {', '.join(other)}. It takes "
+            article = "An" if kind[0] in "aeiou" else "A"
+            raise SpecError(f"{article} {kind} trigger does not take {', '.join(other)}. It takes "
                             f"{', '.join(sorted(own))}.")
-        mode = d.get("mode", "full")
-        if mode not in ("full", "assign"):
-            raise SpecError(f"The 'mode' of a trigger must be 'full' or 'assign'. Got {mode!r}.")
-        thr = d.get("assignment_threshold")
-        if thr is not None and not 0.0 <= float(thr) <= 1.0:
-            raise SpecError("assignment_threshold must be a float in the range [0, 1]. Got "
-                            f"{thr!r} instead.")
-        out: dict[str, Any] = {"name": name, "kind": kind, "mode": mode,
-                               "assignment_threshold": None if thr is None else float(thr),
-                               "enabled": bool(d.get("enabled", True))}
+        out: dict[str, Any] = {"name": name, "kind": kind, "mode": checked["mode"],
+                               "assignment_threshold": checked["assignment_threshold"],
+                               "enabled": checked["enabled"]}
         if kind == "cron":
             out.update(_cron(d))
         elif kind == "interval":
@@ -180,26 +189,17 @@ def _event(d: Mapping[str, Any], seconds: Callable[[Any, str], float]) -> dict[s
         raise SpecError("An event trigger needs when_rows_added := <rows> and/or "
                         "when_drift_above := <drift statistic>.")
     out: dict[str, Any] = {}
-    if rows is not None:
-        if isinstance(rows, bool) or int(rows) != rows or rows < 1:
-            raise SpecError("when_rows_added must be an int in the range [1, inf). Got "
-                            f"{rows!r} instead.")
+    if rows is not None:  # checked against PARAMS already
         out["when_rows_added"] = int(rows)
     if drift is None and ("method" in d or "drift_current" in d):
         raise SpecError("method and drift_current belong to when_drift_above; give a drift "
                         "threshold too, e.g. when_drift_above := 0.1.")
-    if drift is not None:
-        if isinstance(drift, bool) or not float(drift) >= 0:
-            raise SpecError("when_drift_above must be a number >= 0 (the drift statistic of "
-                            f"the method). Got {drift!r} instead.")
+    if drift is not None:  # a number >= 0 (PARAMS): the drift statistic of the method
         from ..drift import get_method
 
         method = d.get("method", DEFAULT_DRIFT_METHOD)
         get_method(method)  # unknown -> the valid names
         current = d.get("drift_current", "new_rows")
-        if current not in DRIFT_CURRENT:
-            raise SpecError(f"drift_current must be one of {', '.join(DRIFT_CURRENT)}. Got "
-                            f"{current!r}.")
         out.update(when_drift_above=float(drift), method=method, drift_current=current)
     if "every" in d:
         out["every_s"] = _positive(seconds(d["every"], "every"), "every", 1.0)

@@ -56,6 +56,7 @@ import httpx
 from .. import _secrets
 from .._errors import SpecError, closest
 from .._http import RetryPolicy, redact_url
+from .._params import Param, validate_params
 from .._version import __version__
 from ..catalog import ops as store
 
@@ -131,6 +132,15 @@ def check_url(url: Any) -> str:
     del port
     return url
 
+#: The numeric options of cluster_webhook_create, checked as data.
+PARAMS = {
+    "timeout": Param(float, DEFAULT_TIMEOUT_S, low=0.0, high=300.0, low_open=True,
+                     doc="seconds per delivery attempt"),
+    "max_attempts": Param(int, DEFAULT_MAX_ATTEMPTS, low=1, high=20,
+                          doc="attempts per event, with exponential backoff"),
+}
+
+
 @dataclass(frozen=True)
 class WebhookSpec:
     """A validated ``cluster_webhook_create`` call."""
@@ -171,17 +181,11 @@ class WebhookSpec:
                             "header.")
         if secret and secret_env:
             raise SpecError("cluster_webhook_create: give secret or secret_env, not both.")
-        timeout = float(d.get("timeout", DEFAULT_TIMEOUT_S))
-        if not 0 < timeout <= 300:
-            raise SpecError("The 'timeout' of a webhook must be a number of seconds in the "
-                            f"range (0, 300]. Got {d.get('timeout')!r} instead.")
-        attempts = d.get("max_attempts", DEFAULT_MAX_ATTEMPTS)
-        if isinstance(attempts, bool) or int(attempts) != attempts or not 1 <= attempts <= 20:
-            raise SpecError("The 'max_attempts' of a webhook must be an int in the range "
-                            f"[1, 20]. Got {attempts!r} instead.")
+        checked = validate_params("cluster_webhook_create", PARAMS,
+                                  {k: d.get(k) for k in PARAMS})
         return cls(name=d.get("name"), url=url, events=tuple(dict.fromkeys(events)),
-                   secret=secret, secret_env=secret_env, timeout_s=timeout,
-                   max_attempts=int(attempts))
+                   secret=secret, secret_env=secret_env, timeout_s=checked["timeout"],
+                   max_attempts=checked["max_attempts"])
 
 
 def create(cur, spec: WebhookSpec) -> str:
