@@ -24,6 +24,7 @@ from ._errors import (
     UnknownNameError,
 )
 from ._version import __version__
+from .catalog import read_side
 from .catalog import runs as _catalog
 from .core.spec import ClusterSpec
 
@@ -102,6 +103,7 @@ def install(con: duckdb.DuckDBPyConnection, *, artifacts_dir: str | None = None
     read_only = _is_read_only(con)
     if not read_only and not installed:
         _catalog.ensure(con)
+        read_side.ensure_persistent(con)  # the read side persisted in the file
     has_catalog = _has_catalog(con)
     settings = _catalog.Settings(
         artifacts_dir=_catalog.resolve_artifacts_dir(con, artifacts_dir) if has_catalog

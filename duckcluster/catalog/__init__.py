@@ -72,9 +72,6 @@ def ensure(cur: duckdb.DuckDBPyConnection) -> None:
     if version != CATALOG_VERSION:
         cur.execute("UPDATE duckcluster.meta SET value = ? WHERE key = 'catalog_version'",
                     [str(CATALOG_VERSION)])
-    from .read_side import ensure_persistent  # the read side persisted in the file
-
-    ensure_persistent(cur)
 
 
 def _stored_version(cur: duckdb.DuckDBPyConnection) -> int | None:

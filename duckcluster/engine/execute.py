@@ -28,6 +28,7 @@ from ..core.fit import FitResult, check_distinct, fit, quiet_fit_warnings
 from ..core.lineage import fingerprints
 from ..core.spec import ClusterSpec, check_rows
 from . import lineage, reader
+from .reader import SourceData, read_source  # noqa: F401  (re-exported)
 
 Progress = Callable[[str], None]
 
@@ -35,32 +36,18 @@ def _noop(stage: str) -> None:
     pass
 
 
-@dataclass(frozen=True)
-class SourceData:
-    """Rows of a source with an embedding, in id order."""
+def create(cur, args: Mapping[str, Any], replace: bool = False,
+           check_labeling: Callable[[Mapping[str, Any]], Any] | None = None) -> ClusterSpec:
+    """Validate and store a definition (checks the source and columns exist).
 
-    ids: np.ndarray  # (n,) str, rows with an embedding
-    X: np.ndarray  # (n, d) float32, L2-normalized (concatenated columns)
-    n_rows: int  # all source rows
-    n_null: int  # rows skipped for a NULL embedding
-    stats: reader.ReadStats = field(repr=False)
-
-    @property
-    def input_hash(self) -> str:
-        """SHA-256 of the ids and vectors read (waits for the hashing thread)."""
-        return self.stats.hexdigest()
-
-
-def create(cur, args: Mapping[str, Any], replace: bool = False) -> ClusterSpec:
-    """Validate and store a definition (checks the source and columns exist)."""
+    ``check_labeling``: validates the ``labeling`` settings (passed in by the SQL layer,
+    which knows the labels area; the engine never imports it)."""
     spec = ClusterSpec.from_dict(args)
     pinned = reader.pin_source(spec.source)  # relative file paths: absolute, stored as such
     if pinned != spec.source:
         spec = spec.replace(source=pinned)
-    if spec.labeling:  # typos in labeling options fail here, not at the first cluster_label
-        from ..labels.labeling import LabelConfig
-
-        LabelConfig.from_dict(spec.labeling)
+    if spec.labeling and check_labeling is not None:  # typos fail here, not at labeling
+        check_labeling(spec.labeling)
     src = source_sql(cur, spec.source)
     cols = describe(cur, src)
     require_columns(cols, list(spec.embedding), "embedding", spec.source)
@@ -71,17 +58,6 @@ def create(cur, args: Mapping[str, Any], replace: bool = False) -> ClusterSpec:
     reader.check_id_type(cols, spec.id, spec.source)
     catalog.put_definition(cur, spec, replace=replace)
     return spec
-
-
-def read_source(cur, spec: ClusterSpec, p: reader.Plan | None = None) -> SourceData:
-    """Read every row (id order) into memory: validated and normalized."""
-    p = p or reader.plan(cur, spec)
-    stats = reader.ReadStats()
-    ids, X = reader.read_all(cur, spec, p, stats)
-    if X.shape[0] == 0:
-        raise DataError(f"Every row of {spec.source!r} has a NULL embedding in "
-                        f"{', '.join(spec.embedding)}; there is nothing to cluster.")
-    return SourceData(ids=ids, X=X, n_rows=stats.n_rows, n_null=stats.n_null, stats=stats)
 
 
 def execute(cur, name: str, settings: catalog.Settings, mode: str = "full",

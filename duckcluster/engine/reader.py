@@ -21,7 +21,7 @@ import hashlib
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import duckdb
 import numpy as np
@@ -413,3 +413,30 @@ def check_memory(spec: ClusterSpec, n_fit: int, dim: int | None, quadratic: bool
         "lower-dimensional embedding column (e.g. reduced with PCA beforehand)."
         + (" Or choose an algorithm without an n x n matrix, such as kmeans or hdbscan."
            if quadratic else ""))
+
+
+@dataclass(frozen=True)
+class SourceData:
+    """Rows of a source with an embedding, in id order."""
+
+    ids: np.ndarray  # (n,) str, rows with an embedding
+    X: np.ndarray  # (n, d) float32, L2-normalized (concatenated columns)
+    n_rows: int  # all source rows
+    n_null: int  # rows skipped for a NULL embedding
+    stats: ReadStats = field(repr=False)
+
+    @property
+    def input_hash(self) -> str:
+        """SHA-256 of the ids and vectors read (waits for the hashing thread)."""
+        return self.stats.hexdigest()
+
+
+def read_source(cur, spec: ClusterSpec, p: Plan | None = None) -> SourceData:
+    """Read every row (id order) into memory: validated and normalized."""
+    p = p or plan(cur, spec)
+    stats = ReadStats()
+    ids, X = read_all(cur, spec, p, stats)
+    if X.shape[0] == 0:
+        raise DataError(f"Every row of {spec.source!r} has a NULL embedding in "
+                        f"{', '.join(spec.embedding)}; there is nothing to cluster.")
+    return SourceData(ids=ids, X=X, n_rows=stats.n_rows, n_null=stats.n_null, stats=stats)

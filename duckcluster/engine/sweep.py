@@ -101,7 +101,7 @@ def sweep(cur, name: str, grid: Any, backend: str = "local",
           ray_address: str | None = None) -> list[dict[str, Any]]:
     """One row per grid point: its params and the quality of the fit."""
     from ..catalog import runs as catalog
-    from .execute import read_source
+    from .reader import read_source
 
     check_backend(backend)
     check_address(ray_address)

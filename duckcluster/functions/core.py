@@ -24,6 +24,7 @@ from ..core.fit import fit
 from ..core.spec import ClusterSpec, check_rows
 from ..core.vectors import combine_columns, to_dense
 from ..engine import execute as _execute
+from ..labels.labeling import LabelConfig
 from ._registry import _report, _State, _wrap
 
 _ASSIGN_CACHE_SECONDS = 1.0
@@ -33,7 +34,8 @@ def _create(state: _State, args_json: str, replace: bool) -> str:
     args = json.loads(args_json)
     args = {k: v for k, v in args.items() if v is not None}
     with state.cursor() as cur:
-        spec = _execute.create(cur, args, replace=bool(replace))
+        spec = _execute.create(cur, args, replace=bool(replace),
+                               check_labeling=LabelConfig.from_dict)
     return spec.name
 
 

@@ -517,7 +517,7 @@ def _member_texts(cur, spec, cfg: LabelConfig, ids: np.ndarray) -> dict[str, str
 
 def _member_scores(cur, spec, ids: np.ndarray, members, rows) -> list[np.ndarray]:
     """Per node: cosine of each subtree member to the node's centroid (for representatives)."""
-    from ..engine.execute import read_source
+    from ..engine.reader import read_source
 
     nodes = _nodes(rows, members)
     stored = np.nan_to_num(np.asarray(members.column("sim").to_numpy(zero_copy_only=False),

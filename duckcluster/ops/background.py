@@ -35,8 +35,11 @@ from dataclasses import dataclass, field
 
 import duckdb
 
-from .._errors import DuckclusterError, RunFailedError, SpecError
-from .._errors import RunInProgressError  # noqa: F401 - re-exported (ops.triggers imports it here)
+from .._errors import (
+    RunFailedError,
+    RunInProgressError,  # noqa: F401 - re-exported (ops.triggers imports it here)
+    SpecError,
+)
 from .._source import check_query, is_query
 from ..catalog import ops as store
 from ..catalog import runs as catalog
