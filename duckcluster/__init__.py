@@ -18,6 +18,7 @@ from ._errors import (
     DuckclusterError,
     MissingDependencyError,
     ResourceError,
+    RunCancelledError,
     RunFailedError,
     RunNotFoundError,
     SpecError,
@@ -36,6 +37,7 @@ __all__ = [
     "DuckclusterError",
     "MissingDependencyError",
     "ResourceError",
+    "RunCancelledError",
     "RunFailedError",
     "RunNotFoundError",
     "SpecError",
@@ -111,8 +113,16 @@ def install(con: duckdb.DuckDBPyConnection, *, artifacts_dir: str | None = None
     if not read_only and not installed:
         _catalog.mark_abandoned(con, _sql._ACTIVE_PIDS, settings)
     _sql.register(con, settings, has_catalog=has_catalog)
+    _sql.set_default_display(_stderr_progress)
     _connections.add(con)
     return con
+
+
+def _stderr_progress():
+    """The progress line plain scripts get on stderr (see functions/_registry.PROGRESS_ENV)."""
+    from .cli.progress import ProgressDisplay
+
+    return ProgressDisplay()
 
 
 def _has_catalog(con: duckdb.DuckDBPyConnection) -> bool:

@@ -9,18 +9,23 @@
     ├── RunNotFoundError (LookupError)    a run id or a successful run does not exist
     ├── RunFailedError                    a run failed; it is recorded as failed in the catalog
     ├── RunInProgressError                a run of the definition is in progress (second full run, delete)
+    ├── RunCancelledError                 a run was stopped on request (Ctrl-C); recorded 'cancelled'
     ├── ResourceError (MemoryError)       a run would not fit in memory; says what would
     ├── DatabaseBusyError (OSError)       another process holds the database file for writing
     ├── LLMError                          a labeling provider call failed after retries (llm/_http.py)
     └── MissingDependencyError (ImportError)  an optional dependency is not installed
 
 Messages say what was wrong, what was given, what is allowed and the fix.
-Inside DuckDB they surface as ``InvalidInputException: ... <ClassName>: <message>``.
+Inside DuckDB they surface as ``duckdb.InvalidInputException`` with the text
+``Invalid Input Error: <ClassName>: <message>`` (raised through SQL's ``error()``;
+see ``functions/_registry.py``). :func:`user_message` is the one line the shell,
+the CLI, notebooks and Harlequin print for any error.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
 
@@ -80,3 +85,52 @@ def unknown_name(kind: str, name: object, options: Iterable[str]) -> UnknownName
         f"Unknown {kind} {name!r}.{closest(str(name), opts)} "
         f"Valid values: {', '.join(repr(o) for o in opts)}."
     )
+
+
+class RunCancelledError(DuckclusterError):
+    """A run was stopped on request (Ctrl-C); it is recorded with status 'cancelled'."""
+
+
+_UDF_PREFIX = "Python exception occurred while executing the UDF: "
+_OWN = re.compile(r"(?:Invalid Input Error: )?(?:ValueError: )?"
+                  r"((?:[A-Z][A-Za-z]*Error|RunCancelledError): )")
+
+
+def user_message(exc: BaseException) -> str:
+    """The text a client shows for ``exc``: duckcluster errors as one line
+    ``ClassName: message`` (no DuckDB or Python wrapping), DuckDB's own as DuckDB words them.
+
+    >>> user_message(ValueError("Invalid Input Error: SpecError: mode must be 'full'"))
+    "SpecError: mode must be 'full'"
+    >>> user_message(SpecError("mode must be 'full'"))
+    "SpecError: mode must be 'full'"
+    """
+    if isinstance(exc, DuckclusterError):
+        return f"{type(exc).__name__}: {exc}".splitlines()[0]
+    text = str(exc).replace(_UDF_PREFIX, "")
+    match = _OWN.match(text)
+    if match and match.group(1)[:-2] in _class_names():
+        return text[match.start(1):].splitlines()[0]
+    return text.rstrip()
+
+
+def _class_names() -> set[str]:
+    names, todo = set(), [DuckclusterError]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return names | {"LLMError", "RunInProgressError"}  # defined in modules maybe not imported
+
+
+def stored_message(exc: BaseException) -> str:
+    """What the catalog keeps for a failure (runs.error and the like): one line,
+    ``ClassName: message``, never a traceback.
+
+    >>> stored_message(ZeroDivisionError("float division by zero"))
+    'ZeroDivisionError: float division by zero'
+    """
+    text = user_message(exc) if str(exc) else type(exc).__name__
+    if not isinstance(exc, DuckclusterError) and not text.startswith(type(exc).__name__):
+        text = f"{type(exc).__name__}: {text}"
+    return " ".join(text.split())  # one line, whatever the message held

@@ -20,13 +20,39 @@ from harlequin.exception import HarlequinQueryError
 from harlequin_duckdb.adapter import DuckDbAdapter, DuckDbConnection, DuckDbCursor
 
 from . import connect, install
-from ._errors import DuckclusterError
+from ._errors import DuckclusterError, user_message
 
-__all__ = ["DuckClusterAdapter", "DuckClusterConnection"]
+__all__ = ["DuckClusterAdapter", "DuckClusterConnection", "DuckClusterCursor"]
+
+
+def _one_line(exc: HarlequinQueryError) -> HarlequinQueryError:
+    """Harlequin's error with the message a DuckDB user expects: duckcluster's errors as
+    one line ``ClassName: message`` (see :func:`duckcluster._errors.user_message`)."""
+    cause = exc.__cause__
+    if cause is None:
+        return exc
+    return HarlequinQueryError(msg=user_message(cause), title=exc.title)
+
+
+class DuckClusterCursor(DuckDbCursor):
+    """Harlequin's DuckDB cursor whose errors (raised when the rows are fetched) read clean."""
+
+    def fetchall(self):
+        try:
+            return super().fetchall()
+        except HarlequinQueryError as exc:
+            raise _one_line(exc) from exc.__cause__
+
+    def fetchone(self):
+        try:
+            return super().fetchone()
+        except HarlequinQueryError as exc:
+            raise _one_line(exc) from exc.__cause__
 
 
 class DuckClusterConnection(DuckDbConnection):
-    """Harlequin's DuckDB connection plus the CLUSTER BY EMBEDDING rewrite and completions."""
+    """Harlequin's DuckDB connection plus the CLUSTER BY EMBEDDING rewrite, completions and
+    one-line errors."""
 
     def execute(self, query: str) -> DuckDbCursor | None:
         from ._syntax import has_cluster_syntax, rewrite
@@ -38,7 +64,13 @@ class DuckClusterConnection(DuckDbConnection):
                 raise HarlequinQueryError(
                     msg=str(exc), title="duckcluster could not rewrite CLUSTER BY EMBEDDING:"
                 ) from exc
-        return super().execute(query)
+        try:
+            cur = super().execute(query)
+        except HarlequinQueryError as exc:
+            raise _one_line(exc) from exc.__cause__
+        if type(cur) is DuckDbCursor:
+            cur.__class__ = DuckClusterCursor
+        return cur
 
     def get_completions(self) -> list[HarlequinCompletion]:
         # Harlequin lists functions outside the temp schema; duckcluster's are TEMP macros,

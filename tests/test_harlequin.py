@@ -104,3 +104,12 @@ def test_duckcluster_functions_in_harlequin(harlequin):
     results = screen[screen.index("Query Results"):]
     for name, value in (("udf_check", "4290"), ("macro_check", "7090"), ("sugar_check", "390")):
         assert name in results and value in results, results
+
+
+def test_errors_read_like_duckdb_in_harlequin(harlequin):
+    """A duckcluster error is one line in Harlequin's error dialog: what was wrong, with
+    its class, no "Python exception occurred while executing the UDF"."""
+    harlequin.keys("select cluster_execute('missing')", literal=True)
+    harlequin.keys("C-j")
+    screen = harlequin.wait_for("UnknownNameError: No cluster definition named 'missing'")
+    assert "Python exception" not in screen and "ValueError" not in screen

@@ -26,7 +26,7 @@ ANSI = re.compile(
     r"|\x1b[()*+][0-9A-Za-z]|\x1b[=>78cDEHMNOZ]"
 )
 TIMEOUT = 30
-ENTER, CTRL_C, CTRL_D, UP = "\r", "\x03", "\x04", "\x1b[A"
+ENTER, CTRL_C, CTRL_D, UP, TAB = "\r", "\x03", "\x04", "\x1b[A", "\t"
 
 
 def shell_env(tmp_path: Path) -> dict[str, str]:
@@ -100,6 +100,21 @@ class Terminal:
     def line(self, text: str) -> None:
         self.send(text + ENTER)
 
+    def complete(self, text: str) -> None:
+        """Type ``text`` and Tab; wait until the completion was inserted (it runs in a
+        thread, and a key typed before it lands would be lost in its menu)."""
+        self.send(text + TAB)
+        deadline = time.monotonic() + TIMEOUT
+        seen = len(self.text)
+        while time.monotonic() < deadline:
+            self._read(0.1)
+            if len(self.text) > seen and not self._read(0.3):
+                break
+            if len(self.text) > seen:
+                seen = len(self.text)
+                continue
+        time.sleep(0.2)
+
     def wait(self, timeout: float = TIMEOUT) -> int:
         deadline = time.monotonic() + timeout
         while self.proc.poll() is None and time.monotonic() < deadline:
@@ -117,9 +132,9 @@ class Terminal:
 def terminal(tmp_path):
     opened: list[Terminal] = []
 
-    def start(db: str = "shell.duckdb") -> Terminal:
+    def start(db: str = "shell.duckdb", cols: int = 160) -> Terminal:
         term = Terminal([sys.executable, "-m", "duckcluster.cli", "shell", db],
-                        shell_env(tmp_path), tmp_path)
+                        shell_env(tmp_path), tmp_path, cols=cols)
         opened.append(term)
         term.expect(r"shell on .*Ctrl-D to exit")
         return term
@@ -134,29 +149,31 @@ def test_interactive_session(terminal, tmp_path):
     term = terminal()
     term.line("CREATE TABLE docs AS SELECT 5 AS x;")  # DDL prints nothing, like the DuckDB CLI
     term.line("SELECT count(*) AS n FROM docs;")
-    term.expect(r"│ 1 +│")
+    term.expect(r"│ +1 │")
 
     # Enter on an unfinished statement starts a continuation line instead of running it.
     term.line("SELECT 40 +")
     term.expect(r"·")
     term.line("  2 AS answer;")
-    term.expect(r"│ 42 +│")
+    term.expect(r"│ +42 │")
 
     term.line("SELEC 1;")
     term.expect(r"Error:.*syntax error")
     term.line("SELECT 100 + 23;")
-    term.expect(r"│ 123 +│")
+    term.expect(r"│ +123 │")
 
     term.line("CREATE VIEW docs_view AS SELECT x FROM docs;")
-    term.line(".tables")
-    term.expect(r"docs +docs_view")
-    term.expect(r"duckcluster catalog: duckcluster\.\w+")
+    term.line(".tables")  # a box per table with its columns, as the DuckDB CLI draws them
+    term.expect(r"│ +docs +││ +docs_view +│")
+    term.expect(r"│ x integer │")
+    term.expect(r"1 rows")
+    term.expect(r"duckcluster catalog: \d+ tables in schema duckcluster")
 
     (tmp_path / "script.sql").write_text(
         "-- a file\nCREATE TABLE t2 AS\n  SELECT 7 AS y;\n.tables t%\nSELECT y * 1111 FROM t2;\n")
     term.line(".read script.sql")
-    term.expect(r"\bt2\b")
-    term.expect(r"│ 7777 +│")
+    term.expect(r"│ +t2 +│")
+    term.expect(r"│ +7777 │")
 
     term.line(".tabels")
     term.expect(r"Unknown command '\.tabels'\. Did you mean \.tables\?")
@@ -175,20 +192,32 @@ def test_interactive_session(terminal, tmp_path):
     term.expect(r"│ kmeans +│ pts +│")
     term.line("SELECT count(DISTINCT cluster_id) * 1111 AS k FROM pts")
     term.line("CLUSTER BY EMBEDDING(embedding) USING kmeans(n_clusters = 3);")
-    term.expect(r"│ 3333 +│")
+    term.expect(r"│ +3333 │")
+
+    # Tab completes a duckcluster table function, a column and a table name.
+    term.ready()
+    term.complete("SELECT n_clusters * 111 AS k3 FROM cluster_qual")
+    term.line("('topics');")
+    term.expect(r"│ +333 │")
+    term.ready()
+    term.complete("SELECT doc_")
+    term.send(" * 10 AS tenfold FROM ")
+    term.complete("pt")
+    term.line(" WHERE doc_id = 7;")
+    term.expect(r"│ +70 │")
 
     # Ctrl-C drops the line being typed; the shell keeps going.
     term.ready()
     term.send("SELECT 999 * 3")
     term.send(CTRL_C)
     term.line("SELECT 7 * 11;")
-    term.expect(r"│ 77 +│")
+    term.expect(r"│ +77 │")
     assert "2997" not in term.text
     # Up recalls the previous statement.
     term.ready()
     term.send(UP)
     term.send(ENTER)
-    term.expect(r"│ 77 +│")
+    term.expect(r"│ +77 │")
 
     term.line(".quit")
     assert term.wait() == 0
@@ -200,7 +229,7 @@ def test_interactive_session(terminal, tmp_path):
 def test_history_persists_and_ctrl_d_exits(terminal, tmp_path):
     term = terminal("hist.duckdb")
     term.line("SELECT 6 * 7 AS first_session;")
-    term.expect(r"│ 42 +│")
+    term.expect(r"│ +42 │")
     term.ready()
     term.send(CTRL_D)
     assert term.wait() == 0
@@ -209,7 +238,7 @@ def test_history_persists_and_ctrl_d_exits(terminal, tmp_path):
     term.ready()
     term.send(UP)
     term.send(ENTER)
-    term.expect(r"first_session.*\n(.*\n)*│ 42 +│")
+    term.expect(r"first_session.*\n(.*\n)*│ +42 │")
     term.ready()
     term.send(CTRL_D)
     assert term.wait() == 0
@@ -224,11 +253,58 @@ def test_ctrl_c_interrupts_a_running_statement(terminal):
     term.send(CTRL_C)
     term.expect(r"Interrupted")
     term.line("SELECT 6 * 7;")
-    term.expect(r"│ 42 +│")
+    term.expect(r"│ +42 │")
     term.ready()
     term.send(CTRL_D)
     assert term.wait() == 0
     assert "Traceback" not in term.text
+
+
+def test_ctrl_c_cancels_a_run(terminal):
+    """Ctrl-C during cluster_execute: "Interrupted", the run is recorded 'cancelled' with a
+    one-line error, nothing of it is written, and no traceback reaches the screen."""
+    term = terminal("cancel.duckdb")
+    term.line("SELECT setseed(0.25);")
+    term.line("CREATE TABLE pts AS SELECT i AS doc_id, list_transform(range(16), "
+              "lambda j: random())::FLOAT[16] AS embedding FROM range(3000) t(i);")
+    term.line("SELECT cluster_create('slow', 'pts', 'embedding', id := 'doc_id', "
+              "algorithm := 'kmeans', params := {'n_clusters': 4}, preprocessing := "
+              "[{'method': 'umap', 'n_components': 2, 'n_epochs': 2000}]);")
+    term.expect(r"│ slow +│")
+    term.ready()
+    term.line("SELECT cluster_execute('slow');")
+    term.expect(r"UMAP layout epochs \d+/2,000", timeout=300)  # the progress line counts
+    term.send(CTRL_C)
+    term.expect(r"Interrupted", timeout=120)
+    term.line("SELECT status || ': ' || error AS outcome FROM duckcluster.runs;")
+    term.expect(r"cancelled: RunCancelledError: cancelled: interrupted \(Ctrl-C\)")
+    term.line("SELECT count(*) * 1001 AS written FROM duckcluster.members;")
+    term.expect(r"│ +0 │")
+    term.ready()
+    term.send(CTRL_D)
+    assert term.wait() == 0
+    assert "Traceback" not in term.text and "Python exception" not in term.text
+
+
+def test_narrow_terminal_keeps_the_columns_that_matter(terminal):
+    """On a 72-column terminal, embedding_drift's verdict columns stay and the long JSON
+    details go (the DuckDB CLI would hide the middle columns)."""
+    term = terminal("narrow.duckdb", cols=72)
+    term.line("SELECT setseed(0.5);")
+    term.line("CREATE TABLE a AS SELECT i AS id, [random(), random(), random()]::FLOAT[3] "
+              "AS embedding FROM range(200) t(i);")
+    term.line("CREATE TABLE b AS SELECT i AS id, [random() + 1, random(), random()]::FLOAT[3] "
+              "AS embedding FROM range(200) t(i);")
+    term.line("SELECT * FROM embedding_drift('a', 'b', 'embedding', method := 'mmd');")
+    header = term.expect(r"│ method .*│\n").group(0)
+    assert "p_value" in header and "drift_detected" in header and "details" not in header
+    term.expect(r"│ mmd .*│ true +│")
+    term.expect(r"hidden: [^\n]*details")
+    table = [ln for ln in term.text.splitlines() if ln[:1] in ("┌", "│", "├", "└")]
+    assert table and max(len(ln) for ln in table) <= 72
+    term.ready()
+    term.send(CTRL_D)
+    assert term.wait() == 0
 
 
 def run_piped(tmp_path: Path, script: str) -> subprocess.CompletedProcess:
@@ -250,12 +326,75 @@ def test_piped_stdin_runs_everything_and_fails_nonzero(tmp_path):
     assert result.returncode == 1
     assert "syntax error" in result.stderr
     lines = result.stdout.splitlines()
-    assert any(re.fullmatch(r"│ 42 +│", ln) for ln in lines)
-    assert "docs" in lines and "definitions" not in lines  # the catalog is listed apart
-    assert any(re.fullmatch(r"│ 6 +│", ln) for ln in lines)
+    assert any(re.fullmatch(r"│ +42 │", ln) for ln in lines)
+    assert any(re.fullmatch(r"│ +docs +│", ln) for ln in lines)
+    assert not any(re.fullmatch(r"│ +definitions +│", ln) for ln in lines)  # catalog apart
+    assert any(re.fullmatch(r"│ +6 │", ln) for ln in lines)
     assert "no semicolon at the end" in result.stdout  # a last statement without ';' runs
     assert "D " not in result.stdout and "shell on" not in result.stdout  # no prompts, no banner
     assert not (tmp_path / "history").exists()
+
+
+SHOWN = """
+CREATE TABLE shown AS SELECT * FROM (VALUES
+  (1, 'plain', 1.5::DOUBLE, true, [1.0, 2.0]::FLOAT[2], DATE '2024-01-02', NULL::VARCHAR),
+  (-22, 'with, comma', -0.25, false, [0.5, 0.25]::FLOAT[2], DATE '1999-12-31', 'q "x"'),
+  (NULL, '', 1e20, NULL, NULL, NULL, 'x')
+) t(id, name, score, ok, emb, d, note);
+CREATE VIEW shown_view AS SELECT id, name FROM shown;
+CREATE INDEX shown_id ON shown(id);
+CREATE TABLE other(a INTEGER PRIMARY KEY, b VARCHAR);
+"""
+
+
+def test_dot_commands_match_the_duckdb_cli(tmp_path):
+    """.mode (each text mode), .schema and .mode with no argument print what the stock
+    DuckDB CLI prints for the same script, byte for byte."""
+    import duckdb
+
+    from conftest import stock_cli
+
+    db = tmp_path / "same.duckdb"
+    with duckdb.connect(str(db), config={"storage_compatibility_version": "v1.4.0"}) as con:
+        con.execute(SHOWN)
+    query = "SELECT * FROM shown ORDER BY id NULLS LAST;\n"
+    script = "".join(f".mode {m}\n{query}" for m in (
+        "csv", "json", "jsonlines", "markdown", "line", "list", "tabs", "box", "table",
+        "quote")) + ".mode\n.schema\n.schema sh%\n.schema --indent shown\n"
+    ours = subprocess.run([sys.executable, "-m", "duckcluster.cli", "shell", "--read-only",
+                           str(db)], input=script, capture_output=True, text=True,
+                          cwd=tmp_path, env=shell_env(tmp_path), timeout=TIMEOUT * 4)
+    stock = subprocess.run([stock_cli(), "-no-init", "-readonly", str(db)], input=script,
+                           capture_output=True, text=True, timeout=TIMEOUT)
+    assert ours.returncode == 0 and stock.returncode == 0, ours.stderr + stock.stderr
+    # the one deliberate difference: DuckDB's --indent ends with ';;'
+    assert ours.stdout == stock.stdout.replace(");;\n", ");\n")
+
+
+def test_timer_and_modes_in_a_piped_shell(tmp_path):
+    result = run_piped(tmp_path, ".timer on\n.mode csv\nSELECT 6 * 7 AS answer;\n"
+                                 ".timer off\n.mode jsonlines\nSELECT 1 AS one;\n.mode nope\n")
+    assert result.returncode == 1  # the unknown mode
+    lines = result.stdout.splitlines()
+    assert lines[:2] == ["answer", "42"]
+    assert re.fullmatch(r"Run Time \(s\): real \d+\.\d{3} user \d+\.\d+ sys \d+\.\d+", lines[2])
+    assert lines[3:] == ['{"one":1}']
+    assert "Error: mode should be one of: box csv duckbox html" in result.stderr
+
+
+def test_errors_are_one_line(tmp_path):
+    """duckcluster's errors: one line starting with what was wrong; DuckDB's own as the
+    DuckDB CLI prints them."""
+    result = run_piped(tmp_path, "SELECT cluster_execute('missing');\n"
+                                 "SELECT cluster_create('t', 'nope', 'embedding');\n"
+                                 "SELECT * FROM nope;\n")
+    lines = result.stderr.splitlines()
+    assert lines[0] == ("UnknownNameError: No cluster definition named 'missing'. Existing "
+                        "definitions: none yet. Create one with SELECT cluster_create("
+                        "'missing', source := ..., embedding := ...).")
+    assert lines[1].startswith("SpecError: Source 'nope' is not a table or view")
+    assert lines[2] == "Catalog Error: Table with name nope does not exist!"
+    assert "Python exception" not in result.stderr and "Traceback" not in result.stderr
 
 
 def test_piped_stdin_success_and_quit(tmp_path):

@@ -391,12 +391,14 @@ def set_status(cur, run_id: str, status: str) -> None:
     cur.execute("UPDATE duckcluster.runs SET status = ? WHERE run_id = ?", [status, run_id])
 
 
-def fail_run(cur, run_id: str, error: str, started: _dt.datetime | None = None) -> None:
+def fail_run(cur, run_id: str, error: str, started: _dt.datetime | None = None,
+             status: str = "failed") -> None:
+    """End a run as 'failed' (or 'cancelled': stopped on request) with its one-line error."""
     ts = now()
     cur.execute(
-        "UPDATE duckcluster.runs SET status = 'failed', error = ?, finished_at = ?, "
+        "UPDATE duckcluster.runs SET status = ?, error = ?, finished_at = ?, "
         "duration_s = date_diff('microsecond', started_at, ?::TIMESTAMP) / 1e6 WHERE run_id = ?",
-        [scrub(error), ts, ts, run_id])
+        [status, scrub(error), ts, ts, run_id])
 
 
 def note_run(cur, run_id: str, note: str) -> None:

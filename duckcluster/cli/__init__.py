@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from contextlib import contextmanager
@@ -21,8 +22,9 @@ from rich.console import Console
 
 from .. import connect
 from .. import functions as _sql
-from .._errors import DuckclusterError
-from .display import print_result
+from .._errors import DuckclusterError, RunCancelledError, user_message
+from ..functions._registry import long_call
+from .display import MODE_NAMES, Result, Settings, print_result
 
 # Piped output gets a wide console so tables are never folded; a terminal gets its width.
 console = Console() if sys.stdout.isatty() else Console(width=1000)
@@ -31,52 +33,75 @@ err_console = Console(stderr=True)
 
 @contextmanager
 def progress_display(enabled: bool = True):
-    """Show the stage of long statements (cluster_execute...) on stderr while they run."""
+    """Show the progress of long statements (cluster_execute...) on stderr while they run:
+    stage, counted step, bar, % and ETA (:class:`~duckcluster.cli.progress.ProgressDisplay`)."""
     if not enabled:
         yield
         return
-    with err_console.status("working…", spinner="dots") as status:
-        t0 = time.perf_counter()
+    from .progress import ProgressDisplay
 
-        def report(msg: str) -> None:
-            status.update(f"{msg} [dim]({time.perf_counter() - t0:.1f} s)[/dim]")
-
+    with ProgressDisplay(err_console) as report:
         _sql.set_progress(report)
         try:
-            yield
+            with long_call():  # counted steps of Python-side work (drift_report) too
+                yield
         finally:
             _sql.set_progress(None)
 
 
-def run_script(con: duckdb.DuckDBPyConnection, text: str, progress: bool = True) -> bool:
-    """Run every statement of a script, printing results; False after the first error."""
+def print_error(exc: BaseException, err: Console | None = None) -> None:
+    """An error the way the DuckDB CLI prints one; duckcluster's as one line
+    ``ClassName: message`` (:func:`~duckcluster._errors.user_message`)."""
+    (err or err_console).print(user_message(exc), style="red", markup=False, highlight=False,
+                               soft_wrap=True)
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """Ctrl-C: KeyboardInterrupt, DuckDB's interrupt error, or a run it cancelled."""
+    if isinstance(exc, (KeyboardInterrupt, RunCancelledError, duckdb.InterruptException)):
+        return True
+    text = str(exc)
+    return "Query interrupted" in text or "RunCancelledError: " in text
+
+
+def run_script(con: duckdb.DuckDBPyConnection, text: str, progress: bool = True,
+               settings: Settings | None = None, timer: bool = False,
+               out: Console | None = None, err: Console | None = None) -> bool:
+    """Run every statement of a script, printing results in ``settings.mode``; False after
+    the first error (or Ctrl-C, printed "Interrupted")."""
     from .._syntax import rewrite, split_statements
 
+    out, err = out or console, err or err_console
     try:
         statements = split_statements(rewrite(text))
     except DuckclusterError as exc:
-        err_console.print(f"[red]Error:[/red] {exc}")
+        print_error(exc, err)
         return False
     for stmt in statements:
         if not stmt.strip().rstrip(";").strip():
             continue
+        clock, cpu = time.perf_counter(), os.times()
         try:
             with progress_display(progress):
                 rel = con.sql(stmt)
                 # relations run lazily: fetch under the display, once
-                result = None if rel is None else (rel.columns, [str(t) for t in rel.types],
-                                                   rel.to_arrow_table())
-            if result is not None and not _is_status_only(con, stmt, result[0]):
-                print_result(console, result)
-        except (duckdb.Error, DuckclusterError) as exc:
-            err_console.print(f"[red]Error:[/red] {exc}")
-            return False
-        except (KeyboardInterrupt, RuntimeError) as exc:
-            # DuckDB 2 reports an interrupted query as RuntimeError('Query interrupted')
-            if isinstance(exc, RuntimeError) and "interrupt" not in str(exc).lower():
-                raise
-            err_console.print("[yellow]Interrupted.[/yellow]")
-            return False
+                result = None if rel is None else Result.of(rel)
+            if result is not None and not _is_status_only(con, stmt, result.columns):
+                print_result(out, result, settings)
+        except BaseException as exc:  # noqa: BLE001 - sorted below; anything else re-raised
+            if is_interrupt(exc):
+                err.print("Interrupted", style="yellow", markup=False, highlight=False)
+                return False
+            if isinstance(exc, (duckdb.Error, DuckclusterError)):
+                print_error(exc, err)
+                return False
+            raise
+        finally:
+            if timer:
+                now = os.times()
+                out.file.write(f"Run Time (s): real {time.perf_counter() - clock:.3f} "
+                               f"user {now.user - cpu.user:f} sys {now.system - cpu.system:f}\n")
+                out.file.flush()
     return True
 
 
@@ -89,6 +114,16 @@ def _is_status_only(con: duckdb.DuckDBPyConnection, stmt: str, columns: list[str
     except duckdb.Error:
         return False
     return kind.name not in ("SELECT", "EXPLAIN", "PRAGMA", "CALL", "EXECUTE", "RELATION")
+
+
+def _mode_flags(fn):
+    """``--csv``, ``--json``... (also spelled ``-csv``, as the DuckDB CLI does) and ``--mode``."""
+    for mode in reversed(MODE_NAMES):
+        fn = click.option(f"--{mode}", f"-{mode}", "mode", flag_value=mode,
+                          help=f"Output mode {mode}." if mode != "duckbox" else
+                          "Output mode duckbox (the default).")(fn)
+    return click.option("--mode", "mode", type=click.Choice(MODE_NAMES), default=None,
+                        help="Output mode, as the DuckDB CLI's .mode.")(fn)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -105,15 +140,24 @@ def main() -> None:
 @click.option("--artifacts-dir", default=None, help="Where run Parquet files go.")
 @click.option("--read-only", is_flag=True, help="Open the database read-only.")
 @click.option("--no-progress", is_flag=True, help="Do not show the progress display.")
-def sql_cmd(database, commands, files, artifacts_dir, read_only, no_progress) -> None:
-    """Run SQL (with every duckcluster function) against DATABASE and print the results."""
+@click.option("--timer", is_flag=True, help="Print each statement's run time (.timer on).")
+@_mode_flags
+def sql_cmd(database, commands, files, artifacts_dir, read_only, no_progress, timer,
+            mode) -> None:
+    """Run SQL (with every duckcluster function) against DATABASE and print the results.
+
+    For pipes: --csv, --json, --jsonlines, --markdown, --line... print rows as the DuckDB
+    CLI's modes do; errors go to stderr, and the progress line only to a terminal.
+    """
     if not commands and not files:
         raise click.UsageError("give -c \"SQL\" or -f FILE")
     con = _open(database, artifacts_dir, read_only)
+    settings = Settings(mode=mode or "duckbox")
+    progress = not no_progress and err_console.is_terminal
     try:
         scripts = list(commands) + [open(f, encoding="utf-8").read() for f in files]
         for text in scripts:
-            if not run_script(con, text, progress=not no_progress):
+            if not run_script(con, text, progress=progress, settings=settings, timer=timer):
                 sys.exit(1)
     finally:
         con.close()
@@ -187,7 +231,7 @@ def report_drift_cmd(database, baseline, current, embedding, methods, reference,
                          methods=list(methods) or "all", reference=reference, seed=seed,
                          alpha=alpha)
     except (duckdb.Error, DuckclusterError) as exc:
-        err_console.print(f"[red]Error:[/red] {exc}")
+        print_error(exc)
         sys.exit(1)
     finally:
         con.close()
@@ -277,7 +321,7 @@ def runs_cmd(database, name, limit) -> None:
                        r.n_clusters AS clusters, round(r.noise_ratio, 3) AS noise,
                        round(r.silhouette_score, 3) AS silhouette,
                        coalesce(f.kind || ' trigger', 'manual') AS started_by,
-                       CASE WHEN r.status IN ('failed', 'abandoned')
+                       CASE WHEN r.status IN ('failed', 'cancelled', 'abandoned')
                             THEN split_part(r.error, chr(10), 1)
                             WHEN r.status IN ('queued', 'running') THEN r.progress
                             ELSE '' END AS note
@@ -290,9 +334,9 @@ def runs_cmd(database, name, limit) -> None:
         if tbl.num_rows == 0:
             console.print(f"no runs{' of ' + repr(name) if name else ''} yet")
             return
-        print_result(console, (cols[1:], types[1:], tbl.drop_columns(["run_seq"])))
+        print_result(console, Result(cols[1:], types[1:], tbl.drop_columns(["run_seq"])))
     except (duckdb.Error, DuckclusterError) as exc:
-        err_console.print(f"[red]Error:[/red] {exc}")
+        print_error(exc)
         sys.exit(1)
     finally:
         con.close()
@@ -336,10 +380,8 @@ def sql_path_cmd(catalog: bool) -> None:
 def _open(database, artifacts_dir, read_only) -> duckdb.DuckDBPyConnection:
     try:
         return connect(database, artifacts_dir=artifacts_dir, read_only=read_only)
-    except DuckclusterError as exc:
-        raise click.ClickException(str(exc)) from None
-    except duckdb.Error as exc:
-        raise click.ClickException(str(exc)) from None
+    except (DuckclusterError, duckdb.Error) as exc:
+        raise click.ClickException(user_message(exc)) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

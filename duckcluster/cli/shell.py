@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import shlex
 import signal
 import socket
@@ -43,6 +44,8 @@ from sqlglot.errors import TokenError
 from sqlglot.tokens import Token, TokenType
 
 from .._version import __version__
+from ..functions import clear_cancel, request_cancel
+from .display import MODE_NAMES, Settings
 
 RunScript = Callable[..., bool]
 
@@ -154,6 +157,8 @@ class Shell:
     err: Console
     progress: bool = True
     interruptible: bool = False
+    settings: Settings = field(default_factory=Settings)
+    timer: bool = False
     failed: bool = False
     done: bool = False
     _reading: list[str] = field(default_factory=list)
@@ -172,7 +177,9 @@ class Shell:
         if is_blank(text):
             return True
         with _interrupt_on_sigint(self.con, self.interruptible):
-            return self.run_script(self.con, text, progress=self.progress)
+            return self.run_script(self.con, text, progress=self.progress,
+                                   settings=self.settings, timer=self.timer, out=self.out,
+                                   err=self.err)
 
     def run_lines(self, lines: Iterable[str], stop_on_error: bool) -> bool:
         """Run every command in ``lines``, SQL left without ``;`` at the end included."""
@@ -204,8 +211,10 @@ def _interrupt_on_sigint(con: duckdb.DuckDBPyConnection, enabled: bool) -> Itera
     def watch() -> None:
         while data := receiver.recv(64):
             if signal.SIGINT in data:
+                request_cancel()  # a run stops at its next progress report: 'cancelled'
                 con.interrupt()
 
+    clear_cancel()
     previous = signal.set_wakeup_fd(sender.fileno(), warn_on_full_buffer=False)
     watcher = threading.Thread(target=watch, name="duckcluster-sigint", daemon=True)
     watcher.start()
@@ -216,6 +225,7 @@ def _interrupt_on_sigint(con: duckdb.DuckDBPyConnection, enabled: bool) -> Itera
         sender.close()  # ends watch()
         watcher.join()
         receiver.close()
+        clear_cancel()
 
 
 # ---------------------------------------------------------------------------
@@ -249,45 +259,211 @@ def _help(shell: Shell, args: list[str]) -> bool:
     return True
 
 
-_TABLES_SQL = """
-SELECT database_name, schema_name, table_name AS name FROM duckdb_tables()
-WHERE NOT internal AND table_name LIKE $pattern
+_OBJECTS_SQL = """
+SELECT t.database_name, t.schema_name, t.table_name, 'table' AS kind, t.estimated_size,
+       t.table_oid AS oid
+FROM duckdb_tables() t WHERE NOT t.internal
 UNION ALL
-SELECT database_name, schema_name, view_name FROM duckdb_views()
-WHERE NOT internal AND view_name LIKE $pattern
-ORDER BY ALL
+SELECT v.database_name, v.schema_name, v.view_name, 'view', NULL, v.view_oid
+FROM duckdb_views() v WHERE NOT v.internal
+ORDER BY kind, oid
+"""
+_COLUMNS_SQL = """
+SELECT database_name, schema_name, table_name, column_name, data_type
+FROM duckdb_columns() WHERE NOT internal ORDER BY table_oid, column_index
 """
 
 
+def _like(pattern: str, text: str) -> bool:
+    """SQL LIKE (% and _), case-sensitive as DuckDB's."""
+    regex = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, text, flags=re.DOTALL) is not None
+
+
+def _matches(pattern: str | None, schema: str, name: str) -> bool:
+    return pattern is None or _like(pattern, name) or _like(pattern, f"{schema}.{name}")
+
+
 def _tables(shell: Shell, args: list[str]) -> bool:
-    pattern = args[0] if args else "%"
+    """The DuckDB CLI's .tables: per database and schema, a box per table or view with its
+    columns and row count. duckcluster's catalog schema is summarized in one line unless
+    the pattern asks for it."""
+    from rich import box
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.rule import Rule
+    from rich.text import Text
+
+    pattern = args[0] if args else None
     try:
         [(current,)] = shell.con.sql("SELECT current_database()").fetchall()
-        rows = shell.con.sql(_TABLES_SQL, params={"pattern": pattern}).fetchall()
+        objects = shell.con.sql(_OBJECTS_SQL).fetchall()
+        columns: dict[tuple[str, str, str], list[tuple[str, str]]] = {}
+        for db, sch, tbl, col, typ in shell.con.sql(_COLUMNS_SQL).fetchall():
+            columns.setdefault((db, sch, tbl), []).append((col, typ))
     except duckdb.Error as exc:
         return shell.error(str(exc))
-    user, catalog = [], []
-    for database, schema, name in rows:
-        local = database in (current, "temp")
-        if local and schema == CATALOG_SCHEMA:
-            catalog.append(name)
-        elif local and schema == "main":
-            user.append(name)
-        elif local:
-            user.append(f"{schema}.{name}")
-        else:
-            user.append(f"{database}.{schema}.{name}")
-    if not user:
-        shell.out.print("[dim](no tables)[/dim]")
-    elif shell.out.is_terminal:
-        shell.out.print(Columns([escape(n) for n in user], padding=(0, 3)))
-    else:  # one per line for scripts
-        for name in user:
-            shell.out.print(name, markup=False, highlight=False)
+    groups: dict[tuple[str, str], list[tuple[str, str, int | None]]] = {}
+    catalog = 0
+    for db, sch, name, kind, size, _oid in objects:
+        if not _matches(pattern, sch, name):
+            continue
+        if pattern is None and sch == CATALOG_SCHEMA:
+            catalog += 1
+            continue
+        groups.setdefault((db, sch), []).append((name, kind, size))
+    order = sorted(groups, key=lambda k: (k[0] == "temp", k[0] != current, k[0],
+                                          k[1] == CATALOG_SCHEMA, k[1] != "main", k[1]))
+    if not groups:
+        shell.out.print("(no tables)" if pattern is None else f"(no tables match {pattern!r})",
+                        style="dim", markup=False)
+    last_db = None
+    for db, sch in order:
+        if db != last_db:
+            shell.out.print(Rule(Text(db, style="bold #d78700"), style="#d78700"))
+            last_db = db
+        shell.out.print(Rule(Text(sch, style="bold #00afff"), style="#00afff"))
+        boxes = []
+        for name, kind, size in groups[(db, sch)]:
+            cols = columns.get((db, sch, name), [])
+            grid = Table.grid(padding=(0, 1))
+            per_row = 2 if len(cols) > 20 else 1
+            for _ in range(per_row):
+                grid.add_column(no_wrap=True)
+                grid.add_column(no_wrap=True, style="dim")
+            half = (len(cols) + per_row - 1) // per_row
+            for r in range(half):
+                cells = []
+                for part in range(per_row):
+                    i = r + part * half
+                    cells += [cols[i][0], cols[i][1].lower()] if i < len(cols) else ["", ""]
+                grid.add_row(*cells)
+            parts = [Text(name, style="bold", justify="center"), Text(""), grid]
+            if kind == "table":
+                parts += [Text(""), Text(f"{size:,} rows", style="dim", justify="center")]
+            boxes.append(Panel(Group(*parts), box=box.SQUARE, expand=False, padding=(0, 1)))
+        shell.out.print(Columns(boxes, padding=(0, 0)))
     if catalog:
-        names = ", ".join(f"{CATALOG_SCHEMA}.{n}" for n in catalog)
-        shell.out.print(f"[dim]duckcluster catalog: {names} (.clusters lists the definitions)"
-                        "[/dim]", highlight=False)
+        shell.out.print(f"duckcluster catalog: {catalog} tables in schema {CATALOG_SCHEMA} "
+                        f"(.tables {CATALOG_SCHEMA}.% shows them; .clusters lists the "
+                        "definitions)", style="dim", markup=False, highlight=False)
+    return True
+
+
+_SCHEMA_SQL = """
+SELECT sql, table_name AS name, table_name AS tbl, schema_name FROM duckdb_tables()
+WHERE NOT internal AND sql IS NOT NULL
+UNION ALL
+SELECT sql, view_name, view_name, schema_name FROM duckdb_views()
+WHERE NOT internal AND sql IS NOT NULL
+UNION ALL
+SELECT sql, index_name, table_name, schema_name FROM duckdb_indexes() WHERE sql IS NOT NULL
+"""
+
+
+def _indent(sql: str) -> str:
+    """``CREATE TABLE t(a INT, b INT);`` with one column per line (``.schema --indent``)."""
+    head, sep, body = sql.partition("(")
+    if not sep or not sql.startswith("CREATE TABLE") or not body.endswith(");"):
+        return sql
+    parts, depth, cur = [], 0, ""
+    for ch in body[:-2]:
+        if ch == "," and depth == 0:
+            parts.append(cur.strip())
+            cur = ""
+            continue
+        depth += 1 if ch in "([" else -1 if ch in ")]" else 0
+        cur += ch
+    parts.append(cur.strip())
+    return head + "(\n" + ",\n".join("  " + p for p in parts) + "\n);"
+
+
+def _schema(shell: Shell, args: list[str]) -> bool:
+    """The DuckDB CLI's .schema: the CREATE statements of tables, views and indexes, by name."""
+    indent = "--indent" in args
+    rest = [a for a in args if a != "--indent"]
+    if len(rest) > 1:
+        return shell.error("Usage: .schema ?--indent? ?PATTERN?")
+    pattern = rest[0] if rest else None
+    try:
+        rows = shell.con.sql(_SCHEMA_SQL).fetchall()
+    except duckdb.Error as exc:
+        return shell.error(str(exc))
+    picked = sorted((name, sql) for sql, name, tbl, sch in rows
+                    if pattern is None or _matches(pattern, sch, name)
+                    or _matches(pattern, sch, tbl))
+    text = "".join((_indent(sql) if indent else sql) + "\n" for _, sql in picked)
+    shell.out.file.write(text)
+    shell.out.file.flush()
+    return True
+
+
+def _mode(shell: Shell, args: list[str]) -> bool:
+    if not args:
+        shell.out.file.write(f"current output mode: {shell.settings.mode}\n")
+        shell.out.file.flush()
+        return True
+    mode = args[0].lower()
+    if mode not in MODE_NAMES:
+        return shell.error(f"mode should be one of: {' '.join(MODE_NAMES)}")
+    shell.settings.mode = mode
+    shell.settings.csv_crlf = mode == "csv"  # the DuckDB CLI's .mode csv ends rows in CRLF
+    return True
+
+
+def _on_off(shell: Shell, value: str, what: str) -> bool | None:
+    value = value.lower()
+    if value in ("on", "1", "true", "yes"):
+        return True
+    if value in ("off", "0", "false", "no"):
+        return False
+    shell.error(f"{what}: expected on or off, got {value!r}")
+    return None
+
+
+def _timer(shell: Shell, args: list[str]) -> bool:
+    on = _on_off(shell, args[0], ".timer")
+    if on is None:
+        return False
+    shell.timer = on
+    return True
+
+
+def _headers(shell: Shell, args: list[str]) -> bool:
+    on = _on_off(shell, args[0], ".headers")
+    if on is None:
+        return False
+    shell.settings.headers = on
+    return True
+
+
+def _number(shell: Shell, args: list[str], what: str) -> int | None:
+    try:
+        value = int(args[0])
+    except ValueError:
+        value = -1
+    if value < 0:
+        shell.error(f"{what}: expected a number of 0 or more, got {args[0]!r}")
+        return None
+    return value
+
+
+def _maxrows(shell: Shell, args: list[str]) -> bool:
+    value = _number(shell, args, ".maxrows")
+    if value is not None:
+        shell.settings.max_rows = value
+    return value is not None
+
+
+def _maxwidth(shell: Shell, args: list[str]) -> bool:
+    value = _number(shell, args, ".maxwidth")
+    if value is not None:
+        shell.settings.max_width = value
+    return value is not None
+
+
+def _nullvalue(shell: Shell, args: list[str]) -> bool:
+    shell.settings.null = args[0]
     return True
 
 
@@ -318,14 +494,30 @@ DOT_COMMANDS: dict[str, DotCommand] = {
     ".clusters": DotCommand(".clusters", "list cluster definitions with their latest run",
                             _clusters),
     ".exit": _QUIT,
+    ".headers": DotCommand(".headers on|off", "column names in csv, list, tabs... output",
+                           _headers, min_args=1, max_args=1),
     ".help": DotCommand(".help", "show this help", _help),
+    ".maxrows": DotCommand(".maxrows COUNT", "rows the duckbox mode shows (default 40; 0: all)",
+                           _maxrows, min_args=1, max_args=1),
+    ".maxwidth": DotCommand(".maxwidth COUNT",
+                            "width of duckbox tables (default 0: the terminal's)",
+                            _maxwidth, min_args=1, max_args=1),
+    ".mode": DotCommand(".mode MODE", "output mode: " + " ".join(MODE_NAMES), _mode,
+                        max_args=1),
+    ".nullvalue": DotCommand(".nullvalue TEXT", "text shown for NULL (default NULL)",
+                             _nullvalue, min_args=1, max_args=1),
     ".quit": _QUIT,
     ".read": DotCommand(".read FILE",
                         "run the SQL and dot commands in FILE; stops at its first error",
                         _read, min_args=1, max_args=1),
-    ".tables": DotCommand(".tables [PATTERN]",
-                          "list tables and views (LIKE pattern), catalog apart",
+    ".schema": DotCommand(".schema ?--indent? ?PATTERN?",
+                          "CREATE statements of tables, views and indexes (LIKE pattern)",
+                          _schema, max_args=2),
+    ".tables": DotCommand(".tables ?PATTERN?",
+                          "tables and views with their columns (LIKE pattern), catalog apart",
                           _tables, max_args=1),
+    ".timer": DotCommand(".timer on|off", "print the run time of each statement", _timer,
+                         min_args=1, max_args=1),
 }
 
 
@@ -368,7 +560,165 @@ def _history(err: Console):
     return FileHistory(path)
 
 
-def _session(err: Console):
+# ---------------------------------------------------------------------------
+# Tab completion: dot commands, modes, files, tables, columns, functions, keywords.
+
+
+_CATALOG_SQL = """
+SELECT 'table', schema_name, table_name, NULL FROM duckdb_tables() WHERE NOT internal
+UNION ALL SELECT 'table', schema_name, view_name, NULL FROM duckdb_views() WHERE NOT internal
+UNION ALL SELECT 'column', schema_name, table_name, column_name FROM duckdb_columns()
+          WHERE NOT internal
+UNION ALL SELECT DISTINCT CASE WHEN database_name = 'temp' THEN 'ours' ELSE 'function' END,
+          NULL, function_name, function_type FROM duckdb_functions()
+          WHERE NOT starts_with(function_name, '_')
+UNION ALL SELECT 'keyword', NULL, keyword_name, NULL FROM duckdb_keywords()
+"""
+# After these keywords a table name (or a table function) comes next.
+_TABLE_CONTEXT = {"FROM", "JOIN", "INTO", "UPDATE", "TABLE", "DESCRIBE", "SUMMARIZE"}
+_WORD = re.compile(r"[\w.\"]*$")
+
+
+class Completer:
+    """prompt_toolkit completer over the connection's catalog, refreshed after each command.
+
+    Table names after FROM/JOIN/INTO..., ``t.`` completes the columns of ``t``; elsewhere
+    the columns of tables named in the input, duckcluster's functions (the TEMP macros
+    :func:`duckcluster.install` creates), DuckDB's functions and keywords.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        self.tables: dict[str, str] = {}  # name -> schema
+        self.columns: dict[str, list[str]] = {}  # table (and schema.table) -> columns
+        self.functions: dict[str, str] = {}  # name -> 'duckcluster' | 'table function'...
+        self.keywords: list[str] = []
+        self.refresh()
+
+    def refresh(self) -> None:
+        try:
+            rows = self.con.sql(_CATALOG_SQL).fetchall()
+        except duckdb.Error:
+            return
+        tables: dict[str, str] = {}
+        columns: dict[str, list[str]] = {}
+        functions: dict[str, str] = {}
+        keywords = []
+        for kind, schema, name, extra in rows:
+            if kind == "table":
+                tables.setdefault(name, schema)
+            elif kind == "column":
+                columns.setdefault(name, []).append(extra)
+                columns.setdefault(f"{schema}.{name}", []).append(extra)
+            elif kind == "ours":
+                functions[name] = "duckcluster " + ("table function" if "table" in extra
+                                                    else "function")
+            elif kind == "function":
+                functions.setdefault(name, "table function" if extra == "table" else "function")
+            else:
+                keywords.append(name.upper())
+        self.tables, self.columns, self.functions, self.keywords = \
+            tables, columns, functions, keywords
+
+    def candidates(self, text: str) -> list[tuple[str, str, int]]:
+        """(completion, meta, start offset) for the input ``text`` before the cursor."""
+        word = _WORD.search(text).group(0)
+        before = text[: len(text) - len(word)]
+        stripped = before.lstrip()
+        if stripped == "" and text.lstrip().startswith("."):  # a dot command name
+            return [(n, DOT_COMMANDS[n].help, -len(word)) for n in sorted(DOT_COMMANDS)
+                    if n.startswith(word.lower())]
+        if stripped.startswith(".mode") and stripped.strip() == ".mode":
+            return [(m, "output mode", -len(word)) for m in MODE_NAMES if m.startswith(word)]
+        if stripped.startswith((".tables", ".schema")):
+            return self._names(word, self.tables, "table")
+        if "." in word and not word.startswith("."):
+            owner, _, part = word.rpartition(".")
+            cols = self.columns.get(owner.strip('"')) or self.columns.get(self._alias(text, owner))
+            if cols:
+                return [(c, f"column of {owner}", -len(part)) for c in cols
+                        if c.lower().startswith(part.lower())]
+            return [(t, f"table in {owner}", -len(part)) for t, sch in sorted(self.tables.items())
+                    if sch == owner and t.lower().startswith(part.lower())]
+        previous = re.findall(r"[A-Za-z_]+", before)
+        if previous and previous[-1].upper() in _TABLE_CONTEXT:
+            tables = self._names(word, self.tables, "table")
+            funcs = [(f, m, -len(word)) for f, m in sorted(self.functions.items())
+                     if "table" in m and f.lower().startswith(word.lower())]
+            return tables + sorted(funcs, key=lambda c: not c[1].startswith("duckcluster"))
+        if not word:
+            return []
+        mentioned = [t for t in self.tables if re.search(rf"\b{re.escape(t)}\b", text + " ")]
+        out: list[tuple[str, str, int]] = []
+        seen: set[str] = set()
+        for t in mentioned + [t for t in self.tables if t not in mentioned]:
+            for c in self.columns.get(t, []):
+                if c.lower().startswith(word.lower()) and c not in seen:
+                    seen.add(c)
+                    out.append((c, f"column of {t}", -len(word)))
+        ours = sorted((f, m) for f, m in self.functions.items() if m.startswith("duckcluster"))
+        rest = sorted((f, m) for f, m in self.functions.items() if not m.startswith("duckcluster"))
+        out += [(f, m, -len(word)) for f, m in ours + rest if f.lower().startswith(word.lower())]
+        out += self._names(word, self.tables, "table")
+        upper = word[:1].isupper()
+        out += [(k if upper else k.lower(), "keyword", -len(word)) for k in self.keywords
+                if k.startswith(word.upper())]
+        return out
+
+    def _alias(self, text: str, alias: str) -> str:
+        """The table behind ``alias`` in ``FROM docs d`` / ``JOIN docs AS d``."""
+        for m in re.finditer(rf"\b([\w.]+)\s+(?:AS\s+)?{re.escape(alias)}\b", text,
+                             flags=re.IGNORECASE):
+            if m.group(1) in self.columns:
+                return m.group(1)
+        return alias
+
+    @staticmethod
+    def _names(word: str, names: dict[str, str], meta: str) -> list[tuple[str, str, int]]:
+        """Tables of the main schema by name; other schemas by their name (``duckcluster.``
+        then completes their tables)."""
+        low = word.lower()
+        out = [(n, meta, -len(word)) for n, sch in sorted(names.items())
+               if sch == "main" and n.lower().startswith(low)]
+        schemas = sorted({sch for sch in names.values() if sch != "main"})
+        return out + [(f"{sch}.", "schema", -len(word)) for sch in schemas
+                      if sch.lower().startswith(low)]
+
+    # prompt_toolkit's Completer protocol
+    def get_completions(self, document, complete_event):
+        from prompt_toolkit.completion import Completion
+
+        text = document.text_before_cursor
+        line = text.rsplit("\n", 1)[-1]
+        if line.lstrip().startswith(".read "):
+            yield from self._paths(line.lstrip()[6:])
+            return
+        for value, meta, start in self.candidates(text if not line.lstrip().startswith(".")
+                                                  else line):
+            yield Completion(value, start_position=start, display_meta=meta)
+
+    async def get_completions_async(self, document, complete_event):
+        for c in self.get_completions(document, complete_event):
+            yield c
+
+    @staticmethod
+    def _paths(partial: str):
+        from prompt_toolkit.completion import Completion
+
+        head, _, tail = partial.rpartition("/")
+        folder = os.path.expanduser(head or ".")
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            return
+        for name in names:
+            if name.startswith(tail) and (tail.startswith(".") or not name.startswith(".")):
+                full = os.path.join(folder, name)
+                yield Completion(name + ("/" if os.path.isdir(full) else ""),
+                                 start_position=-len(tail))
+
+
+def _session(err: Console, completer: Completer | None = None):
     from prompt_toolkit import PromptSession
     from prompt_toolkit.key_binding import KeyBindings
     from prompt_toolkit.lexers import PygmentsLexer
@@ -392,14 +742,28 @@ def _session(err: Console):
         PROMPT, multiline=True, key_bindings=keys, history=_history(err),
         prompt_continuation=lambda width, line, soft: CONTINUATION.rjust(width),
         lexer=PygmentsLexer(SqlLexer), enable_history_search=False,
+        completer=_PromptCompleter(completer) if completer is not None else None,
+        complete_while_typing=False,
     )
 
 
+def _PromptCompleter(completer: Completer):
+    """``completer`` as a prompt_toolkit Completer subclass (imported lazily)."""
+    from prompt_toolkit.completion import Completer as Base
+
+    class Adapter(Base):
+        def get_completions(self, document, complete_event):
+            return completer.get_completions(document, complete_event)
+
+    return Adapter()
+
+
 def _interactive(shell: Shell, db_label: str) -> int:
-    session = _session(shell.err)
+    completer = Completer(shell.con)
+    session = _session(shell.err, completer)
     shell.out.print(f"duckcluster {__version__} shell on [bold]{escape(db_label)}[/bold]. "
                     "End statements with ';'. Enter .help for commands, Ctrl-D to exit.",
-                    highlight=False)
+                    highlight=False, soft_wrap=True)
     while not shell.done:
         try:
             text = session.prompt()
@@ -412,26 +776,28 @@ def _interactive(shell: Shell, db_label: str) -> int:
         # A bug must not end the session and lose its state: report it, go on.
         except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001
             if _interrupted(exc):
-                shell.err.print("[yellow]Interrupted.[/yellow]")
+                shell.err.print("Interrupted", style="yellow", markup=False)
             else:
                 shell.err.print_exception(max_frames=4)
                 shell.err.print("[red]Internal error[/red] (above); the shell keeps running.")
+        completer.refresh()  # tables and macros the input created or dropped
     return 0
 
 
 def _interrupted(exc: BaseException) -> bool:
-    """Ctrl-C: KeyboardInterrupt, or duckdb 2's RuntimeError("Query interrupted") from a query."""
-    return isinstance(exc, KeyboardInterrupt) or (
-        isinstance(exc, RuntimeError) and str(exc) == "Query interrupted")
+    """Ctrl-C: KeyboardInterrupt, duckdb's interrupt error, or a run it cancelled."""
+    from . import is_interrupt
+
+    return is_interrupt(exc)
 
 
 def _piped(shell: Shell, stream: Iterable[str]) -> int:
     try:
         shell.run_lines(stream, stop_on_error=False)
-    except (KeyboardInterrupt, RuntimeError) as exc:
+    except (KeyboardInterrupt, RuntimeError, duckdb.Error) as exc:
         if not _interrupted(exc):
             raise
-        shell.err.print("[yellow]Interrupted.[/yellow]")
+        shell.err.print("Interrupted", style="yellow", markup=False)
         return 130
     return 1 if shell.failed else 0
 

@@ -30,6 +30,7 @@ from .._errors import DataError, RunNotFoundError, SpecError, closest
 from .._params import Param, validate_params
 from .._source import describe, name_bad_file, quote_ident, require_columns, source_sql
 from ..catalog import runs as catalog
+from ..core import progress as _steps
 from ..core.assign import normalize_rows
 from ..core.backend import Executor, LocalExecutor
 from ..core.vectors import check_nonzero, to_dense
@@ -361,6 +362,7 @@ def compare(spec: DriftSpec, B: Side, C: Side, reference: Reference | None,
     _check_pair(B, C)
     rows = []
     for name in spec.methods:
+        _steps.step("drift methods", len(rows), len(spec.methods))
         progress(f"drift: {name} on {B.X.shape[0]:,} + {C.X.shape[0]:,} rows")
         ref = reference if name == "cluster" else None
         r: DriftResult = run_method(name, B.X, C.X, spec.params[name], alpha=spec.alpha,
@@ -373,6 +375,7 @@ def compare(spec: DriftSpec, B: Side, C: Side, reference: Reference | None,
                                            "current": int(C.X.shape[0])}
         rows.append({**r.as_row(), "n_baseline": B.n_rows, "n_current": C.n_rows,
                      "details": details})
+    _steps.step("drift methods", len(rows), len(spec.methods))
     return rows
 
 
@@ -536,10 +539,12 @@ def _window_rows(cur, spec, stats, samples, base_idx, progress: Progress,
     progress(f"drift: {len(todo)} windows against the baseline"
              + (f" on {run.name}" if run.name != "local" else ""))
     done = iter(run.map(_window_job, todo, shared=(spec, B, reference)))
-    rows = []
+    rows, n_done = [], 0
     for common, C in jobs:
         if C is not None:
             rows.extend(next(done))
+            n_done += 1
+            _steps.step("drift windows", n_done, len(todo))
             continue
         for m in spec.methods:
             rows.append({**common, "method": m, "statistic": None, "p_value": None,

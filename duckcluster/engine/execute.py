@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from .. import _json
-from .._errors import DataError, SpecError
+from .._errors import DataError, RunCancelledError, SpecError, stored_message
 from .._source import (
     check_query,
     describe,
@@ -141,11 +141,11 @@ def execute(cur, name: str, settings: catalog.Settings, mode: str = "full",
         progress(f"{name}: done")
         return run_id
     except BaseException as exc:
-        # the class and message only: a stored error is read by users, never a traceback
-        msg = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        cancelled = isinstance(exc, (KeyboardInterrupt, RunCancelledError))
         try:  # on a fresh cursor: this one may hold an aborted or unfinished statement
             with cur.cursor() as fresh:
-                catalog.fail_run(fresh, run_id, msg)
+                catalog.fail_run(fresh, run_id, stored_message(exc),
+                                 status="cancelled" if cancelled else "failed")
         except Exception:  # the database itself is gone; mark_abandoned will catch it
             pass
         raise

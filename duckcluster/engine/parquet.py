@@ -31,6 +31,7 @@ from .._errors import DataError, SpecError, closest
 from .._params import Param, parse_field_list, validate_params
 from ..catalog import runs as catalog
 from ..catalog.runs import Centroids
+from ..core import progress
 from ..core.backend import check_address, check_backend, ensure_ray
 from ..core.vectors import check_finite, to_dense
 
@@ -358,6 +359,7 @@ def _run_local(files: list[str], tmp: str, ref: Centroids, job: Job, batch_rows:
         finally:
             if writer is not None:
                 writer.close()
+        progress.step("Parquet files", i + 1, len(files))
 
 
 def _ray_batch(tbl: pa.Table, ref: Centroids, job: Job) -> pa.Table:

@@ -37,6 +37,7 @@ from .._source import (
     require_columns,
     source_sql,
 )
+from ..core import progress
 from ..core.spec import ClusterSpec
 from ..core.vectors import combine_columns, to_dense
 
@@ -253,6 +254,7 @@ def read_all(cur, spec: ClusterSpec, p: Plan, stats: ReadStats
             if buf is not None:
                 mats, buf = [buf[:filled]], None
             mats.append(b.X)
+        progress.step("rows read", stats.n_rows, p.n_rows)
     if buf is not None:
         mats = [buf[:filled]]
     check_dims({m.shape[1] for m in mats if len(m)}, spec)

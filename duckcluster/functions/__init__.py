@@ -19,10 +19,14 @@ from ._registry import (
     _has_udfs,
     _Registrar,
     _State,
+    clear_cancel,
+    request_cancel,
+    set_default_display,
     set_progress,
 )
 
-__all__ = ["AREAS", "register", "unregister", "set_progress", "_has_udfs", "_ACTIVE_PIDS"]
+__all__ = ["AREAS", "register", "unregister", "set_progress", "set_default_display",
+           "request_cancel", "clear_cancel", "_has_udfs", "_ACTIVE_PIDS"]
 
 #: Modules that add the SQL functions of one feature area. Each has
 #: ``register_udfs(reg, state)``, called for every connection with a
@@ -46,6 +50,7 @@ def register(con: duckdb.DuckDBPyConnection, settings: catalog.Settings,
     reg = _Registrar(con)
     for area in AREAS:
         area.register_udfs(reg, state)
+    reg.create_macros()
     _REGISTERED[con] = reg
     if has_catalog:  # a read-only file duckcluster never wrote has nothing to read yet
         con.execute(catalog.sql_text("duckcluster.sql"))
@@ -60,11 +65,8 @@ def register(con: duckdb.DuckDBPyConnection, settings: catalog.Settings,
 def unregister(con: duckdb.DuckDBPyConnection) -> None:
     """Remove this connection's private UDFs (so a later install registers afresh)."""
     reg = _REGISTERED.pop(con, None)
-    for name in reg.names if reg else ():
-        try:
-            con.remove_function(name + reg.suffix)
-        except duckdb.Error:  # already gone with its connection
-            pass
+    if reg is not None:
+        reg.remove()
 
 
 def reference_markdown() -> str:

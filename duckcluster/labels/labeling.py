@@ -38,6 +38,7 @@ from .._params import Param, validate_params
 from .._source import describe, quote_ident, require_columns, source_sql
 from ..catalog import labels as store
 from ..catalog import runs as catalog
+from ..core import progress as _steps
 from ..core.assign import normalize_rows
 from .llm import LLMError, RetryPolicy, chat_provider, embedding_provider, provider_name
 from .llm._keys import SecretReader
@@ -663,7 +664,10 @@ def _llm_label(cur, name, nodes: list[_Node], cfg: LabelConfig, chat, ep, spec,
             return nd, key, f
 
     with httpx.Client() as client, ThreadPoolExecutor(cfg.concurrency) as pool:
-        results = list(pool.map(run, todo))
+        results = []
+        for res in pool.map(run, todo):
+            results.append(res)
+            _steps.step("cluster nodes labeled", len(results), len(todo))
     for nd, key, res in results:
         if isinstance(res, _Failure):
             failures.append({"node_id": nd.row.node_id, "kind": res.kind, "error": res.error,

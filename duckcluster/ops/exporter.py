@@ -31,7 +31,7 @@ import duckdb
 
 from .._params import optional_import
 
-RUN_STATUSES = ("queued", "running", "succeeded", "failed", "abandoned")
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "abandoned")
 QUALITY = ("silhouette_score", "mean_cosine_to_centroid", "noise_ratio", "cluster_size_entropy",
            "davies_bouldin", "calinski_harabasz")
 _HELP = {

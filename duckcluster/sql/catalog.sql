@@ -25,7 +25,7 @@ CREATE TABLE IF NOT EXISTS duckcluster.runs (
     run_seq                 BIGINT NOT NULL,
     name                    VARCHAR NOT NULL,
     mode                    VARCHAR NOT NULL,      -- full | assign
-    status                  VARCHAR NOT NULL,      -- queued | running | succeeded | failed | abandoned
+    status                  VARCHAR NOT NULL,      -- queued | running | succeeded | failed | cancelled | abandoned
     error                   VARCHAR,
     started_at              TIMESTAMP NOT NULL,
     finished_at             TIMESTAMP,

@@ -25,6 +25,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from .. import progress
+
 
 @numba.njit(inline="always", fastmath=True)
 def _clip(v):
@@ -144,4 +146,5 @@ def optimize_layout(emb: np.ndarray, graph, n_epochs: int, a: float, b: float, s
         else:
             _epoch_serial(emb, indptr, indices, eps, next_s, eps_neg, next_neg, rng,
                           a, b, gamma, alpha, epoch)
+        progress.step("UMAP layout epochs", epoch + 1, n_epochs)
     return emb
