@@ -73,16 +73,42 @@ def connect(path: str | None = None, *, artifacts_dir: str | None = None,
     except duckdb.IOException as exc:
         if "lock" not in str(exc).lower():
             raise
-        raise DatabaseBusyError(
-            f"{path} is open for writing in another process, and DuckDB allows one writer "
-            "per file. Close it there (or wait for its run to finish), or open it here with "
-            f"read_only=True to read runs and results. DuckDB said: {exc}") from None
+        raise _busy(path, read_only, exc) from None
     try:
         install(con, artifacts_dir=artifacts_dir)
     except BaseException:
         con.close()
         raise
     return con
+
+
+def _busy(path: str | None, read_only: bool, exc: Exception) -> DatabaseBusyError:
+    """What a lock conflict means. DuckDB lets several processes open a file read-only
+    together, but a process holding it read-write holds it alone: nobody else can open it
+    then, not even read-only (checked with DuckDB 2.0)."""
+    import re
+
+    text = str(exc)
+    pid = re.search(r"\(PID (\d+)\)", text)
+    who = f"another process (PID {pid.group(1)})" if pid else "another process"
+    if "read-only mode" in text:  # DuckDB's hint: the holder has it open read-only
+        return DatabaseBusyError(
+            f"{path} is open read-only in {who}, and DuckDB lets a process write to a file "
+            "only while no other process has it open. Close it there (an exporter, a BI tool, "
+            "a notebook), or open it here with read_only=True to read runs and results. "
+            f"DuckDB said: {text}")
+    if read_only:
+        return DatabaseBusyError(
+            f"{path} is open for writing in {who}, and DuckDB does not let another process "
+            "open a file, not even read-only, while one holds it for writing. Wait for it to "
+            "close the file (a duckcluster scheduler holds it only while a tick works), or "
+            "read from that process (its connections share the file). DuckDB said: "
+            f"{text}")
+    return DatabaseBusyError(
+        f"{path} is open for writing in {who}, and DuckDB allows one writer per file and no "
+        "other process while it writes (read_only=True does not help then). Close it there, "
+        "or wait for its run to finish, and retry. DuckDB said: "
+        f"{text}")
 
 
 def install(con: duckdb.DuckDBPyConnection, *, artifacts_dir: str | None = None
@@ -142,12 +168,13 @@ def sql(con: duckdb.DuckDBPyConnection, query: str) -> duckdb.DuckDBPyRelation |
 
     Returns the relation of the last statement (None if it returns no rows).
     """
+    from . import _hints
     from ._syntax import rewrite, split_statements
 
     statements = [s for s in split_statements(rewrite(query)) if s.strip().strip(";").strip()]
     result = None
     for stmt in statements:
-        result = con.sql(stmt)
+        result = _hints.sql(con, stmt)  # a misspelled macro argument is named in the error
     return result
 
 

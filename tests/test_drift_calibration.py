@@ -85,3 +85,48 @@ def test_power_on_a_ten_percent_new_class(p_values, name):
 def test_the_default_method_catches_a_new_class_nearly_always(p_values):
     assert DEFAULT_METHOD == "mmd"
     assert (p_values["mmd"][1] < 0.05).mean() >= 0.9
+
+
+# -- identical and overlapping sides (issue 14) -----------------------------------------
+
+def _high_dim_blobs(n, seed):
+    """Sentence-embedding-like rows: 8 directions in 384-d, noise on every dimension."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(8, 384))
+    return normalize_rows(centers[rng.integers(0, 8, n)] + 0.6 * rng.normal(size=(n, 384)))
+
+
+@pytest.mark.parametrize("kind", ["digits", "blobs384", "gauss384"])
+def test_cluster_method_never_flags_identical_sides(digits, kind):
+    """embedding_drift(X, X, method := 'cluster') at 30-230 rows: the k-means reference was
+    fitted on baseline rows that the current side also held, and 20 of 21 sizes of 384-d
+    rows were flagged (p down to 0.0005). Fitted on a pooled sample, both sides get
+    identical counts: nothing to flag."""
+    X, _ = digits
+    flagged, low = 0, 1.0
+    for n in range(30, 231, 10):
+        rng = np.random.default_rng(n)
+        A = X[rng.permutation(len(X))[:n]] if kind == "digits" else \
+            _high_dim_blobs(n, n) if kind == "blobs384" else normalize_rows(rng.normal(size=(n, 384)))
+        p = run_method("cluster", A, A.copy(), {"n_permutations": 200}, seed=n).p_value
+        flagged += p < 0.05
+        low = min(low, p)
+    assert flagged == 0, f"{kind}: {flagged} of 21 identical pairs flagged (lowest p {low})"
+
+
+@pytest.mark.parametrize("kind", ["digits", "blobs384"])
+def test_cluster_method_false_alarm_rate_on_small_and_overlapping_null_splits(digits, kind):
+    """60 null comparisons of 30-220 rows: half of them with a current side that also holds
+    every baseline row (a table compared with a superset of itself). Flagged at most
+    alpha + 0.06 (two binomial standard deviations at n = 60)."""
+    X = digits[0] if kind == "digits" else _high_dim_blobs(1000, 1)
+    p_values = []
+    for s in range(60):
+        n = 30 + (s % 20) * 10
+        perm = np.random.default_rng(3000 + s).permutation(len(X))
+        B, C = X[perm[:n]], X[perm[n:2 * n]]
+        if s % 2:
+            C = np.concatenate([B, C])
+        p_values.append(run_method("cluster", B, C, {"n_permutations": 200}, seed=s).p_value)
+    p_values = np.array(p_values)
+    assert (p_values < 0.05).mean() <= 0.05 + 0.06, np.sort(p_values)[:8]

@@ -62,7 +62,8 @@ def feed(con, name, first, last):
     total = 0
     for b in range(first, last):
         total += con.sql(f"SELECT drift_monitor_add('{name}', '(SELECT * FROM incoming WHERE "
-                         f"batch = {b})', 'embedding', time_column := 'created_at')").fetchall()[0][0]
+                         f"batch = {b})', 'embedding', time_column := 'created_at').rows_added"
+                         ).fetchall()[0][0]
     return total
 
 
@@ -150,7 +151,8 @@ def test_a_failing_batch_changes_nothing(con, reference, incoming):
 def test_without_a_time_column_rows_land_in_the_current_window(con, incoming):
     con.sql("SELECT drift_monitor_create('now', window_size := INTERVAL 1 HOUR)").fetchall()
     n = con.sql("SELECT drift_monitor_add('now', '(SELECT * FROM incoming WHERE batch = 0)')").fetchall()
-    assert n == [(PER_BATCH,)]
+    assert n == [({"rows_read": PER_BATCH, "rows_added": PER_BATCH, "skipped_null_embedding": 0,
+                   "skipped_null_time": 0},)]
     (w,) = con.sql("SELECT window_start FROM duckcluster.drift_windows WHERE monitor = 'now'").fetchall()
     now = con.sql("SELECT time_bucket(INTERVAL 1 HOUR, current_timestamp AT TIME ZONE 'UTC')").fetchall()[0][0]
     assert abs((now - w[0]).total_seconds()) <= 3600

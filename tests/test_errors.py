@@ -225,6 +225,17 @@ ROUND_2_CASES = [
     ("stored error of an unexpected failure", "ZeroDivisionError: float division by zero"),
     ("damaged file of a glob", ("The file is damaged or is not a Parquet file: rewrite it, or "
      "move it out of the way, and run again.")),
+    ('long non-ASCII name', '(accepted: the artifacts folder is cut and ends in ~<hash of the name>)'),
+    ('database file that does not exist', "works on an existing database, and 'analytcs.duckdb' is not a file. Did you mean 'analytics.duckdb'?"),
+    ('read-only open while another process writes', 'does not let another process open a file, not even read-only, while one holds it for writing'),
+    ('write open while another process reads', 'is open read-only in another process (PID'),
+    ('misspelled named argument', "cluster_create has no parameter 'smaple_size'; did you mean 'sample_size'?"),
+    ('missing positional argument', 'assign_cluster needs 2 positional arguments (embedding, cluster_name); got 1, so cluster_name is missing.'),
+    ('assign_cluster on a zero vector', 'which has no direction, so no nearest centroid by cosine.'),
+    ('assign_cluster on NaN or Inf', 'assign_cluster: an embedding has NaN or Inf ([nan, 0, 0, 0, ...], 32 values)'),
+    ('assign_cluster threshold out of range', 'assign_cluster: threshold must be a cosine similarity in the range [-1, 1] (-1 keeps every assignment), or NULL for no threshold. Got 5 instead.'),
+    ('rows with a NULL time', 'skipped_null_time (returned with rows_read, rows_added, skipped_null_embedding)'),
+    ('identical sides, cluster method', '(p-value 1: k-means is fitted on a sample of both sides pooled)'),
 ]
 
 def test_source_names_resolve_case_insensitively_like_duckdb(con, docs):
@@ -298,3 +309,142 @@ def test_relative_path_inside_a_query_source_is_refused(con, docs, tmp_path, mon
     assert f"Write the absolute path instead: '{tmp_path}/docs.parquet'." in str(err.value)
     assert snapshot(con) == before
     create(con, source=f"'(SELECT * FROM ''{tmp_path}/docs.parquet'' WHERE doc_id < 400)'")
+
+
+@pytest.mark.parametrize("name", ["é" * 128, "/" * 128, "日本語の名前" * 21])
+def test_long_non_ascii_names_run(con, docs, name):
+    """A valid 128-character name quoted for its artifacts folder exceeded the file system's
+    255 bytes: 'File name too long' after the whole fit. The folder is now cut + hashed."""
+    con.execute("SELECT cluster_create(?, source := 'docs', embedding := 'embedding', "
+                "id := 'doc_id', algorithm := 'kmeans', params := {'n_clusters': 5})", [name])
+    run = con.execute("SELECT cluster_execute(?)", [name]).fetchall()[0][0]
+    (path,) = con.execute("SELECT artifacts_path FROM duckcluster.runs WHERE run_id = ?",
+                          [run]).fetchall()[0]
+    folder = os.path.basename(os.path.dirname(path))
+    assert len(folder.encode()) <= 200 and os.path.isfile(os.path.join(path, "members.parquet"))
+    assert con.execute("SELECT count(*) FROM cluster_members(?)", [name]).fetchall() == [(500,)]
+    other = name[:-1] + "x"  # names sharing the cut prefix get their own folders
+    con.execute("SELECT cluster_create(?, source := 'docs', embedding := 'embedding', "
+                "id := 'doc_id', algorithm := 'kmeans', params := {'n_clusters': 5})", [other])
+    run2 = con.execute("SELECT cluster_execute(?)", [other]).fetchall()[0][0]
+    (path2,) = con.execute("SELECT artifacts_path FROM duckcluster.runs WHERE run_id = ?",
+                           [run2]).fetchall()[0]
+    assert os.path.dirname(path2) != os.path.dirname(path)
+
+
+@pytest.mark.parametrize("command", [["scheduler", "--once"], ["exporter", "--once"], ["runs"],
+                                     ["report", "drift", "--baseline", "a", "--current", "b"]])
+def test_commands_refuse_a_database_that_does_not_exist(tmp_path, command):
+    """`duckcluster scheduler typo.duckdb` created an empty database and ran nothing."""
+    import subprocess
+    import sys
+
+    duckcluster.connect(str(tmp_path / "analytics.duckdb")).close()
+    args = command[:1] + (["drift"] if command[0] == "report" else [])
+    rest = command[2:] if command[0] == "report" else command[1:]
+    r = subprocess.run([sys.executable, "-m", "duckcluster.cli", *args, "analytcs.duckdb", *rest],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False)
+    what = " ".join(args)
+    assert r.returncode == 1, r.stderr
+    assert (f"duckcluster {what} works on an existing database, and 'analytcs.duckdb' is not a "
+            "file. Did you mean 'analytics.duckdb'?") in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "analytcs.duckdb").exists()
+
+
+def test_scheduler_refuses_a_missing_file_from_python_and_sql_still_creates(tmp_path):
+    import subprocess
+    import sys
+
+    from duckcluster.ops.scheduler import Scheduler
+
+    with pytest.raises(duckcluster.SpecError, match="The scheduler works on an existing database"):
+        Scheduler(str(tmp_path / "nope.duckdb"), duckcluster.connect)
+    assert not (tmp_path / "nope.duckdb").exists()
+    # sql and shell create a new file, as DuckDB's own CLI does
+    r = subprocess.run([sys.executable, "-m", "duckcluster.cli", "sql", "new.duckdb", "-c",
+                        "SELECT 1"], capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False)
+    assert r.returncode == 0 and (tmp_path / "new.duckdb").exists()
+
+
+MISSPELLED = "SELECT cluster_create('t', source := 'docs', embedding := 'embedding', smaple_size := 10)"
+MISSPELLED_MESSAGE = "cluster_create has no parameter 'smaple_size'; did you mean 'sample_size'?"
+
+
+def test_misspelled_named_argument_is_named(con, docs):
+    """DuckDB says 'Macro cluster_create() does not support the supplied arguments' and lists
+    the parameters; duckcluster.sql(), the CLI and the shell say which argument is wrong."""
+    with pytest.raises(duckdb.BinderException) as err:
+        duckcluster.sql(con, MISSPELLED)
+    assert MISSPELLED_MESSAGE in str(err.value) and "Its parameters: name, source := NULL" in str(err.value)
+    for sql, message in [
+        ("SELECT * FROM cluster_members('t', runid := 'x')",
+         "cluster_members has no parameter 'runid'; did you mean 'run_id'?"),
+        ("SELECT cluster_execute('t', treshold := 0.3)",
+         "cluster_execute has no parameter 'treshold'; did you mean 'assignment_threshold'?"),
+        ("SELECT assign_cluster(embedding) FROM docs",
+         "assign_cluster needs 2 positional arguments (embedding, cluster_name); got 1, so "
+         "cluster_name is missing."),
+        ("SELECT assign_cluster(embedding, 't', 0.5, 7) FROM docs",
+         "assign_cluster takes 2 positional arguments (embedding, cluster_name); got 4. Pass the "
+         "others by name (threshold := 0.5)."),
+        ("SELECT * FROM cluster_list('t')", "cluster_list takes no arguments; got 1."),
+        # strings and comments holding ':=' and commas are not arguments
+        ("SELECT cluster_create('t', source := 'docs -- x := 1, y', embedding := 'a,b', "
+         "/* fake := 1, */ algoritm := 'kmeans')",
+         "cluster_create has no parameter 'algoritm'; did you mean 'algorithm'?"),
+    ]:
+        with pytest.raises(duckdb.BinderException) as err:
+            duckcluster.sql(con, sql)
+        assert message in str(err.value), sql
+
+
+def test_misspelled_named_argument_in_the_cli_and_shell(tmp_path):
+    import subprocess
+    import sys
+
+    db = str(tmp_path / "a.duckdb")
+    duckcluster.connect(db).close()
+    r = subprocess.run([sys.executable, "-m", "duckcluster.cli", "sql", db, "-c", MISSPELLED],
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 1 and MISSPELLED_MESSAGE in " ".join(r.stderr.split())  # rich wraps lines
+    r = subprocess.run([sys.executable, "-m", "duckcluster.cli", "shell", db], input=MISSPELLED + ";\n",
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert MISSPELLED_MESSAGE in " ".join((r.stdout + r.stderr).split())
+
+
+def test_assign_cluster_refuses_vectors_without_a_direction(con, docs):
+    """NaN, Inf and zero vectors returned -1 silently (similarity NaN) with a numpy warning
+    on stderr; thresholds of 5, NaN or -1.5 were accepted. Now: errors showing the values."""
+    import warnings
+
+    create(con)
+    con.sql("SELECT cluster_execute('t')").fetchall()
+    zeros = ", ".join(["0.0"] * 32)
+    cases = [
+        (f"SELECT assign_cluster([{zeros}]::FLOAT[32], 't')",
+         "assign_cluster: an embedding is a zero vector ([0, 0, 0, 0, ...], 32 values), which has "
+         "no direction, so no nearest centroid by cosine."),
+        (f"SELECT assign_cluster(['nan'::FLOAT, {zeros[5:]}]::FLOAT[32], 't')",
+         "assign_cluster: an embedding has NaN or Inf ([nan, 0, 0, 0, ...], 32 values)"),
+        (f"SELECT assign_cluster_detail(['inf'::FLOAT, {zeros[5:]}]::FLOAT[], 't')",
+         "assign_cluster: an embedding has NaN or Inf ([inf, 0, 0, 0, ...], 32 values)"),
+        ("SELECT assign_cluster(embedding, 't', threshold := 5) FROM docs",
+         "assign_cluster: threshold must be a cosine similarity in the range [-1, 1] (-1 keeps "
+         "every assignment), or NULL for no threshold. Got 5 instead."),
+        ("SELECT assign_cluster(embedding, 't', threshold := 'nan'::DOUBLE) FROM docs", "Got nan instead."),
+        ("SELECT assign_cluster(embedding, 't', threshold := -1.5) FROM docs", "Got -1.5 instead."),
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy RuntimeWarning on the way
+        for sql, message in cases:
+            with pytest.raises(duckdb.Error) as err:
+                con.sql(sql).fetchall()
+            assert message in str(err.value), sql
+        # -1 keeps every row; tiny and huge but finite vectors are placed like unit ones
+        n = con.sql("SELECT count(*) FROM docs WHERE assign_cluster(embedding, 't', threshold := -1) >= 0")
+        assert n.fetchall() == [(500,)]
+        same = con.sql("SELECT count(*) FROM docs WHERE assign_cluster(embedding, 't') = "
+                       "assign_cluster(CAST(list_transform(embedding, lambda x: x * 1e-25) AS FLOAT[32]), 't') "
+                       "AND assign_cluster(embedding, 't') = "
+                       "assign_cluster(CAST(list_transform(embedding, lambda x: x * 1e25) AS FLOAT[32]), 't')")
+        assert same.fetchall() == [(500,)]

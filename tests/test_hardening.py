@@ -138,15 +138,40 @@ def test_second_writer_gets_a_clear_message(db_path):
                 "try:\n    duckcluster.connect(sys.argv[1])\n"
                 "except duckcluster.DatabaseBusyError as e:\n    print(e); sys.exit(3)\n")
         r = subprocess.run([sys.executable, "-c", code, db_path], capture_output=True, text=True,
-                           timeout=120)
+                           timeout=120, check=False)
         assert r.returncode == 3, r.stderr
-        assert "is open for writing in another process" in r.stdout
-        assert "read_only=True" in r.stdout
+        assert "is open for writing in another process (PID " in r.stdout
+        assert "read_only=True does not help then" in r.stdout
+        # read-only while a writer holds it: DuckDB refuses that too; say so (it used to
+        # tell the user to pass read_only=True, which they had done)
+        ro = code.replace("connect(sys.argv[1])", "connect(sys.argv[1], read_only=True)")
+        r = subprocess.run([sys.executable, "-c", ro, db_path], capture_output=True, text=True,
+                           timeout=120, check=False)
+        assert r.returncode == 3, r.stderr
+        assert ("is open for writing in another process (PID " in r.stdout and
+                "does not let another process open a file, not even read-only, while one holds "
+                "it for writing" in r.stdout and "open it here with read_only=True" not in r.stdout)
         r = subprocess.run([sys.executable, "-m", "duckcluster.cli", "sql", db_path, "-c",
-                            "SELECT 1"], capture_output=True, text=True, timeout=120)
+                            "SELECT 1"], capture_output=True, text=True, timeout=120, check=False)
         assert r.returncode != 0 and "is open for writing in another process" in r.stderr
     finally:
         con.close()
+
+
+def test_a_writer_blocked_by_a_reader_is_told_to_read_only(db_path):
+    duckcluster.connect(db_path).close()
+    reader = duckcluster.connect(db_path, read_only=True)
+    try:
+        code = ("import duckcluster, sys\n"
+                "try:\n    duckcluster.connect(sys.argv[1])\n"
+                "except duckcluster.DatabaseBusyError as e:\n    print(e); sys.exit(3)\n")
+        r = subprocess.run([sys.executable, "-c", code, db_path], capture_output=True, text=True,
+                           timeout=120, check=False)
+        assert r.returncode == 3, r.stderr
+        assert "is open read-only in another process (PID " in r.stdout
+        assert "or open it here with read_only=True to read runs and results" in r.stdout
+    finally:
+        reader.close()
 
 
 def test_threads_share_a_connection(con, docs):
@@ -283,3 +308,18 @@ def test_relative_parquet_source_reads_the_same_file_from_any_directory(con, tmp
 
     assert pin_source("s3://bucket/data/*.parquet") == "s3://bucket/data/*.parquet"
     assert pin_source("tmp_rows") == "tmp_rows"
+
+
+def test_drift_monitor_add_counts_rows_with_a_null_time(con):
+    """Rows whose time is NULL belong to no window: they were dropped without a word; now
+    drift_monitor_add returns them as skipped_null_time (and NULL embeddings apart)."""
+    X, _ = blobs(n_per=25, k=4, d=8, seed=3)
+    ts = np.datetime64("2024-03-01") + np.arange(100).astype("timedelta64[h]")
+    load_table(con, "incoming", X, created_at=ts.astype("datetime64[us]"))
+    q(con, "UPDATE incoming SET created_at = NULL WHERE doc_id % 10 = 3")
+    q(con, "UPDATE incoming SET embedding = NULL WHERE doc_id % 10 = 5")
+    q(con, "SELECT drift_monitor_create('m', reservoir_size := 20)")
+    (r,) = q(con, "SELECT drift_monitor_add('m', 'incoming', 'embedding', time_column := 'created_at')")[0]
+    assert r == {"rows_read": 100, "rows_added": 80, "skipped_null_embedding": 10,
+                 "skipped_null_time": 10}
+    assert q(con, "SELECT sum(n_seen), sum(n_null) FROM duckcluster.drift_windows") == [(80, 10)]

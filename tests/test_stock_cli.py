@@ -91,7 +91,7 @@ def assert_same_rows(con, db: str, query: str) -> list[dict]:
 
 N_NEW_NEAR = 2100  # new_docs crosses the 2,048-row vector boundary of the Arrow UDF
 FAR_IDS = range(100_000, 100_012)
-NULL_ID, ZERO_ID = 200_000, 200_001
+NULL_ID = 200_000
 
 
 def _far_from_every_centroid(C: np.ndarray, n: int, rng) -> np.ndarray:
@@ -146,8 +146,12 @@ def built(tmp_path_factory):
     load_table(con, "new_docs", np.concatenate([near, far]).astype(np.float32))
     con.sql(f"UPDATE new_docs SET doc_id = {FAR_IDS.start} + doc_id - {N_NEW_NEAR} "
             f"WHERE doc_id >= {N_NEW_NEAR}").fetchall()
-    con.sql(f"INSERT INTO new_docs VALUES ({NULL_ID}, NULL), "
-            f"({ZERO_ID}, array_value({', '.join(['0.0::FLOAT'] * 16)}))").fetchall()
+    con.sql(f"INSERT INTO new_docs VALUES ({NULL_ID}, NULL)").fetchall()
+    # rows assign_cluster refuses (no direction), and extreme but valid ones
+    zeros, huge = ", ".join(["0.0::FLOAT"] * 16), ", ".join(["3e18::FLOAT"] * 16)
+    con.sql(f"CREATE TABLE odd_docs AS SELECT * FROM (VALUES (1, array_value({zeros})), "
+            f"(2, array_value('nan'::FLOAT, {zeros[:-len(', 0.0::FLOAT')]})), "
+            f"(3, array_value({huge}))) v(doc_id, embedding)").fetchall()
     con.close()
     return db, runs
 
@@ -230,6 +234,8 @@ ASSIGN_QUERIES = {
     "detail_threshold": "SELECT doc_id, d.cluster_id, d.similarity FROM (SELECT doc_id, "
                         "assign_cluster_detail(embedding, 'dense', threshold := 0.95) AS d FROM new_docs) "
                         "ORDER BY doc_id",
+    "huge_but_finite": "SELECT doc_id, assign_cluster_detail(embedding, 'topics') AS d FROM odd_docs "
+                       "WHERE doc_id = 3",
     "join_and_group": "SELECT assign_cluster(n.embedding, 'topics') AS c, count(*) AS n FROM new_docs n "
                       "GROUP BY ALL ORDER BY ALL",
 }
@@ -241,13 +247,12 @@ def test_assign_cluster_sql_macro_matches_python_udf(built, py, key):
 
 
 def test_assign_cluster_known_rows(built):
-    """Rows far from every centroid are noise, the zero vector too (similarity NaN); NULL stays NULL."""
+    """Rows far from every centroid are noise; NULL stays NULL."""
     db, _ = built
     rows = {r["doc_id"]: r["d"] for r in cli_rows(
         db, "SELECT doc_id, assign_cluster_detail(embedding, 'topics') AS d FROM new_docs")}
     assert all(rows[i]["cluster_id"] == -1 and 0.2 < rows[i]["similarity"] < 0.5 for i in FAR_IDS)
     assert rows[NULL_ID] is None
-    assert rows[ZERO_ID]["cluster_id"] == -1 and math.isnan(rows[ZERO_ID]["similarity"])
     near = [rows[i] for i in range(N_NEW_NEAR)]
     assert all(r["cluster_id"] >= 0 and r["similarity"] > 0.9 for r in near)
 
@@ -279,6 +284,20 @@ ASSIGN_ERRORS = {
     "SELECT assign_cluster([1, 2, 3]::FLOAT[3], 'topics')":
         "assign_cluster: the embedding has 3 dimensions but cluster 'topics' (run {topics_full}) has 16. "
         "Use the same embedding model as the definition's source.",
+    "SELECT assign_cluster(embedding, 'topics') FROM odd_docs WHERE doc_id = 1":
+        "assign_cluster: an embedding is a zero vector ([0, 0, 0, 0, ...], 16 values), which has no "
+        "direction, so no nearest centroid by cosine. Filter such rows (WHERE "
+        "list_dot_product(embedding::FLOAT[], embedding::FLOAT[]) > 0) or fix the embedding pipeline "
+        "(a zero vector often means an empty input text).",
+    "SELECT assign_cluster_detail(embedding, 'dense') FROM odd_docs WHERE doc_id = 2":
+        "assign_cluster: an embedding has NaN or Inf ([nan, 0, 0, 0, ...], 16 values), so it has no "
+        "nearest centroid. Filter such rows (WHERE NOT list_any(list_transform(embedding::FLOAT[], "
+        "lambda x: isnan(x) OR isinf(x)))) or fix the embedding pipeline.",
+    "SELECT assign_cluster(embedding, 'topics', threshold := 1.5) FROM new_docs":
+        "assign_cluster: threshold must be a cosine similarity in the range [-1, 1] (-1 keeps every "
+        "assignment), or NULL for no threshold. Got 1.5 instead.",
+    "SELECT assign_cluster(embedding, 'topics', threshold := 'nan'::DOUBLE) FROM new_docs":
+        "or NULL for no threshold. Got nan instead.",
 }
 
 

@@ -5,6 +5,8 @@ Layout of artifacts (a local folder by default)::
     <artifacts_dir>/<quoted name>/<run_id>/centroids.parquet
     <artifacts_dir>/<quoted name>/<run_id>/members.parquet
 
+(a quoted name longer than :data:`MAX_FOLDER_NAME` is cut and ends in ``~<hash>``).
+
 A run is atomic: Parquet files are written into ``<run_id>.tmp`` and renamed,
 then centroids, members and the run row commit in one transaction; on any
 error both are undone and the run is recorded as ``failed`` with its error.
@@ -97,11 +99,29 @@ def resolve_artifacts_dir(cur: duckdb.DuckDBPyConnection, given: str | None) -> 
     return tempfile.mkdtemp(prefix="duckcluster-artifacts-")
 
 
+#: Longest folder name of a definition's artifacts (file systems allow 255 bytes; a
+#: 128-character name quotes to up to 1,152).
+MAX_FOLDER_NAME = 200
+
+
 def run_dir(settings: Settings, name: str, run_id: str) -> str:
+    return f"{settings.artifacts_dir.rstrip('/')}/{folder_name(name)}/{run_id}"
+
+
+def folder_name(name: str) -> str:
+    """The URL-quoted name; a long one (non-ASCII names quote 3-9 characters per
+    character) is cut and given a hash of the whole name, so every valid name fits."""
+    import hashlib
+
     safe = urllib.parse.quote(name, safe="")
     if safe in ("", ".", ".."):
         safe = safe.replace(".", "%2E") or "_"
-    return f"{settings.artifacts_dir.rstrip('/')}/{safe}/{run_id}"
+    if len(safe) > MAX_FOLDER_NAME:
+        head = safe[:MAX_FOLDER_NAME - 17]
+        cut = head.rfind("%", len(head) - 2)  # never split a %XX escape
+        head = head[:cut] if cut >= 0 else head
+        safe = f"{head}~{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+    return safe
 
 
 def require_writable(cur, what: str) -> None:

@@ -20,7 +20,7 @@ import click
 import duckdb
 from rich.console import Console
 
-from .. import connect
+from .. import _hints, connect
 from .. import functions as _sql
 from .._errors import DuckclusterError, RunCancelledError, user_message
 from ..functions._registry import long_call
@@ -83,7 +83,7 @@ def run_script(con: duckdb.DuckDBPyConnection, text: str, progress: bool = True,
         clock, cpu = time.perf_counter(), os.times()
         try:
             with progress_display(progress):
-                rel = con.sql(stmt)
+                rel = _hints.sql(con, stmt)  # a misspelled macro argument is named
                 # relations run lazily: fetch under the display, once
                 result = None if rel is None else Result.of(rel)
             if result is not None and not _is_status_only(con, stmt, result.columns):
@@ -224,6 +224,7 @@ def report_drift_cmd(database, baseline, current, embedding, methods, reference,
     """Compare two sets of embeddings in DATABASE and write an HTML drift report."""
     from ..drift.report import drift_report
 
+    _require_file(database, "duckcluster report drift")
     con = _open(database, None, True)
     try:
         with progress_display(True):
@@ -262,6 +263,7 @@ def scheduler_cmd(database, poll, grace, once, metrics_port, metrics_host,
     """
     from ..ops.scheduler import Scheduler
 
+    _require_file(database, "duckcluster scheduler")
     shared = None
     if metrics_port is not None:
         from ..ops.exporter import SharedSource, serve
@@ -290,6 +292,7 @@ def exporter_cmd(database, port, host, min_interval, once) -> None:
 
     from ..ops.exporter import ReadOnlySource, render, serve
 
+    _require_file(database, "duckcluster exporter")
     source = ReadOnlySource(database, min_interval)
     if once:
         click.echo(render(source), nl=False)
@@ -309,6 +312,7 @@ def exporter_cmd(database, port, host, min_interval, once) -> None:
 @click.option("--limit", default=20, show_default=True, type=int, help="Latest runs shown.")
 def runs_cmd(database, name, limit) -> None:
     """Readable run history of DATABASE (one definition, or all), newest last."""
+    _require_file(database, "duckcluster runs")
     con = _open(database, None, True)
     try:
         where = "WHERE r.name = ?" if name else ""
@@ -375,6 +379,17 @@ def sql_path_cmd(catalog: bool) -> None:
 
     click.echo(str(resources.files("duckcluster").joinpath(
         "sql", "catalog.sql" if catalog else "duckcluster.sql")))
+
+
+def _require_file(database, command: str) -> None:
+    """scheduler, exporter, report and runs work on an existing file; DuckDB would create
+    an empty one for a typo (sql and shell create it, like DuckDB's own CLI)."""
+    from ..ops.scheduler import require_database_file
+
+    try:
+        require_database_file(database, command)
+    except DuckclusterError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _open(database, artifacts_dir, read_only) -> duckdb.DuckDBPyConnection:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._errors import DataError
+from .._errors import DataError, SpecError
 
 # Chunks are sized so a (rows x k) or (rows x d) temporary stays near 16M floats.
 _CHUNK_ELEMENTS = 1 << 24
@@ -138,22 +138,94 @@ def assign(
     return idx, sims
 
 
-def assign_raw(X: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def assign_raw(X: np.ndarray, C: np.ndarray, what: str = "assign_cluster"
+               ) -> tuple[np.ndarray, np.ndarray]:
     """Like :func:`assign` for rows that are NOT normalized (one small batch).
 
     Cosine argmax is invariant to each row's scale, so the rows are multiplied as
     they are and only the best similarity is divided by the row norm: one pass
     less than normalizing first. ``C`` (k, d) must be L2-normalized. Returns
-    ``(idx, sims)`` as :func:`assign` with no threshold; zero rows get NaN.
+    ``(idx, sims)`` as :func:`assign` with no threshold.
+
+    A row with NaN or Inf, or a zero vector (no direction, so no nearest centroid),
+    raises :class:`DataError` showing its values, as ``cluster_execute`` refuses
+    them. The check costs one test of the n norms; only rows whose float32 norm is
+    zero or not finite are looked at again, in float64 (tiny or huge but valid
+    values are assigned correctly).
     """
     X = np.asarray(X, dtype=np.float32)
-    S = X @ np.asarray(C, dtype=np.float32).T
-    idx = np.argmax(S, axis=1)
-    best = np.take_along_axis(S, idx[:, None], axis=1)[:, 0]
-    norms = np.sqrt(np.vecdot(X, X))  # 20% faster than einsum here
-    with np.errstate(divide="ignore", invalid="ignore"):
+    C = np.asarray(C, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # NaN/Inf rows: an error below
+        S = X @ C.T
+        idx = np.argmax(S, axis=1)
+        best = np.take_along_axis(S, idx[:, None], axis=1)[:, 0]
+        norms = np.sqrt(np.vecdot(X, X))  # 20% faster than einsum here
+    ok = np.isfinite(norms) & (norms > 0)
+    if not ok.all():
+        _odd_rows(X, C, np.flatnonzero(~ok), idx, best, norms, what)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         sims = (best / norms).astype(np.float32)
     return idx.astype(np.int64), sims
+
+
+def _odd_rows(X: np.ndarray, C: np.ndarray, rows: np.ndarray, idx: np.ndarray,
+              best: np.ndarray, norms: np.ndarray, what: str) -> None:
+    """Rows whose float32 norm is 0 or not finite: refuse NaN/Inf and zero vectors,
+    redo the others (squares under- or overflowing float32) in float64, in place."""
+    X64, n64 = _refuse_bad(X[rows], what)
+    S = (X64 / n64[:, None]) @ C.T.astype(np.float64)
+    j = np.argmax(S, axis=1)
+    idx[rows] = j
+    best[rows] = S[np.arange(len(rows)), j]
+    norms[rows] = 1.0
+
+
+def check_vectors(X: np.ndarray, what: str = "assign_cluster") -> None:
+    """Refuse NaN/Inf rows and zero vectors of ``X`` (n, d) (assign_raw's check, for
+    batches that are not assigned: a run without clusters)."""
+    X = np.asarray(X, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        norms = np.vecdot(X, X)
+    ok = np.isfinite(norms) & (norms > 0)
+    if not ok.all():
+        _refuse_bad(X[~ok], what)
+
+
+def _refuse_bad(rows: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(rows in float64, their norms), or DataError for the first NaN/Inf row, else the
+    first zero vector."""
+    X64 = rows.astype(np.float64)
+    finite = np.isfinite(X64).all(axis=1)
+    n64 = np.linalg.norm(np.where(finite[:, None], X64, 0.0), axis=1)
+    if not finite.all():
+        raise DataError(_bad_vector_message(rows[int(np.argmax(~finite))], what))
+    if (n64 == 0).any():
+        raise DataError(_bad_vector_message(rows[int(np.argmax(n64 == 0))], what))
+    return X64, n64
+
+
+def _bad_vector_message(v: np.ndarray, what: str) -> str:
+    shown = ", ".join(f"{x:g}" for x in v[:4].tolist()) + (", ..." if v.size > 4 else "")
+    if not np.isfinite(v).all():
+        return (f"{what}: an embedding has NaN or Inf ([{shown}], {v.size} values), so it has "
+                "no nearest centroid. Filter such rows (WHERE NOT list_any(list_transform("
+                "embedding::FLOAT[], lambda x: isnan(x) OR isinf(x)))) or fix the embedding "
+                "pipeline.")
+    return (f"{what}: an embedding is a zero vector ([{shown}], {v.size} values), which has no "
+            "direction, so no nearest centroid by cosine. Filter such rows (WHERE "
+            "list_dot_product(embedding::FLOAT[], embedding::FLOAT[]) > 0) or fix the embedding "
+            "pipeline (a zero vector often means an empty input text).")
+
+
+def check_threshold(threshold: np.ndarray, what: str = "assign_cluster") -> None:
+    """A threshold is a cosine similarity: finite and in [-1, 1] (the caller leaves out
+    NULLs, which mean no threshold). Cheap: one pass over the batch's values."""
+    t = np.asarray(threshold, dtype=np.float32)
+    bad = ~((t >= -1.0) & (t <= 1.0))  # NaN fails both comparisons
+    if bad.any():
+        raise SpecError(f"{what}: threshold must be a cosine similarity in the range [-1, 1] "
+                        f"(-1 keeps every assignment), or NULL for no threshold. Got "
+                        f"{float(t[np.argmax(bad)]):g} instead.")  # as the SQL macro's printf('%g')
 
 
 def similarity_to_own(

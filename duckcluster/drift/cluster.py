@@ -2,15 +2,21 @@
 
 Both sides are assigned to the same centroids by cosine similarity: a reference
 run's centroids (``reference := 'topics'``, the same centroids ``assign_cluster``
-uses) or, without one, k-means centroids (``n_clusters``) fitted on a seeded part
-of the baseline (``fit_fraction``; the test then uses the other baseline rows,
-so the centroids are independent of every tested row). Rows whose best
-similarity is below ``assignment_threshold`` count as cluster -1, "fits no
-baseline cluster": its share on the current side is the share of new content.
-The threshold defaults to 0.5 with a reference (``assign_cluster``'s default) and
-to 'auto' without one: the ``auto_quantile`` (5%) quantile of the fitting rows'
-similarity to their centroid, so about 5% of unchanged rows fall below it and
-most rows of an unseen kind do.
+uses) or, without one, k-means centroids (``n_clusters``) fitted on a seeded
+sample of both sides pooled (``fit_fraction`` of the pooled rows, at most 5,000),
+drawn without looking at which side a row came from. The clustering is then a
+function of the pooled rows only, so when nothing drifted every relabelling of
+the rows is as likely as the real one and the permutation p-value is exact, also
+when the sides share rows (the same table twice, overlapping windows, a current
+side that contains the baseline). Rows whose best similarity is below
+``assignment_threshold`` count as cluster -1, "fits no cluster". The threshold
+defaults to 0.5 with a reference (``assign_cluster``'s default) and to 'auto'
+without one: the ``auto_quantile`` (5%) quantile of the fitting rows' similarity
+to their centroid, so about 5% of unchanged rows fall below it and most rows of an
+unseen kind do. ``new_content_share`` is, with a reference, the current share of
+-1; without one, the current share of every category (cluster or -1) in which the
+baseline has less than a tenth of the current side's share (content of a kind the
+baseline barely has: an unseen kind forms its own pooled cluster).
 The statistic is the Jensen-Shannon divergence (base 2, 0..1) between the two
 share vectors; the p-value is an exact permutation test of it (tables drawn
 from the multivariate hypergeometric distribution, i.e. every relabelling of
@@ -27,6 +33,7 @@ import numpy as np
 from .._params import Param
 from ..core.assign import assign, centroids_from_labels, normalize_rows
 from ._base import (
+    FIT_MAX_ROWS,
     Context,
     DriftMethod,
     DriftResult,
@@ -37,7 +44,6 @@ from ._base import (
     sample_param,
     subsample,
 )
-from ._projection import split_baseline
 
 PARAMS = {
     "max_samples": sample_param(50_000),
@@ -47,7 +53,8 @@ PARAMS = {
     "n_clusters": Param(int, 10, low=2, high=1000,
                         doc="without a reference: k-means clusters fitted on the baseline"),
     "fit_fraction": Param(float, 0.5, low=0.1, high=0.9,
-                          doc="without a reference: share of baseline rows k-means is fitted on"),
+                          doc="without a reference: share of the pooled rows of both sides "
+                              "k-means is fitted on (at most 5,000)"),
     "assignment_threshold": Param(float, None, low=-1.0, high=1.0, nullable=True,
                                   doc="rows below this cosine similarity are cluster -1 (new); "
                                       "default 0.5 with a reference, else 'auto'"),
@@ -107,30 +114,44 @@ def share_test(counts_b: np.ndarray, counts_c: np.ndarray, n_permutations: int,
 REFERENCE_THRESHOLD = 0.5
 
 
-def _reference(B: np.ndarray, p: dict, ctx: Context, rng: np.random.Generator
-               ) -> tuple[Reference, np.ndarray, float, dict]:
-    """(centroids, baseline rows to test, assignment threshold, details)."""
+def _reference(B: np.ndarray, C: np.ndarray, p: dict, ctx: Context, rng: np.random.Generator
+               ) -> tuple[Reference, float, dict]:
+    """(centroids, assignment threshold, details) for the tested rows ``B`` and ``C``."""
     thr = p["assignment_threshold"]
     if ctx.reference is not None:
         thr = REFERENCE_THRESHOLD if thr is None else thr
-        return ctx.reference, B, thr, {"reference": ctx.reference.source,
-                                       "assignment_threshold": thr}
+        return ctx.reference, thr, {"reference": ctx.reference.source,
+                                    "assignment_threshold": thr}
     from sklearn.cluster import KMeans
 
-    B_fit, B_test = split_baseline(B, p["fit_fraction"], rng)
-    k = max(2, min(p["n_clusters"], B_fit.shape[0] // 5))
-    X = normalize_rows(B_fit)
+    # fit on a uniform sample of the pooled rows: which rows are fitted does not depend
+    # on their side, so the categories are a function of the pool and the sides stay
+    # exchangeable under the null (fitting on baseline rows only and testing a current
+    # side that holds those same rows flagged drift on identical inputs)
+    n = B.shape[0] + C.shape[0]
+    n_fit = min(max(2, round(n * p["fit_fraction"])), FIT_MAX_ROWS, n)
+    pick = np.sort(rng.choice(n, size=n_fit, replace=False))
+    in_b = pick[pick < B.shape[0]]
+    X = normalize_rows(np.concatenate([B[in_b], C[pick[pick >= B.shape[0]] - B.shape[0]]]))
+    k = max(2, min(p["n_clusters"], n_fit // 5))
     labels = KMeans(n_clusters=k, n_init=1, random_state=int(rng.integers(2**31 - 1))
                     ).fit_predict(X)
-    ids, C = centroids_from_labels(X, labels)
-    ref = Reference(cluster_ids=ids, centroids=C, source=f"k-means (k={k}) on the baseline")
+    ids, cents = centroids_from_labels(X, labels)
+    ref = Reference(cluster_ids=ids, centroids=cents,
+                    source=f"k-means (k={k}) on both sides pooled")
     rule = "given"
-    if thr is None:  # fitted rows only, so the threshold is independent of tested rows too
-        _, sims = assign(X, C)
+    if thr is None:  # fitting rows only: a function of the pool, like the centroids
+        _, sims = assign(X, cents)
         thr, rule = float(np.quantile(sims, p["auto_quantile"])), \
             f"auto: {p['auto_quantile']:g} quantile of the fitting rows' similarity"
-    return ref, B_test, thr, {"reference": ref.source, "reference_fit_rows": int(B_fit.shape[0]),
-                              "assignment_threshold": thr, "threshold_rule": rule}
+    return ref, thr, {"reference": ref.source, "reference_fit_rows": int(n_fit),
+                      "reference_fit_rows_baseline": int(in_b.size),
+                      "assignment_threshold": thr, "threshold_rule": rule}
+
+
+#: Without a reference, a category is new content when the baseline's share of it is
+#: below this fraction of the current side's.
+NEW_SHARE_RATIO = 0.1
 
 
 def assigned_counts(X: np.ndarray, ref: Reference, threshold: float
@@ -151,18 +172,24 @@ def assigned_counts(X: np.ndarray, ref: Reference, threshold: float
 
 def compute(B: np.ndarray, C: np.ndarray, p: dict, ctx: Context) -> DriftResult:
     rng = np.random.default_rng(ctx.seed)
-    ref, B_test, thr, ref_details = _reference(B, p, ctx, rng)
-    Bs, Cs = subsample(B_test, p["max_samples"], rng), subsample(C, p["max_samples"], rng)
+    Bs, Cs = subsample(B, p["max_samples"], rng), subsample(C, p["max_samples"], rng)
+    ref, thr, ref_details = _reference(Bs, Cs, p, ctx, rng)
     cats, cb = assigned_counts(Bs, ref, thr)
     _, cc = assigned_counts(Cs, ref, thr)
     t = share_test(cb, cc, p["n_permutations"], rng)
     nb, nc = int(cb.sum()), int(cc.sum())
+    if ctx.reference is not None:  # -1: fits no cluster of the reference run
+        new = cats == -1
+    else:  # a kind the baseline barely has: its own pooled cluster, or -1
+        new = cb / nb < NEW_SHARE_RATIO * (cc / nc)
     clusters = [{"cluster_id": int(c), "baseline_count": int(b), "current_count": int(k),
-                 "baseline_share": b / nb, "current_share": k / nc, "delta": k / nc - b / nb}
-                for c, b, k in zip(cats, cb, cc)]
-    details = {**sample_details(B_test, C, Bs, Cs, p["max_samples"]), **ref_details,
-               "new_content_share": float(cc[-1] / nc),
+                 "baseline_share": b / nb, "current_share": k / nc, "delta": k / nc - b / nb,
+                 "new": bool(w)}
+                for c, b, k, w in zip(cats, cb, cc, new)]
+    details = {**sample_details(B, C, Bs, Cs, p["max_samples"]), **ref_details,
+               "new_content_share": float(cc[new].sum() / nc),
                "baseline_unassigned_share": float(cb[-1] / nb),
+               "current_unassigned_share": float(cc[-1] / nc),
                "chi2": t.chi2, "chi2_dof": t.chi2_dof, "chi2_p_value": t.chi2_p_value,
                "n_permutations": p["n_permutations"], "clusters": clusters}
     return DriftResult("cluster", t.js_divergence, t.p_value, ctx.alpha,
@@ -170,4 +197,4 @@ def compute(B: np.ndarray, C: np.ndarray, p: dict, ctx: Context) -> DriftResult:
 
 
 CLUSTER = DriftMethod(name="cluster", params=PARAMS, compute=compute, min_rows=10,
-                      splits_baseline=True, doc=__doc__.split("\n\n", 1)[1])
+                      doc=__doc__.split("\n\n", 1)[1])

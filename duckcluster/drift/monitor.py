@@ -249,11 +249,14 @@ class _Ingest:
                     [now, name])
 
 
-def add(cur, name: str, source: str, embedding: str, time_column: str | None = None) -> int:
-    """Feed the rows of a source (table, view, Parquet, query) to a monitor; returns rows read.
+def add(cur, name: str, source: str, embedding: str, time_column: str | None = None) -> dict:
+    """Feed the rows of a source (table, view, Parquet, query) to a monitor.
 
     Windows come from ``time_column`` (``time_bucket(window_size, time_column)``),
-    or from the current time when it is NULL.
+    or from the current time when it is NULL. Returns what happened to the rows
+    (:data:`ADD_RESULT`): every row read, the rows added to a window, and the rows
+    skipped for a NULL embedding (also counted per window, ``n_null``) or a NULL time
+    (they belong to no window).
     """
     reader = cur.cursor()  # the stream stays open while ``cur`` writes
     try:
@@ -274,28 +277,36 @@ def _add(cur, reader_cur, name: str, source: str, embedding: str,
         require_columns(cols, [time_column], "time", source)
         bucket = (f"epoch_us(CAST(time_bucket(CAST($window AS INTERVAL), CAST("
                   f"{quote_ident(time_column)} AS TIMESTAMP)) AS TIMESTAMP))")
-        where = f"WHERE {quote_ident(time_column)} IS NOT NULL"
     else:
         bucket = ("epoch_us(CAST(time_bucket(CAST($window AS INTERVAL), "
                   "CAST(current_timestamp AT TIME ZONE 'UTC' AS TIMESTAMP)) AS TIMESTAMP))")
-        where = ""
     rel = reader_cur.sql(f"SELECT {bucket} AS __dc_w, {quote_ident(embedding)} AS __dc_e "
-                         f"FROM {src} {where}", params={"window": m["window_size"]})
-    total = 0
+                         f"FROM {src}", params={"window": m["window_size"]})
+    out = dict.fromkeys(ADD_RESULT, 0)
     cur.execute("BEGIN")
     try:
         ing = _Ingest(cur, m)
         for batch in rel.to_arrow_reader(BATCH_ROWS):
+            first = out["rows_read"]
+            out["rows_read"] += batch.num_rows
+            if batch.column(0).null_count:  # a NULL time: no window; counted, not added
+                out["skipped_null_time"] += batch.column(0).null_count
+                batch = batch.filter(batch.column(0).is_valid())
             windows = np.asarray(batch.column(0).to_numpy(zero_copy_only=False), dtype=np.int64)
             v = to_dense(batch.column(1),
-                         [f"batch row {total + i}" for i in range(batch.num_rows)], embedding)
+                         [f"batch row {first + i}" for i in range(batch.num_rows)], embedding)
             ing.batch(windows, v.X, v.valid)
-            total += batch.num_rows
+            out["skipped_null_embedding"] += int((~v.valid).sum())
+            out["rows_added"] += int(v.valid.sum())
         cur.execute("COMMIT")
     except BaseException:
         cur.execute("ROLLBACK")
         raise
-    return total
+    return out
+
+
+#: What :func:`add` returns (the STRUCT fields of ``drift_monitor_add``).
+ADD_RESULT = ("rows_read", "rows_added", "skipped_null_embedding", "skipped_null_time")
 
 
 # -- drift per window --------------------------------------------------------------------

@@ -258,10 +258,12 @@ groups.</figcaption></figure>
 <figure><img alt="PC1 histograms of baseline and current" src="{figures['pc1']}">
 <figcaption>PC1 of the baseline, histogram of each side on shared bins.</figcaption></figure>
 <figure><img alt="Per-cluster shares of baseline and current" src="{figures['shares']}">
-<figcaption>Share of each side per cluster; "new / none" are rows below the assignment
-threshold ({_fmt(cd.get('assignment_threshold'), 3)}), content that fits no baseline cluster:
-{cd.get('new_content_share', 0):.1%} of current rows vs
-{cd.get('baseline_unassigned_share', 0):.1%} of baseline rows.</figcaption></figure>
+<figcaption>Share of each side per cluster ({cd.get('reference', 'reference centroids')});
+"new / none" are rows below the assignment threshold
+({_fmt(cd.get('assignment_threshold'), 3)}), which fit no cluster:
+{cd.get('current_unassigned_share', cd.get('new_content_share', 0)):.1%} of current rows vs
+{cd.get('baseline_unassigned_share', 0):.1%} of baseline rows. New content (kinds the
+baseline barely has): {cd.get('new_content_share', 0):.1%} of current rows.</figcaption></figure>
 <div><h2 style="margin-top:0">Clusters that moved most</h2>
 <table><thead><tr><th>cluster</th><th>baseline</th><th>current</th><th>delta</th></tr></thead>
 <tbody>{shares}</tbody></table>

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from .._errors import DataError, SpecError
 from .._source import quote_ident, source_sql_unchecked
 from ..catalog import runs as catalog
-from ..core.assign import assign_raw
+from ..core.assign import assign_raw, check_threshold, check_vectors
 from ..core.fit import fit
 from ..core.spec import ClusterSpec, check_rows
 from ..core.vectors import combine_columns, to_dense
@@ -185,14 +185,33 @@ def _one_chunk(a: pa.Array | pa.ChunkedArray) -> pa.Array:
     return a.chunk(0) if a.num_chunks == 1 else a.combine_chunks()
 
 
+def _refuse_nonfinite(emb: pa.Array) -> None:
+    """NaN/Inf in a list column that is not a plain matrix (NULL rows, odd lengths):
+    the same error as assign_raw's, showing the row's values."""
+    from ..core.assign import _bad_vector_message
+
+    if not (pa.types.is_list(emb.type) or pa.types.is_fixed_size_list(emb.type)):
+        return
+    vals = np.asarray(pc.list_flatten(emb).to_numpy(zero_copy_only=False), dtype=np.float32)
+    bad = ~np.isfinite(vals)
+    if bad.any():
+        row = int(pc.list_parent_indices(emb).to_numpy()[int(np.argmax(bad))])
+        v = np.asarray(emb[row].values.to_numpy(zero_copy_only=False), dtype=np.float32)
+        raise DataError(_bad_vector_message(v, "assign_cluster"))
+
+
 def _assign_batch(state: _State, emb: pa.ChunkedArray, name: pa.ChunkedArray,
                   threshold: pa.ChunkedArray, detail: bool):
     """One vector of rows (about 2048): nearest stored centroid by cosine."""
     emb, name, threshold = _one_chunk(emb), _one_chunk(name), _one_chunk(threshold)
     n = len(emb)
     if threshold.null_count:  # NULL threshold: keep every assignment
+        check_threshold(pc.drop_null(threshold).to_numpy(zero_copy_only=False))
         threshold = pc.fill_null(threshold, -2.0)
-    thr = np.asarray(threshold.to_numpy(zero_copy_only=False), dtype=np.float32)
+        thr = np.asarray(threshold.to_numpy(zero_copy_only=False), dtype=np.float32)
+    else:
+        thr = np.asarray(threshold.to_numpy(zero_copy_only=False), dtype=np.float32)
+        check_threshold(thr)
     out_ids = np.full(n, -1, dtype=np.int32)
     out_sim = np.full(n, np.nan, dtype=np.float32)
     null_mask = np.asarray(emb.is_null().to_numpy(zero_copy_only=False), dtype=bool) \
@@ -208,16 +227,18 @@ def _assign_batch(state: _State, emb: pa.ChunkedArray, name: pa.ChunkedArray,
         for nm in pc.unique(name.drop_null()).to_pylist()]
     for nm, rows in groups:
         run_id, ids_arr, C = state.centroids(nm)
-        if len(ids_arr) == 0:
-            no_centroids[rows if rows is not None else slice(None)] = True
-            continue  # no clusters: -1, similarity NULL
         sub = emb if rows is None else emb.take(pa.array(rows, type=pa.int64()))
         X = _fast_matrix(sub)
         if X is None:
             pos = np.arange(n) if rows is None else rows
             keep = ~null_mask[pos]
+            _refuse_nonfinite(sub)  # named as assign_cluster names them, not by batch position
             v = to_dense(sub, [f"#{i}" for i in pos], "embedding")
             X, rows = v.X, pos[keep]
+        if len(ids_arr) == 0:  # no clusters: -1, similarity NULL (but no NaN vectors)
+            check_vectors(X)
+            no_centroids[rows if rows is not None else slice(None)] = True
+            continue
         if X.shape[0] == 0:
             continue
         if X.shape[1] != C.shape[1]:

@@ -98,7 +98,7 @@ def _monitor_create(state: _State, name, args_json, replace) -> str:
         return _drift_monitor.create(cur, name, _args(args_json), bool(replace))
 
 
-def _monitor_add(state: _State, name, source, embedding, time_column) -> int:
+def _monitor_add(state: _State, name, source, embedding, time_column) -> dict:
     with state.cursor() as cur:
         return _drift_monitor.add(cur, name, _required(source, "The source"), embedding,
                                   time_column)
@@ -140,7 +140,8 @@ def register_udfs(con: duckdb.DuckDBPyConnection, state: _State) -> None:
     f("_dc_drift_monitor_create", _wrap(lambda n, a, r: _monitor_create(state, n, a, r)),
       ["VARCHAR", "VARCHAR", "BOOLEAN"], "VARCHAR", **kw)
     f("_dc_drift_monitor_add", _wrap(lambda n, s, e, t: _monitor_add(state, n, s, e, t)),
-      ["VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR"], "BIGINT", **kw)
+      ["VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR"],
+      "STRUCT(" + ", ".join(f"{k} BIGINT" for k in _drift_monitor.ADD_RESULT) + ")", **kw)
     f("_dc_drift_monitor_windows", _wrap(lambda n, a: _monitor_windows(state, n, a)),
       ["VARCHAR", "VARCHAR"], MONITOR_ROW, **kw)
     f("_dc_drift_monitor_delete", _wrap(lambda n: _monitor_delete(state, n)),

@@ -21,6 +21,7 @@ interrupts are marked ``abandoned`` the next time the database is opened.
 from __future__ import annotations
 
 import datetime as _dt
+import difflib
 import os
 import signal
 import sys
@@ -30,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._errors import DatabaseBusyError
+from .._errors import DatabaseBusyError, SpecError
 from .._secrets import scrub
 from ..catalog import ops as store
 from ..catalog import runs as catalog
@@ -56,6 +57,27 @@ class TickReport:
     next_due: _dt.datetime | None = None
 
 
+def require_database_file(path: str, what: str) -> None:
+    """Refuse a database path that is not an existing file: DuckDB would create an empty
+    database there (a typo would then run nothing, forever, without a word)."""
+    if not isinstance(path, str) or not path or path == ":memory:":
+        raise SpecError(f"{what} needs the path of a database file. Got {path!r}.")
+    if "://" in path or path.startswith("md:"):
+        return
+    if not os.path.isfile(path):
+        where = os.path.dirname(os.path.abspath(path))
+        files = [f for f in os.listdir(where) if f.endswith((".duckdb", ".db"))] \
+            if os.path.isdir(where) else []
+        stems = {os.path.splitext(f)[0]: f for f in files}  # compare names, not extensions
+        match = difflib.get_close_matches(os.path.splitext(os.path.basename(path))[0],
+                                          list(stems), n=1, cutoff=0.6)
+        near = f" Did you mean {stems[match[0]]!r}?" if match else ""
+        raise SpecError(f"{what} works on an existing database, and {path!r} is "
+                        f"{'a folder' if os.path.isdir(path) else 'not a file'}.{near} Check the "
+                        "path (it is never created here: create a database with duckcluster sql "
+                        "FILE -c \"SELECT 1\" or duckcluster.connect(FILE)).")
+
+
 class Scheduler:
     """Evaluates and fires the triggers of one database file; see the module docstring."""
 
@@ -65,6 +87,7 @@ class Scheduler:
                  on_snapshot: Callable[[Any], None] | None = None):
         """``connect(path, artifacts_dir=...)`` opens the file with duckcluster installed
         (``duckcluster.connect``; passed in so this layer never imports the package)."""
+        require_database_file(path, "The scheduler")
         self.path = path
         self.connect = connect
         self.poll = float(poll)
@@ -78,6 +101,11 @@ class Scheduler:
     # -- one tick ---------------------------------------------------------------------
     def tick(self) -> TickReport:
         report = TickReport()
+        if not os.path.exists(self.path):  # removed or moved while running: never re-create it
+            self.say(f"{self.path} no longer exists; not creating an empty database in its "
+                     f"place. Retrying in {self.poll:g} s")
+            report.busy = True
+            return report
         try:
             con = self.connect(self.path, artifacts_dir=self.artifacts_dir)
         except DatabaseBusyError:

@@ -155,22 +155,53 @@ CREATE OR REPLACE TEMP MACRO _dc_as_list(embedding) AS
     CASE WHEN embedding IS NULL THEN NULL ELSE CAST(embedding AS FLOAT[]) END;
 
 -- Cosine similarity of an embedding (FLOAT[]) to a stored centroid, as the Python version
--- computes it: a zero vector has similarity NaN, a dimension mismatch is an error.
+-- computes it; a dimension mismatch is an error.
 CREATE OR REPLACE TEMP MACRO _dc_cosine_to_centroid(e, centroid, cluster_name, rid) AS
     CASE WHEN len(e) <> len(centroid)
              THEN error('assign_cluster: the embedding has ' || len(e) || ' dimensions but cluster '''
                         || cluster_name || ''' (run ' || rid || ') has ' || len(centroid)
                         || '. Use the same embedding model as the definition''s source.')
-         WHEN list_dot_product(e, e) = 0 THEN 'NaN'::FLOAT
          ELSE list_cosine_similarity(e, centroid)::FLOAT END;
 
+-- The first values of an embedding for an error message, formatted as Python's {:g}.
+CREATE OR REPLACE TEMP MACRO _dc_preview(e) AS
+    array_to_string(list_transform(e[1:4], lambda x: printf('%g', x)), ', ')
+    || CASE WHEN len(e) > 4 THEN ', ...' ELSE '' END || '], ' || len(e) || ' values)';
+
+-- true, or the error the Python version raises for the same embedding (FLOAT[], not NULL):
+-- NaN/Inf, or a zero vector (no direction, so no nearest centroid). The squared norm is
+-- taken in DOUBLE, so tiny or huge but finite values are fine.
+CREATE OR REPLACE TEMP MACRO _dc_placeable(e) AS
+    CASE WHEN isfinite(list_dot_product(CAST(e AS DOUBLE[]), CAST(e AS DOUBLE[])))
+              AND list_dot_product(CAST(e AS DOUBLE[]), CAST(e AS DOUBLE[])) > 0 THEN true
+         WHEN NOT isfinite(list_dot_product(CAST(e AS DOUBLE[]), CAST(e AS DOUBLE[])))
+             THEN error('assign_cluster: an embedding has NaN or Inf ([' || _dc_preview(e)
+                        || ', so it has no nearest centroid. Filter such rows (WHERE NOT list_any('
+                        || 'list_transform(embedding::FLOAT[], lambda x: isnan(x) OR isinf(x)))) or '
+                        || 'fix the embedding pipeline.')
+         ELSE error('assign_cluster: an embedding is a zero vector ([' || _dc_preview(e)
+                    || ', which has no direction, so no nearest centroid by cosine. Filter such rows '
+                    || '(WHERE list_dot_product(embedding::FLOAT[], embedding::FLOAT[]) > 0) or fix '
+                    || 'the embedding pipeline (a zero vector often means an empty input text).') END;
+
+-- true, or the Python version's error: a threshold is a cosine similarity in [-1, 1]
+-- (NaN fails both comparisons), or NULL for no threshold.
+CREATE OR REPLACE TEMP MACRO _dc_threshold_ok(threshold) AS
+    CASE WHEN threshold IS NULL OR (CAST(threshold AS FLOAT) >= -1 AND CAST(threshold AS FLOAT) <= 1)
+             THEN true
+         ELSE error('assign_cluster: threshold must be a cosine similarity in the range [-1, 1] '
+                    || '(-1 keeps every assignment), or NULL for no threshold. Got '
+                    || printf('%g', CAST(threshold AS FLOAT)) || ' instead.') END;
+
 -- Nearest centroid of the latest successful full run by cosine; -1 below the threshold.
--- Same results as the Python version: ties go to the lowest cluster_id, a NULL embedding
--- or name gives NULL, a NULL threshold means no threshold, a zero vector is -1 with
--- similarity NaN whatever the threshold (DuckDB orders NaN above every number, hence
--- isnan), and a run without clusters gives -1 with similarity NULL.
+-- Same results and errors as the Python version: ties go to the lowest cluster_id, a NULL
+-- embedding or name gives NULL, a NULL threshold means no threshold (-1 keeps every row
+-- too), a threshold outside [-1, 1], a NaN/Inf embedding and a zero vector are errors that
+-- say so, and a run without clusters gives -1 with similarity NULL.
 CREATE OR REPLACE TEMP MACRO assign_cluster_detail(embedding, cluster_name, threshold := 0.5) AS
-    CASE WHEN embedding IS NULL OR cluster_name IS NULL THEN NULL ELSE (
+    CASE WHEN NOT _dc_threshold_ok(threshold) THEN NULL  -- (never: it is true or an error)
+         WHEN embedding IS NULL OR cluster_name IS NULL THEN NULL
+         WHEN _dc_placeable(_dc_as_list(embedding)) THEN (
         SELECT CASE WHEN NOT isnan(max(s.sim))
                          AND (threshold IS NULL OR max(s.sim) >= CAST(threshold AS FLOAT))
                     THEN {'cluster_id': arg_max(s.cluster_id, {'sim': s.sim, 'neg_id': -s.cluster_id})::INTEGER,
