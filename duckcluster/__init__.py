@@ -131,6 +131,7 @@ def install(con: duckdb.DuckDBPyConnection, *, artifacts_dir: str | None = None
     read_only = _is_read_only(con)
     if not read_only and not installed:
         _catalog.ensure(con)
+        read_side.ensure_members_views(con)  # ids in their own type (older files too)
         read_side.ensure_persistent(con)  # the read side persisted in the file
     has_catalog = _has_catalog(con)
     settings = _catalog.Settings(

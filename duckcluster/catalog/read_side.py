@@ -77,3 +77,99 @@ def ensure_persistent(cur: duckdb.DuckDBPyConnection) -> bool:
     cur.execute(text)
     cur.execute("INSERT OR REPLACE INTO duckcluster.meta VALUES (?, ?)", [READ_SIDE_KEY, want])
     return True
+
+
+# -- typed ids: one view per definition ---------------------------------------------------
+#
+# duckcluster.members keeps every definition's ids as text (one table, one type). Each
+# definition gets a view of its rows with the id cast back to the source's type, which
+# cluster_members(name) reads through query_table(): DuckDB fixes a table macro's column types
+# when it binds the call, and the view's name is the only thing known then that depends on
+# the definition. Names that differ only in case are different definitions but the same
+# identifier to DuckDB, so the view name escapes capitals (and ``^``, ``"``): 'Topics' ->
+# "members of '^Topics'". The same text is computed in SQL by _dc_members_view.
+
+#: Id types kept as such; anything else (ENUM, STRUCT, LIST ids) reads back as text.
+_SIMPLE_TYPE = re.compile(r"^[A-Z][A-Z0-9_ ]*(\(\d+(, ?\d+)?\))?$")
+
+
+def members_view_name(name: str) -> str:
+    """The identifier (unquoted) of a definition's typed members view."""
+    return "members of '" + re.sub(r"([A-Z^])", r"^\1", name).replace('"', "^_") + "'"
+
+
+def members_view(name: str) -> str:
+    return f'duckcluster."{members_view_name(name)}"'
+
+
+def view_id_type(id_type: str | None) -> str:
+    """The type a definition's view gives its ids: the source's, or VARCHAR."""
+    t = (id_type or "VARCHAR").strip().upper()
+    return t if _SIMPLE_TYPE.match(t) else "VARCHAR"
+
+
+def current_id_type(cur, name: str) -> str | None:
+    """The id type of a definition's view, or None when it has none."""
+    row = cur.execute(
+        "SELECT data_type FROM duckdb_columns() WHERE database_name = current_database() AND "
+        "schema_name = 'duckcluster' AND table_name = ? AND column_name = 'id'",
+        [members_view_name(name)]).fetchall()
+    return row[0][0] if row else None
+
+
+def sync_members_view(cur, name: str, id_type: str | None) -> None:
+    """Create or replace the typed members view of ``name`` when its id type changed."""
+    from .._source import quote_literal
+
+    want = view_id_type(id_type)
+    if current_id_type(cur, name) == want:
+        return
+    cur.execute(f"CREATE OR REPLACE VIEW {members_view(name)} AS SELECT m.* REPLACE "
+                f"(CAST(m.id AS {want}) AS id) FROM duckcluster.members AS m "
+                f"WHERE m.name = {quote_literal(name)}")
+
+
+def drop_members_view(cur, name: str) -> None:
+    cur.execute(f"DROP VIEW IF EXISTS {members_view(name)}")
+
+
+def definitions_without_view(cur) -> list[str]:
+    views = {r[0].lower() for r in cur.execute(
+        "SELECT view_name FROM duckdb_views() WHERE database_name = current_database() AND "
+        "schema_name = 'duckcluster'").fetchall()}
+    return [r[0] for r in cur.execute(
+        "SELECT name FROM duckcluster.definitions ORDER BY name").fetchall()
+        if members_view_name(r[0]).lower() not in views]
+
+
+def ensure_members_views(cur) -> int:
+    """Give every definition its typed view (files from before typed ids, rows written by
+    hand): the id type of its source now, or text when the source cannot be read."""
+    from .._source import describe, source_sql
+    from ..core.spec import ClusterSpec
+
+    missing = definitions_without_view(cur)
+    for name in missing:
+        spec_json = cur.execute("SELECT spec FROM duckcluster.definitions WHERE name = ?",
+                                [name]).fetchall()[0][0]
+        id_type = None
+        try:
+            spec = ClusterSpec.from_json(spec_json)
+            if spec.id:
+                id_type = describe(cur, source_sql(cur, spec.source)).get(spec.id)
+        except Exception:  # noqa: BLE001 - a source gone or unreadable: ids stay text
+            id_type = None
+        sync_members_view(cur, name, id_type)
+    return len(missing)
+
+
+#: cluster_members for a file opened read-only whose definitions have no typed view yet
+#: (written before typed ids): the ids as stored, text.
+TEXT_ID_MEMBERS = """
+CREATE OR REPLACE TEMP MACRO cluster_members(cluster_name, run_id := NULL) AS TABLE
+    SELECT m.run_id, m.id, m.cluster_id, m.cosine_similarity_to_centroid, m.x, m.y, m.z,
+           m.node_id, m.parent_cluster_id, m.hierarchy_level
+    FROM duckcluster.members m
+    WHERE m.name = cluster_name AND COLUMNS('^run_id$') = _dc_run(cluster_name, run_id)
+    ORDER BY m.cluster_id, m.id;
+"""

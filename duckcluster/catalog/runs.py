@@ -208,6 +208,9 @@ def delete_definition(cur, name: str, drop_artifacts: bool, settings: Settings) 
             "SELECT artifacts_path FROM duckcluster.runs WHERE name = ? AND "
             "artifacts_path IS NOT NULL", [name]).fetchall()]
         cur.execute("DELETE FROM duckcluster.definitions WHERE name = ?", [name])
+        from .read_side import drop_members_view
+
+        drop_members_view(cur, name)
         if drop_artifacts:
             for table in DEFINITION_TABLES:
                 cur.execute(f"DELETE FROM duckcluster.{table} WHERE name = ?", [name])
@@ -533,13 +536,19 @@ def load_projection(cur, run_id: str):
 
 def commit_run(cur, run_id: str, settings: Settings, centroids: pa.Table, members: pa.Table,
                updates: dict, projection: dict | None = None,
-               within: Callable[[duckdb.DuckDBPyConnection], None] | None = None) -> str:
+               within: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+               id_type: str | None = None) -> str:
     """Write artifacts, then rows + run status in one transaction. All or nothing.
 
     ``projection``: the run's plotting PCA (:meth:`Projection.as_row`), stored so
     assign runs based on this one use the same map. ``within(cur)``: more writes of
-    the run (its lineage, carried labels) inside the same transaction."""
+    the run (its lineage, carried labels) inside the same transaction. ``id_type``: the
+    source's id type; members.parquet holds ids in it, and the definition's typed
+    members view follows it."""
+    from .read_side import sync_members_view, view_id_type
+
     spec_name = updates.pop("_name")
+    typed_id = f"* REPLACE (CAST(id AS {view_id_type(id_type)}) AS id)"
     final = run_dir(settings, spec_name, run_id)
     local = "://" not in final
     tmp = final + ".tmp" if local else final
@@ -552,8 +561,9 @@ def commit_run(cur, run_id: str, settings: Settings, centroids: pa.Table, member
         for fname, tbl in (("centroids", centroids), ("members", members)):
             view = f"__dc_{fname}_{run_id}"
             cur.register(view, tbl)
+            picked = typed_id if fname == "members" else "*"
             try:
-                cur.execute(f"COPY (SELECT * FROM {view}) TO "
+                cur.execute(f"COPY (SELECT {picked} FROM {view}) TO "
                             f"{quote_literal(tmp + '/' + fname + '.parquet')} (FORMAT parquet)")
             finally:
                 cur.unregister(view)
@@ -572,6 +582,8 @@ def commit_run(cur, run_id: str, settings: Settings, centroids: pa.Table, member
                     cols = ", ".join(f'"{c}"' for c in tbl.column_names)
                     cur.execute(f"INSERT INTO duckcluster.{fname} ({cols}) "
                                 f"SELECT {cols} FROM {views[fname]}")
+                if id_type is not None:  # the source's id type may have changed since create
+                    sync_members_view(cur, spec_name, id_type)
                 if projection is not None:
                     cur.execute("INSERT INTO duckcluster.projections VALUES (?, ?, ?, ?, ?)",
                                 [run_id, spec_name, projection["dimensions"],

@@ -57,6 +57,9 @@ def create(cur, args: Mapping[str, Any], replace: bool = False,
         spec = spec.replace(id=find_key(cur, spec.source, cols))
     reader.check_id_type(cols, spec.id, spec.source)
     catalog.put_definition(cur, spec, replace=replace)
+    from ..catalog.read_side import sync_members_view  # ids in their own type
+
+    sync_members_view(cur, spec.name, cols[spec.id])
     return spec
 
 
@@ -137,7 +140,8 @@ def execute(cur, name: str, settings: catalog.Settings, mode: str = "full",
         }
         catalog.commit_run(cur, run_id, settings, centroids, members, updates,
                            projection=projection.as_row() if projection is not None else None,
-                           within=lambda c: identity.write(c, run_id, spec.name))
+                           within=lambda c: identity.write(c, run_id, spec.name),
+                           id_type=p.id_type)
         progress(f"{name}: done")
         return run_id
     except BaseException as exc:

@@ -54,6 +54,7 @@ class Plan:
     sparse_dims: dict[str, int]  # width of each sparse column, from the whole source
     dim: int | None  # embedding width after concatenation, when known before reading
     ordered: bool = True  # ORDER BY the id when streaming (views, queries)
+    id_type: str = "VARCHAR"  # DuckDB type of the id column
 
 
 @dataclass
@@ -202,7 +203,7 @@ def _plan(cur, spec: ClusterSpec) -> Plan:
             dims.append(None)
     dim = sum(dims) if all(d is not None for d in dims) else None
     return Plan(src=src, id_col=id_col, n_rows=int(n_rows), sparse_dims=sparse, dim=dim,
-                ordered=not _stable_scan(cur, src))
+                ordered=not _stable_scan(cur, src), id_type=cols[id_col])
 
 
 def check_id_type(cols: dict[str, str], id_col: str, source: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import duckdb
 
+from ..catalog import read_side
 from ..catalog import runs as catalog
 from . import core, drift, labels, ops, scaleout
 from ._registry import (
@@ -54,6 +55,8 @@ def register(con: duckdb.DuckDBPyConnection, settings: catalog.Settings,
     _REGISTERED[con] = reg
     if has_catalog:  # a read-only file duckcluster never wrote has nothing to read yet
         con.execute(catalog.sql_text("duckcluster.sql"))
+        if read_side.definitions_without_view(con):  # read-only, from before typed ids
+            con.execute(read_side.TEXT_ID_MEMBERS)
     # after the read side: the Python assign_cluster replaces the pure-SQL one
     con.execute(reg.rewrite(core.MACROS))
     if not has_catalog:

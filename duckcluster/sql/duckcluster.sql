@@ -71,11 +71,19 @@ CREATE OR REPLACE TEMP MACRO cluster_runs(cluster_name) AS TABLE
                                     WHERE d.name = cluster_name), '-infinity'::TIMESTAMP)
     ORDER BY r.run_seq;
 
--- One row per member: id, cluster_id (-1 = noise), similarity, x, y[, z], hierarchy fields.
+-- The view holding one definition's members with ids in the source's own type (duckcluster
+-- keeps one per definition, next to duckcluster.members, which stores ids as text). Capitals,
+-- '^' and '"' are escaped because DuckDB compares identifiers without case.
+CREATE OR REPLACE TEMP MACRO _dc_members_view(cluster_name) AS
+    'duckcluster."members of ''' || replace(regexp_replace(cluster_name, '([A-Z^])', '^\1', 'g'), '"', '^_') || '''"';
+
+-- One row per member: id (in the source's type), cluster_id (-1 = noise), similarity,
+-- x, y[, z], hierarchy fields. The name must be a constant (the view is picked when the
+-- query is bound); an unknown name fails with "Table with name members of '...' does not exist".
 CREATE OR REPLACE TEMP MACRO cluster_members(cluster_name, run_id := NULL) AS TABLE
     SELECT m.run_id, m.id, m.cluster_id, m.cosine_similarity_to_centroid, m.x, m.y, m.z,
            m.node_id, m.parent_cluster_id, m.hierarchy_level
-    FROM duckcluster.members m
+    FROM query_table(_dc_members_view(cluster_name)) m
     WHERE COLUMNS('^run_id$') = _dc_run(cluster_name, run_id)
     ORDER BY m.cluster_id, m.id;
 
