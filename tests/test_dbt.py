@@ -8,6 +8,7 @@ with a month whose documents bring a new topic: the drift tests must fail.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -68,7 +69,7 @@ def test_build_passes_every_model_and_test(built):
     _, _, out = built
     assert "Completed successfully" in out
     for model in ("raw_docs", "docs", "doc_topics", "topics", "docs_enriched", "docs_latest",
-                  "topic_drift"):
+                  "topic_drift", "docs_lake", "lake_topics"):
         assert f"main.{model} " in out, model
     assert "PASS dbt_duckcluster_no_embedding_drift_topic_drift_" in out
     assert "PASS docs_latest_embedding_no_drift" in out
@@ -79,6 +80,15 @@ def test_one_shot_model(built):
     rows = read(db, "SELECT count(*), count(DISTINCT cluster_id), min(cosine_similarity_to_centroid) "
                     "FROM doc_topics")
     assert rows[0][:2] == (400, 4) and rows[0][2] > 0
+
+
+def test_a_parquet_source_declared_the_dbt_duckdb_way(built):
+    """sources: with meta.external_location render as a path; duckcluster reads the files."""
+    project, db, _ = built
+    assert (project / "docs_lake.parquet").is_file()
+    assert read(db, "SELECT count(*), count(DISTINCT cluster_id) FROM lake_topics") == [(400, 4)]
+    assert read(db, "SELECT count(*) FROM lake_topics l JOIN doc_topics d USING (doc_id) "
+                    "WHERE l.cluster_id IS NULL") == [(0,)]
 
 
 def test_cluster_run_model_stores_a_labeled_run(built):
@@ -96,7 +106,7 @@ def test_cluster_run_model_stores_a_labeled_run(built):
         assert silhouette > 0.1
         # the run members are exactly the model's rows
         assert con.execute("SELECT count(*) FROM cluster_members('topics') m "
-                           "JOIN topics t ON m.id = CAST(t.doc_id AS VARCHAR) "
+                           "JOIN topics t ON m.id = t.doc_id "
                            "AND m.cluster_id = t.cluster_id").fetchone() == (160,)
 
 
@@ -148,6 +158,12 @@ def test_shifted_month_fails_the_drift_tests(built):
     assert r.returncode != 0
     assert "FAIL 1 dbt_duckcluster_no_embedding_drift_topic_drift_" in r.stdout
     assert "FAIL 1 docs_latest_embedding_no_drift" in r.stdout
+    # the failing test says which method flagged what: statistic, p-value, threshold
+    said = [line for line in r.stdout.splitlines() if "no_embedding_drift on" in line]
+    assert len(said) == 2, r.stdout
+    for line in said:
+        assert re.search(r": (mmd|energy) detected drift \(statistic [0-9.e-]+, p-value [0-9.e-]+ < "
+                         r"threshold 0\.05; \d+ baseline vs \d+ current rows\)", line), line
     assert read(db, "SELECT drift_detected FROM topic_drift") == [(True,)]
     # the cluster_run model was rebuilt over its existing table: a second run, one table
     assert read(db, "SELECT count(*), count(DISTINCT run_id) FROM topics") == [(160, 1)]

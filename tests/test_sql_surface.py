@@ -19,7 +19,7 @@ import duckdb
 SNAPSHOT = Path(__file__).with_name("sql_surface.json")
 REFERENCE = Path(__file__).parent.parent / "docs" / "functions.md"
 _HEADER = re.compile(r"CREATE\s+(?:OR\s+REPLACE\s+)?(?:TEMP\s+|TEMPORARY\s+)?MACRO\s+"
-                     r"([A-Za-z_][A-Za-z0-9_]*)\s*\(", re.I)
+                     r"((?:[A-Za-z_][A-Za-z0-9_]*\.)?[A-Za-z_][A-Za-z0-9_]*)\s*\(", re.I)
 
 
 class _Spy:
@@ -84,8 +84,12 @@ def surface() -> dict:
     spy = _Spy(con)
     duckcluster.install(spy)
     headers = macro_headers("\n".join(spy.log))
+    # the persistent read-side macros (catalog/read_side.py) are keyed schema-qualified:
+    # duckcluster.cluster_members is not the TEMP cluster_members
     rows = con.execute(
-        "SELECT function_name, function_type, parameters FROM duckdb_functions() "
+        "SELECT CASE WHEN schema_name = 'main' THEN function_name "
+        "ELSE schema_name || '.' || function_name END, function_type, parameters "
+        "FROM duckdb_functions() "
         "WHERE NOT internal AND function_name NOT LIKE '\\_%' ESCAPE '\\' "
         "ORDER BY ALL").fetchall()
     out: dict[str, dict] = {}

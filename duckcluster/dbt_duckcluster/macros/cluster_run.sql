@@ -65,7 +65,7 @@
   ) as __dc_src
   left join cluster_members({{ dbt_duckcluster.sql_literal(name) }},
                             run_id := {{ dbt_duckcluster.sql_literal(run_id) }}) as __dc_m
-    on cast(__dc_src.{{ adapter.quote(id_column) }} as varchar) = __dc_m.id
+    on __dc_src.{{ adapter.quote(id_column) }} = __dc_m.id
 {%- endmacro %}
 
 {% materialization cluster_run, adapter='duckdb' %}

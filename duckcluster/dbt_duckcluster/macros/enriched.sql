@@ -39,7 +39,7 @@
            end as __dc_detail
     from {{ relation }} as __dc_src
     left join cluster_members({{ name }}) as __dc_m
-      on cast(__dc_src.{{ adapter.quote(id) }} as varchar) = __dc_m.id
+      on __dc_src.{{ adapter.quote(id) }} = __dc_m.id
   ),
   __dc_r as (
     select * exclude (__dc_member_cluster, __dc_member_similarity, __dc_detail),

@@ -23,7 +23,9 @@
   {%- endif -%}
 {%- endmacro %}
 
-{#- A duckcluster source: a relation (ref / source / this) becomes its quoted name;
+{#- A duckcluster source: a relation (ref / source / this) becomes its quoted name, and
+    a dbt-duckdb source with an external_location (rendered as a quoted path, or as a
+    call like read_parquet(...)) the path or glob itself, or a query over the call;
     SQL text (anything starting with SELECT, WITH, FROM or '(') becomes a query in
     parentheses; any other string (a table name, a Parquet glob) passes as is. -#}
 {% macro source_literal(value) -%}
@@ -35,7 +37,13 @@
       {{- dbt_duckcluster.sql_literal('(\n' ~ s ~ '\n)') -}}
     {%- else -%}{{ dbt_duckcluster.sql_literal(s) }}
     {%- endif -%}
-  {%- else -%}{{ dbt_duckcluster.sql_literal(value | string) }}
+  {%- else -%}
+    {%- set r = value | string | trim -%}
+    {%- if r.startswith("'") and r.endswith("'") and r | length > 1 -%}
+      {{- dbt_duckcluster.sql_literal(r[1:-1] | replace("''", "'")) -}}
+    {%- elif '(' in r -%}{{ dbt_duckcluster.sql_literal('(SELECT * FROM ' ~ r ~ ')') }}
+    {%- else -%}{{ dbt_duckcluster.sql_literal(r) }}
+    {%- endif -%}
   {%- endif -%}
 {%- endmacro %}
 
