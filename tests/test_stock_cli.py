@@ -185,6 +185,7 @@ READ_QUERIES = {
     "runs_none": "SELECT * FROM cluster_runs('pending')",
     "list": "SELECT * FROM cluster_list()",
     "group_by_cluster": "SELECT cluster_id, count(*) AS n FROM cluster_members('dense') GROUP BY ALL ORDER BY ALL",
+    "drift_latest_vs_previous": "SELECT * FROM cluster_drift('topics')",
     # the pure-SQL listings of the other areas live in sql/duckcluster.sql too
     "label_failures": "SELECT * FROM cluster_label_failures('topics')",
     "enrichments": "SELECT * FROM cluster_enrichments('topics')",
