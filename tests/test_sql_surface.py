@@ -123,7 +123,9 @@ def test_the_function_reference_is_current():
 
 def test_every_public_function_is_in_the_reference():
     text = REFERENCE.read_text()
-    missing = [name for name in json.loads(SNAPSHOT.read_text()) if f"`{name}(" not in text]
+    # duckcluster.<name>: the persistent copy of a read-side macro, documented as <name>
+    missing = [name for name in json.loads(SNAPSHOT.read_text())
+               if f"`{name.removeprefix('duckcluster.')}(" not in text]
     assert not missing, missing
 
 

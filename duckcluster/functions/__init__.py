@@ -81,7 +81,9 @@ def reference_markdown() -> str:
             "Generated from the declarations in `duckcluster/functions/` and the hand-written "
             "SQL (`python -m duckcluster.functions > docs/functions.md`; a test keeps it "
             "current). *read side*: pure SQL in `sql/duckcluster.sql`, the same in the stock "
-            "DuckDB CLI; *Python*: needs a duckcluster connection.", "",
+            "DuckDB CLI, and stored in every database file duckcluster writes as "
+            "`duckcluster.<name>(...)`, which any DuckDB client calls with no set-up; "
+            "*Python*: needs a duckcluster connection.", "",
             "| function | kind | what it does | where |", "|---|---|---|---|"]
     seen = set()
     for area in AREAS:
