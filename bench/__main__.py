@@ -38,6 +38,8 @@ WORKLOADS: dict[str, tuple[str, list[str], list[str]]] = {
                            ["--rows", "3000000"]),
     "quality": ("bench.quality", ["--rows", "20000"], ["--rows", "1000000"]),
     "digits": ("bench.algorithms_ari", ["--digits"], ["--digits"]),
+    # smoke: the matching cost only (the real-text rows need bench/data's embeddings)
+    "lineage": ("bench.lineage", ["--sets", "", "--rows", "20000"], ["--rows", "100000"]),
 }
 
 #: Scripts other people own, run as they are at scale "full" and quoted verbatim.

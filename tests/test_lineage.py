@@ -93,6 +93,18 @@ def test_born_and_died_without_shared_rows_use_centroid_similarity():
     assert ids == [9, 5] and nxt == 10  # the born cluster gets an id never used
 
 
+def test_a_cluster_that_grew_or_shrank_continues():
+    """Old 0 (20 rows) absorbed 80 former noise rows; old 1 (100 rows) lost 70 to noise:
+    overlaps 0.2 and 0.3, but most of one side is in the other, so both continue."""
+    C = _unit(np.random.default_rng(6), 2)
+    F = lineage.flow_matrix(2, 2, [(0, 0, 20), (-1, 0, 80), (1, 1, 30), (1, -1, 70)])
+    r = lineage.link(C, C, F)
+    assert [(e.event, e.old, e.new) for e in r.events] == [("continued", 0, 0),
+                                                           ("continued", 1, 1)]
+    assert [round(e.overlap, 2) for e in r.events] == [0.2, 0.3]
+    assert not r.keep_label.any()  # both changed beyond label_overlap: labeled again
+
+
 def test_noise_counts_in_the_shares_and_a_dissolved_cluster_dies():
     """An old cluster whose rows became noise is not matched by its centroid when rows are
     shared: overlap decides."""
@@ -109,7 +121,7 @@ def test_options_are_validated_with_suggestions():
         lineage.validate_options({"split_shares": 0.3})
     with pytest.raises(SpecError, match="must be a float in the range"):
         lineage.validate_options({"merge_share": 0})
-    assert lineage.validate_options(None)["min_overlap"] == 0.2
+    assert lineage.validate_options(None)["min_share"] == 0.5
 
 
 def test_fingerprints_do_not_depend_on_batches_and_see_any_change():
@@ -121,6 +133,33 @@ def test_fingerprints_do_not_depend_on_batches_and_see_any_change():
     Y[7, 6] = np.nextafter(Y[7, 6], np.float32(10))
     changed = lineage.fingerprints(Y) != whole
     assert changed.tolist() == [i == 7 for i in range(50)]
+
+
+def test_renumbering_rewrites_ids_and_derived_node_ids():
+    """Top-level ids 0, 1 become 7, 3: cluster_id columns, node ids, parents and children
+    (sub-node ids keep their own numbering); noise stays -1."""
+    from duckcluster.engine.lineage import _renumbered
+
+    centroids = pa.table({
+        "cluster_id": pa.array([0, 1, 0], pa.int32()),
+        "node_id": ["cl_0", "cl_1", "cl_0_sub_1"],
+        "parent_cluster_id": pa.array([None, None, "cl_0"], pa.string()),
+        "child_cluster_ids": pa.array([["cl_0_sub_1"], [], []], pa.list_(pa.string())),
+        "hierarchy_level": pa.array([0, 0, 1], pa.int32())})
+    members = pa.table({
+        "cluster_id": pa.array([0, 1, -1, 0], pa.int32()),
+        "node_id": pa.array(["cl_0_sub_1", "cl_1", None, "cl_0"], pa.string()),
+        "parent_cluster_id": pa.array(["cl_0", None, None, None], pa.string())})
+    out = _renumbered(centroids, members, np.array([0, 1]), [7, 3], next_id=5)
+    c = out.centroids.to_pydict()
+    assert c["cluster_id"] == [7, 3, 7] and c["node_id"] == ["cl_7", "cl_3", "cl_7_sub_1"]
+    assert c["parent_cluster_id"] == [None, None, "cl_7"]
+    assert c["child_cluster_ids"] == [["cl_7_sub_1"], [], []]
+    m = out.members.to_pydict()
+    assert m["cluster_id"] == [7, 3, -1, 7]
+    assert m["node_id"] == ["cl_7_sub_1", "cl_3", None, "cl_7"]
+    assert m["parent_cluster_id"] == ["cl_7", None, None, None]
+    assert out.next_id == 8
 
 
 # -- runs on a DuckDB file --------------------------------------------------------------
@@ -408,6 +447,9 @@ def test_an_assign_run_on_unchanged_data_reproduces_its_base_run(con):
     full = q(con, "SELECT cluster_execute('h')")[0][0]
     assert q(con, "SELECT count(*) FROM cluster_members('h') WHERE cluster_id = -1")[0][0] > 0
     q(con, "SELECT cluster_label('h', text := 'doc_id::VARCHAR')")
+    noise = q(con, "SELECT count(*) FROM cluster_members('h') WHERE cluster_id = -1")[0][0]
+    out = q(con, "SELECT cluster_enrich('h', 'corpus_e')")[0][0]
+    assert out.endswith(f"; label, summary, keywords are NULL for {noise} noise row(s)")
     a = q(con, "SELECT cluster_execute('h', mode := 'assign')")[0][0]
     members = "SELECT id, cluster_id FROM cluster_members('h', run_id := '{}') ORDER BY id"
     assert q(con, members.format(full)) == q(con, members.format(a))
@@ -450,6 +492,29 @@ def test_hierarchical_top_level_ids_are_stable_and_node_ids_derived(con):
         assert parent is None or node_id.startswith(parent + "_sub_")
     members = "SELECT id, cluster_id FROM cluster_members('t', run_id := '{}') ORDER BY id"
     assert q(con, members.format(r1)) == q(con, members.format(r2))
+
+
+def test_sampled_and_streamed_hierarchical_runs_keep_their_ids(con):
+    """Runs that stream their rows (sample_size, with and without a hierarchy) are matched
+    the same way; their members carry fingerprints, so assign runs can reuse them."""
+    rng = np.random.default_rng(8)
+    C = _unit(rng, 4, d=16)
+    X = np.concatenate([_blob(rng, c, 300, spread=0.1) for c in C]).astype(np.float32)
+    load_table(con, "corpus", X)
+    for name, extra in (("s", ""), ("sh", ", hierarchical := true, max_hierarchy_depth := 2")):
+        q(con, f"SELECT cluster_create('{name}', source := 'corpus', embedding := 'embedding', "
+               f"id := 'doc_id', algorithm := 'kmeans', params := {{'n_clusters': 4}}, "
+               f"sample_size := 500{extra})")
+        r1 = q(con, f"SELECT cluster_execute('{name}')")[0][0]
+        con.execute("UPDATE corpus SET doc_id = doc_id + 0")  # same rows, rewritten
+        r2 = q(con, f"SELECT cluster_execute('{name}')")[0][0]
+        members = f"SELECT id, cluster_id, node_id FROM cluster_members('{name}', run_id := '{{}}') " \
+                  "ORDER BY id"
+        assert q(con, members.format(r1)) == q(con, members.format(r2))
+        events = q(con, f"SELECT DISTINCT event FROM cluster_lineage('{name}')")
+        assert events == [("continued",)]
+        assert q(con, f"SELECT count(*) FROM duckcluster.members WHERE run_id = '{r2}' "
+                      "AND fingerprint IS NULL") == [(0,)]
 
 
 # -- the read side in the stock DuckDB CLI --------------------------------------------------

@@ -13,11 +13,13 @@ rows* are ids that are members of both runs (noise included):
 - ``previous_share = F / a`` (where ``i``'s rows went), ``share = F / b`` (where
   ``j``'s rows came from), ``overlap = F / (a + b - F)`` (Jaccard over shared rows).
 
-Matching. A pair is a candidate when both clusters have shared rows and
-``overlap >= min_overlap``, or, when either has none (new data only, rows deleted),
-when ``similarity >= min_similarity``. Among candidates one optimal assignment
-(maximum total ``similarity + overlap``) pairs each new cluster with at most one old
-one; a paired new cluster continues the old one (and takes its id when ids are stable).
+Matching. A pair is a candidate when both clusters have shared rows and most of one
+side is in the other (``previous_share >= min_share`` or ``share >= min_share``: a
+cluster that grew by absorbing noise or new rows, or shrank, is still the same one),
+or, when either has none (new data only, rows deleted), when ``similarity >=
+min_similarity``. Among candidates one optimal assignment (maximum total ``similarity +
+overlap``) pairs each new cluster with at most one old one; a paired new cluster
+continues the old one (and takes its id when ids are stable).
 
 Events (one row per cluster, or per old/new pair for splits and merges):
 
@@ -58,8 +60,9 @@ from .._params import Param, validate_params
 
 #: Thresholds of the matching and the events (a definition's ``lineage := {...}``).
 OPTIONS: dict[str, Param] = {
-    "min_overlap": Param(float, 0.2, low=0.0, high=1.0, low_open=True,
-                         doc="member overlap (Jaccard over shared rows) a pair needs to match"),
+    "min_share": Param(float, 0.5, low=0.0, high=1.0, low_open=True,
+                       doc="share of one cluster's shared rows in the other a pair needs "
+                           "to match"),
     "min_similarity": Param(float, 0.9, low=-1.0, high=1.0,
                             doc="centroid cosine a pair needs to match when it shares no rows"),
     "split_share": Param(float, 0.25, low=0.0, high=0.5, low_open=True,
@@ -146,7 +149,8 @@ def link(C_old: np.ndarray, C_new: np.ndarray, F: np.ndarray,
         overlap = np.where(union > 0, Fc / union, 0.0)
     by_rows = (a[:, None] > 0) & (b[None, :] > 0)
     Sv = np.nan_to_num(S, nan=-1.0)
-    eligible = np.where(by_rows, overlap >= o["min_overlap"], Sv >= o["min_similarity"])
+    most = np.maximum(prev_share, share) >= o["min_share"]
+    eligible = np.where(by_rows, most, Sv >= o["min_similarity"])
     score = np.where(eligible, 1.0 + np.maximum(Sv, 0.0) + np.where(by_rows, overlap, 0.0),
                      0.0)
     match = np.full(k_new, -1, dtype=np.int64)

@@ -115,7 +115,7 @@ def check_fields(cur, name: str, run_id: str, fields: tuple[str, ...], enriched:
             f"run {run_id} ({why}); nothing true to write. {fix}"
             f"{'l' if fix else 'L'}eave {'it' if len(empty) == 1 else 'them'} out: "
             f"fields := {list(keep) or ['cluster_id']}.")
-    notes = []
+    why: dict[str, list[str]] = {}  # the same reason once, for every field it concerns
     for f, k in zip(fields, have):
         if k < n:
             noise = n - n_members if f in _CLUSTER_LEVEL or f.startswith("cosine") else 0
@@ -126,8 +126,9 @@ def check_fields(cur, name: str, run_id: str, fields: tuple[str, ...], enriched:
             if noise > 0:
                 parts.append(f"{noise} noise row(s)")
             if parts:
-                notes.append(f"{f} is NULL for " + " and ".join(parts))
-    return tuple(notes)
+                why.setdefault(" and ".join(parts), []).append(f)
+    return tuple(f"{', '.join(fs)} {'is' if len(fs) == 1 else 'are'} NULL for {text}"
+                 for text, fs in why.items())
 
 
 def parse_fields(fields: Any) -> tuple[str, ...]:
