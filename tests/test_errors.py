@@ -236,6 +236,7 @@ ROUND_2_CASES = [
     ('assign_cluster on NaN or Inf', 'assign_cluster: an embedding has NaN or Inf ([nan, 0, 0, 0, ...], 32 values)'),
     ('assign_cluster threshold out of range', 'assign_cluster: threshold must be a cosine similarity in the range [-1, 1] (-1 keeps every assignment), or NULL for no threshold. Got 5 instead.'),
     ('rows with a NULL time', 'skipped_null_time (returned with rows_read, rows_added, skipped_null_embedding)'),
+    ('whitening covariance too big', 'ResourceError: Whitening 1,200 rows x 1024 dimensions needs 1,024 x 1,024 float64 matrices'),
     ('identical sides, cluster method', '(p-value 1: k-means is fitted on a sample of both sides pooled)'),
 ]
 

@@ -323,3 +323,36 @@ def test_drift_monitor_add_counts_rows_with_a_null_time(con):
     assert r == {"rows_read": 100, "rows_added": 80, "skipped_null_embedding": 10,
                  "skipped_null_time": 10}
     assert q(con, "SELECT sum(n_seen), sum(n_null) FROM duckcluster.drift_windows") == [(80, 10)]
+
+
+def test_whitening_few_rows_of_very_wide_vectors_is_fast_and_exact():
+    """Whitening 20 rows of 20,000-d vectors built a 20,000 x 20,000 covariance (> 14
+    minutes, 6.6 GB). With fewer rows than dimensions it works in the rows' span: an
+    n x d SVD, the same soft ZCA as the covariance formula."""
+    from duckcluster.core.preprocess import run_preprocessing, validate_steps
+
+    steps = validate_steps([{"method": "whitening"}])
+    rng = np.random.default_rng(0)
+    for n, d in ((30, 100), (99, 100)):  # against the covariance formula itself
+        X = rng.normal(size=(n, d)).astype(np.float32)
+        Xc = X.astype(np.float64) - X.mean(axis=0)
+        s, U = np.linalg.eigh(Xc.T @ Xc / (n - 1))
+        ref = Xc @ ((U * (1 / np.sqrt(np.clip(s, 0, None) + 1e-5))) @ U.T)
+        np.testing.assert_allclose(run_preprocessing(X, steps, 0), ref, atol=1e-4)
+    out = run_preprocessing(rng.normal(size=(20, 20_000)).astype(np.float32), steps, 0)
+    assert out.shape == (20, 20_000) and np.isfinite(out).all()
+
+
+def test_memory_guard_counts_the_whitening_covariance(con, monkeypatch):
+    rng = np.random.default_rng(1)
+    load_table(con, "wide", rng.normal(size=(1200, 1024)).astype(np.float32))
+    q(con, "SELECT cluster_create('t', source := 'wide', embedding := 'embedding', id := 'doc_id', "
+           "algorithm := 'kmeans', params := {'n_clusters': 4}, "
+           "preprocessing := [{'method': 'whitening'}])")
+    monkeypatch.setenv("DUCKCLUSTER_MEMORY_LIMIT", "25MB")
+    with pytest.raises(duckdb.Error) as err:
+        q(con, "SELECT cluster_execute('t')")
+    assert ("ResourceError: Whitening 1,200 rows x 1024 dimensions needs 1,024 x 1,024 float64 "
+            "matrices") in str(err.value)
+    assert "preprocessing := [{'method': 'pca', 'n_components': 256}, {'method': 'whitening'}]" \
+        in str(err.value)

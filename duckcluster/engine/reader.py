@@ -391,16 +391,43 @@ def estimate_bytes(n_fit: int, dim: int, quadratic: bool) -> int:
     return int(need)
 
 
+def whitening_square_bytes(spec: ClusterSpec, n: int, d: int) -> int:
+    """Bytes of whitening's m x m matrices (m = min(n, d)): covariance, eigenvectors
+    and LAPACK's workspace, or the SVD's factors when n < d."""
+    if not any(m == "whitening" for m, _ in spec.preprocessing):
+        return 0
+    m = min(n, d)
+    return 3 * 8 * m * m
+
+
+def whitening_bytes(spec: ClusterSpec, n: int, d: int) -> int:
+    """Peak extra bytes of a whitening step: two float64 copies of the rows plus its
+    m x m matrices."""
+    if not any(m == "whitening" for m, _ in spec.preprocessing):
+        return 0
+    return 2 * 8 * n * d + whitening_square_bytes(spec, n, d)
+
+
 def check_memory(spec: ClusterSpec, n_fit: int, dim: int | None, quadratic: bool,
                  sampled: bool) -> None:
     """Stop before reading when the fit would not fit in memory, saying what would."""
     avail = available_memory()
     if avail is None or dim is None:
         return
-    need = estimate_bytes(n_fit, dim, quadratic)
-    if need <= MEMORY_SHARE * avail:
-        return
     budget = MEMORY_SHARE * avail
+    square = whitening_square_bytes(spec, n_fit, dim)
+    if square > budget:  # does not shrink with fewer rows once n >= d
+        m = min(n_fit, dim)
+        raise ResourceError(
+            f"Whitening {n_fit:,} rows x {dim} dimensions needs {m:,} x {m:,} float64 matrices "
+            f"(the covariance and its eigenvectors, about {square / 1e9:.1f} GB) and an "
+            f"eigendecomposition of O({m:,}^3) work; about {avail / 1e9:.1f} GB is available. "
+            "Reduce the dimensions first, e.g. preprocessing := [{'method': 'pca', "
+            "'n_components': 256}, {'method': 'whitening'}], or fit on fewer rows than "
+            "dimensions (sample_size), where whitening works in the rows' span.")
+    need = estimate_bytes(n_fit, dim, quadratic) + whitening_bytes(spec, n_fit, dim)
+    if need <= budget:
+        return
     per_row = dim * 4 * WORKING_COPIES
     fit_rows = int(budget // per_row)
     if quadratic:  # solve n*per_row + 8 n^2 <= budget
