@@ -24,7 +24,7 @@ from .. import _hints, connect
 from .. import functions as _sql
 from .._errors import DuckclusterError, RunCancelledError, user_message
 from ..functions._registry import long_call
-from .display import MODE_NAMES, Result, Settings, print_result
+from .display import MODE_NAMES, Result, Settings, is_interrupt, print_result
 
 # Piped output gets a wide console so tables are never folded; a terminal gets its width.
 console = Console() if sys.stdout.isatty() else Console(width=1000)
@@ -54,14 +54,6 @@ def print_error(exc: BaseException, err: Console | None = None) -> None:
     ``ClassName: message`` (:func:`~duckcluster._errors.user_message`)."""
     (err or err_console).print(user_message(exc), style="red", markup=False, highlight=False,
                                soft_wrap=True)
-
-
-def is_interrupt(exc: BaseException) -> bool:
-    """Ctrl-C: KeyboardInterrupt, DuckDB's interrupt error, or a run it cancelled."""
-    if isinstance(exc, (KeyboardInterrupt, RunCancelledError, duckdb.InterruptException)):
-        return True
-    text = str(exc)
-    return "Query interrupted" in text or "RunCancelledError: " in text
 
 
 def run_script(con: duckdb.DuckDBPyConnection, text: str, progress: bool = True,

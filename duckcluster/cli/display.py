@@ -25,6 +25,8 @@ import duckdb
 import pyarrow as pa
 from rich.cells import cell_len
 
+from .._errors import RunCancelledError
+
 #: Rows the duckbox mode shows at most (the first and last half), as the DuckDB CLI.
 MAX_ROWS = 40
 #: Narrowest a column is squeezed to before columns are hidden.
@@ -507,3 +509,11 @@ def print_result(console, result: Result | tuple | None, settings: Settings | No
                   color=console.is_terminal and not console.no_color)
     console.file.write(text)
     console.file.flush()
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """Ctrl-C: KeyboardInterrupt, DuckDB's interrupt error, or a run it cancelled."""
+    if isinstance(exc, (KeyboardInterrupt, RunCancelledError, duckdb.InterruptException)):
+        return True
+    text = str(exc)
+    return "Query interrupted" in text or "RunCancelledError: " in text

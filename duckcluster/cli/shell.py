@@ -45,7 +45,7 @@ from sqlglot.tokens import Token, TokenType
 
 from .._version import __version__
 from ..functions import clear_cancel, request_cancel
-from .display import MODE_NAMES, Settings
+from .display import MODE_NAMES, Settings, is_interrupt
 
 RunScript = Callable[..., bool]
 
@@ -786,8 +786,6 @@ def _interactive(shell: Shell, db_label: str) -> int:
 
 def _interrupted(exc: BaseException) -> bool:
     """Ctrl-C: KeyboardInterrupt, duckdb's interrupt error, or a run it cancelled."""
-    from . import is_interrupt
-
     return is_interrupt(exc)
 
 
