@@ -65,8 +65,8 @@ def _centroids(con, name: str, run: str) -> dict[int, tuple]:
 
 
 def _members(con, name: str, run: str) -> dict[str, int]:
-    return dict(con.sql(f"SELECT id, cluster_id FROM cluster_members('{name}', "
-                        f"run_id := '{run}')").fetchall())
+    return {str(i): c for i, c in con.sql(f"SELECT id, cluster_id FROM cluster_members("
+                                          f"'{name}', run_id := '{run}')").fetchall()}
 
 
 def unchanged(set_name: str, algo: str) -> Row:
