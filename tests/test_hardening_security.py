@@ -843,3 +843,24 @@ def test_a_killed_run_reopened_with_another_artifacts_dir_loses_its_tmp_folder(d
         assert os.listdir(os.path.join(first_root, "t")) == []
     finally:
         con.close()
+
+
+def test_run_lifecycle_calls_on_a_read_only_file_say_so(db_path):
+    """A file written by an older version (no claim table) opened read-only: cluster_execute
+    and cluster_delete say the database is read-only, not that a table is missing."""
+    con = duckcluster.connect(db_path)
+    X, _ = blobs(n_per=50, k=4, d=8)
+    load_table(con, "docs", X)
+    q(con, "SELECT cluster_create('t', source := 'docs', embedding := 'embedding', "
+           "id := 'doc_id', algorithm := 'kmeans', params := {'n_clusters': 4})")
+    q(con, "DROP TABLE duckcluster.run_claims")
+    con.close()
+    con = duckcluster.connect(db_path, read_only=True)
+    try:
+        for call in ("cluster_execute", "cluster_delete"):
+            with pytest.raises(duckdb.Error) as err:
+                q(con, f"SELECT {call}('t')")
+            assert (f"SpecError: {call} writes to the catalog, but this database is open "
+                    "read-only. Reopen it read-write") in str(err.value)
+    finally:
+        con.close()

@@ -216,7 +216,7 @@ def delete_definition(cur, name: str, drop_artifacts: bool, settings: Settings) 
                 cur.execute(f"DELETE FROM duckcluster.{table} WHERE name = ?", [name])
         out["dead"] = dead
 
-    claimed(cur, body)
+    claimed(cur, body, what="cluster_delete")
     _EPOCH[0] += 1
     _remove_run_folders(out["dead"], settings)
     if drop_artifacts:
@@ -265,14 +265,17 @@ def process_token() -> str:
     return _TOKEN[1]
 
 
-def claimed(cur, body: Callable[[int | None], object], next_seq: bool = False):
+def claimed(cur, body: Callable[[int | None], object], next_seq: bool = False,
+            what: str = "This call"):
     """``body(run_seq)`` in one transaction that first updates the claim row.
 
     Two concurrent claims conflict in DuckDB (the second writer of the row gets a
     TransactionException, whether the first is still open or committed after the second
     began); the loser rolls back and tries again with a fresh snapshot, which sees what
     the winner committed. ``next_seq``: also take the next ``run_seq`` (passed to
-    ``body``; unique, above every stored one)."""
+    ``body``; unique, above every stored one). ``what`` names the call in the error on a
+    read-only database."""
+    require_writable(cur, what)
     delay = 0.002
     for _ in range(_CLAIM_TRIES):
         cur.execute("BEGIN")
@@ -388,7 +391,8 @@ def start_run(cur, spec: ClusterSpec, mode: str, threshold: float | None,
             [run_id, seq, spec.name, mode, status, now(), spec.seed, threshold,
              spec.to_json(), versions, os.getpid(), token])
 
-    claimed(cur, body, next_seq=True)
+    claimed(cur, body, next_seq=True, what="cluster_submit" if verb == "submit"
+            else "cluster_execute")
     _remove_run_folders(dead, None)
     return run_id
 
