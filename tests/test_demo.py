@@ -123,3 +123,13 @@ def test_cli_offers_both_demos():
                        capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 0, r.stderr
     assert "--digits" in r.stdout and "--report" in r.stdout
+
+
+def test_cli_refuses_a_missing_folder_before_any_work(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "duckcluster.cli", "demo", "--db",
+                        str(tmp_path / "demo.duckdb"), "--report",
+                        str(tmp_path / "missing" / "drift.html")],
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "--report" in r.stderr and "does not exist" in r.stderr
+    assert not (tmp_path / "demo.duckdb").exists()

@@ -185,8 +185,17 @@ def demo_cmd(db_path, artifacts_dir, report_path, digits) -> None:
     drift check that says what is new; --digits: handwritten digits instead."""
     from .demo import run_demo
 
-    run_demo(db_path, artifacts_dir, console, progress_display, digits=digits,
-             report_path=report_path)
+    for option, path in (("--db", db_path), ("--report", report_path)):
+        folder = os.path.dirname(os.path.abspath(path)) if path else None
+        if folder and not os.path.isdir(folder):
+            raise click.BadParameter(f"the folder {folder} does not exist; create it or give "
+                                     "a path in an existing folder", param_hint=option)
+    try:
+        run_demo(db_path, artifacts_dir, console, progress_display, digits=digits,
+                 report_path=report_path)
+    except (duckdb.Error, DuckclusterError, OSError) as exc:
+        print_error(exc)
+        sys.exit(1)
 
 
 # -- report: HTML reports (drift) ---------------------------------------------------
