@@ -169,8 +169,8 @@ def sql(con: duckdb.DuckDBPyConnection, query: str) -> duckdb.DuckDBPyRelation |
 
     Returns the relation of the last statement (None if it returns no rows).
     """
-    from . import _hints
     from ._syntax import rewrite, split_statements
+    from .cli import hints as _hints
 
     statements = [s for s in split_statements(rewrite(query)) if s.strip().strip(";").strip()]
     result = None

@@ -20,10 +20,11 @@ import click
 import duckdb
 from rich.console import Console
 
-from .. import _hints, connect
+from .. import connect
 from .. import functions as _sql
-from .._errors import DuckclusterError, RunCancelledError, user_message
+from .._errors import DuckclusterError, user_message
 from ..functions._registry import long_call
+from . import hints as _hints
 from .display import MODE_NAMES, Result, Settings, is_interrupt, print_result
 
 # Piped output gets a wide console so tables are never folded; a terminal gets its width.

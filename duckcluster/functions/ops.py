@@ -109,15 +109,6 @@ def _trigger_create(state):
     return trigger_create
 
 
-def _trigger_delete(state):
-    def trigger_delete(trigger_id):
-        with state.cursor() as cur:
-            catalog.require_writable(cur, "cluster_trigger_delete")
-            row = store.delete_trigger(cur, trigger_id)
-        return f"deleted trigger {trigger_id} ({row['kind']}) of {row['name']!r}; its history is kept"
-    return trigger_delete
-
-
 def _webhook_create(state):
     def webhook_create(args_json):
         spec = webhooks.WebhookSpec.from_dict(_options(args_json))
@@ -126,13 +117,24 @@ def _webhook_create(state):
     return webhook_create
 
 
-def _webhook_delete(state):
-    def webhook_delete(webhook_id):
-        with state.cursor() as cur:
-            catalog.require_writable(cur, "cluster_webhook_delete")
-            row = store.delete_webhook(cur, webhook_id)
-        return f"deleted webhook {webhook_id} ({row['url']}); its delivery log is kept"
-    return webhook_delete
+def _deleter(fn: str, delete, message):
+    """The body of a ``fn(id)`` that removes one catalog row and says what it removed."""
+    def body(state):
+        def run(row_id):
+            with state.cursor() as cur:
+                catalog.require_writable(cur, fn)
+                row = delete(cur, row_id)
+            return message(row_id, row)
+        return run
+    return body
+
+
+_trigger_delete = _deleter(
+    "cluster_trigger_delete", store.delete_trigger,
+    lambda i, r: f"deleted trigger {i} ({r['kind']}) of {r['name']!r}; its history is kept")
+_webhook_delete = _deleter(
+    "cluster_webhook_delete", store.delete_webhook,
+    lambda i, r: f"deleted webhook {i} ({r['url']}); its delivery log is kept")
 
 
 _THRESHOLD = P("assignment_threshold", "NULL", to="arg", sql_type="DOUBLE", cast=True)
