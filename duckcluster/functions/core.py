@@ -25,6 +25,7 @@ from ..core.spec import ClusterSpec, check_rows
 from ..core.vectors import combine_columns, to_dense
 from ..engine import execute as _execute
 from ..labels.labeling import LabelConfig
+from ._declare import Function, P, macros_sql, options, register
 from ._registry import _report, _State, _wrap
 
 _ASSIGN_CACHE_SECONDS = 1.0
@@ -274,37 +275,57 @@ _ASSIGN_DIMS = (32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
 
 
 
-def _assign_macro(macro: str, udf: str) -> str:
-    """``macro`` over ``udf``: the FLOAT[d] UDF for the widths in :data:`_ASSIGN_DIMS`."""
+def _assign_macro(macro: str, udf: str, doc: str) -> str:
+    """``macro`` over ``udf``: the FLOAT[d] UDF for the widths in :data:`_ASSIGN_DIMS`;
+    ``doc`` is its row in the generated reference."""
     args = "cluster_name, CAST(threshold AS FLOAT)"
     branches = "".join(
         f"\n        WHEN typeof(embedding) IN ('FLOAT[{d}]', 'DOUBLE[{d}]') "
         f"THEN {udf}_f{d}(CAST(embedding AS FLOAT[{d}]), {args})"
         for d in _ASSIGN_DIMS)
-    return (f"\nCREATE OR REPLACE TEMP MACRO {macro}(embedding, cluster_name, threshold := 0.5) "
-            f"AS\n    CASE{branches}\n        ELSE {udf}(CAST(embedding AS FLOAT[]), {args}) END;\n")
+    return (f"\n-- {doc}\nCREATE OR REPLACE TEMP MACRO {macro}(embedding, cluster_name, "
+            f"threshold := 0.5) AS\n    CASE{branches}\n        ELSE {udf}(CAST(embedding AS FLOAT[]), {args}) END;\n")
 
 
-_PY_MACROS = r"""
-CREATE OR REPLACE TEMP MACRO cluster_create(name, source := NULL, embedding := NULL,
-    algorithm := 'hdbscan', params := NULL, preprocessing := NULL, id := NULL,
-    sample_size := NULL, hierarchical := NULL, max_hierarchy_depth := NULL, dimensions := NULL,
-    seed := NULL, assignment_threshold := NULL, pooling := NULL, labeling := NULL,
-    backend := NULL, stable_ids := NULL, lineage := NULL, "replace" := false) AS
-    _dc_create(json_object('name', name, 'source', source, 'embedding', embedding,
-        'algorithm', algorithm, 'params', params, 'preprocessing', preprocessing, 'id', id,
-        'sample_size', sample_size, 'hierarchical', hierarchical,
-        'max_hierarchy_depth', max_hierarchy_depth, 'dimensions', dimensions, 'seed', seed,
-        'assignment_threshold', assignment_threshold, 'pooling', pooling,
-        'labeling', labeling, 'backend', backend, 'stable_ids', stable_ids,
-        'lineage', lineage)::VARCHAR, "replace");
+def _create_body(state: _State):
+    return lambda args_json, replace: _create(state, args_json, replace)
 
-CREATE OR REPLACE TEMP MACRO cluster_execute(name, mode := 'full', assignment_threshold := NULL) AS
-    _dc_execute(name, mode, CAST(assignment_threshold AS DOUBLE));
 
-CREATE OR REPLACE TEMP MACRO cluster_delete(name, drop_artifacts := false) AS
-    _dc_delete(name, drop_artifacts);
+def _execute_body(state: _State):
+    return lambda name, mode, threshold: _execute_udf(state, name, mode, threshold)
 
+
+def _delete_body(state: _State):
+    return lambda name, drop_artifacts: _delete(state, name, drop_artifacts)
+
+
+#: The regular functions of this area (see :mod:`._declare`). cluster_create's JSON keys
+#: are the keys ClusterSpec.from_dict accepts; NULL means "not given" (its defaults apply).
+FUNCTIONS = (
+    Function("cluster_create", "_dc_create", "VARCHAR", _create_body,
+             (*options(("name", "source", "embedding"), name=P("name")),
+              P("algorithm", "'hdbscan'"),
+              *options(("params", "preprocessing", "id", "sample_size", "hierarchical",
+                        "max_hierarchy_depth", "dimensions", "seed", "assignment_threshold",
+                        "pooling", "labeling", "backend", "stable_ids", "lineage")),
+              P("replace", "false", to="arg", sql_type="BOOLEAN")),
+             doc="store a validated cluster definition (source, embedding column(s), algorithm, "
+                 "preprocessing, options); nothing is fitted until cluster_execute; returns its "
+                 "name"),
+    Function("cluster_execute", "_dc_execute", "VARCHAR", _execute_body,
+             (P("name", to="arg"), P("mode", "'full'", to="arg"),
+              P("assignment_threshold", "NULL", to="arg", sql_type="DOUBLE", cast=True)),
+             doc="run a definition: mode 'full' fits and assigns every row, 'assign' assigns to "
+                 "the latest full run's centroids; returns the run id"),
+    Function("cluster_delete", "_dc_delete", "VARCHAR", _delete_body,
+             (P("name", to="arg"), P("drop_artifacts", "false", to="arg", sql_type="BOOLEAN")),
+             doc="remove a definition and its catalog rows; drop_artifacts := true also deletes "
+                 "the runs' Parquet files"),
+)
+
+_PY_MACROS = macros_sql(FUNCTIONS) + r"""
+-- cluster a query's embeddings in one statement, nothing stored: every source row with
+-- cluster_id (-1 noise) and cosine_similarity_to_centroid
 CREATE OR REPLACE TEMP MACRO cluster_embeddings(source, embedding, algorithm := 'hdbscan',
     params := NULL, preprocessing := NULL, id := NULL, seed := 42, sample_size := NULL) AS TABLE
     WITH __dc_src AS MATERIALIZED (
@@ -321,20 +342,18 @@ CREATE OR REPLACE TEMP MACRO cluster_embeddings(source, embedding, algorithm := 
     FROM __dc_src, __dc_fit
     ORDER BY __dc_rn;
 
-""" + _assign_macro("assign_cluster_detail", "_dc_assign_detail") \
-    + _assign_macro("assign_cluster", "_dc_assign")
+""" + _assign_macro("assign_cluster_detail", "_dc_assign_detail",
+                   "assign_cluster with the cosine similarity to the chosen centroid") \
+    + _assign_macro("assign_cluster", "_dc_assign",
+                    "the nearest centroid of the definition's latest full run (-1 below the "
+                    "threshold); vectorized, one UDF per common embedding width")
 
 
 def register_udfs(reg, state: _State) -> None:
     """Register the core UDFs (create, execute, delete, one-shot fit, assign) on one
     connection (a :class:`~duckcluster.functions._registry.Registrar`)."""
+    register(reg, state, FUNCTIONS)
     f = reg.create_function
-    f("_dc_create", _wrap(lambda a, r: _create(state, a, r)), ["VARCHAR", "BOOLEAN"],
-      "VARCHAR", side_effects=True, null_handling="special")
-    f("_dc_execute", _wrap(lambda n, m, t: _execute_udf(state, n, m, t)),
-      ["VARCHAR", "VARCHAR", "DOUBLE"], "VARCHAR", side_effects=True, null_handling="special")
-    f("_dc_delete", _wrap(lambda n, d: _delete(state, n, d)), ["VARCHAR", "BOOLEAN"],
-      "VARCHAR", side_effects=True, null_handling="special")
     f("_dc_oneshot_sql", _wrap(_oneshot_sql), ["VARCHAR", "VARCHAR", "VARCHAR"], "VARCHAR",
       null_handling="special")
     f("_dc_fit_lists", _wrap(_fit_lists), ["FLOAT[][][]", "VARCHAR[]", "VARCHAR"],
