@@ -135,7 +135,8 @@ def test_execute_argument_errors_change_nothing(con, docs):
          "Cluster 't' has no successful full run yet. Run SELECT cluster_execute('t') first."),
         ("SELECT * FROM cluster_members('t')", "Cluster 't' has no successful run yet."),
         ("SELECT * FROM cluster_members('t', run_id := 'run_x')", "No successful run 'run_x' of cluster 't'"),
-        ("SELECT * FROM cluster_members('nope')", "Table with name members of 'nope' does not exist!"),
+        ("SELECT * FROM cluster_members('nope')",
+         "No cluster definition named 'nope'. List them with SELECT * FROM cluster_list()."),
         ("SELECT assign_cluster(embedding, 't') FROM docs", "Cluster 't' has no successful full run yet."),
     ]:
         with pytest.raises(duckdb.Error) as err:

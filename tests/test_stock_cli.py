@@ -16,6 +16,7 @@ import subprocess
 from datetime import datetime
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pytest
 
@@ -190,7 +191,6 @@ READ_QUERIES = {
     "label_failures": "SELECT * FROM cluster_label_failures('topics')",
     "enrichments": "SELECT * FROM cluster_enrichments('topics')",
     "taxonomy_list": "SELECT * FROM taxonomy_list()",
-    "taxonomy_nodes": "SELECT * FROM taxonomy_nodes('none')",
     "drift_monitor_list": "SELECT * FROM drift_monitor_list()",
     "drift_monitors_deprecated_alias": "SELECT * FROM drift_monitors()",
     "trigger_history": "SELECT * FROM cluster_trigger_history()",
@@ -274,10 +274,81 @@ def test_macro_errors_have_the_same_text(built, py, key):
     db, runs = built
     query = MACRO_ERRORS[key].format(**runs)
     message = cli_error(db, query)
-    # cluster_members picks the definition's typed view when the query is bound
-    kind = "Catalog Error: " if key == "unknown_definition" else "Invalid Input Error: "
-    assert message.startswith(kind)
+    assert message.startswith("Invalid Input Error: ")
     assert message == py_error(py, query)
+
+
+#: Every read function taking a definition (or taxonomy) name, called with one that does
+#: not exist: the message names it and says how to list what exists.
+UNKNOWN_NAMES = {
+    "SELECT * FROM cluster_members('nope')": "definition",
+    "SELECT * FROM cluster_members('nope', run_id := 'x')": "definition",
+    "SELECT * FROM cluster_centroids('nope')": "definition",
+    "SELECT * FROM cluster_quality('nope')": "definition",
+    "SELECT * FROM cluster_runs('nope')": "definition",
+    "SELECT * FROM cluster_lineage('nope')": "definition",
+    "SELECT * FROM cluster_drift('nope')": "definition",
+    "SELECT * FROM cluster_labels('nope')": "definition",
+    "SELECT * FROM cluster_label_failures('nope')": "definition",
+    "SELECT * FROM cluster_enrichments('nope')": "definition",
+    "SELECT * FROM cluster_trigger_history('nope')": "definition",
+    "SELECT * FROM cluster_webhook_list('nope')": "definition",
+    "SELECT * FROM cluster_webhook_deliveries('nope')": "definition",
+    "SELECT assign_cluster(embedding, 'nope') FROM new_docs": "definition",
+    "SELECT assign_cluster_detail(embedding, 'nope') FROM new_docs": "definition",
+    "SELECT * FROM taxonomy_nodes('nope')": "taxonomy",
+}
+
+
+def _unknown_sentence(kind: str, listing: str) -> str:
+    if kind == "taxonomy":
+        return f"No taxonomy named 'nope'. List them with SELECT * FROM {listing}taxonomy_list()."
+    return f"No cluster definition named 'nope'."
+
+
+@pytest.mark.parametrize("query", UNKNOWN_NAMES)
+def test_an_unknown_name_says_so_in_every_world(built, py, query):
+    """Python (TEMP macros and UDFs), the stock CLI after .read, and the stock CLI calling the
+    persistent duckcluster.<name> macros with nothing loaded: one line naming the name."""
+    db, _ = built
+    kind = UNKNOWN_NAMES[query]
+    for message, listing in ((py_error(py, query), ""), (cli_error(db, query), ""),
+                             (_persistent_error(db, query), "duckcluster.")):
+        assert message.startswith("Invalid Input Error: "), message
+        assert _unknown_sentence(kind, listing) in message, message
+        if kind == "definition" and "assign_cluster" not in query:  # the UDF lists them itself
+            assert f"List them with SELECT * FROM {listing}cluster_list()." in message, message
+
+
+def _persistent_error(db: str, query: str) -> str:
+    out = run_cli(db, qualified(query), reads=())
+    assert out.returncode != 0, f"{qualified(query)} succeeded in the CLI; expected an error"
+    return out.stderr.strip().splitlines()[0]
+
+
+def test_a_null_definition_name(built, py):
+    db, _ = built
+    query = "SELECT * FROM cluster_members(NULL)"
+    sentence = "cluster_members needs a definition name, not NULL."
+    assert sentence in py_error(py, query) and sentence in cli_error(db, query)
+
+
+def test_names_kept_from_a_deleted_definition_still_list(tmp_path):
+    """cluster_runs of a deleted definition shows the runs kept from it (no error)."""
+    import duckcluster
+
+    db = str(tmp_path / "kept.duckdb")
+    with duckcluster.connect(db) as con:
+        X, _ = blobs(n_per=20, k=2, d=8, seed=2)
+        load_table(con, "docs", X)
+        con.sql("SELECT cluster_create('gone', source := 'docs', embedding := 'embedding', "
+                "id := 'doc_id', algorithm := 'kmeans', params := {'n_clusters': 2})").fetchall()
+        run = con.sql("SELECT cluster_execute('gone')").fetchall()[0][0]
+        con.sql("SELECT cluster_delete('gone')").fetchall()
+        assert con.sql("SELECT run_id FROM cluster_runs('gone')").fetchall() == [(run,)]
+        with pytest.raises(duckdb.Error, match="No cluster definition named 'gone'"):
+            con.sql("SELECT * FROM cluster_members('gone')").fetchall()
+    assert cli_rows(db, "SELECT run_id FROM cluster_runs('gone')") == [{"run_id": run}]
 
 
 ASSIGN_ERRORS = {

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import duckdb
 import numpy as np
 import pytest
 
@@ -103,7 +104,7 @@ def test_names_that_differ_only_in_case_have_their_own_views(con):
     assert q(con, "SELECT DISTINCT typeof(id) FROM cluster_members('topics')") == [("VARCHAR",)]
     q(con, "SELECT cluster_delete('Topics')")
     assert q(con, "SELECT count(*) FROM cluster_members('topics')") == [(90,)]
-    with pytest.raises(Exception, match="members of '\\^Topics' does not exist"):
+    with pytest.raises(Exception, match="No cluster definition named 'Topics'"):
         q(con, "SELECT * FROM cluster_members('Topics')")
 
 
@@ -157,3 +158,38 @@ def test_a_source_that_is_gone_gives_text_ids_after_migration(con):
     with duckcluster.connect(db) as rw:
         assert q(rw, "SELECT DISTINCT typeof(id), count(*) FROM cluster_members('t') GROUP BY ALL") \
             == [("VARCHAR", 90)]
+
+
+def test_members_of_a_definition_created_or_deleted_after_install(con):
+    """The view a name reads is looked up in a macro duckcluster rewrites whenever the set of
+    definitions changes: a definition created on this connection is readable at once, one
+    deleted gives the unknown-name error (not DuckDB's missing-table one)."""
+    create(con, "later", "docs_integer")
+    assert q(con, "SELECT DISTINCT typeof(id) FROM cluster_members('later')") == [("INTEGER",)]
+    cur = con.cursor()  # another connection to the same file sees it too
+    duckcluster.install(cur)
+    assert q(cur, "SELECT count(*) FROM duckcluster.cluster_members('later')") == [(90,)]
+    q(con, "SELECT cluster_delete('later')")
+    for c in (con, cur):
+        with pytest.raises(duckdb.Error, match="No cluster definition named 'later'. List them"):
+            q(c, "SELECT * FROM cluster_members('later')")
+    cur.close()
+
+
+def test_a_read_only_file_written_before_the_lookup_macro(con):
+    """Typed views but no duckcluster._dc_members_view_of (written by an older duckcluster):
+    a read-only open still reads members; a read-write open adds the macro."""
+    create(con, "t", "docs_bigint")
+    q(con, "DROP MACRO duckcluster._dc_members_view")  # it calls the lookup macro
+    q(con, "DROP MACRO duckcluster._dc_members_view_of")
+    q(con, "DELETE FROM duckcluster.meta WHERE key = 'read_side'")
+    db = q(con, "SELECT path FROM duckdb_databases() WHERE database_name = current_database()")[0][0]
+    con.close()
+    with duckcluster.connect(db, read_only=True) as ro:
+        assert q(ro, "SELECT DISTINCT typeof(id), count(*) FROM cluster_members('t') GROUP BY ALL") \
+            == [("BIGINT", 90)]
+    with duckcluster.connect(db) as rw:
+        with pytest.raises(duckdb.Error, match="No cluster definition named 'x'"):
+            q(rw, "SELECT * FROM cluster_members('x')")
+    out = run_cli(db, "SELECT count(*) AS n FROM duckcluster.cluster_members('t')", reads=())
+    assert out.returncode == 0 and json.loads(out.stdout) == {"n": 90}, out.stderr

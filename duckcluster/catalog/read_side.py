@@ -67,11 +67,13 @@ def ensure_persistent(cur: duckdb.DuckDBPyConnection) -> bool:
     want = digest(text)
     row = cur.execute("SELECT value FROM duckcluster.meta WHERE key = ?",
                       [READ_SIDE_KEY]).fetchall()
-    if row and row[0][0] == want:
-        return False
-    cur.execute(text)
-    cur.execute("INSERT OR REPLACE INTO duckcluster.meta VALUES (?, ?)", [READ_SIDE_KEY, want])
-    return True
+    changed = not (row and row[0][0] == want)
+    sync_members_dispatch(cur)  # first: the macros call it (definitions written elsewhere too)
+    if changed:
+        cur.execute(text)
+        cur.execute("INSERT OR REPLACE INTO duckcluster.meta VALUES (?, ?)",
+                    [READ_SIDE_KEY, want])
+    return changed
 
 
 # -- typed ids: one view per definition ---------------------------------------------------
@@ -117,15 +119,84 @@ def sync_members_view(cur, name: str, id_type: str | None) -> None:
     from .._source import quote_literal
 
     want = view_id_type(id_type)
-    if current_id_type(cur, name) == want:
-        return
-    cur.execute(f"CREATE OR REPLACE VIEW {members_view(name)} AS SELECT m.* REPLACE "
-                f"(CAST(m.id AS {want}) AS id) FROM duckcluster.members AS m "
-                f"WHERE m.name = {quote_literal(name)}")
+    if current_id_type(cur, name) != want:
+        cur.execute(f"CREATE OR REPLACE VIEW {members_view(name)} AS SELECT m.* REPLACE "
+                    f"(CAST(m.id AS {want}) AS id) FROM duckcluster.members AS m "
+                    f"WHERE m.name = {quote_literal(name)}")
+    sync_members_dispatch(cur)
 
 
 def drop_members_view(cur, name: str) -> None:
     cur.execute(f"DROP VIEW IF EXISTS {members_view(name)}")
+    sync_members_dispatch(cur)
+
+
+# -- which view a name reads: a macro over the definitions, rewritten when they change ------
+#
+# A table macro's query_table() argument must fold to a constant when the query is bound, so
+# it cannot look a name up in duckcluster.definitions (no subqueries there). The macro
+# duckcluster._dc_members_view_of(name) is a CASE over the names that exist, which DuckDB
+# folds: a known name gives its view, any other name the same error the other read
+# functions give, in every client (TEMP and persistent cluster_members call it).
+
+DISPATCH_KEY = "members_dispatch"
+_UNKNOWN = ("'No cluster definition named ''' || cluster_name || '''. List them with ' "
+            "|| listing || '.'")
+_NULL_NAME = ("'cluster_members needs a definition name, not NULL. List them with ' "
+              "|| listing || '.'")
+
+#: The statement of sql/duckcluster.sql that uses the dispatch macro.
+DISPATCHED_MEMBERS_VIEW = """CREATE OR REPLACE TEMP MACRO _dc_members_view(cluster_name) AS
+    CASE WHEN cluster_name IS NULL
+             THEN error('cluster_members needs a definition name, not NULL. List them with SELECT * FROM cluster_list().')
+         ELSE duckcluster._dc_members_view_of(cluster_name, 'SELECT * FROM cluster_list()') END;"""
+
+
+def members_dispatch_sql(names: list[str]) -> str:
+    """The CREATE MACRO statement of ``duckcluster._dc_members_view_of`` for ``names``.
+
+    ``listing``: the query that lists definitions in the caller's world (the TEMP macro
+    passes ``cluster_list()``, its persistent copy ``duckcluster.cluster_list()``)."""
+    from .._source import quote_literal
+
+    whens = "".join(f" WHEN cluster_name = {quote_literal(n)} THEN {quote_literal(members_view(n))}"
+                    for n in names)
+    return ("CREATE OR REPLACE MACRO duckcluster._dc_members_view_of(cluster_name, listing) AS CASE "
+            f"WHEN cluster_name IS NULL THEN error({_NULL_NAME}){whens} "
+            f"ELSE error({_UNKNOWN}) END")
+
+
+def has_members_dispatch(cur) -> bool:
+    return cur.execute(
+        "SELECT count(*) FROM duckdb_functions() WHERE database_name = current_database() AND "
+        "schema_name = 'duckcluster' AND function_name = '_dc_members_view_of'"
+    ).fetchall()[0][0] > 0
+
+
+def sync_members_dispatch(cur) -> bool:
+    """Rewrite ``_dc_members_view_of`` when the set of definitions changed (or it is missing).
+
+    Returns True when it wrote it."""
+    names = [r[0] for r in cur.execute(
+        "SELECT name FROM duckcluster.definitions ORDER BY name").fetchall()]
+    text = members_dispatch_sql(names)
+    want = digest(text)
+    stored = cur.execute("SELECT value FROM duckcluster.meta WHERE key = ?",
+                         [DISPATCH_KEY]).fetchall()
+    if stored and stored[0][0] == want and has_members_dispatch(cur):
+        return False
+    cur.execute(text)
+    cur.execute("INSERT OR REPLACE INTO duckcluster.meta VALUES (?, ?)", [DISPATCH_KEY, want])
+    return True
+
+
+#: _dc_members_view for a file opened read-only that has typed views but was last written
+#: before the dispatch macro: the view's name computed from the name (an unknown name then
+#: fails with DuckDB's "Table with name members of '...' does not exist").
+NAME_ONLY_MEMBERS_VIEW = r"""
+CREATE OR REPLACE TEMP MACRO _dc_members_view(cluster_name) AS
+    'duckcluster."members of ''' || replace(regexp_replace(cluster_name, '([A-Z^])', '^\1', 'g'), '"', '^_') || '''"';
+"""
 
 
 def definitions_without_view(cur) -> list[str]:

@@ -45,6 +45,16 @@ CREATE OR REPLACE TEMP MACRO _dc_definition(cluster_name) AS (
     FROM duckcluster.definitions d WHERE d.name = cluster_name
 );
 
+-- true when a definition of that name exists, when rows kept from a deleted one carry the
+-- name (n_kept > 0) or when no name was given; else the error of the other read functions.
+-- Listings use it so that a misspelled name is an error, not an empty result.
+CREATE OR REPLACE TEMP MACRO _dc_known(cluster_name, n_kept) AS (
+    SELECT CASE WHEN cluster_name IS NULL OR count(*) > 0 OR n_kept > 0 THEN true
+        ELSE error('No cluster definition named ''' || cluster_name || '''. List them with SELECT * FROM cluster_list().')
+        END
+    FROM duckcluster.definitions d WHERE d.name = cluster_name
+);
+
 CREATE OR REPLACE TEMP MACRO _dc_check_run(cluster_name, rid) AS (
     SELECT CASE WHEN count(*) = 0
         THEN error('No successful run ''' || rid || ''' of cluster ''' || cluster_name || '''. List runs with SELECT * FROM cluster_runs(''' || cluster_name || ''').')
@@ -67,19 +77,26 @@ CREATE OR REPLACE TEMP MACRO cluster_runs(cluster_name) AS TABLE
            r.progress, r.submitted_at
     FROM duckcluster.runs r
     WHERE r.name = cluster_name
+      AND _dc_known(cluster_name, (SELECT count(*) FROM duckcluster.runs k WHERE k.name = cluster_name))
       AND r.started_at >= coalesce((SELECT d.created_at FROM duckcluster.definitions d
                                     WHERE d.name = cluster_name), '-infinity'::TIMESTAMP)
     ORDER BY r.run_seq;
 
 -- The view holding one definition's members with ids in the source's own type (duckcluster
--- keeps one per definition, next to duckcluster.members, which stores ids as text). Capitals,
--- '^' and '"' are escaped because DuckDB compares identifiers without case.
+-- keeps one per definition, next to duckcluster.members, which stores ids as text). The
+-- macro duckcluster._dc_members_view_of is written into the file by duckcluster whenever the
+-- set of definitions changes: a CASE over their names, so DuckDB folds it when the query is
+-- bound, and an unknown name fails here with the same message as the other read functions.
+-- (Behind a CASE, DuckDB does not look the macro up when this one is created, so this file
+-- loads in files written before it too; cluster_members then needs one read-write open.)
 CREATE OR REPLACE TEMP MACRO _dc_members_view(cluster_name) AS
-    'duckcluster."members of ''' || replace(regexp_replace(cluster_name, '([A-Z^])', '^\1', 'g'), '"', '^_') || '''"';
+    CASE WHEN cluster_name IS NULL
+             THEN error('cluster_members needs a definition name, not NULL. List them with SELECT * FROM cluster_list().')
+         ELSE duckcluster._dc_members_view_of(cluster_name, 'SELECT * FROM cluster_list()') END;
 
 -- One row per member: id (in the source's type), cluster_id (-1 = noise), similarity,
 -- x, y[, z], hierarchy fields. The name must be a constant (the view is picked when the
--- query is bound); an unknown name fails with "Table with name members of '...' does not exist".
+-- query is bound).
 CREATE OR REPLACE TEMP MACRO cluster_members(cluster_name, run_id := NULL) AS TABLE
     SELECT m.run_id, m.id, m.cluster_id, m.cosine_similarity_to_centroid, m.x, m.y, m.z,
            m.node_id, m.parent_cluster_id, m.hierarchy_level
@@ -414,6 +431,8 @@ CREATE OR REPLACE TEMP MACRO cluster_label_failures(cluster_name) AS TABLE
     SELECT f.run_id, f.node_id, f.provider, f.model, f.kind, f.error, f.attempts, f.failed_at
     FROM duckcluster.label_failures f
     WHERE f.name = cluster_name
+      AND _dc_known(cluster_name, (SELECT count(*) FROM duckcluster.label_failures k
+                                   WHERE k.name = cluster_name))
     ORDER BY f.failed_at, f.node_id;
 
 CREATE OR REPLACE TEMP MACRO cluster_enrichments(cluster_name) AS TABLE
@@ -421,6 +440,8 @@ CREATE OR REPLACE TEMP MACRO cluster_enrichments(cluster_name) AS TABLE
            e.n_matched, e.n_inserted, e.enriched_at
     FROM duckcluster.enrichments e
     WHERE e.name = cluster_name
+      AND _dc_known(cluster_name, (SELECT count(*) FROM duckcluster.enrichments k
+                                   WHERE k.name = cluster_name))
     ORDER BY e.enriched_at;
 
 CREATE OR REPLACE TEMP MACRO taxonomy_list() AS TABLE
@@ -480,6 +501,10 @@ CREATE OR REPLACE TEMP MACRO taxonomy_nodes(taxonomy_name) AS TABLE
            f.current_run_id, f.current_node_id, f.lineage_note
     FROM duckcluster.taxonomy_nodes n LEFT JOIN followed f ON f.t_node = n.node_id
     WHERE n.taxonomy = taxonomy_name
+      AND (SELECT CASE WHEN count(*) > 0 THEN true
+                       ELSE error('No taxonomy named ''' || taxonomy_name || '''. List them with SELECT * FROM taxonomy_list().')
+                       END
+           FROM duckcluster.taxonomies t WHERE t.taxonomy = taxonomy_name)
     ORDER BY n.level, n.node_id;
 
 -- Drift monitors (pure SQL: the same in the stock CLI and in Python)
@@ -504,7 +529,11 @@ CREATE OR REPLACE TEMP MACRO cluster_trigger_history(cluster_name := NULL) AS TA
            coalesce(f.error, r.error) AS error, f.scheduled_for, f.observed, f.firing_id
     FROM duckcluster.trigger_firings f
     LEFT JOIN duckcluster.runs r ON r.run_id = f.run_id
-    WHERE cluster_name IS NULL OR f.name = cluster_name OR f.trigger_id = cluster_name
+    WHERE (cluster_name IS NULL OR f.name = cluster_name OR f.trigger_id = cluster_name)
+      AND _dc_known(cluster_name, (SELECT count(*) FROM duckcluster.triggers k
+                                   WHERE k.name = cluster_name OR k.trigger_id = cluster_name)
+                                + (SELECT count(*) FROM duckcluster.trigger_firings k
+                                   WHERE k.name = cluster_name OR k.trigger_id = cluster_name))
     ORDER BY f.fired_at, f.firing_id;
 
 CREATE OR REPLACE TEMP MACRO cluster_webhook_list(cluster_name := NULL) AS TABLE
@@ -517,12 +546,18 @@ CREATE OR REPLACE TEMP MACRO cluster_webhook_list(cluster_name := NULL) AS TABLE
            (SELECT count(DISTINCT d.delivery_id) FROM duckcluster.webhook_deliveries d
             WHERE d.webhook_id = w.webhook_id AND d.status = 'failed') AS n_failed
     FROM duckcluster.webhooks w
-    WHERE cluster_name IS NULL OR w.name = cluster_name OR w.name IS NULL
+    WHERE (cluster_name IS NULL OR w.name = cluster_name OR w.name IS NULL)
+      AND _dc_known(cluster_name, (SELECT count(*) FROM duckcluster.webhooks k
+                                   WHERE k.name = cluster_name))
     ORDER BY w.created_at, w.webhook_id;
 
 CREATE OR REPLACE TEMP MACRO cluster_webhook_deliveries(cluster_name := NULL) AS TABLE
     SELECT d.attempted_at, d.webhook_id, d.name, d.event, d.subject_id, d.delivery_id,
            d.attempt, d.status, d.http_status, d.error, d.duration_s, d.payload
     FROM duckcluster.webhook_deliveries d
-    WHERE cluster_name IS NULL OR d.name = cluster_name OR d.webhook_id = cluster_name
+    WHERE (cluster_name IS NULL OR d.name = cluster_name OR d.webhook_id = cluster_name)
+      AND _dc_known(cluster_name, (SELECT count(*) FROM duckcluster.webhooks k
+                                   WHERE k.name = cluster_name OR k.webhook_id = cluster_name)
+                                + (SELECT count(*) FROM duckcluster.webhook_deliveries k
+                                   WHERE k.name = cluster_name OR k.webhook_id = cluster_name))
     ORDER BY d.attempted_at, d.delivery_id, d.attempt;
