@@ -18,6 +18,7 @@ runs (a multi-statement source written by an older version never runs).
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 
@@ -332,3 +333,19 @@ def name_bad_file(cur, source: str, select: str, exc: BaseException) -> BaseExce
     return DataError(f"Cannot read {bad!r}{where}: {text.rstrip('.')}. The file is damaged or "
                      f"is not a {kind} file: rewrite it, or move it out of the way, and run "
                      "again.")
+
+
+def validate_text_expression(cur, expr: str) -> None:
+    """``text`` must be one SQL expression (DuckDB's own parser decides)."""
+    raw = cur.execute("SELECT json_serialize_sql(?)", ["SELECT " + expr]).fetchall()[0][0]
+    tree = json.loads(raw)
+    ok = not tree.get("error") and len(tree.get("statements", [])) == 1
+    if ok:
+        node = tree["statements"][0]["node"]
+        ok = (node.get("type") == "SELECT_NODE" and node["from_table"]["type"] == "EMPTY"
+              and len(node["select_list"]) == 1 and node["select_list"][0]["class"] != "STAR"
+              and not node.get("modifiers") and node.get("where_clause") is None
+              and not node.get("group_expressions") and not node["cte_map"]["map"])
+    if not ok:
+        raise SpecError(f"text must be a column name or one SQL expression over the source's "
+                        f"columns, like 'title || '' '' || body'. Got {expr!r}.")

@@ -89,12 +89,19 @@ def test_stream_far_larger_than_the_reservoir(con, reference, incoming):
     assert kstest(arrivals, "uniform").pvalue > 0.001
     out = con.sql("SELECT * FROM drift_monitor_windows('m')")
     assert out.columns == ["window_start", "window_end", "is_baseline", "n_seen", "n_reservoir",
-                           "method", "statistic", "p_value", "threshold", "drift_detected",
-                           "cluster_js_divergence", "cluster_p_value", "new_content_share",
-                           "details"]
+                           "method", "statistic", "p_value", "p_value_adjusted", "threshold",
+                           "drift_detected", "cluster_js_divergence", "cluster_p_value",
+                           "new_content_share", "details"]
     r = [dict(zip(out.columns, row)) for row in out.fetchall()]
     assert [x["is_baseline"] for x in r] == [True, False, False]
     assert r[0]["statistic"] is None and r[0]["n_reservoir"] == RESERVOIR
+    assert r[0]["method"] == "knn" and r[0]["p_value_adjusted"] is None
+    # two windows tested: Benjamini-Hochberg over both, and the decision on it
+    from duckcluster.drift.explain import benjamini_hochberg
+
+    want = benjamini_hochberg(np.array([r[1]["p_value"], r[2]["p_value"]]))
+    assert [r[1]["p_value_adjusted"], r[2]["p_value_adjusted"]] == pytest.approx(list(want))
+    assert [r[1]["drift_detected"], r[2]["drift_detected"]] == [bool(w < 0.05) for w in want]
     assert r[1]["drift_detected"] is False and r[2]["drift_detected"] is True
     assert r[1]["cluster_p_value"] > 0.05 and r[2]["cluster_p_value"] < 0.001
     assert r[2]["cluster_js_divergence"] > 0.05 and r[2]["new_content_share"] == 0.0

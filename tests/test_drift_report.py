@@ -51,7 +51,8 @@ def report(digits_db, tmp_path_factory):
     """The report written by the CLI, as a subprocess (the user's path)."""
     out = str(tmp_path_factory.mktemp("html") / "drift.html")
     r = subprocess.run([sys.executable, "-m", "duckcluster.cli", "report", "drift", digits_db,
-                        "--baseline", BASELINE, "--current", CURRENT, "--out", out],
+                        "--baseline", BASELINE, "--current", CURRENT, "--out", out,
+                        "--text", "'digit_' || label"],
                        capture_output=True, text=True, timeout=300, check=False)
     assert r.returncode == 0, r.stderr
     assert f"wrote {out}" in r.stdout
@@ -63,17 +64,27 @@ def test_report_is_one_self_contained_file(report):
     images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)"', text)
     assert [a for a, _ in images] == ["2-D PCA scatter of baseline and current",
                                       "PC1 histograms of baseline and current",
-                                      "Per-cluster shares of baseline and current"]
+                                      "Region shares of baseline and current"]
     for _, data in images:
         assert base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n"
     assert not re.search(r'(src|href)="(https?:)?//', text) and "<script" not in text
     methods = re.findall(r"<tr><td><code>(\w+)</code>", text)
-    assert methods == ["mmd", "energy", "wasserstein", "kl", "classifier", "cluster", "mean_shift"]
+    assert methods == ["knn", "mmd", "energy", "wasserstein", "kl", "classifier", "cluster",
+                       "mean_shift"]
     assert "Drift detected by" in text  # the default method sees the unseen nines
 
 
+def test_report_names_what_moved(report):
+    """The regions table names the new content by its keywords, not by a number."""
+    text = Path(report).read_text(encoding="utf-8")
+    moved = text.split("<h2>What moved</h2>", 1)[1].split("<h2>", 1)[0]
+    first = re.search(r"<tr><td class=kind-(\w+)>[^<]*</td><td><b>([^<]+)</b>", moved)
+    assert first and first.group(1) == "new" and first.group(2).startswith("digit_9")
+    assert "region " not in first.group(2)
+
+
 def test_report_numbers_are_the_sql_numbers(digits_db, tmp_path):
-    """The page shows what embedding_drift returns on the same database."""
+    """The page shows what embedding_drift and embedding_drift_explain return."""
     con = duckcluster.connect(digits_db, read_only=True)
     try:
         out = drift_report(con, BASELINE, CURRENT, str(tmp_path / "r.html"),
@@ -81,15 +92,21 @@ def test_report_numbers_are_the_sql_numbers(digits_db, tmp_path):
         sql = con.execute("SELECT method, p_value, details FROM embedding_drift(?, ?, "
                           "'embedding', method := ['mmd', 'cluster'], reference := "
                           "'digits_kmeans')", [BASELINE, CURRENT]).fetchall()
+        regions = con.execute("SELECT kind, baseline_share, current_share, example_ids FROM "
+                              "embedding_drift_explain(?, ?, 'embedding') WHERE kind <> 'stable'",
+                              [BASELINE, CURRENT]).fetchall()
     finally:
         con.close()
     text = Path(out).read_text(encoding="utf-8")
     for method, p, _ in sql:
         assert re.search(rf"<code>{method}</code></td><td class=num>[^<]+</td>"
                          rf"<td class=num>{p:.4f}</td>", text), method
-    details = json.loads(sql[1][2])
-    assert details["reference"].startswith("run ")
-    assert f"{details['new_content_share']:.1%} of current rows" in text
+    assert json.loads(sql[1][2])["reference"].startswith("run ")
+    assert regions and regions[0][0] == "new"
+    for kind, b, c, ids in regions[:12]:
+        assert f"<td class=num>{b:.1%}</td><td class=num>{c:.1%}</td>" in text
+    # without a text expression a region is named by its number and an example id
+    assert f"region 1 (e.g. id {regions[0][3][0]})" in text
 
 
 def test_report_errors_are_clean(digits_db, tmp_path):

@@ -14,8 +14,8 @@ import pytest
 from conftest import blobs, load_table, stock_cli
 
 ROOT = Path(__file__).resolve().parent.parent
-COLUMNS = ["method", "statistic", "p_value", "threshold", "drift_detected", "n_baseline",
-           "n_current", "details"]
+COLUMNS = ["method", "statistic", "p_value", "p_value_adjusted", "threshold", "drift_detected",
+           "n_baseline", "n_current", "details"]
 
 
 def rows(con, q, params=None):
@@ -48,19 +48,26 @@ def test_embedding_drift_from_queries_returns_one_typed_row(con, shifted):
     rel = con.sql("SELECT * FROM embedding_drift('(SELECT * FROM docs WHERE doc_id < 300)', "
                   "'(SELECT * FROM docs WHERE doc_id >= 300)', 'embedding')")
     assert rel.columns == COLUMNS
-    assert [str(t) for t in rel.types] == ["VARCHAR", "DOUBLE", "DOUBLE", "DOUBLE", "BOOLEAN",
-                                           "BIGINT", "BIGINT", "JSON"]
+    assert [str(t) for t in rel.types] == ["VARCHAR", "DOUBLE", "DOUBLE", "DOUBLE", "DOUBLE",
+                                           "BOOLEAN", "BIGINT", "BIGINT", "JSON"]
     (r,) = rel.fetchall()
-    assert r[0] == "mmd" and r[5] == 300 and r[6] == 300 and r[3] == 0.05
-    assert json.loads(r[7])["n_permutations"] == 500
+    assert r[0] == "knn" and r[6] == 300 and r[7] == 300 and r[4] == 0.05
+    assert r[3] == r[2]  # one test: nothing to adjust for
+    d = json.loads(r[8])
+    assert d["n_permutations"] == 500 and d["sampled"] is False
+    assert (d["n_tested_baseline"], d["n_tested_current"]) == (300, 300)
 
 
 def test_every_method_detects_a_new_blob_from_tables(con, shifted):
     out = rows(con, "SELECT * FROM embedding_drift('docs', 'new_docs', 'embedding', method := 'all')")
-    assert [r["method"] for r in out] == ["mmd", "energy", "wasserstein", "kl", "classifier",
-                                          "cluster", "mean_shift"]
-    for r in out:
+    assert [r["method"] for r in out] == ["knn", "mmd", "energy", "wasserstein", "kl",
+                                          "classifier", "cluster", "mean_shift"]
+    from duckcluster.drift.explain import benjamini_hochberg
+
+    want = benjamini_hochberg(np.array([r["p_value"] for r in out]))
+    for r, adjusted in zip(out, want):
         assert r["drift_detected"] and r["p_value"] < 0.05, r
+        assert r["p_value_adjusted"] == pytest.approx(adjusted) and r["p_value_adjusted"] < 0.05
         assert (r["n_baseline"], r["n_current"]) == (600, 400)
     cluster = next(r for r in out if r["method"] == "cluster")["details"]
     assert cluster["new_content_share"] > 0.2  # the 5th blob fits no baseline cluster
@@ -99,18 +106,27 @@ def test_null_embeddings_are_skipped_and_counted(con, shifted):
     assert r["n_current"] == 400 and r["details"]["n_null_current"] == 7
 
 
-def test_large_sides_are_read_as_seeded_samples(con):
-    """50k rows: MMD runs on max_samples rows per side and says so; no O(n^2) work."""
+def test_large_sides_test_every_row_and_say_how(con):
+    """50k rows: the default method tests every row (approximate neighbours, recall
+    reported); mmd switches to random features; max_samples samples and says so."""
     rng = np.random.default_rng(0)
     load_table(con, "big", rng.normal(size=(50_000, 8)).astype(np.float32))
-    r = rows(con, "SELECT * FROM embedding_drift('(SELECT * FROM big WHERE doc_id % 2 = 0)', "
-                  "'(SELECT * FROM big WHERE doc_id % 2 = 1)', 'embedding', "
-                  "params := {'max_samples': 300, 'n_permutations': 99})")[0]
+    sides = ("'(SELECT * FROM big WHERE doc_id % 2 = 0)', '(SELECT * FROM big WHERE doc_id % 2 = 1)'")
+    r = rows(con, f"SELECT * FROM embedding_drift({sides}, 'embedding', "
+                  "params := {'n_permutations': 99})")[0]
     d = r["details"]
     assert (r["n_baseline"], r["n_current"]) == (25_000, 25_000)
-    assert d["sampled"] is True and d["read_sample_rows"] == {"baseline": 300, "current": 300}
-    assert (d["n_tested_baseline"], d["n_tested_current"]) == (300, 300)
+    assert d["sampled"] is False and (d["n_tested_baseline"], d["n_tested_current"]) == (25_000, 25_000)
+    assert d["neighbours"] == "approximate" and 0 < d["recall"] <= 1 and "cells" in d["search"]
     assert not r["drift_detected"]
+    m = rows(con, f"SELECT * FROM embedding_drift({sides}, 'embedding', method := 'mmd', "
+                  "params := {'n_permutations': 99})")[0]["details"]
+    assert m["sampled"] is False and m["kernel_matrix"] == "512 random Fourier features"
+    s = rows(con, f"SELECT * FROM embedding_drift({sides}, 'embedding', method := 'mmd', "
+                  "params := {'max_samples': 300, 'n_permutations': 99})")[0]["details"]
+    assert s["sampled"] is True and s["read_sample_rows"] == {"baseline": 300, "current": 300}
+    assert (s["n_tested_baseline"], s["n_tested_current"]) == (300, 300)
+    assert s["kernel_matrix"] == "exact"
 
 
 def test_cluster_method_against_a_reference_definition(con, shifted):
@@ -156,7 +172,7 @@ def test_unknown_method_error_lists_valid_methods(con, shifted):
     msg = error_of(con, "SELECT * FROM embedding_drift('docs', 'new_docs', 'embedding', "
                         "method := 'energi')")
     assert "UnknownNameError: Unknown drift method 'energi'. Did you mean 'energy'?" in msg
-    assert "'classifier', 'cluster', 'energy', 'kl', 'mean_shift', 'mmd', 'wasserstein'" in msg
+    assert "'classifier', 'cluster', 'energy', 'kl', 'knn', 'mean_shift', 'mmd', 'wasserstein'" in msg
 
 
 def test_wrong_dimensions_name_both_sides(con, shifted):
@@ -350,10 +366,29 @@ def test_cluster_drift_errors(con, two_runs):
     assert "No cluster definition named 'topicz'" in msg
 
 
-def test_cluster_drift_test_gives_an_exact_p_value(con, two_runs):
-    (r,) = rows(con, "SELECT * FROM cluster_drift_test('topics')")
-    assert r["method"] == "cluster" and r["drift_detected"] and r["p_value"] == pytest.approx(1 / 2001)
+def test_cluster_drift_test_gives_exact_p_values_overall_and_per_cluster(con, two_runs):
+    out = rows(con, "SELECT * FROM cluster_drift_test('topics')")
+    drift = rows(con, "SELECT * FROM cluster_drift('topics')")
+    assert len(out) == len(drift) == 5
+    r = out[0]
+    assert r["method"] == "cluster" and r["drift_detected"]
+    assert r["overall_p_value"] == pytest.approx(1 / 2001)
     assert r["chi2_dof"] == 4 and r["chi2_p_value"] < 1e-20
+    from scipy.stats import fisher_exact
+
+    from duckcluster.drift.explain import benjamini_hochberg
+
+    nb, nc = sum(d["baseline_size"] for d in drift), sum(d["current_size"] for d in drift)
+    want = [fisher_exact([[d["baseline_size"], nb - d["baseline_size"]],
+                          [d["current_size"], nc - d["current_size"]]])[1] for d in drift]
+    for t, d, p, adj in zip(out, drift, want, benjamini_hochberg(np.array(want))):
+        assert (t["baseline_cluster_id"], t["current_cluster_id"], t["status"]) == \
+            (d["baseline_cluster_id"], d["current_cluster_id"], d["status"])
+        assert t["p_value"] == pytest.approx(p) and t["p_value_adjusted"] == pytest.approx(adj)
+        assert t["changed"] == (adj < 0.05)
+    by_status = {t["status"]: t for t in out}
+    assert by_status["new"]["changed"] and by_status["vanished"]["changed"]
+    assert by_status["grown"]["changed"] and not by_status["stable"]["changed"]
 
 
 

@@ -216,13 +216,16 @@ def report_group() -> None:
 @click.option("--method", "methods", multiple=True,
               help="Drift method (repeatable); default every method.")
 @click.option("--reference", default=None,
-              help="Cluster definition whose centroids the share chart uses.")
+              help="Cluster definition whose centroids the 'cluster' method uses.")
+@click.option("--text", default=None,
+              help="Column or SQL expression whose keywords name the regions that moved.")
+@click.option("--id", "id_col", default=None, help="Id column of the example rows.")
 @click.option("--seed", default=42, show_default=True, type=int)
 @click.option("--alpha", default=0.05, show_default=True, type=float)
 @click.option("--out", default="drift.html", show_default=True, type=click.Path(dir_okay=False),
               help="HTML file to write.")
-def report_drift_cmd(database, baseline, current, embedding, methods, reference, seed, alpha,
-                     out) -> None:
+def report_drift_cmd(database, baseline, current, embedding, methods, reference, text, id_col,
+                     seed, alpha, out) -> None:
     """Compare two sets of embeddings in DATABASE and write an HTML drift report."""
     from ..drift.report import drift_report
 
@@ -232,7 +235,7 @@ def report_drift_cmd(database, baseline, current, embedding, methods, reference,
         with progress_display(True):
             drift_report(con, baseline, current, out, embedding=list(embedding),
                          methods=list(methods) or "all", reference=reference, seed=seed,
-                         alpha=alpha)
+                         alpha=alpha, text=text, id=id_col)
     except (duckdb.Error, DuckclusterError) as exc:
         print_error(exc)
         sys.exit(1)

@@ -290,7 +290,7 @@ def _new_regions(con) -> list[NewRegion]:
     """Batch rows farther from every topic than 95 % of the training rows are, in words:
     keywords that set their texts apart from the topics' texts, and the rows nearest
     their mean."""
-    from ..labels.labeling import ctfidf_keywords, offline_label
+    from ..core.keywords import ctfidf_keywords, offline_label
 
     sim = f"assign_cluster_detail(embedding, '{NAME}', threshold := NULL)"
     tbl = con.sql(f"""

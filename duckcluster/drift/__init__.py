@@ -32,6 +32,7 @@ from .classifier import CLASSIFIER
 from .cluster import CLUSTER, js_divergence, share_test
 from .energy import ENERGY
 from .kl import KL
+from .knn import KNN
 from .mean_shift import MEAN_SHIFT
 from .mmd import MMD
 from .wasserstein import WASSERSTEIN
@@ -52,11 +53,11 @@ __all__ = [
 ]
 
 DRIFT_METHODS: dict[str, DriftMethod] = {
-    m.name: m for m in (MMD, ENERGY, WASSERSTEIN, KL, CLASSIFIER, CLUSTER, MEAN_SHIFT)
+    m.name: m for m in (KNN, MMD, ENERGY, WASSERSTEIN, KL, CLASSIFIER, CLUSTER, MEAN_SHIFT)
 }
 
 #: What ``embedding_drift`` runs when no method is named.
-DEFAULT_METHOD = "mmd"
+DEFAULT_METHOD = "knn"
 
 
 def get_method(name: str) -> DriftMethod:
@@ -85,11 +86,14 @@ def check_alpha(alpha: Any) -> float:
 
 def run_method(name: str, B: np.ndarray, C: np.ndarray, params: Mapping[str, Any] | None = None,
                *, alpha: float = DEFAULT_ALPHA, seed: int = 42,
-               reference: Reference | None = None) -> DriftResult:
+               reference: Reference | None = None,
+               groups: np.ndarray | None = None) -> DriftResult:
     """Validate, check the data, and run one method on baseline ``B`` and current ``C``.
 
     ``B`` (n_b, d) and ``C`` (n_c, d) float arrays; ``params`` the method's own
-    (see ``DRIFT_METHODS[name].params``); ``reference`` centroids for ``cluster``.
+    (see ``DRIFT_METHODS[name].params``); ``reference`` centroids for ``cluster``;
+    ``groups`` (n_b + n_c,) block codes (:func:`duckcluster.drift._base.blocks`)
+    to relabel whole groups instead of rows.
     """
     method = get_method(name)
     p = validate_method_params(name, params)
@@ -109,4 +113,14 @@ def run_method(name: str, B: np.ndarray, C: np.ndarray, params: Mapping[str, Any
     if B.shape[1] != C.shape[1]:
         raise DataError(f"The baseline embeddings have {B.shape[1]} dimensions but the current "
                         f"ones have {C.shape[1]}. Compare embeddings of the same model and column.")
-    return method.compute(B, C, p, Context(alpha=alpha, seed=int(seed), reference=reference))
+    if groups is not None:
+        if not method.group_by:
+            able = ", ".join(m.name for m in DRIFT_METHODS.values() if m.group_by)
+            raise SpecError(f"Drift method {name} cannot relabel whole groups (group_by); "
+                            f"methods that can: {able}.")
+        groups = np.asarray(groups)
+        if groups.shape != (B.shape[0] + C.shape[0],):
+            raise DataError(f"group_by needs one group per row: {B.shape[0] + C.shape[0]} "
+                            f"rows but {groups.size} groups.")
+    return method.compute(B, C, p, Context(alpha=alpha, seed=int(seed), reference=reference,
+                                           groups=groups))

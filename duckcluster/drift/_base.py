@@ -44,6 +44,9 @@ class Context:
     alpha: float = DEFAULT_ALPHA
     seed: int = 42
     reference: Reference | None = None
+    #: (n_b + n_c,) block codes of the pooled rows (baseline first) when whole
+    #: groups are relabelled (``group_by``); see :func:`blocks`
+    groups: np.ndarray | None = None
 
 
 @dataclass
@@ -90,11 +93,14 @@ class DriftMethod:
     min_rows: int
     doc: str
     splits_baseline: bool = False  # fits something on part of the baseline first
+    group_by: bool = False  # can relabel whole groups (Context.groups)
 
-    def rows_wanted(self, params: Mapping[str, Any]) -> tuple[int, int]:
-        """(baseline, current) rows this method can use with ``params``: more are
-        sampled away. A method that fits on part of the baseline wants enough rows
-        for a full fit (:data:`FIT_MAX_ROWS`) and a full test sample."""
+    def rows_wanted(self, params: Mapping[str, Any]) -> tuple[int | None, int | None]:
+        """(baseline, current) rows this method can use with ``params`` (None: all);
+        more are sampled away. A method that fits on part of the baseline wants
+        enough rows for a full fit (:data:`FIT_MAX_ROWS`) and a full test sample."""
+        if params.get("max_samples") is None:
+            return None, None
         n = int(params["max_samples"])
         return (2 * max(n, FIT_MAX_ROWS) if self.splits_baseline else n), n
 
@@ -108,9 +114,10 @@ def _num(x: Any) -> float | None:
 
 # -- shared params -------------------------------------------------------------------
 
-def sample_param(default: int) -> Param:
-    return Param(int, default, low=10,
-                 doc="rows per side the test uses; larger sides are sampled (seeded)")
+def sample_param(default: int | None = None) -> Param:
+    return Param(int, default, low=10, nullable=True,
+                 doc="rows per side the test uses (NULL: every row); larger sides are "
+                     "sampled (seeded)")
 
 
 PERMUTATIONS = Param(int, DEFAULT_PERMUTATIONS, low=19, high=100_000,
@@ -119,32 +126,80 @@ PERMUTATIONS = Param(int, DEFAULT_PERMUTATIONS, low=19, high=100_000,
 
 # -- helpers ------------------------------------------------------------------------
 
-def subsample(X: np.ndarray, max_rows: int, rng: np.random.Generator) -> np.ndarray:
+def subsample(X: np.ndarray, max_rows: int | None, rng: np.random.Generator) -> np.ndarray:
     """``X`` itself, or a seeded sample of ``max_rows`` of its rows in their order."""
-    if X.shape[0] <= max_rows:
+    if max_rows is None or X.shape[0] <= max_rows:
         return X
     idx = np.sort(rng.choice(X.shape[0], size=max_rows, replace=False))
     return X[idx]
 
 
 def sample_details(B0: np.ndarray, C0: np.ndarray, B: np.ndarray, C: np.ndarray,
-                   max_samples: int) -> dict[str, Any]:
+                   max_samples: int | None) -> dict[str, Any]:
     """What the test used, for ``details``: sizes and whether a side was sampled."""
     return {"n_tested_baseline": int(B.shape[0]), "n_tested_current": int(C.shape[0]),
             "sampled": bool(B.shape[0] < B0.shape[0] or C.shape[0] < C0.shape[0]),
-            "max_samples": int(max_samples)}
+            "max_samples": None if max_samples is None else int(max_samples)}
 
 
-def permutation_labels(n: int, m: int, n_permutations: int,
-                       rng: np.random.Generator) -> np.ndarray:
-    """(N, P + 1) float32 0/1 matrix: column 0 marks the real baseline (rows
-    0..n-1), the others random relabelings with n ones each."""
+def check_groups_unsampled(name: str, ctx: "Context", B0, C0, B, C) -> None:
+    """group_by relabels the rows given: a method must not sample them away first."""
+    if ctx.groups is not None and (B.shape[0] < B0.shape[0] or C.shape[0] < C0.shape[0]):
+        from .._errors import SpecError
+
+        raise SpecError(f"group_by tests every row: leave the max_samples of {name} NULL.")
+
+
+def permutation_blocks(n: int, m: int, n_permutations: int, rng: np.random.Generator,
+                       groups: np.ndarray | None = None, block: int = 64):
+    """The columns of :func:`permutation_labels` in blocks of at most ``block``:
+    (N, b) float32 C-contiguous arrays, the first block starting with the real
+    labels. The same ``rng`` gives the same columns as :func:`permutation_labels`."""
     N = n + m
-    Z = np.zeros((N, n_permutations + 1), dtype=np.float32)
-    Z[:n, 0] = 1.0
-    for p in range(1, n_permutations + 1):
-        Z[rng.permutation(N)[:n], p] = 1.0
-    return Z
+    total = n_permutations + 1
+    if groups is not None:
+        groups = np.asarray(groups, dtype=np.int64)
+        n_blocks = int(groups.max()) + 1
+        base = np.zeros(n_blocks, dtype=np.float32)
+        base[np.unique(groups[:n])] = 1.0
+    for start in range(0, total, block):
+        b = min(block, total - start)
+        if groups is None:
+            Zt = np.zeros((b, N), dtype=np.float32)
+            Zt[:, :n] = 1.0
+        else:
+            Zt = np.broadcast_to(base, (b, base.size)).copy()
+        first = 1 if start == 0 else 0  # column 0 keeps the real labels
+        rng.permuted(Zt[first:], axis=1, out=Zt[first:])
+        yield np.ascontiguousarray((Zt if groups is None else Zt[:, groups]).T)
+
+
+def permutation_labels(n: int, m: int, n_permutations: int, rng: np.random.Generator,
+                       groups: np.ndarray | None = None) -> np.ndarray:
+    """(N, P + 1) float32 0/1 matrix: column 0 marks the real baseline (rows
+    0..n-1), the others random relabelings.
+
+    Without ``groups`` each relabeling picks n rows. With ``groups`` ((N,) block
+    codes, each block inside one side: see :func:`blocks`) whole blocks are
+    relabelled: each column picks as many blocks for the baseline as it really
+    has, so rows that move together stay together and a column's baseline size
+    can differ from n (every statistic here takes its sizes per column).
+    """
+    return np.concatenate(list(permutation_blocks(n, m, n_permutations, rng, groups)), axis=1)
+
+
+def blocks(baseline_groups: np.ndarray, current_groups: np.ndarray) -> np.ndarray:
+    """(N,) block codes of the pooled rows (baseline first): one block per (side, group).
+
+    A group value found on both sides makes two blocks, one per side: a
+    relabelling moves whole blocks between the sides.
+    """
+    b = np.asarray(baseline_groups)
+    c = np.asarray(current_groups)
+    side = np.r_[np.zeros(b.size, dtype=np.int64), np.ones(c.size, dtype=np.int64)]
+    _, codes = np.unique(np.concatenate([b, c]).astype(str), return_inverse=True)
+    _, out = np.unique(codes.astype(np.int64) * 2 + side, return_inverse=True)
+    return out.astype(np.int64)
 
 
 def permutation_p_value(stats: np.ndarray) -> float:

@@ -46,7 +46,7 @@ from ._base import (
 )
 
 PARAMS = {
-    "max_samples": sample_param(50_000),
+    "max_samples": sample_param(),
     # tables, not relabelings, are drawn: cheap, so more of them than elsewhere
     "n_permutations": Param(int, 2000, low=19, high=1_000_000,
                             doc="permuted tables of the exact p-value"),

@@ -24,13 +24,13 @@ from ._base import (
     DriftMethod,
     DriftResult,
     decide,
-    permutation_labels,
+    permutation_blocks,
     permutation_p_value,
     sample_param,
 )
 
 PARAMS = {
-    "max_samples": sample_param(5000),
+    "max_samples": sample_param(),
     "n_permutations": PERMUTATIONS,
     "bins": Param(int, 10, low=2, high=1000, doc="bins per component (baseline quantiles)"),
     "smoothing": Param(float, 0.5, low=0.0, low_open=True,
@@ -55,16 +55,17 @@ def compute(B: np.ndarray, C: np.ndarray, p: dict, ctx: Context) -> DriftResult:
     pr = _projection.projected(B, C, p, p["max_samples"], rng)
     PB, PC, details = pr.baseline, pr.current, pr.details
     pooled = np.concatenate([PB, PC])
-    Z = permutation_labels(PB.shape[0], PC.shape[0], p["n_permutations"], rng)
     bins = p["bins"]
-    per = []
+    codes = []
     for j in range(pooled.shape[1]):
         # edges from the fitting rows' quantiles: independent of every tested row,
         # so the same edges serve all permutations without biasing the test
         edges = np.quantile(pr.fit[:, j], np.linspace(0, 1, bins + 1)[1:-1])
-        codes = np.searchsorted(edges, pooled[:, j], side="right")
-        per.append(kl_batch(codes, bins, Z, p["smoothing"]))
-    per = np.stack(per)
+        codes.append(np.searchsorted(edges, pooled[:, j], side="right"))
+    per = np.concatenate([
+        np.stack([kl_batch(c, bins, Zb, p["smoothing"]) for c in codes])
+        for Zb in permutation_blocks(PB.shape[0], PC.shape[0], p["n_permutations"], rng)],
+        axis=1)
     stats = per.mean(axis=0)
     p_value = permutation_p_value(stats)
     details.update({"per_component": [round(float(x), 6) for x in per[:, 0]],

@@ -16,7 +16,8 @@ from ._base import (
     DriftMethod,
     DriftResult,
     decide,
-    permutation_labels,
+    check_groups_unsampled,
+    permutation_blocks,
     permutation_p_value,
     sample_details,
     sample_param,
@@ -24,20 +25,29 @@ from ._base import (
 )
 
 PARAMS = {
-    "max_samples": sample_param(10000),
+    "max_samples": sample_param(),
     "n_permutations": PERMUTATIONS,
 }
 
 
 def cosine_distance_batch(X: np.ndarray, Z: np.ndarray) -> np.ndarray:
-    """1 - cos(mean of rows labelled 1, mean of rows labelled 0) per column of ``Z``."""
-    X = np.asarray(X, dtype=np.float64)
-    Zd = Z.astype(np.float64)
-    n = Zd[:, 0].sum()
-    m = X.shape[0] - n
-    sb = Zd.T @ X  # (P, d) baseline sums
-    sc = X.sum(axis=0)[None, :] - sb
-    mb, mc = sb / n, sc / m
+    """1 - cos(mean of rows labelled 1, mean of rows labelled 0) per column of ``Z``.
+
+    Rows are centred on the pooled mean first (float64), so the float32 product
+    of labels and rows sums small numbers and keeps its precision.
+    """
+    mu = X.mean(axis=0, dtype=np.float64)
+    return _cosine_distances((np.asarray(X, dtype=np.float64) - mu).astype(np.float32), mu, Z)
+
+
+def _cosine_distances(Xc: np.ndarray, mu: np.ndarray, Z: np.ndarray) -> np.ndarray:
+    Zf = np.asarray(Z, dtype=np.float32)
+    n = Zf.sum(axis=0, dtype=np.float64)[:, None]  # per column: group relabellings
+    m = Xc.shape[0] - n
+    sb = (Zf.T @ Xc).astype(np.float64)  # (P, d) baseline sums of centred rows
+    tot = Xc.sum(axis=0, dtype=np.float64)[None, :]
+    mb = mu + sb / n
+    mc = mu + (tot - sb) / m
     num = np.einsum("ij,ij->i", mb, mc)
     den = np.linalg.norm(mb, axis=1) * np.linalg.norm(mc, axis=1)
     return 1.0 - np.divide(num, den, out=np.ones_like(num), where=den > 0)
@@ -46,10 +56,12 @@ def cosine_distance_batch(X: np.ndarray, Z: np.ndarray) -> np.ndarray:
 def compute(B: np.ndarray, C: np.ndarray, p: dict, ctx: Context) -> DriftResult:
     rng = np.random.default_rng(ctx.seed)
     Bs, Cs = subsample(B, p["max_samples"], rng), subsample(C, p["max_samples"], rng)
+    check_groups_unsampled("mean_shift", ctx, B, C, Bs, Cs)
     X = np.concatenate([Bs, Cs])
-    Z = permutation_labels(Bs.shape[0], Cs.shape[0], p["n_permutations"], rng)
-    stats = np.concatenate([cosine_distance_batch(X, Z[:, s:s + 128])
-                            for s in range(0, Z.shape[1], 128)])
+    mu = X.mean(axis=0, dtype=np.float64)
+    Xc = (X - mu).astype(np.float32)
+    stats = np.concatenate([_cosine_distances(Xc, mu, Zb) for Zb in permutation_blocks(
+        Bs.shape[0], Cs.shape[0], p["n_permutations"], rng, ctx.groups)])
     p_value = permutation_p_value(stats)
     details = {**sample_details(B, C, Bs, Cs, p["max_samples"]),
                "n_permutations": p["n_permutations"]}
@@ -58,4 +70,4 @@ def compute(B: np.ndarray, C: np.ndarray, p: dict, ctx: Context) -> DriftResult:
 
 
 MEAN_SHIFT = DriftMethod(name="mean_shift", params=PARAMS, compute=compute, min_rows=2,
-                         doc=__doc__.split("\n\n", 1)[1])
+                         doc=__doc__.split("\n\n", 1)[1], group_by=True)

@@ -36,7 +36,7 @@ from ..catalog import runs as catalog
 from ..core.assign import assign, normalize_rows
 from ..core.vectors import to_dense
 from . import get_method, share_test
-from .sides import DriftSpec, Side, compare, load_reference
+from .sides import DriftSpec, Side, adjust, compare, load_reference
 
 BATCH_ROWS = 8_192
 
@@ -355,7 +355,7 @@ def windows(cur, name: str, spec: DriftSpec, baseline: str | None = None) -> lis
                 r.pop("n_baseline")
                 r.pop("n_current")
                 rows.append({**common, **r})
-    return rows
+    return adjust(rows, spec.alpha)  # Benjamini-Hochberg over every window and method
 
 
 def _ts(us: int) -> _dt.datetime:

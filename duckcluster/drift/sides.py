@@ -61,6 +61,9 @@ OPTIONS: dict[str, Param] = {
                        doc="cluster definition whose latest full run's centroids the "
                            "'cluster' method assigns to"),
     "reference_run": Param(str, None, nullable=True, doc="a run id to take centroids from"),
+    "group_by": Param(str, None, nullable=True,
+                      doc="a column or expression whose rows move together (a session, a "
+                          "user, a day): the permutations relabel whole groups"),
 }
 
 
@@ -77,6 +80,7 @@ class DriftSpec:
     pooling: str = "mean"
     reference: str | None = None
     reference_run: str | None = None
+    group_by: str | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DriftSpec:
@@ -92,10 +96,15 @@ class DriftSpec:
         return cls(methods=methods, params=params, embedding=_embedding(d.get("embedding")),
                    **opts)
 
-    def rows_wanted(self) -> tuple[int, int]:
-        """(baseline, current) rows the methods can use at most: the read sample sizes."""
+    def rows_wanted(self) -> tuple[int | None, int | None]:
+        """(baseline, current) rows the methods can use at most (None: every row):
+        the read sample sizes."""
         wants = [DRIFT_METHODS[m].rows_wanted(self.params[m]) for m in self.methods]
-        return max(w[0] for w in wants), max(w[1] for w in wants)
+
+        def most(values):
+            return None if any(v is None for v in values) else max(values)
+
+        return most([w[0] for w in wants]), most([w[1] for w in wants])
 
 
 def _json_value(name: str, value: Any) -> Any:
@@ -180,6 +189,8 @@ class Side:
     n_rows: int  # non-NULL embeddings
     n_null: int  # rows skipped for a NULL embedding
     run_id: str | None = None
+    #: extra per-row values read along (name -> VARCHAR Arrow array, rows as in X)
+    extra: Mapping[str, pa.Array] = field(default_factory=dict)
 
     @property
     def sampled(self) -> bool:
@@ -195,6 +206,7 @@ class _Query:
     types: tuple[str, ...] = ()
     run_id: str | None = None
     definition: str | None = None
+    all_columns: tuple[str, ...] = ()
 
 
 def _resolve(cur, source: str, embedding: tuple[str, ...] | None, role: str) -> _Query:
@@ -221,7 +233,7 @@ def _resolve(cur, source: str, embedding: tuple[str, ...] | None, role: str) -> 
                         "embedding_drift('q1', 'q3', 'embedding').")
     cols = describe(cur, src)
     require_columns(cols, list(embedding), "embedding", s)
-    return _Query(src, embedding, tuple(cols[c] for c in embedding))
+    return _Query(src, embedding, tuple(cols[c] for c in embedding), all_columns=tuple(cols))
 
 
 def _resolve_run(cur, run_id: str, embedding, role: str) -> _Query:
@@ -242,7 +254,7 @@ def _resolve_run(cur, run_id: str, embedding, role: str) -> _Query:
                 f"ON CAST(s.{quote_ident(id_col)} AS VARCHAR) = __dc_m.__dc_id "
                 f"ORDER BY __dc_m.__dc_id) AS __dc_run")
     return _Query(from_sql, cols, tuple(types[c] for c in cols), run_id=run_id,
-                  definition=run["name"])
+                  definition=run["name"], all_columns=tuple(types))
 
 
 def _literal(value: str) -> str:
@@ -255,18 +267,24 @@ def _not_null(columns: Sequence[str]) -> str:
     return " AND ".join(f"{quote_ident(c)} IS NOT NULL" for c in columns)
 
 
-def read_side(cur, source: str, embedding: tuple[str, ...] | None, cap: int, *, seed: int,
-              normalize: bool = True, pooling: str = "mean", role: str = "baseline") -> Side:
-    """Read (a seeded sample of at most ``cap`` of) the non-NULL embeddings of a side."""
+def read_side(cur, source: str, embedding: tuple[str, ...] | None, cap: int | None, *,
+              seed: int, normalize: bool = True, pooling: str = "mean",
+              role: str = "baseline", extras: Mapping[str, str] | None = None) -> Side:
+    """Read (a seeded sample of at most ``cap`` of) the non-NULL embeddings of a side.
+
+    ``extras`` maps a name to a column name or one SQL expression over the side's
+    columns (``id``, ``text``, ``group_by``); each is read along as VARCHAR.
+    """
     try:
         return _read_side(cur, source, embedding, cap, seed=seed, normalize=normalize,
-                          pooling=pooling, role=role)
+                          pooling=pooling, role=role, extras=extras)
     except (duckdb.Error, OSError, pa.ArrowException) as exc:  # a damaged file: say which
         raise name_bad_file(cur, source, "*", exc) from None
 
 
-def _read_side(cur, source: str, embedding: tuple[str, ...] | None, cap: int, *, seed: int,
-               normalize: bool, pooling: str, role: str) -> Side:
+def _read_side(cur, source: str, embedding: tuple[str, ...] | None, cap: int | None, *,
+               seed: int, normalize: bool, pooling: str, role: str,
+               extras: Mapping[str, str] | None) -> Side:
     q = _resolve(cur, source, embedding, role)
     # variable-length LIST columns: check every row's length here, not only the sampled ones
     lists = [c for c, t in zip(q.columns, q.types) if t.endswith("[]") and t.count("[") == 1]
@@ -286,12 +304,41 @@ def _read_side(cur, source: str, embedding: tuple[str, ...] | None, cap: int, *,
         raise DataError(f"The {role} side {source!r} {what}; there is nothing to compare. "
                         "Check its WHERE clause, time range or run.")
     rng = np.random.default_rng([seed, 0 if role == "baseline" else 1])
-    keep = None if n_valid <= cap else np.sort(rng.choice(n_valid, size=cap, replace=False))
+    keep = None if cap is None or n_valid <= cap else \
+        np.sort(rng.choice(n_valid, size=cap, replace=False))
     cols = ", ".join(quote_ident(c) for c in q.columns)
-    rel = cur.sql(f"SELECT {cols} FROM {q.from_sql} WHERE {_not_null(q.columns)}")
-    tbl = _take_rows(rel, keep)
+    extra_sql = "".join(f", CAST(({_extra_expr(cur, q, name, expr, role, source)}) AS VARCHAR) "
+                        f"AS {quote_ident('__dc_x_' + name)}"
+                        for name, expr in (extras or {}).items())
+    try:
+        rel = cur.sql(f"SELECT {cols}{extra_sql} FROM {q.from_sql} WHERE {_not_null(q.columns)}")
+        tbl = _take_rows(rel, keep)
+    except duckdb.Error as exc:
+        if not extras:
+            raise
+        raise SpecError(f"Could not read {', '.join(extras)} on the {role} side {source!r}: "
+                        f"{str(exc).splitlines()[0]}") from None
     X = _dense(tbl, q.columns, role, normalize, pooling, keep)
-    return Side(label=source, X=X, n_rows=n_valid, n_null=n_all - n_valid, run_id=q.run_id)
+    extra = {name: tbl.column("__dc_x_" + name).combine_chunks() for name in (extras or {})}
+    return Side(label=source, X=X, n_rows=n_valid, n_null=n_all - n_valid, run_id=q.run_id,
+                extra=extra)
+
+
+def _extra_expr(cur, q: _Query, name: str, expr: str, role: str, source: str) -> str:
+    """A column name (quoted) or a validated single SQL expression."""
+    if not isinstance(expr, str) or not expr.strip():
+        raise SpecError(f"{name} must be a column name or one SQL expression. Got {expr!r}.")
+    if expr in q.all_columns:
+        return quote_ident(expr)
+    from .._source import validate_text_expression
+
+    try:
+        validate_text_expression(cur, expr)
+    except SpecError:
+        raise SpecError(f"{name} must be a column of the {role} side {source!r} or one SQL "
+                        f"expression over its columns ({', '.join(q.all_columns)}). Got "
+                        f"{expr!r}.") from None
+    return expr
 
 
 def _take_rows(rel: duckdb.DuckDBPyRelation, keep: np.ndarray | None) -> pa.Table:
@@ -358,32 +405,74 @@ def _quiet(msg: str) -> None:
 
 def compare(spec: DriftSpec, B: Side, C: Side, reference: Reference | None,
             progress: Progress = _quiet) -> list[dict]:
-    """Run every method of ``spec`` on two sides read already; one row per method."""
+    """Run every method of ``spec`` on two sides read already; one row per method.
+
+    With ``group_by`` the sides carry their group values (``extra['group_by']``)
+    and the permutations relabel whole groups. Several methods get
+    ``p_value_adjusted`` (Benjamini-Hochberg over the methods run) and decide on it.
+    """
     _check_pair(B, C)
+    groups = _groups(spec, B, C)
     rows = []
     for name in spec.methods:
         _steps.step("drift methods", len(rows), len(spec.methods))
         progress(f"drift: {name} on {B.X.shape[0]:,} + {C.X.shape[0]:,} rows")
         ref = reference if name == "cluster" else None
         r: DriftResult = run_method(name, B.X, C.X, spec.params[name], alpha=spec.alpha,
-                                    seed=spec.seed, reference=ref)
+                                    seed=spec.seed, reference=ref, groups=groups)
         details = {**r.details, "normalize": spec.normalize,
                    "n_null_baseline": B.n_null, "n_null_current": C.n_null}
         if B.sampled or C.sampled:
             details["sampled"] = True
             details["read_sample_rows"] = {"baseline": int(B.X.shape[0]),
                                            "current": int(C.X.shape[0])}
+        if groups is not None:
+            details["group_by"] = spec.group_by
+            details["n_groups"] = int(groups.max()) + 1
         rows.append({**r.as_row(), "n_baseline": B.n_rows, "n_current": C.n_rows,
                      "details": details})
     _steps.step("drift methods", len(rows), len(spec.methods))
+    return adjust(rows, spec.alpha)
+
+
+def adjust(rows: list[dict], alpha: float) -> list[dict]:
+    """Add ``p_value_adjusted`` (Benjamini-Hochberg over ``rows``) and decide on it."""
+    from .explain import benjamini_hochberg
+
+    have = [i for i, r in enumerate(rows) if r.get("p_value") is not None]
+    adj = benjamini_hochberg(np.array([rows[i]["p_value"] for i in have]))
+    for r in rows:
+        r["p_value_adjusted"] = None
+    for i, a in zip(have, adj):
+        rows[i]["p_value_adjusted"] = float(a)
+        rows[i]["drift_detected"] = bool(a < alpha)
     return rows
+
+
+def _groups(spec: DriftSpec, B: Side, C: Side) -> np.ndarray | None:
+    if spec.group_by is None:
+        return None
+    from ._base import blocks
+
+    gb, gc = B.extra["group_by"], C.extra["group_by"]
+    if gb.null_count or gc.null_count:
+        side = "baseline" if gb.null_count else "current"
+        raise DataError(f"group_by {spec.group_by!r} is NULL on {max(gb.null_count, gc.null_count)} "
+                        f"rows of the {side} side; every row needs a group (coalesce it, or "
+                        "filter those rows).")
+    return blocks(np.asarray(gb.to_pylist(), dtype=object), np.asarray(gc.to_pylist(), dtype=object))
+
+
+def _extras(spec: DriftSpec) -> dict[str, str]:
+    return {"group_by": spec.group_by} if spec.group_by else {}
 
 
 def embedding_drift(cur, baseline: str, current: str, spec: DriftSpec,
                     progress: Progress = _quiet) -> list[dict]:
     """The rows of ``embedding_drift(baseline, current, ...)``."""
     cap_b, cap_c = spec.rows_wanted()
-    read = {"seed": spec.seed, "normalize": spec.normalize, "pooling": spec.pooling}
+    read = {"seed": spec.seed, "normalize": spec.normalize, "pooling": spec.pooling,
+            "extras": _extras(spec)}
     progress("drift: reading the baseline")
     B = read_side(cur, baseline, spec.embedding, cap_b, role="baseline", **read)
     progress("drift: reading the current side")
@@ -394,6 +483,58 @@ def embedding_drift(cur, baseline: str, current: str, spec: DriftSpec,
         if reference is None and B.run_id is not None:
             reference = load_reference(cur, None, B.run_id)  # two runs: the baseline run's
     return compare(spec, B, C, reference, progress)
+
+
+EXPLAIN_OPTIONS: dict[str, Param] = {
+    "text": Param(str, None, nullable=True,
+                  doc="a column or SQL expression of each side's text, for keywords, labels "
+                      "and example texts"),
+    "id": Param(str, None, nullable=True,
+                doc="the id column of the example rows (default: 'id' when the sides have "
+                    "one, else the row's position)"),
+    "n_regions": Param(int, None, low=2, high=1000, nullable=True,
+                       doc="regions of the pooled rows (default: one per 50 rows, 4 to 64)"),
+    "n_examples": Param(int, 3, low=0, high=50, doc="example rows per region"),
+}
+
+
+def explain_drift(cur, baseline: str, current: str, spec: DriftSpec, options: Mapping[str, Any],
+                  progress: Progress = _quiet, centres: bool = False) -> list[dict]:
+    """The rows of ``embedding_drift_explain``: regions and what changed in each."""
+    from . import explain as _explain
+
+    opts = validate_params("embedding_drift_explain", EXPLAIN_OPTIONS, options)
+    read = {"seed": spec.seed, "normalize": spec.normalize, "pooling": spec.pooling}
+    sides = []
+    for role, source in (("baseline", baseline), ("current", current)):
+        q = _resolve(cur, source, spec.embedding, role)
+        extras = {}
+        id_col = opts["id"] or ("id" if "id" in q.all_columns else None)
+        if id_col:
+            extras["id"] = id_col
+        if opts["text"]:
+            extras["text"] = opts["text"]
+        progress(f"drift: reading the {role} side")
+        sides.append(read_side(cur, source, spec.embedding, None, role=role, extras=extras,
+                               **read))
+    B, C = sides
+    _check_pair(B, C)
+    n = B.X.shape[0]
+    X = np.concatenate([B.X, C.X])
+    progress(f"drift: regions of {X.shape[0]:,} rows")
+    regs = _explain.regions(X, n, n_regions=opts["n_regions"], alpha=spec.alpha, seed=spec.seed)
+    ids = _side_ids(B, "baseline") + _side_ids(C, "current")
+    texts = None
+    if opts["text"]:
+        texts = B.extra["text"].to_pylist() + C.extra["text"].to_pylist()
+    _explain.describe(regs, X, n, ids, texts, opts["n_examples"], spec.seed)
+    return _explain.as_rows(regs, X if centres else None, n)
+
+
+def _side_ids(side: Side, role: str) -> list[str]:
+    if "id" in side.extra:
+        return [str(v) for v in side.extra["id"].to_pylist()]
+    return [f"{role} row {i}" for i in range(side.X.shape[0])]
 
 
 # -- time windows ------------------------------------------------------------------------
@@ -421,7 +562,9 @@ def drift_windows(cur, source: str, time_column: str, window: str, baseline: str
 
     Windows are ``time_bucket(window, time_column)``; the baseline is the first
     window, or the one containing the ``baseline`` timestamp. The baseline window
-    itself is the first row, with NULL statistics. The source is read once, here;
+    itself is the first row, with NULL statistics. ``p_value_adjusted`` is the
+    Benjamini-Hochberg adjustment over every window and method of the series and
+    ``drift_detected`` decides on it. The source is read once, here;
     ``executor`` compares the windows, one task per window (default: in this
     process; see :mod:`duckcluster.core.backend`), with identical results.
     """
@@ -466,7 +609,9 @@ def drift_windows(cur, source: str, time_column: str, window: str, baseline: str
     progress(f"drift: sampling {len(stats)} windows")
     samples = _window_samples(cur, src, spec, bucket, where, window, starts,
                               np.array([s[1] for s in stats]), base_idx)
-    return _window_rows(cur, spec, stats, samples, base_idx, progress, executor)
+    # many windows (and methods) at once: Benjamini-Hochberg over the whole series
+    return adjust(_window_rows(cur, spec, stats, samples, base_idx, progress, executor),
+                  spec.alpha)
 
 
 def _window_samples(cur, src, spec, bucket, where, window, starts, counts, base_idx
@@ -476,13 +621,18 @@ def _window_samples(cur, src, spec, bucket, where, window, starts, counts, base_
     keep = []
     for i, n in enumerate(counts):
         cap = cap_b if i == base_idx else cap_c
-        mask = np.ones(n, dtype=bool) if n <= cap else np.zeros(n, dtype=bool)
-        if n > cap:
+        small = cap is None or n <= cap
+        mask = np.ones(n, dtype=bool) if small else np.zeros(n, dtype=bool)
+        if not small:
             mask[np.random.default_rng([spec.seed, 2, i]).choice(n, size=cap, replace=False)] = True
         keep.append(mask)
     flat = np.concatenate(keep)  # one byte per row with an embedding: O(n) but tiny
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     cols = ", ".join(quote_ident(c) for c in spec.embedding)
+    if spec.group_by:
+        q = _Query(src, spec.embedding, all_columns=tuple(describe(cur, src)))
+        cols += (f", CAST(({_extra_expr(cur, q, 'group_by', spec.group_by, 'source', src)}) "
+                 "AS VARCHAR) AS __dc_x_group_by")
     rel = cur.sql(f"SELECT {bucket} AS __dc_w, {cols} FROM {src} WHERE {where} AND "
                   f"{_not_null(spec.embedding)}", params={"window": window})
     seen = np.zeros(len(starts), dtype=np.int64)
@@ -507,7 +657,9 @@ def _window_samples(cur, src, spec, bucket, where, window, starts, counts, base_
         X = _dense(tbl, spec.embedding, f"window {i}", spec.normalize, spec.pooling,
                    None) if tbl is not None and tbl.num_rows else \
             np.zeros((0, 0), dtype=np.float32)
-        out.append(X)
+        extra = {"group_by": tbl.column("__dc_x_group_by").combine_chunks()} \
+            if spec.group_by and tbl is not None else {}
+        out.append((X, extra))
     return out
 
 
@@ -519,9 +671,9 @@ def _ts(us: int):
 
 def _window_rows(cur, spec, stats, samples, base_idx, progress: Progress,
                  executor: Executor | None = None) -> list[dict]:
-    base = samples[base_idx]
+    base, base_extra = samples[base_idx]
     B = Side(label="baseline window", X=base, n_rows=int(stats[base_idx][1]),
-             n_null=int(stats[base_idx][2]))
+             n_null=int(stats[base_idx][2]), extra=base_extra)
     reference = load_reference(cur, spec.reference, spec.reference_run) \
         if "cluster" in spec.methods else None
     jobs = []
@@ -531,8 +683,8 @@ def _window_rows(cur, spec, stats, samples, base_idx, progress: Progress,
         if i == base_idx:
             jobs.append((common, None))
             continue
-        C = Side(label=f"window {_ts(start)}", X=samples[i], n_rows=int(n_valid),
-                 n_null=int(n_null))
+        C = Side(label=f"window {_ts(start)}", X=samples[i][0], n_rows=int(n_valid),
+                 n_null=int(n_null), extra=samples[i][1])
         jobs.append((common, C))
     run = executor or LocalExecutor()
     todo = [job for job in jobs if job[1] is not None]

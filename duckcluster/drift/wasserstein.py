@@ -22,13 +22,13 @@ from ._base import (
     DriftMethod,
     DriftResult,
     decide,
-    permutation_labels,
+    permutation_blocks,
     permutation_p_value,
     sample_param,
 )
 
 PARAMS = {
-    "max_samples": sample_param(5000),
+    "max_samples": sample_param(),
     "n_permutations": PERMUTATIONS,
     **_projection.PARAMS,
 }
@@ -39,15 +39,18 @@ def wasserstein_1d_batch(v: np.ndarray, Z: np.ndarray) -> np.ndarray:
 
     Integrates |F_x - F_y| over the pooled sorted values: O(N log N + N P).
     """
-    order = np.argsort(v, kind="stable")
+    return _w1(v, np.argsort(v, kind="stable"), Z)
+
+
+def _w1(v: np.ndarray, order: np.ndarray, Z: np.ndarray) -> np.ndarray:
     gaps = np.diff(v[order]).astype(np.float32)
     Zs = Z[order]
-    n = float(Z[:, 0].sum())
+    n = Z.sum(axis=0, dtype=np.float64)  # per column: group relabellings change the sizes
     m = Z.shape[0] - n
     # F_x - F_y at each sorted value = cum_x / n - (i - cum_x) / m; counts are exact in float32
     D = np.cumsum(Zs[:-1], axis=0, dtype=np.float32)
-    D *= np.float32(1.0 / n + 1.0 / m)
-    D -= (np.arange(1, Zs.shape[0], dtype=np.float32) / np.float32(m))[:, None]
+    D *= (1.0 / n + 1.0 / m).astype(np.float32)[None, :]
+    D -= np.arange(1, Zs.shape[0], dtype=np.float32)[:, None] * (1.0 / m).astype(np.float32)[None, :]
     np.abs(D, out=D)
     return (gaps @ D).astype(np.float64)
 
@@ -56,8 +59,11 @@ def compute(B: np.ndarray, C: np.ndarray, p: dict, ctx: Context) -> DriftResult:
     pr = _projection.projected(B, C, p, p["max_samples"], rng)
     PB, PC, details = pr.baseline, pr.current, pr.details
     pooled = np.concatenate([PB, PC])
-    Z = permutation_labels(PB.shape[0], PC.shape[0], p["n_permutations"], rng)
-    per = np.stack([wasserstein_1d_batch(pooled[:, j], Z) for j in range(pooled.shape[1])])
+    orders = [np.argsort(pooled[:, j], kind="stable") for j in range(pooled.shape[1])]
+    per = np.concatenate([
+        np.stack([_w1(pooled[:, j], orders[j], Zb) for j in range(pooled.shape[1])])
+        for Zb in permutation_blocks(PB.shape[0], PC.shape[0], p["n_permutations"], rng)],
+        axis=1)
     stats = per.mean(axis=0)
     p_value = permutation_p_value(stats)
     details.update({"per_component": [round(float(x), 6) for x in per[:, 0]],

@@ -23,8 +23,8 @@ from ..drift import share_test
 from ..drift import sides as _drift
 from ._registry import _report, _State, _wrap
 
-_RESULT = ("method VARCHAR, statistic DOUBLE, p_value DOUBLE, threshold DOUBLE, "
-           "drift_detected BOOLEAN")
+_RESULT = ("method VARCHAR, statistic DOUBLE, p_value DOUBLE, p_value_adjusted DOUBLE, "
+           "threshold DOUBLE, drift_detected BOOLEAN")
 DRIFT_ROW = f"STRUCT({_RESULT}, n_baseline BIGINT, n_current BIGINT, details JSON)[]"
 WINDOW_ROW = (f"STRUCT(window_start TIMESTAMP, window_end TIMESTAMP, is_baseline BOOLEAN, "
               f"n_rows BIGINT, {_RESULT}, n_baseline BIGINT, n_current BIGINT, details JSON)[]")
@@ -32,16 +32,22 @@ MONITOR_ROW = (f"STRUCT(window_start TIMESTAMP, window_end TIMESTAMP, is_baselin
                f"n_seen BIGINT, n_reservoir BIGINT, {_RESULT}, cluster_js_divergence DOUBLE, "
                f"cluster_p_value DOUBLE, new_content_share DOUBLE, details JSON)[]")
 SHARE_TEST = ("STRUCT(js_divergence DOUBLE, p_value DOUBLE, chi2 DOUBLE, chi2_dof INTEGER, "
-              "chi2_p_value DOUBLE)")
+              "chi2_p_value DOUBLE, cluster_p_values DOUBLE[], cluster_p_values_adjusted DOUBLE[])")
+
+EXPLAIN_ROW = ("STRUCT(region_id INTEGER, kind VARCHAR, label VARCHAR, keywords VARCHAR[], "
+               "n_baseline BIGINT, n_current BIGINT, baseline_share DOUBLE, current_share DOUBLE, "
+               "delta DOUBLE, delta_ci_low DOUBLE, delta_ci_high DOUBLE, p_value DOUBLE, "
+               "p_value_adjusted DOUBLE, example_ids VARCHAR[], examples VARCHAR[])[]")
 
 _FIELDS = {
-    "drift": ("method", "statistic", "p_value", "threshold", "drift_detected", "n_baseline",
-              "n_current", "details"),
+    "drift": ("method", "statistic", "p_value", "p_value_adjusted", "threshold",
+              "drift_detected", "n_baseline", "n_current", "details"),
     "window": ("window_start", "window_end", "is_baseline", "n_rows", "method", "statistic",
-               "p_value", "threshold", "drift_detected", "n_baseline", "n_current", "details"),
+               "p_value", "p_value_adjusted", "threshold", "drift_detected", "n_baseline",
+               "n_current", "details"),
     "monitor": ("window_start", "window_end", "is_baseline", "n_seen", "n_reservoir", "method",
-                "statistic", "p_value", "threshold", "drift_detected", "cluster_js_divergence",
-                "cluster_p_value", "new_content_share", "details"),
+                "statistic", "p_value", "p_value_adjusted", "threshold", "drift_detected",
+                "cluster_js_divergence", "cluster_p_value", "new_content_share", "details"),
 }
 
 
@@ -79,6 +85,19 @@ def _embedding_drift(state: _State, baseline, current, args_json) -> list[dict]:
                                       _required(current, "The current side"), spec,
                                       progress=_report)
     return _rows("drift", rows)
+
+
+_EXPLAIN_ARGS = ("text", "id", "n_regions", "n_examples")
+
+
+def _explain(state: _State, baseline, current, args_json) -> list[dict]:
+    args = _args(args_json)
+    spec = _spec(args, *_EXPLAIN_ARGS)
+    options = {k: args[k] for k in _EXPLAIN_ARGS if k in args}
+    with state.cursor() as cur:
+        return _drift.explain_drift(cur, _required(baseline, "The baseline"),
+                                    _required(current, "The current side"), spec, options,
+                                    progress=_report)
 
 
 def _windows(state: _State, source, args_json) -> list[dict]:
@@ -124,9 +143,14 @@ def _share_test(baseline_sizes, current_sizes, n_permutations, seed) -> dict:
     c = np.array([x or 0 for x in current_sizes or []], dtype=np.int64)
     if b.sum() == 0 or c.sum() == 0:
         raise SpecError("cluster_drift_test needs members in both runs.")
+    from ..drift.explain import benjamini_hochberg, fisher_p_values
+
     t = share_test(b, c, int(n_permutations or 2000), np.random.default_rng(int(seed or 42)))
+    per = fisher_p_values(b, c, int(b.sum()), int(c.sum()))
     return {"js_divergence": t.js_divergence, "p_value": t.p_value, "chi2": t.chi2,
-            "chi2_dof": t.chi2_dof, "chi2_p_value": t.chi2_p_value}
+            "chi2_dof": t.chi2_dof, "chi2_p_value": t.chi2_p_value,
+            "cluster_p_values": per.tolist(),
+            "cluster_p_values_adjusted": benjamini_hochberg(per).tolist()}
 
 
 def register_udfs(con: duckdb.DuckDBPyConnection, state: _State) -> None:
@@ -135,6 +159,8 @@ def register_udfs(con: duckdb.DuckDBPyConnection, state: _State) -> None:
     kw = {"side_effects": True, "null_handling": "special"}
     f("_dc_embedding_drift", _wrap(lambda b, c, a: _embedding_drift(state, b, c, a)),
       ["VARCHAR", "VARCHAR", "VARCHAR"], DRIFT_ROW, **kw)
+    f("_dc_embedding_drift_explain", _wrap(lambda b, c, a: _explain(state, b, c, a)),
+      ["VARCHAR", "VARCHAR", "VARCHAR"], EXPLAIN_ROW, **kw)
     f("_dc_embedding_drift_windows", _wrap(lambda s, a: _windows(state, s, a)),
       ["VARCHAR", "VARCHAR"], WINDOW_ROW, **kw)
     f("_dc_drift_monitor_create", _wrap(lambda n, a, r: _monitor_create(state, n, a, r)),
@@ -153,27 +179,38 @@ def register_udfs(con: duckdb.DuckDBPyConnection, state: _State) -> None:
 # ``window`` is a reserved word in DuckDB, so the window length is ``window_size``
 # (or the quoted "window").
 MACROS = r"""
-CREATE OR REPLACE TEMP MACRO embedding_drift(baseline, current, embedding, method := 'mmd',
+CREATE OR REPLACE TEMP MACRO embedding_drift(baseline, current, embedding, method := 'knn',
     params := NULL, alpha := 0.05, seed := 42, normalize := true, pooling := 'mean',
-    reference := NULL, reference_run := NULL) AS TABLE
+    reference := NULL, reference_run := NULL, group_by := NULL) AS TABLE
     SELECT unnest(_dc_embedding_drift(CAST(baseline AS VARCHAR), CAST(current AS VARCHAR),
         json_object('embedding', embedding, 'method', method, 'params', params,
                     'alpha', alpha, 'seed', seed, 'normalize', normalize, 'pooling', pooling,
-                    'reference', reference, 'reference_run', reference_run)::VARCHAR),
+                    'reference', reference, 'reference_run', reference_run,
+                    'group_by', group_by)::VARCHAR),
+        recursive := true);
+
+CREATE OR REPLACE TEMP MACRO embedding_drift_explain(baseline, current, embedding,
+    text := NULL, id := NULL, n_regions := NULL, n_examples := 3, alpha := 0.05, seed := 42,
+    normalize := true, pooling := 'mean') AS TABLE
+    SELECT unnest(_dc_embedding_drift_explain(CAST(baseline AS VARCHAR), CAST(current AS VARCHAR),
+        json_object('embedding', embedding, 'text', text, 'id', id, 'n_regions', n_regions,
+                    'n_examples', n_examples, 'alpha', alpha, 'seed', seed,
+                    'normalize', normalize, 'pooling', pooling)::VARCHAR),
         recursive := true);
 
 CREATE OR REPLACE TEMP MACRO embedding_drift_windows(source, embedding,
     time_column := 'created_at', window_size := INTERVAL 1 DAY, "window" := NULL,
-    baseline := NULL, method := 'mmd', params := NULL, alpha := 0.05, seed := 42,
+    baseline := NULL, method := 'knn', params := NULL, alpha := 0.05, seed := 42,
     normalize := true, pooling := 'mean', reference := NULL, reference_run := NULL,
-    backend := 'local', ray_address := NULL) AS TABLE
+    backend := 'local', ray_address := NULL, group_by := NULL) AS TABLE
     SELECT unnest(_dc_embedding_drift_windows(CAST(source AS VARCHAR),
         json_object('embedding', embedding, 'time_column', time_column,
                     'window_size', coalesce(CAST("window" AS VARCHAR), CAST(window_size AS VARCHAR)),
                     'baseline', CAST(baseline AS VARCHAR), 'method', method, 'params', params,
                     'alpha', alpha, 'seed', seed, 'normalize', normalize, 'pooling', pooling,
                     'reference', reference, 'reference_run', reference_run,
-                    'backend', backend, 'ray_address', ray_address)::VARCHAR),
+                    'backend', backend, 'ray_address', ray_address,
+                    'group_by', group_by)::VARCHAR),
         recursive := true);
 
 CREATE OR REPLACE TEMP MACRO drift_monitor_create(name, reference := NULL, reference_run := NULL,
@@ -188,7 +225,7 @@ CREATE OR REPLACE TEMP MACRO drift_monitor_add(name, source, embedding := 'embed
     time_column := NULL) AS
     _dc_drift_monitor_add(name, CAST(source AS VARCHAR), embedding, time_column);
 
-CREATE OR REPLACE TEMP MACRO drift_monitor_windows(name, method := 'mmd', params := NULL,
+CREATE OR REPLACE TEMP MACRO drift_monitor_windows(name, method := 'knn', params := NULL,
     baseline := NULL, alpha := 0.05, seed := 42, normalize := true) AS TABLE
     SELECT unnest(_dc_drift_monitor_windows(name, json_object('method', method,
         'params', params, 'baseline', CAST(baseline AS VARCHAR), 'alpha', alpha, 'seed', seed,
@@ -199,16 +236,23 @@ CREATE OR REPLACE TEMP MACRO drift_monitor_delete(name) AS _dc_drift_monitor_del
 CREATE OR REPLACE TEMP MACRO cluster_drift_test(cluster_name, baseline_run := NULL,
     current_run := NULL, match_threshold := 0.8, alpha := 0.05, seed := 42,
     n_permutations := 2000) AS TABLE
-    WITH d AS (SELECT * FROM cluster_drift(cluster_name, baseline_run := baseline_run,
-                   current_run := current_run, match_threshold := match_threshold)),
-    t AS (SELECT any_value(d.baseline_run_id) AS b, any_value(d.current_run_id) AS c,
-                 _dc_share_test(list(d.baseline_size ORDER BY d.baseline_cluster_id, d.current_cluster_id),
-                                list(d.current_size ORDER BY d.baseline_cluster_id, d.current_cluster_id),
+    WITH d AS MATERIALIZED (
+        SELECT *, row_number() OVER (ORDER BY baseline_cluster_id NULLS LAST,
+                                              current_cluster_id NULLS LAST) AS __dc_pos
+        FROM cluster_drift(cluster_name, baseline_run := baseline_run,
+                           current_run := current_run, match_threshold := match_threshold)),
+    t AS (SELECT _dc_share_test(list(d.baseline_size ORDER BY d.__dc_pos),
+                                list(d.current_size ORDER BY d.__dc_pos),
                                 CAST(n_permutations AS BIGINT), CAST(seed AS BIGINT)) AS r
           FROM d)
-    SELECT t.b AS baseline_run_id, t.c AS current_run_id, 'cluster' AS method,
-           t.r.js_divergence AS statistic, t.r.p_value AS p_value, CAST(alpha AS DOUBLE) AS threshold,
-           t.r.p_value < alpha AS drift_detected, t.r.chi2 AS chi2, t.r.chi2_dof AS chi2_dof,
-           t.r.chi2_p_value AS chi2_p_value
-    FROM t;
+    SELECT d.baseline_run_id, d.current_run_id, d.baseline_cluster_id, d.current_cluster_id,
+           d.status, d.baseline_size, d.current_size, d.baseline_share, d.current_share, d.delta,
+           t.r.cluster_p_values[d.__dc_pos] AS p_value,
+           t.r.cluster_p_values_adjusted[d.__dc_pos] AS p_value_adjusted,
+           t.r.cluster_p_values_adjusted[d.__dc_pos] < alpha AS changed,
+           'cluster' AS method, t.r.js_divergence AS statistic, t.r.p_value AS overall_p_value,
+           CAST(alpha AS DOUBLE) AS threshold, t.r.p_value < alpha AS drift_detected,
+           t.r.chi2 AS chi2, t.r.chi2_dof AS chi2_dof, t.r.chi2_p_value AS chi2_p_value
+    FROM d, t
+    ORDER BY d.__dc_pos;
 """

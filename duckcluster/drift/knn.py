@@ -1,0 +1,234 @@
+"""``knn``: nearest neighbours of the pooled rows; what is new, what vanished, what moved.
+
+The default method. Every row of both sides gets its nearest other rows in the
+pooled set (exact up to 12,000 rows, an approximate search above it: see
+``details``), and four statistics are read off that graph and the side labels:
+
+- **new**: current rows whose ``k`` (10) nearest neighbours are (nearly) all
+  current: content with no baseline counterpart. "Nearly all" is at least the
+  count a random labelling reaches with probability 0.001 (all 10 of 10 when
+  the sides are the same size);
+- **vanished**: the same for baseline rows: content the current side lost;
+- **mix**: the share of same-side pairs among each row's ``k_mix`` (40)
+  neighbours (Schilling's and Henze's nearest-neighbour test): the mix of
+  familiar content moved;
+- **global**: the squared distance between the side means on the pooled rows'
+  first ``n_components`` (20) principal components, each scaled to unit
+  variance (Hotelling's statistic on those components): a shift of everything.
+
+All four are computed for the real labels and for ``n_permutations``
+relabellings of the pooled rows (whole groups with ``group_by``), on one graph
+built without the labels, so each has an exact permutation p-value. The
+p-value of the method is that of the smallest of the four p-values, calibrated
+on the same relabellings (a min-p combination, exact too); ``details`` lists
+each component's p-value and which one decided. Every row is tested: the
+graph and the four statistics are linear in the rows once the graph exists.
+The statistic is -log10 of the smallest component p-value (larger = more
+drift). ``new_content_share`` estimates the share of current rows that sit among
+current-only neighbours beyond chance (observed minus the relabellings'
+mean), with a bootstrap confidence interval over current rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._params import Param
+from ._base import (
+    PERMUTATIONS,
+    Context,
+    check_groups_unsampled,
+    DriftMethod,
+    DriftResult,
+    decide,
+    permutation_blocks,
+    permutation_p_value,
+    sample_details,
+    sample_param,
+    subsample,
+)
+from ._graph import pooled_graph
+
+PARAMS = {
+    "max_samples": sample_param(),
+    "k": Param(int, 10, low=2, high=50,
+               doc="neighbours whose sides decide whether a row is new or vanished content"),
+    "k_mix": Param(int, 40, low=1, high=200,
+                   doc="neighbours of the same-side count (the mix component)"),
+    "n_components": Param(int, 20, low=1, high=256,
+                          doc="principal components of the global component"),
+    "n_permutations": PERMUTATIONS,
+}
+
+COMPONENTS = ("new", "vanished", "mix", "global")
+#: Chance, under a random labelling, that a row passes the "new" or "vanished" count.
+NOVELTY_TAIL = 0.001
+_PERM_BLOCK = 64
+
+
+def novelty_threshold(k: int, share: float) -> int:
+    """Smallest count t of same-side neighbours out of ``k`` with
+    P(Binomial(k, share) >= t) <= :data:`NOVELTY_TAIL` (at most ``k``)."""
+    from scipy.stats import binom
+
+    for t in range(k + 1):
+        if binom.sf(t - 1, k, share) <= NOVELTY_TAIL:
+            return t
+    return k
+
+
+def pack_bits(Zb: np.ndarray) -> np.ndarray:
+    """(N, b <= 64) 0/1 columns -> (N,) uint64 words, bit j = column j."""
+    N, b = Zb.shape
+    bits = np.zeros((N, 64), dtype=np.uint8)
+    bits[:, :b] = Zb > 0.5
+    return np.packbits(bits, axis=1, bitorder="little").view(np.uint64).ravel()
+
+
+def column_counts(words: np.ndarray) -> np.ndarray:
+    """(64,) how many of the (N,) uint64 ``words`` have each bit set."""
+    if words.size == 0:
+        return np.zeros(64, dtype=np.int64)
+    bits = np.unpackbits(words.view(np.uint8).reshape(-1, 8), axis=1, bitorder="little")
+    return bits.sum(axis=0, dtype=np.int64)
+
+
+class BitCounter:
+    """Per row and per bit, how many of the added (N,) uint64 words had the bit set,
+    held as binary digit planes (a bit-sliced adder): 64 relabellings at once."""
+
+    def __init__(self, n: int, most: int):
+        self.planes = [np.zeros(n, dtype=np.uint64) for _ in range(max(1, int(most).bit_length()))]
+
+    def add(self, w: np.ndarray) -> None:
+        carry = w
+        for q, plane in enumerate(self.planes):
+            self.planes[q] = plane ^ carry
+            carry = plane & carry
+
+    def at_least(self, t: int) -> np.ndarray:
+        """Words whose bit j says: count of bit j >= t."""
+        ones = np.uint64(0xFFFFFFFFFFFFFFFF)
+        ge = np.zeros_like(self.planes[0])
+        eq = np.full_like(self.planes[0], ones)
+        for q in range(len(self.planes) - 1, -1, -1):
+            if (t >> q) & 1:
+                eq &= self.planes[q]
+            else:
+                ge |= eq & self.planes[q]
+                eq &= ~self.planes[q]
+        if t >= 1 << len(self.planes):
+            return np.zeros_like(ge)
+        return ge | eq
+
+    def sum_where(self, mask: np.ndarray) -> np.ndarray:
+        """(64,) per bit, the sum of the counts over rows whose ``mask`` bit is set."""
+        return sum((1 << q) * column_counts(plane & mask) for q, plane in enumerate(self.planes))
+
+
+def whitened_components(X: np.ndarray, r: int, rng: np.random.Generator) -> np.ndarray:
+    """(N, r) scores on the first ``r`` principal components of the pooled rows,
+    each scaled to unit variance (fitted on a seeded sample of at most 20,000 rows)."""
+    r = max(1, min(r, X.shape[1], X.shape[0] - 1))
+    S = X if X.shape[0] <= 20_000 else \
+        X[np.sort(rng.choice(X.shape[0], size=20_000, replace=False))]
+    S = S.astype(np.float64)
+    mean = S.mean(axis=0)
+    S = S - mean
+    vals, vecs = np.linalg.eigh(S.T @ S / max(S.shape[0] - 1, 1))
+    order = np.argsort(vals)[::-1][:r]
+    scale = np.sqrt(np.maximum(vals[order], 1e-12))
+    W = (vecs[:, order] / scale).astype(np.float32)
+    return (X - mean.astype(np.float32)) @ W
+
+
+class Statistics:
+    """The four component statistics for any block of labelling columns."""
+
+    def __init__(self, X: np.ndarray, n: int, p: dict, rng: np.random.Generator):
+        N = X.shape[0]
+        m = N - n
+        kmax = max(p["k"], p["k_mix"])
+        self.graph = pooled_graph(X, min(kmax, N - 1), int(rng.integers(2**31 - 1)))
+        self.k = min(p["k"], self.graph.k)
+        self.k_mix = min(p["k_mix"], self.graph.k)
+        # thresholds from the real side sizes: fixed numbers, the same for every labelling
+        self.t_new = novelty_threshold(self.k, m / max(N - 1, 1))
+        self.t_gone = novelty_threshold(self.k, n / max(N - 1, 1))
+        self.W = whitened_components(X, p["n_components"], rng)
+        self.W_total = self.W.sum(axis=0, dtype=np.float64)
+        self.N = N
+
+    def __call__(self, Zb: np.ndarray) -> np.ndarray:
+        """(4, b) statistics for labelling columns ``Zb`` (N, b <= 64), 1 = baseline."""
+        b = Zb.shape[1]
+        N = self.N
+        n = Zb.sum(axis=0, dtype=np.float64)
+        m = N - n
+        cur = pack_bits(1.0 - Zb)  # bit j: the row is current in column j
+        base = ~cur
+        idx = self.graph.idx
+        counter = BitCounter(N, max(self.k, self.k_mix))
+        for j in range(max(self.k, self.k_mix)):
+            counter.add(cur[idx[:, j]])  # bit j of row i: is its next neighbour current?
+            if j + 1 == self.k:  # the first k neighbours decide new / vanished
+                new = column_counts(cur & counter.at_least(self.t_new))[:b]
+                gone = column_counts(base & ~counter.at_least(self.k - self.t_gone + 1))[:b]
+            if j + 1 == self.k_mix:
+                cc = counter.sum_where(cur)[:b]  # current neighbours of current rows
+                cb = counter.sum_where(base)[:b]  # current neighbours of baseline rows
+        same = cc + (n * self.k_mix - cb)
+        expected = (m * (m - 1) + n * (n - 1)) / (N * (N - 1))
+        mix = same / (N * self.k_mix) - expected
+        sc = ((1.0 - Zb).T @ self.W).astype(np.float64)  # (b, r) current sums
+        diff = sc / m[:, None] - (self.W_total[None, :] - sc) / n[:, None]
+        glob = np.einsum("ij,ij->i", diff, diff)
+        return np.stack([new.astype(np.float64), gone.astype(np.float64), mix, glob])
+
+
+def rank_p_values(S: np.ndarray) -> np.ndarray:
+    """(c, P + 1) statistics -> each column's permutation p-value per row:
+    #{columns with a statistic at least as large} / (P + 1)."""
+    out = np.empty(S.shape, dtype=np.float64)
+    for r in range(S.shape[0]):
+        s = S[r]
+        tol = 1e-9 * np.maximum(np.abs(s), 1e-300)
+        srt = np.sort(s)
+        out[r] = (s.size - np.searchsorted(srt, s - tol, side="left")) / s.size
+    return out
+
+
+def compute(B: np.ndarray, C: np.ndarray, p: dict, ctx: Context) -> DriftResult:
+    rng = np.random.default_rng(ctx.seed)
+    Bs, Cs = subsample(B, p["max_samples"], rng), subsample(C, p["max_samples"], rng)
+    check_groups_unsampled("knn", ctx, B, C, Bs, Cs)
+    n, m = Bs.shape[0], Cs.shape[0]
+    X = np.concatenate([Bs, Cs]).astype(np.float32, copy=False)
+    stats = Statistics(X, n, p, rng)
+    S = np.concatenate([stats(Zb) for Zb in permutation_blocks(
+        n, m, p["n_permutations"], rng, ctx.groups, _PERM_BLOCK)], axis=1)
+    ranks = rank_p_values(S)
+    component_p = ranks[:, 0]
+    combined = -ranks.min(axis=0)
+    p_value = permutation_p_value(combined)
+    decider = COMPONENTS[int(np.argmin(component_p))]
+    excess = float(S[0, 0] - S[0, 1:].mean())
+    details = {
+        **sample_details(B, C, Bs, Cs, p["max_samples"]), **stats.graph.details, "k": stats.k, "k_mix": stats.k_mix,
+        "n_components": int(stats.W.shape[1]), "n_permutations": p["n_permutations"],
+        "component_p_values": {c: float(v) for c, v in zip(COMPONENTS, component_p)},
+        "strongest_component": decider,
+        "component_statistics": {c: float(v) for c, v in zip(COMPONENTS, S[:, 0])},
+        "new_threshold": f"{stats.t_new} of {stats.k} neighbours current",
+        "vanished_threshold": f"{stats.t_gone} of {stats.k} neighbours baseline",
+        "new_content_share": max(0.0, excess) / m,
+        "combination": "min-p over the four components, calibrated on the same relabellings",
+    }
+    if ctx.groups is not None:
+        details["permutation_unit"] = "group"
+    return DriftResult("knn", float(-np.log10(component_p.min())), p_value, ctx.alpha,
+                       decide(p_value, ctx.alpha), details)
+
+
+KNN = DriftMethod(name="knn", params=PARAMS, compute=compute, min_rows=5,
+                  doc=__doc__.split("\n\n", 1)[1], group_by=True)
