@@ -29,8 +29,8 @@ compare in constant time (:func:`verify_signature` does this). The body carries
 ``created_at`` and ``delivery_id``, so a receiver can refuse stale or replayed
 deliveries.
 
-Retries: timeouts, connection errors, HTTP 408/409/425/429 and 5xx are retried
-up to ``max_attempts`` (default 4) with exponential backoff from 0.5 s (doubling,
+Retries (``duckcluster._http.post``, shared with the LLM providers): timeouts,
+connection errors, HTTP 408/409/425/429 and 5xx are retried up to ``max_attempts`` (default 4) with exponential backoff from 0.5 s (doubling,
 capped at 8 s, ``Retry-After`` honoured up to the cap); any 2xx is success; other
 statuses (4xx, unfollowed 3xx) fail at once. A delivery interrupted by a shutdown
 resumes at its next attempt on the next sweep.
@@ -45,7 +45,6 @@ import json
 import logging
 import os
 import threading
-import time
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -53,9 +52,9 @@ from typing import Any
 
 import httpx
 
-from .. import _secrets
+from .. import _http, _secrets
 from .._errors import SpecError, closest
-from .._http import RetryPolicy, redact_url
+from .._http import RetryPolicy
 from .._params import Param, validate_params
 from .._version import __version__
 from ..catalog import ops as store
@@ -68,7 +67,6 @@ DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_MAX_ATTEMPTS = 4
 BACKOFF_S = 0.5
 MAX_BACKOFF_S = 8.0
-_RETRY_STATUS = {408, 409, 425, 429}
 _SWEEP_LOCK = threading.Lock()
 _RUN_FIELDS = ("run_id", "name", "mode", "status", "error", "progress", "submitted_at",
                "started_at", "finished_at", "duration_s", "n_rows", "n_null", "n_members",
@@ -278,7 +276,6 @@ def deliver(cur, hook: Mapping[str, Any], event: str, subject_id: str,
     policy = RetryPolicy(max_retries=int(hook["max_attempts"]) - 1,
                          backoff=BACKOFF_S if backoff is None else backoff,
                          max_backoff=MAX_BACKOFF_S, timeout=float(hook["timeout_s"]))
-    shown = redact_url(hook["url"])
     base = {"delivery_id": delivery_id, "webhook_id": hook["webhook_id"], "name": hook["name"],
             "event": event, "subject_id": subject_id, "payload": body.decode("utf-8")}
 
@@ -306,54 +303,27 @@ def deliver(cur, hook: Mapping[str, Any], event: str, subject_id: str,
         return Delivery(delivery_id, hook["webhook_id"], event, subject_id, "failed",
                         done + 1, err)
     signature = sign(secret, body)
-    attempt = done
-    while True:
-        attempt += 1
-        if attempt > policy.max_retries + 1:  # resumed after the last attempt was logged
-            err = f"gave up after {attempt - 1} attempts"
-            logged(attempt - 1, "failed", error=err)
-            return Delivery(delivery_id, hook["webhook_id"], event, subject_id, "failed",
-                            attempt - 1, err)
-        t0 = time.perf_counter()
-        retry_after = None
-        http_status = None
-        try:
-            resp = client.post(hook["url"], content=body, timeout=policy.timeout,
-                               headers=_headers(event, delivery_id, attempt, signature))
-        except httpx.TimeoutException:
-            error, retry = f"no answer from {shown} within {policy.timeout:g} s", True
-        except httpx.TransportError as exc:
-            detail = str(exc).replace(hook["url"], shown)  # the query string may hold a token
-            error, retry = f"cannot reach {shown} ({type(exc).__name__}: {detail})", True
-        except Exception as exc:  # noqa: BLE001 - the client refused the request: recorded
-            detail = str(exc).replace(hook["url"], shown)
-            error, retry = f"could not send to {shown} ({type(exc).__name__}: {detail})", False
-        else:
-            http_status = resp.status_code
-            if 200 <= http_status < 300:
-                logged(attempt, "delivered", http_status, None, time.perf_counter() - t0)
-                return Delivery(delivery_id, hook["webhook_id"], event, subject_id,
-                                "delivered", attempt)
-            error = f"{shown} answered HTTP {http_status}"
-            retry = http_status in _RETRY_STATUS or http_status >= 500
-            retry_after = resp.headers.get("retry-after")
-        took = time.perf_counter() - t0
-        last = attempt >= policy.max_retries + 1
-        if not retry or last:
-            final = error + ("" if retry else " (not retried: only timeouts, connection "
-                             "errors, 408/409/425/429 and 5xx are)")
-            if retry:
-                final += f"; gave up after {attempt} attempts"
-            logged(attempt, "failed", http_status, final, took)
-            return Delivery(delivery_id, hook["webhook_id"], event, subject_id, "failed",
-                            attempt, final)
-        logged(attempt, "retrying", http_status, error, took)
-        delay = policy.delay(attempt - 1, retry_after)
-        if stop is not None and stop.wait(delay):
-            return Delivery(delivery_id, hook["webhook_id"], event, subject_id, "interrupted",
-                            attempt, error)
-        if stop is None:
-            time.sleep(delay)
+    if done >= policy.max_retries + 1:  # resumed after the last attempt was logged
+        err = f"gave up after {done} attempts"
+        logged(done, "failed", error=err)
+        return Delivery(delivery_id, hook["webhook_id"], event, subject_id, "failed", done, err)
+    a = _http.post(client, hook["url"], policy, content=body, first=done + 1,
+                   headers=lambda n: _headers(event, delivery_id, n, signature),
+                   on_retry=lambda a: logged(a.number, "retrying", a.status, a.error, a.seconds),
+                   wait=None if stop is None else stop.wait)
+    if a.ok:
+        logged(a.number, "delivered", a.status, None, a.seconds)
+        return Delivery(delivery_id, hook["webhook_id"], event, subject_id, "delivered",
+                        a.number)
+    if a.interrupted:  # its 'retrying' row is logged: the next sweep resumes it
+        return Delivery(delivery_id, hook["webhook_id"], event, subject_id, "interrupted",
+                        a.number, a.error)
+    final = a.error + ("; gave up after {} attempts".format(a.number) if a.retry else
+                       " (not retried: only timeouts, connection errors, 408/409/425/429 "
+                       "and 5xx are)")
+    logged(a.number, "failed", a.status, final, a.seconds)
+    return Delivery(delivery_id, hook["webhook_id"], event, subject_id, "failed", a.number,
+                    final)
 
 
 def _pending_not_final(cur, subject_id: str | None) -> list[dict[str, Any]]:
