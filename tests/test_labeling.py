@@ -12,13 +12,10 @@ from label_data import TOPIC_WORDS, cluster, make_docs, topic_of_clusters
 import duckcluster
 from duckcluster.core.assign import normalize_rows
 from duckcluster._errors import SpecError
-from duckcluster.labels.labeling import (
-    LabelConfig,
-    ctfidf_keywords,
-    leader_merges,
-    offline_label,
-    offline_summary,
-)
+from duckcluster.core.keywords import ctfidf_keywords, offline_label
+from duckcluster.labels.ask import leader_merges
+from duckcluster.labels.config import LabelConfig
+from duckcluster.labels.keywords import offline_summary
 
 # -- pure core ---------------------------------------------------------------------------
 

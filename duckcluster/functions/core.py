@@ -24,7 +24,7 @@ from ..core.fit import fit
 from ..core.spec import ClusterSpec, check_rows
 from ..core.vectors import combine_columns, to_dense
 from ..engine import execute as _execute
-from ..labels.labeling import LabelConfig
+from ..labels.config import LabelConfig
 from ._declare import Function, P, macros_sql, options, register
 from ._registry import _report, _State, _wrap
 

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from .._errors import DataError, SpecError
 from ..catalog import labels as store
+from ..labels import ask as _ask
 from ..labels import enrich as _enrich
 from ..labels import labeling as _labeling
 from ..labels import taxonomy as _taxonomy
@@ -179,7 +180,7 @@ def _embed(state):
         out: list = [None] * len(texts)
         for o in set(opts):
             idx = [i for i, x in enumerate(opts) if x == o]
-            vecs = _labeling.embed_texts([texts[i] for i in idx], _options(o),
+            vecs = _ask.embed_texts([texts[i] for i in idx], _options(o),
                                          read_secret=read_secret)
             for i, v in zip(idx, vecs):
                 out[i] = v
