@@ -160,6 +160,61 @@ def machine_note() -> str:
             f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1 / 5 / 15 min)")
 
 
+def load_now() -> str:
+    """The 1-minute load average and the runnable tasks right now (Linux), for a note."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    try:
+        with open("/proc/loadavg", encoding="ascii") as f:
+            running = f.read().split()[3].split("/")[0]
+        return f"load {load:.2f} ({running} runnable)"
+    except OSError:
+        return f"load {load:.2f}"
+
+
+class BackgroundLoad:
+    """A fixed load: one process running a one-thread numpy matmul loop (one core busy),
+    started by the benchmark for a block and stopped after it.
+
+    >>> with BackgroundLoad():  # doctest: +SKIP
+    ...     timed_work()
+    """
+
+    CODE = ("import numpy as np\n"
+            "a = np.random.default_rng(0).random((512, 512), dtype=np.float32)\n"
+            "while True:\n    a @ a\n")
+
+    def __init__(self, warmup: float = 1.0) -> None:
+        self.warmup = warmup
+        self.proc = None
+
+    def __enter__(self) -> "BackgroundLoad":
+        import subprocess
+
+        env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
+                   MKL_NUM_THREADS="1")
+        self.proc = subprocess.Popen([sys.executable, "-c", self.CODE], env=env)
+        time.sleep(self.warmup)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, float]:
+    """Median seconds of each function, the functions taking turns ``repeat`` times (so
+    a change of load hits every one of them alike)."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(max(1, repeat)):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def verdict(ok: bool) -> str:
     return "met" if ok else "not met"
 

@@ -30,12 +30,12 @@ def _top_components(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     LAPACK on a 384 x 384 matrix took 0.07-2.2 s on the busy 2-core machine,
     single-threaded 0.02-0.04 s. Signs follow scikit-learn's ``svd_flip``
     convention (largest-magnitude loading positive), so results are deterministic."""
-    from threadpoolctl import threadpool_limits
+    from .threads import limited
 
     mean = X.mean(axis=0, dtype=np.float64)
     Xc = X - mean.astype(np.float32)
     cov = (Xc.T @ Xc).astype(np.float64)
-    with threadpool_limits(1):
+    with limited(1):
         w, v = np.linalg.eigh(cov)
     comps = v[:, np.argsort(w)[::-1][:k]].T  # (k, d), largest variance first
     signs = np.sign(comps[np.arange(k), np.argmax(np.abs(comps), axis=1)])

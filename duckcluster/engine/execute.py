@@ -27,6 +27,7 @@ from ..core.assign import assign
 from ..core.fit import FitResult, check_distinct, fit, quiet_fit_warnings
 from ..core.lineage import fingerprints
 from ..core.spec import ClusterSpec, check_rows
+from ..core.threads import machine_sized
 from . import lineage, reader
 from .reader import SourceData, read_source  # noqa: F401  (re-exported)
 
@@ -63,6 +64,7 @@ def create(cur, args: Mapping[str, Any], replace: bool = False,
     return spec
 
 
+@machine_sized  # BLAS/OpenMP threads from the cores other processes leave free
 def execute(cur, name: str, settings: catalog.Settings, mode: str = "full",
             threshold: float | None = None, progress: Progress = _noop,
             run_id: str | None = None) -> str:

@@ -47,9 +47,9 @@ def kmeans_plusplus(X: np.ndarray, k: int, seed: int) -> np.ndarray:
     on one BLAS thread (on the busy 2-core machine: 0.08 s vs 0.25-0.29 s with
     OpenBLAS's two). Returns (k, d) float32.
     """
-    from threadpoolctl import threadpool_limits
+    from ..threads import limited
 
-    with threadpool_limits(1):
+    with limited(1):
         return _kmeans_plusplus(X, k, seed)
 
 
