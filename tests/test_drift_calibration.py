@@ -96,26 +96,34 @@ def _high_dim_blobs(n, seed):
     return normalize_rows(centers[rng.integers(0, 8, n)] + 0.6 * rng.normal(size=(n, 384)))
 
 
+#: methods that fit something (k-means centroids, a PCA projection) before testing
+FITTED = ("cluster", "energy", "wasserstein", "kl")
+
+
+@pytest.mark.parametrize("method", FITTED)
 @pytest.mark.parametrize("kind", ["digits", "blobs384", "gauss384"])
-def test_cluster_method_never_flags_identical_sides(digits, kind):
-    """embedding_drift(X, X, method := 'cluster') at 30-230 rows: the k-means reference was
-    fitted on baseline rows that the current side also held, and 20 of 21 sizes of 384-d
-    rows were flagged (p down to 0.0005). Fitted on a pooled sample, both sides get
-    identical counts: nothing to flag."""
+def test_fitted_methods_never_flag_identical_sides(digits, kind, method):
+    """embedding_drift(X, X) at 30-230 rows: the k-means reference (cluster) or the PCA
+    (energy, wasserstein, kl) was fitted on baseline rows that the current side also held,
+    and up to 20 of 21 sizes of 384-d rows were flagged (p down to 0.0005). Fitted on a
+    pooled sample, both sides look identical: nothing to flag."""
     X, _ = digits
     flagged, low = 0, 1.0
     for n in range(30, 231, 10):
         rng = np.random.default_rng(n)
         A = X[rng.permutation(len(X))[:n]] if kind == "digits" else \
             _high_dim_blobs(n, n) if kind == "blobs384" else normalize_rows(rng.normal(size=(n, 384)))
-        p = run_method("cluster", A, A.copy(), {"n_permutations": 200}, seed=n).p_value
+        p = run_method(method, A, A.copy(), {"n_permutations": 200}, seed=n).p_value
         flagged += p < 0.05
         low = min(low, p)
-    assert flagged == 0, f"{kind}: {flagged} of 21 identical pairs flagged (lowest p {low})"
+    assert flagged == 0, f"{method} on {kind}: {flagged} of 21 identical pairs flagged " \
+                         f"(lowest p {low})"
 
 
+@pytest.mark.parametrize("method", FITTED)
 @pytest.mark.parametrize("kind", ["digits", "blobs384"])
-def test_cluster_method_false_alarm_rate_on_small_and_overlapping_null_splits(digits, kind):
+def test_fitted_methods_false_alarm_rate_on_small_and_overlapping_null_splits(digits, kind,
+                                                                              method):
     """60 null comparisons of 30-220 rows: half of them with a current side that also holds
     every baseline row (a table compared with a superset of itself). Flagged at most
     alpha + 0.06 (two binomial standard deviations at n = 60)."""
@@ -127,6 +135,6 @@ def test_cluster_method_false_alarm_rate_on_small_and_overlapping_null_splits(di
         B, C = X[perm[:n]], X[perm[n:2 * n]]
         if s % 2:
             C = np.concatenate([B, C])
-        p_values.append(run_method("cluster", B, C, {"n_permutations": 200}, seed=s).p_value)
+        p_values.append(run_method(method, B, C, {"n_permutations": 200}, seed=s).p_value)
     p_values = np.array(p_values)
-    assert (p_values < 0.05).mean() <= 0.05 + 0.06, np.sort(p_values)[:8]
+    assert (p_values < 0.05).mean() <= 0.05 + 0.06, (method, np.sort(p_values)[:8])

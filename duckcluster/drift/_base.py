@@ -92,17 +92,15 @@ class DriftMethod:
     compute: Compute
     min_rows: int
     doc: str
-    splits_baseline: bool = False  # fits something on part of the baseline first
     group_by: bool = False  # can relabel whole groups (Context.groups)
 
     def rows_wanted(self, params: Mapping[str, Any]) -> tuple[int | None, int | None]:
         """(baseline, current) rows this method can use with ``params`` (None: all);
-        more are sampled away. A method that fits on part of the baseline wants
-        enough rows for a full fit (:data:`FIT_MAX_ROWS`) and a full test sample."""
+        more are sampled away."""
         if params.get("max_samples") is None:
             return None, None
         n = int(params["max_samples"])
-        return (2 * max(n, FIT_MAX_ROWS) if self.splits_baseline else n), n
+        return n, n
 
 
 def _num(x: Any) -> float | None:

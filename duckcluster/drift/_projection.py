@@ -1,17 +1,21 @@
-"""A stable projection fitted on the baseline: its first principal components.
+"""A projection fitted on both sides pooled: their first principal components.
 
-``energy``, ``wasserstein`` and ``kl`` compare the two sides on the baseline's
-first principal components (PC1 and a few more), standardized by the baseline's
-spread so the components weigh alike. The same baseline and seed always give the
-same projection, so a series of windows is scored on one fixed axis system.
+``energy``, ``wasserstein`` and ``kl`` compare the two sides on the first
+principal components (PC1 and a few more), standardized by their spread so the
+components weigh alike.
 
-Why the baseline is split: a PCA fitted on rows it then tests overstates their
-spread along the top components (it picked those directions for them), so a
-permutation test on the same rows would flag drift too often. The projection is
-therefore fitted on a seeded part of the baseline (``fit_fraction``, at most
-:data:`FIT_MAX_ROWS` rows) and the test uses the remaining baseline rows: the
-fitted axes are then independent of every tested row and the permutation
-p-value stays exact.
+Why a pooled sample: a PCA fitted on rows it then tests overstates their spread
+along the top components (it picked those directions for them). Fitting on part
+of the baseline and testing the rest against the current side is exact only when
+the current side holds none of those rows: on the same table twice, overlapping
+windows or a current side that contains the baseline it flagged drift on
+identical data (issue 14). So the projection is fitted on a uniform seeded sample
+of the pooled rows (``fit_fraction``, at most :data:`FIT_MAX_ROWS`), chosen
+without looking at the sides, and every row of both sides is tested: which rows
+are in the sample is independent of the side labels, the projection is a
+function of the pool, and under "no drift" every relabelling of the pooled rows
+stays as likely as the real one, so the permutation p-value is exact. The same
+rows and seed always give the same projection.
 """
 
 from __future__ import annotations
@@ -25,10 +29,10 @@ from ._base import FIT_MAX_ROWS
 
 PARAMS = {
     "n_components": Param(int, 5, low=1, high=256,
-                          doc="principal components of the baseline to compare (PC1 first)"),
+                          doc="principal components of the pooled rows to compare (PC1 first)"),
     "fit_fraction": Param(float, 0.5, low=0.1, high=0.9,
-                          doc="share of the baseline rows the projection is fitted on; "
-                              "the test uses the rest"),
+                          doc="share of the pooled rows of both sides the projection is "
+                              "fitted on (at most 5,000); every row is tested"),
 }
 
 
@@ -38,7 +42,7 @@ class Projection:
 
     mean: np.ndarray  # (d,)
     components: np.ndarray  # (k, d), rows orthonormal, PC1 first
-    scale: np.ndarray  # (k,) baseline standard deviation of each component
+    scale: np.ndarray  # (k,) standard deviation of each component over the fitted rows
     explained_variance_ratio: np.ndarray  # (k,)
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
@@ -69,40 +73,47 @@ def fit_projection(X: np.ndarray, n_components: int) -> Projection:
     return Projection(mean=mean, components=comps, scale=scale, explained_variance_ratio=ratio)
 
 
-def split_baseline(B: np.ndarray, fit_fraction: float, rng: np.random.Generator
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """(rows to fit the projection on, rows to test), a seeded split of ``B``."""
-    n = B.shape[0]
-    n_fit = min(max(2, round(n * fit_fraction)), n - 2, FIT_MAX_ROWS)
-    perm = rng.permutation(n)
-    return B[np.sort(perm[:n_fit])], B[np.sort(perm[n_fit:])]
+def pooled_sample(B: np.ndarray, C: np.ndarray, fit_fraction: float,
+                  rng: np.random.Generator) -> np.ndarray:
+    """A uniform seeded sample of the pooled rows (at most :data:`FIT_MAX_ROWS`), in a
+    shuffled order: neither which rows are picked nor their order depends on the sides."""
+    n = B.shape[0] + C.shape[0]
+    n_fit = min(max(2, round(n * fit_fraction)), FIT_MAX_ROWS, n)
+    pick = rng.choice(n, size=n_fit, replace=False)
+    nb = B.shape[0]
+    out = np.empty((n_fit, B.shape[1]), dtype=np.float64)
+    in_b = pick < nb
+    out[in_b] = B[pick[in_b]]
+    out[~in_b] = C[pick[~in_b] - nb]
+    return out
 
 
 @dataclass(frozen=True)
 class Projected:
-    """Both sides on the baseline's components, plus the rows the projection was fitted on."""
+    """Both sides on the pooled components, plus the rows the projection was fitted on."""
 
     baseline: np.ndarray  # (n_b, k) tested baseline rows
     current: np.ndarray  # (n_c, k)
-    fit: np.ndarray  # (n_fit, k) the fitting rows, independent of the tested ones
+    fit: np.ndarray  # (n_fit, k) the fitting rows (a seeded sample of the pool)
     projection: Projection
     details: dict
 
 
-def projected(B: np.ndarray, C: np.ndarray, params: dict, max_samples: int,
+def projected(B: np.ndarray, C: np.ndarray, params: dict, max_samples: int | None,
               rng: np.random.Generator) -> Projected:
-    """Fit on part of ``B``; sample the rest and ``C`` to ``max_samples`` rows each."""
+    """Sample each side to ``max_samples`` rows (if given); fit on a pooled sample of them."""
     from ._base import sample_details, subsample
 
-    B_fit, B_test = split_baseline(B, params["fit_fraction"], rng)
-    proj = fit_projection(B_fit, params["n_components"])
-    Bs, Cs = subsample(B_test, max_samples, rng), subsample(C, max_samples, rng)
-    details = {**sample_details(B_test, C, Bs, Cs, max_samples),
-               **projection_details(proj, int(B_fit.shape[0]))}
-    return Projected(proj(Bs), proj(Cs), proj(B_fit), proj, details)
+    Bs, Cs = subsample(B, max_samples, rng), subsample(C, max_samples, rng)
+    fit = pooled_sample(Bs, Cs, params["fit_fraction"], rng)
+    proj = fit_projection(fit, params["n_components"])
+    details = {**sample_details(B, C, Bs, Cs, max_samples),
+               **projection_details(proj, int(fit.shape[0]))}
+    return Projected(proj(Bs), proj(Cs), proj(fit), proj, details)
 
 
 def projection_details(proj: Projection, n_fit: int) -> dict:
-    return {"projection": "baseline PCA", "n_components": int(proj.components.shape[0]),
+    return {"projection": "PCA of a seeded sample of both sides pooled",
+            "n_components": int(proj.components.shape[0]),
             "projection_fit_rows": n_fit,
             "explained_variance_ratio": [round(float(r), 6) for r in proj.explained_variance_ratio]}

@@ -130,9 +130,13 @@ def _reference(B: np.ndarray, C: np.ndarray, p: dict, ctx: Context, rng: np.rand
     # side that holds those same rows flagged drift on identical inputs)
     n = B.shape[0] + C.shape[0]
     n_fit = min(max(2, round(n * p["fit_fraction"])), FIT_MAX_ROWS, n)
-    pick = np.sort(rng.choice(n, size=n_fit, replace=False))
+    # unsorted: k-means' initialisation reads rows in order, which must not be side order
+    pick = rng.choice(n, size=n_fit, replace=False)
     in_b = pick[pick < B.shape[0]]
-    X = normalize_rows(np.concatenate([B[in_b], C[pick[pick >= B.shape[0]] - B.shape[0]]]))
+    X = np.empty((n_fit, B.shape[1]), dtype=np.float32)
+    X[pick < B.shape[0]] = B[in_b]
+    X[pick >= B.shape[0]] = C[pick[pick >= B.shape[0]] - B.shape[0]]
+    X = normalize_rows(X)
     k = max(2, min(p["n_clusters"], n_fit // 5))
     labels = KMeans(n_clusters=k, n_init=1, random_state=int(rng.integers(2**31 - 1))
                     ).fit_predict(X)

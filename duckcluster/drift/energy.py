@@ -1,7 +1,9 @@
-"""``energy``: energy distance on the baseline's first principal components.
+"""``energy``: energy distance on the first principal components of both sides.
 
-The sides are projected on a stable projection fitted on the baseline (PCA,
-``n_components`` components, PC1 first, each scaled to unit baseline spread),
+The sides are projected on the first ``n_components`` principal components of a
+seeded sample of both sides pooled (PC1 first, each scaled to unit spread; the
+sample is drawn without looking at the sides, so the test stays exact when the
+sides share rows),
 then compared with the multivariate energy distance
 2 E|X - Y| - E|X - X'| - E|Y - Y'| and a permutation p-value. ``details`` adds
 the energy distance of PC1 alone. Every row is tested: up to ``exact_max_rows``
@@ -11,7 +13,7 @@ energy distance in k dimensions is a constant times the mean over directions of
 the 1-D energy distance 2 * integral of (F_x - F_y)^2 of the projections, here over
 ``n_directions`` (16) seeded random directions, O(n log n) per direction
 (``details`` says which). It only sees what the first components show:
-content that differs along directions the baseline barely varies in (for
+content that differs along directions the data barely varies in (for
 example a new class that lands mid-axis on the top components) can go unseen;
 use ``knn`` or ``mmd`` to catch that.
 """
@@ -101,4 +103,4 @@ def compute(B: np.ndarray, C: np.ndarray, p: dict, ctx: Context) -> DriftResult:
 
 
 ENERGY = DriftMethod(name="energy", params=PARAMS, compute=compute, min_rows=10,
-                     splits_baseline=True, doc=__doc__.split("\n\n", 1)[1])
+                     doc=__doc__.split("\n\n", 1)[1])

@@ -1,8 +1,9 @@
 """``kl``: KL divergence of binned projections, smoothed ("KL with care").
 
-Each of the baseline's first principal components (a stable projection fitted
-on the baseline) is cut into ``bins`` bins at the baseline's
-quantiles (open-ended at both ends, so no current row falls outside); counts get
+Each of the first principal components of a seeded sample of both sides pooled
+(drawn without looking at the sides, so the test stays exact when the sides
+share rows) is cut into ``bins`` bins at that sample's quantiles (open-ended at
+both ends, so no row falls outside); counts get
 ``smoothing`` pseudo-counts per bin so an empty bin does not make the divergence
 infinite; the statistic is the mean over components of KL(current || baseline)
 in nats. The care: the raw number depends on bins, smoothing and sample size
@@ -32,7 +33,7 @@ from ._base import (
 PARAMS = {
     "max_samples": sample_param(),
     "n_permutations": PERMUTATIONS,
-    "bins": Param(int, 10, low=2, high=1000, doc="bins per component (baseline quantiles)"),
+    "bins": Param(int, 10, low=2, high=1000, doc="bins per component (quantiles of the fitted sample)"),
     "smoothing": Param(float, 0.5, low=0.0, low_open=True,
                        doc="pseudo-count added to every bin (additive smoothing)"),
     **_projection.PARAMS,
@@ -58,8 +59,8 @@ def compute(B: np.ndarray, C: np.ndarray, p: dict, ctx: Context) -> DriftResult:
     bins = p["bins"]
     codes = []
     for j in range(pooled.shape[1]):
-        # edges from the fitting rows' quantiles: independent of every tested row,
-        # so the same edges serve all permutations without biasing the test
+        # edges from the fitting rows' quantiles: a function of the pool, so the same
+        # edges serve every relabelling without biasing the test
         edges = np.quantile(pr.fit[:, j], np.linspace(0, 1, bins + 1)[1:-1])
         codes.append(np.searchsorted(edges, pooled[:, j], side="right"))
     per = np.concatenate([
@@ -76,4 +77,4 @@ def compute(B: np.ndarray, C: np.ndarray, p: dict, ctx: Context) -> DriftResult:
 
 
 KL = DriftMethod(name="kl", params=PARAMS, compute=compute, min_rows=10,
-                 splits_baseline=True, doc=__doc__.split("\n\n", 1)[1])
+                 doc=__doc__.split("\n\n", 1)[1])
