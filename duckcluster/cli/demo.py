@@ -206,6 +206,7 @@ def run_text_demo(db_path: str, artifacts_dir: str | None, console: Console, pro
         _show(console, DRIFT_SQL.replace(", details", ""))
         with progress_display(True):
             drift = _drift(con)
+        _show(console, EXPLAIN_SQL)
         regions = _new_regions(con)
         timings["drift"] = time.perf_counter() - t
         detected = any(d["drift_detected"] for d in drift.values())
@@ -286,36 +287,27 @@ def _drift(con) -> dict[str, dict]:
     return out
 
 
-def _new_regions(con) -> list[NewRegion]:
-    """Batch rows farther from every topic than 95 % of the training rows are, in words:
-    keywords that set their texts apart from the topics' texts, and the rows nearest
-    their mean."""
-    from ..core.keywords import ctfidf_keywords, offline_label
+#: What is new in the batch, in words: regions of both sides pooled whose batch share has
+#: (next to) no counterpart in the training rows, named by their keywords.
+EXPLAIN_SQL = ("SELECT label, keywords, n_current, current_share, example_ids FROM "
+               "embedding_drift_explain('docs', 'incoming', 'embedding', text := 'text', "
+               "id := 'id', n_examples := 5) WHERE kind = 'new' ORDER BY n_current DESC")
 
-    sim = f"assign_cluster_detail(embedding, '{NAME}', threshold := NULL)"
-    tbl = con.sql(f"""
-        WITH cut AS (SELECT quantile_cont({sim}.similarity, 0.05) AS q FROM docs)
-        SELECT id, category, text, embedding FROM incoming
-        WHERE {sim}.similarity < (SELECT q FROM cut) ORDER BY id""").to_arrow_table()
-    n_batch = con.sql("SELECT count(*) FROM incoming").fetchall()[0][0]
-    if tbl.num_rows == 0:
-        return []
-    known = con.sql(f"""
-        SELECT m.cluster_id, list(d.text) FROM cluster_members('{NAME}') m
-        JOIN docs d ON d.id = m.id::INTEGER
-        WHERE m.cluster_id <> -1 AND coalesce(m.hierarchy_level, 0) = 0
-        GROUP BY ALL ORDER BY 1""").fetchall()
-    texts = tbl.column("text").to_pylist()
-    keywords = ctfidf_keywords([r[1] for r in known] + [texts])[-1]
-    emb = tbl.column("embedding").combine_chunks()
-    X = emb.flatten().to_numpy(zero_copy_only=False).reshape(len(emb), -1).astype(np.float32)
-    X /= np.linalg.norm(X, axis=1, keepdims=True)
-    mean = X.mean(axis=0)
-    order = np.argsort(-(X @ mean), kind="stable")[:N_EXAMPLES]
-    ids, cats = tbl.column("id").to_pylist(), tbl.column("category").to_pylist()
-    examples = [Example(int(ids[i]), cats[i], texts[i]) for i in order]
-    return [NewRegion(offline_label(keywords), keywords, tbl.num_rows,
-                      tbl.num_rows / n_batch, examples)]
+
+def _new_regions(con) -> list[NewRegion]:
+    """The ``new`` regions of ``embedding_drift_explain`` (batch content the training rows
+    do not have), with the examples nearest each region's centre."""
+    out = []
+    for label, keywords, size, share, example_ids in con.sql(EXPLAIN_SQL).fetchall():
+        ids = [int(i) for i in example_ids or []]
+        rows = dict((r[0], r[1:]) for r in con.execute(
+            "SELECT id, category, text FROM incoming WHERE id IN (SELECT unnest(?))",
+            [ids]).fetchall())
+        examples = [Example(i, *rows[i]) for i in ids if i in rows]
+        keywords = list(keywords or [])
+        out.append(NewRegion(label or ", ".join(keywords[:3]) or "unnamed", keywords,
+                             int(size), float(share), examples))
+    return out
 
 
 def _report(con, path: str, console: Console, progress_display) -> str | None:
@@ -380,11 +372,10 @@ def _print_drift(console, drift, regions, n_batch, detected) -> None:
                       f"assignment threshold {d['assignment_threshold']:g} "
                       f"({d['baseline_unassigned_share']:.0%} of the training rows)")
     if not regions:
-        console.print("  nothing in the batch is farther from the topics than the training "
-                      "rows are")
+        console.print("  no region of the batch lacks a counterpart in the training rows")
     for r in regions:
-        console.print(f"  [bold]new[/bold]: {r.size} rows ({r.share:.0%} of the batch) farther "
-                      f"from every topic than 95% of the training rows, about "
+        console.print(f"  [bold]new[/bold]: {r.size} rows ({r.share:.0%} of the batch) in a "
+                      f"region the training rows (next to) lack, about "
                       f"[bold]{r.name}[/bold] ({', '.join(r.keywords[:8])}); for example:")
         for ex in r.examples:
             console.print(f"    - {_clip(ex.text, 110)}", highlight=False)
