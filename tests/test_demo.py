@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import html
 import os
 import re
 import subprocess
@@ -104,6 +105,9 @@ def test_report_is_written(demo):
         page = f.read()
     assert page.startswith("<!DOCTYPE html>") and "data:image/png;base64," in page
     assert os.path.abspath(r.report_path) in out
+    # what moved is named in words (the new region's label), not by a region number
+    moved = page.split("<h2>What moved</h2>", 1)[1].split("</table>", 1)[0]
+    assert r.new_regions[0].name in html.unescape(moved) and "region " not in moved
 
 
 def test_try_next_sql_runs(demo):

@@ -5,6 +5,7 @@ console errors, with the plots visible in the screenshot."""
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import os
@@ -107,6 +108,28 @@ def test_report_numbers_are_the_sql_numbers(digits_db, tmp_path):
         assert f"<td class=num>{b:.1%}</td><td class=num>{c:.1%}</td>" in text
     # without a text expression a region is named by its number and an example id
     assert f"region 1 (e.g. id {regions[0][3][0]})" in text
+
+
+def test_without_text_regions_are_named_after_the_reference_labels(digits_db, tmp_path):
+    """No text expression, but the reference run has labels: each region is named after
+    the labelled cluster nearest its centre, never by a number."""
+    path = str(tmp_path / "labelled.duckdb")
+    shutil.copy(digits_db, path)
+    con = duckcluster.connect(path)
+    try:
+        con.sql("SELECT cluster_label('digits_kmeans', text := '''digit_'' || label')").fetchall()
+        labels = {r[0] for r in con.sql("SELECT label FROM cluster_centroids('digits_kmeans')"
+                                        ).fetchall()}
+        out = drift_report(con, BASELINE, CURRENT, str(tmp_path / "r.html"),
+                           methods=["knn"], reference="digits_kmeans")
+    finally:
+        con.close()
+    moved = Path(out).read_text(encoding="utf-8").split("<h2>What moved</h2>", 1)[1] \
+        .split("<h2>", 1)[0]
+    names = re.findall(r"<tr><td class=kind-\w+>[^<]*</td><td><b>([^<]+)</b>", moved)
+    assert names and all(html.unescape(n).startswith("like '") for n in names), names
+    assert {html.unescape(n)[6:-1] for n in names} <= labels
+    assert "region " not in moved.split("</table>", 1)[0]
 
 
 def test_report_errors_are_clean(digits_db, tmp_path):

@@ -316,7 +316,8 @@ def _report(con, path: str, console: Console, progress_display) -> str | None:
     try:
         with progress_display(True):
             drift_report(con, "docs", "incoming", path, methods=list(DRIFT_METHODS),
-                         reference=NAME, title="Embedding drift: incoming vs docs (demo)")
+                         reference=NAME, text="text", id="id",
+                         title="Embedding drift: incoming vs docs (demo)")
     except MissingDependencyError as exc:
         console.print(f"[yellow]no HTML report[/yellow]: {exc}")
         return None

@@ -67,6 +67,8 @@ def drift_report(con: duckdb.DuckDBPyConnection, baseline: str, current: str, ou
     rows = _results(con, baseline, current, emb, method_list, reference, reference_run, seed,
                     alpha)
     regions = _regions(con, baseline, current, emb, text, id, seed, alpha)
+    if reference is not None and not text:
+        _name_by_reference(con, regions, reference, reference_run)
     spec = _drift.DriftSpec.from_dict({"embedding": emb, "seed": seed})
     with con.cursor() as cur:
         B = _drift.read_side(cur, baseline, spec.embedding, PLOT_ROWS, seed=seed,
@@ -109,10 +111,33 @@ def _regions(con, baseline, current, emb, text, id_col, seed, alpha) -> list[dic
         return _drift.explain_drift(cur, baseline, current, spec, options, centres=True)
 
 
+def _name_by_reference(con, regions: list[dict[str, Any]], reference: str,
+                       reference_run: str | None) -> None:
+    """Without a text expression: name each region after the labelled cluster of the
+    ``reference`` run nearest its centre ("like 'label'"), when that run has labels."""
+    rows = con.execute("SELECT label, keywords, centroid FROM cluster_centroids(?, run_id := ?) "
+                       "WHERE coalesce(hierarchy_level, 0) = 0 AND centroid IS NOT NULL "
+                       "AND (label IS NOT NULL OR len(keywords) > 0)",
+                       [reference, reference_run]).fetchall()
+    if not rows:
+        return
+    names = [lab or ", ".join(list(kw)[:3]) for lab, kw, _ in rows]
+    cents = np.asarray([c for _, _, c in rows], dtype=np.float64)
+    cents /= np.maximum(np.linalg.norm(cents, axis=1, keepdims=True), 1e-12)
+    for r in regions:
+        centre = np.asarray(r["centre"], dtype=np.float64)
+        if r.get("label") or centre.shape[0] != cents.shape[1]:
+            continue
+        r["nearest_reference_label"] = names[int(np.argmax(cents @ centre))]
+
+
 def region_name(r: dict[str, Any]) -> str:
-    """A region's label, else its number and first example id."""
+    """A region's label; else the label of the nearest reference cluster; else its number
+    and first example id."""
     if r.get("label"):
         return str(r["label"])
+    if r.get("nearest_reference_label"):
+        return f"like '{r['nearest_reference_label']}'"
     ex = r.get("example_ids") or []
     return f"region {r['region_id']}" + (f" (e.g. id {ex[0]})" if ex else "")
 
@@ -297,8 +322,10 @@ def _page(title, baseline, current, emb, rows, regions, figures, B, C, alpha, te
     first = rows[0] if rows else {"n_baseline": B.n_rows, "n_current": C.n_rows}
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     text_arg = f", text := {e(repr(text))}" if text else ""
-    naming = "" if text else (" Pass a text expression (<code>--text</code>) to name the "
-                              "regions by their keywords.")
+    naming = "" if text else (" Without a text expression (<code>--text</code>) a region is "
+                              "named after the nearest labelled cluster of the reference "
+                              "(&ldquo;like &hellip;&rdquo;) when there is one; pass one to "
+                              "name the regions by their own keywords.")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
