@@ -224,7 +224,7 @@ def load_taxonomy(cur, taxonomy: str) -> tuple[dict[str, Any], pa.Table]:
         raise UnknownNameError(
             f"No taxonomy named {taxonomy!r}.{closest(taxonomy, names)} Existing taxonomies: "
             f"{', '.join(repr(n) for n in names) or 'none yet'}. Create one with "
-            f"SELECT cluster_promote('<cluster name>', taxonomy := {quote_literal(taxonomy)}).")
+            f"SELECT cluster_promote('<cluster name>', taxonomy_name := {quote_literal(taxonomy)}).")
     nodes = cur.sql("SELECT node_id, parent_node_id, level, label, centroid FROM "
                     "duckcluster.taxonomy_nodes WHERE taxonomy = ? ORDER BY level, node_id",
                     params=[taxonomy]).to_arrow_table()

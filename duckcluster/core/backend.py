@@ -21,6 +21,7 @@ the user, with any ``runtime_env``) is used as it is.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -98,10 +99,15 @@ def check_backend(name: Any) -> str:
 def check_address(address: Any) -> str | None:
     if address is None:
         return None
-    if not isinstance(address, str) or not address.strip():
+    if (not isinstance(address, str) or not _ADDRESS.match(address.strip())):
         raise SpecError("ray_address must be a Ray address such as 'ray://head:10001' or "
-                        f"'auto', or NULL to use RAY_ADDRESS / a local runtime. Got {address!r}.")
+                        "'auto' (or host:port), or NULL to use RAY_ADDRESS / a local runtime. "
+                        f"Got {address!r}.")
     return address.strip()
+
+
+#: 'auto' / 'local', a scheme URL (ray://, http(s)://), or host:port; no spaces.
+_ADDRESS = re.compile(r"^(auto|local|(ray|https?)://[^\s/]+(/\S*)?|[^\s:/]+:\d{1,5})$")
 
 
 def get_executor(backend: str = "local", ray_address: str | None = None) -> Executor:

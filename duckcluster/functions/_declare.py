@@ -10,11 +10,10 @@ writes the ``CREATE OR REPLACE TEMP MACRO`` text, :func:`register` the UDF, and
 types, SQL around the call, the pure-SQL read side) stay hand-written.
 
 >>> f = Function("cluster_wait", "_dc_wait", "VARCHAR", lambda state: None,
-...              (P("run_id", to="arg"), P("timeout", "600", to="arg", sql_type="DOUBLE",
-...                                        cast=True)), doc="Wait for a run.")
+...              (P("run_id", to="arg"), P("timeout", "600")), doc="Wait for a run.")
 >>> print(macro_sql(f).strip())
 CREATE OR REPLACE TEMP MACRO cluster_wait(run_id, timeout := 600) AS
-    _dc_wait(run_id, CAST(timeout AS DOUBLE));
+    _dc_wait(run_id, json_object('timeout', timeout)::VARCHAR);
 """
 
 from __future__ import annotations
@@ -37,7 +36,9 @@ class P:
     argument of ``sql_type``) or ``"none"`` (not passed by itself: a deprecated alias that
     another parameter's ``expr`` reads, e.g. ``coalesce(taxonomy_name, taxonomy)``).
     ``expr``: the SQL that passes it (default: the name, or ``CAST(name AS sql_type)`` with
-    ``cast``).
+    ``cast``). An argument of a number or BOOLEAN type is cast by a checked cast: a value
+    that does not convert fails naming the function, the parameter and ``allowed``
+    (default: from the type), not with DuckDB's bare conversion error.
     """
 
     name: str
@@ -46,15 +47,34 @@ class P:
     sql_type: str = "VARCHAR"
     expr: str | None = None
     cast: bool = False
+    allowed: str | None = None
 
     @property
     def ident(self) -> str:
         return f'"{self.name}"' if self.name in _RESERVED else self.name
 
-    def value(self) -> str:
+    def value(self, function: str = "") -> str:
         if self.expr is not None:
             return self.expr
+        is_list = self.sql_type.endswith("]")
+        allowed = self.allowed or ("a list of numbers (FLOAT[] or FLOAT[n])" if is_list
+                                   else _ALLOWED.get(self.sql_type))
+        if self.to == "arg" and allowed and function:
+            x, t = self.ident, self.sql_type
+            text = f"SpecError: {function}: {self.name} must be {allowed}; got ".replace("'", "''")
+            # a list column never fails: typeof() folds when the query is bound, so the
+            # row-by-row TRY_CAST runs only for other types (a VARCHAR '[1, 2]' still casts)
+            listed = f"typeof({x}) NOT LIKE '%]' AND " if is_list else ""
+            quote = "''''"  # SQL for a string holding one quote
+            return (f"CASE WHEN {listed}{x} IS NOT NULL AND TRY_CAST({x} AS {t}) IS NULL "
+                    f"THEN error('{text}' || {quote} || CAST({x} AS VARCHAR) || {quote}) "
+                    f"ELSE CAST({x} AS {t}) END")
         return f"CAST({self.ident} AS {self.sql_type})" if self.cast else self.ident
+
+
+#: What a UDF argument of these types must be (the checked cast's message).
+_ALLOWED = {"DOUBLE": "a number", "FLOAT": "a number", "INTEGER": "an integer",
+            "BIGINT": "an integer", "BOOLEAN": "true or false"}
 
 
 def options(names: Iterable[str], **overrides: P) -> tuple[P, ...]:
@@ -85,6 +105,9 @@ class Function:
     params_doc: Mapping[str, str] | None = None
     #: deprecated parameter name -> the name that replaces it (shown in the reference)
     aliases: Mapping[str, str] | None = None
+    #: the Param table the Python side checks the JSON options against (the common
+    #: parameter test derives invalid values from it)
+    checks: Mapping[str, Any] | None = None
 
     def udf_args(self) -> list[tuple[str, str]]:
         """(SQL passed, UDF parameter type) of each UDF argument, in order."""
@@ -92,7 +115,7 @@ class Function:
         json_at = None
         for p in self.params:
             if p.to == "arg":
-                out.append((p.value(), p.sql_type))
+                out.append((p.value(self.name), p.sql_type))
             elif p.to == "json" and json_at is None:
                 json_at = len(out)
         if json_at is not None:

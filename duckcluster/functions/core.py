@@ -21,6 +21,7 @@ from .._source import quote_ident, source_sql_unchecked
 from ..catalog import runs as catalog
 from ..core.assign import assign_raw, check_threshold, check_vectors
 from ..core.fit import fit
+from ..core.spec import OPTIONS as SPEC_OPTIONS
 from ..core.spec import ClusterSpec, check_rows
 from ..core.vectors import combine_columns, to_dense
 from ..engine import execute as _execute
@@ -309,6 +310,7 @@ FUNCTIONS = (
                         "max_hierarchy_depth", "dimensions", "seed", "assignment_threshold",
                         "pooling", "labeling", "backend", "stable_ids", "lineage")),
               P("replace", "false", to="arg", sql_type="BOOLEAN")),
+             checks=SPEC_OPTIONS,
              doc="store a validated cluster definition (source, embedding column(s), algorithm, "
                  "preprocessing, options); nothing is fitted until cluster_execute; returns its "
                  "name"),

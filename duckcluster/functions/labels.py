@@ -21,6 +21,7 @@ from ..labels import ask as _ask
 from ..labels import enrich as _enrich
 from ..labels import labeling as _labeling
 from ..labels import taxonomy as _taxonomy
+from ..labels.config import EMBED_OPTIONS, LABEL_OPTIONS
 from ._declare import Function, P, macros_sql, options, register
 from ._registry import _report
 
@@ -207,11 +208,13 @@ FUNCTIONS = (
                  "embedding_similarity_threshold", "embedding_provider", "embedding_model",
                  "embedding_base_url", "cache_ttl_seconds", "secret", "api_key_env", "timeout",
                  "max_retries", "retry_backoff", "concurrency", "json_mode", "temperature"))),
+             checks=LABEL_OPTIONS,
              doc="labels, summaries and keywords per cluster: offline keywords by default, or an "
                  "LLM provider"),
     Function("cluster_enrich", "_dc_enrich", "VARCHAR", _enrich_body,
              (P("name", to="arg"), P("target", to="arg"),
               *options(("fields", "run_id", "id", "prefix", "insert_missing"))),
+             checks=_enrich.OPTIONS,
              doc="writes cluster_id / label / summary / keywords into a target table, in one "
                  "transaction"),
     Function("cluster_promote", "_dc_promote", "VARCHAR", _promote,
@@ -219,7 +222,7 @@ FUNCTIONS = (
               P("taxonomy_name", "NULL", to="arg", expr="coalesce(taxonomy_name, taxonomy)"),
               *options(("run_id", "clusters", "min_size", "min_mean_similarity", "threshold",
                         "mode", "prefix")), P("taxonomy", "NULL", to="none")),
-             aliases={"taxonomy": "taxonomy_name"},
+             aliases={"taxonomy": "taxonomy_name"}, checks=_taxonomy.OPTIONS,
              doc="stable clusters of a run become the reference nodes of a taxonomy"),
     Function("taxonomy_delete", "_dc_taxonomy_delete", "VARCHAR", _taxonomy_delete,
              (P("taxonomy_name", to="arg"),), null_handling="default",
@@ -235,7 +238,7 @@ FUNCTIONS = (
              (P("input", to="arg", cast=True), P("provider", "'openai'"), *options((
                  "model", "base_url", "dimensions", "secret", "api_key_env", "timeout",
                  "max_retries", "retry_backoff"))),
-             udf_type="arrow", null_handling="default",
+             udf_type="arrow", null_handling="default", checks=EMBED_OPTIONS,
              doc="embeddings of a text column from an OpenAI-compatible endpoint"),
 )
 

@@ -13,6 +13,7 @@ from typing import Any
 import duckdb
 
 from .._errors import SpecError
+from ..engine import parquet as _parquet
 from ._declare import Function, P, macros_sql, register
 from ._registry import _report, _State
 
@@ -38,13 +39,11 @@ def _name(name: Any, fn: str) -> str:
 
 
 def _assign_parquet(state: _State, name, source, output, args_json) -> list[dict]:
-    from ..engine import parquet as _partitioned
-
     args = _args(args_json)
     fields = args.pop("fields", None)
     _report(f"cluster_assign_parquet: {name} on {args.get('backend', 'local')}")
     with state.cursor() as cur:
-        r = _partitioned.assign_parquet(cur, _name(name, "cluster_assign_parquet"), source,
+        r = _parquet.assign_parquet(cur, _name(name, "cluster_assign_parquet"), source,
                                         output, fields, args)
     return [r.as_row()]
 
@@ -68,6 +67,7 @@ FUNCTIONS = (
               P("threshold", "0.5"), P("run_id", "NULL"), P("fields", "NULL"),
               P("keep_columns", "false"), P("overwrite", "false"), P("backend", "'local'"),
               P("ray_address", "NULL"), P("batch_rows", "65536")), kind="table",
+             checks=_parquet.OPTIONS,
              doc="assigns (or enriches) every row of a Parquet file, folder or glob into a "
                  "folder of Parquet files, streaming or on Ray"),
     Function("cluster_sweep", "_dc_cluster_sweep", SWEEP_ROW,

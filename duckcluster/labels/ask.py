@@ -22,7 +22,7 @@ from .._source import quote_ident, source_sql
 from ..catalog import labels as store
 from ..core import progress as _steps
 from ..core.assign import normalize_rows
-from .config import EMBED_OPTIONS, LabelConfig
+from .config import EMBED_OPTIONS, LabelConfig, check_base_url
 from .keywords import Node
 from .llm import LLMError, RetryPolicy, embedding_provider
 from .llm._keys import SecretReader
@@ -238,6 +238,7 @@ def embed_texts(texts: Sequence[str | None], options: Mapping[str, Any],
     import httpx
 
     opts = validate_params("embed_text", EMBED_OPTIONS, options)
+    check_base_url("embed_text", "base_url", opts["base_url"])
     emb = embedding_provider(opts["provider"], model=opts["model"], base_url=opts["base_url"],
                              dimensions=opts["dimensions"], api_key_env=opts["api_key_env"],
                              secret=opts["secret"], read_secret=read_secret,

@@ -4,6 +4,7 @@ arguments of ``cluster_label`` and a definition's ``labeling := {...}``), and
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -85,6 +86,8 @@ class LabelConfig:
         structured = {k: d.pop(k) for k in _STRUCTURED if k in d}
         opts = validate_params("cluster_label", {**LABEL_OPTIONS,
                                                  **{k: Param(str) for k in _STRUCTURED}}, d)
+        for key in ("base_url", "embedding_base_url"):
+            check_base_url("cluster_label", key, opts[key])
         for k in _STRUCTURED:
             opts.pop(k, None)
         prov = str(opts["provider"]).lower()
@@ -121,6 +124,24 @@ class LabelConfig:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["input_mappings"] = [m.__dict__ for m in self.input_mappings]
         return out
+
+
+def check_base_url(owner: str, key: str, value: str | None) -> str | None:
+    """``value`` if it is None or an http(s) URL with a host; else a SpecError naming
+    ``key`` of ``owner`` (a typo here would otherwise surface as a connection error, or
+    not at all while the provider is offline)."""
+    if value is None:
+        return None
+    try:
+        parts = urllib.parse.urlsplit(value)
+    except ValueError:
+        parts = None
+    if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
+            or any(ord(c) <= 0x20 for c in value)):
+        raise SpecError(f"The {key!r} parameter of {owner} must be an http:// or https:// URL "
+                        f"of the API root, e.g. 'http://localhost:11434/v1'. Got {value!r} "
+                        "instead.")
+    return value
 
 
 #: Options of embed_text, declared as data.

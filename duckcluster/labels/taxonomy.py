@@ -172,7 +172,8 @@ def promote(cur, name: str, taxonomy: str, clusters: Any, options: Mapping[str, 
     catalog.require_writable(cur, "cluster_promote")
     opts = validate_params("cluster_promote", OPTIONS, options)
     if not isinstance(taxonomy, str) or not taxonomy.strip():
-        raise SpecError(f"taxonomy must be a non-empty name. Got {taxonomy!r}.")
+        raise SpecError("cluster_promote: taxonomy_name must be a non-empty name, like "
+                        f"'topics'. Got {taxonomy!r}.")
     run_id = catalog.resolve_run(cur, name, opts["run_id"])
     rows = _selected(store.run_nodes(cur, run_id), clusters, opts)
     if not rows:

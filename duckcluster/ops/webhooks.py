@@ -172,6 +172,12 @@ class WebhookSpec:
                 raise SpecError(f"Unknown webhook event {e!r}.{closest(str(e), EVENTS)} Valid "
                                 f"events: {', '.join(EVENTS)}.")
         secret, secret_env = d.get("secret"), d.get("secret_env")
+        for key, value in (("secret", secret), ("secret_env", secret_env)):
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise SpecError(f"cluster_webhook_create: {key} must be a non-empty string "
+                                + ("(the shared signing secret)" if key == "secret" else
+                                   "naming the environment variable that holds the secret")
+                                + f", or NULL. Got {value!r}.")
         if not secret and not secret_env:
             raise SpecError("cluster_webhook_create needs secret := '...' (or secret_env := "
                             "'ENV_VAR' naming an environment variable that holds it): every "
