@@ -125,9 +125,9 @@ def test_cancel_stops_at_the_next_progress_report_and_leaves_nothing(con):
     while _status(con, run_id)["status"] != "running":
         time.sleep(0.01)
     assert _background.cancel_all("test says stop") == [run_id]
-    assert con.sql(f"SELECT cluster_wait('{run_id}')").fetchall() == [("failed",)]
+    assert con.sql(f"SELECT cluster_wait('{run_id}')").fetchall() == [("cancelled",)]
     s = _status(con, run_id)
-    assert "RunFailedError: cancelled: test says stop" in s["error"]
+    assert s["error"] == "RunCancelledError: cancelled: test says stop"
     for table in ("members", "centroids"):
         assert con.sql(f"SELECT count(*) FROM duckcluster.{table} WHERE run_id = '{run_id}'"
                        ).fetchall() == [(0,)]
@@ -280,3 +280,117 @@ def test_a_killed_process_leaves_its_run_abandoned(db_path):
         proc.wait(10)
     status, error = _run_status(db_path, run_id)
     assert status == "abandoned" and "ended before it finished" in error
+
+
+# -- Ctrl-C (SIGINT) in real processes: recorded 'cancelled', not 'failed' ------------------
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _slow_db(db_path) -> None:
+    """A definition whose run takes tens of seconds and reports every UMAP epoch."""
+    con = duckcluster.connect(db_path)
+    try:
+        for sql in ("SELECT setseed(0.25)",
+                    "CREATE TABLE pts AS SELECT i AS doc_id, list_transform(range(16), "
+                    "lambda j: random())::FLOAT[16] AS embedding FROM range(3000) t(i)",
+                    "SELECT cluster_create('slow', 'pts', 'embedding', id := 'doc_id', "
+                    "algorithm := 'kmeans', params := {'n_clusters': 4}, preprocessing := "
+                    "[{'method': 'umap', 'n_components': 2, 'n_epochs': 2000}])"):
+            con.sql(sql).fetchall()
+    finally:
+        con.close()
+
+
+def _interrupt_when(proc, marker: str, delay_s: float = 3.0) -> tuple[str, str]:
+    """Read ``proc``'s stdout until ``marker``, wait ``delay_s``, send SIGINT; (out, err)."""
+    seen = ""
+    while marker not in seen:
+        line = proc.stdout.readline()
+        assert line, f"the process ended before printing {marker!r}: {proc.stderr.read()}"
+        seen += line
+    time.sleep(delay_s)
+    proc.send_signal(signal.SIGINT)
+    proc.stdin = None  # written and closed already
+    out, err = proc.communicate(timeout=240)
+    return seen + out, err
+
+
+def _cli(db_path, *args, stdin=None):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [REPO, os.environ.get("PYTHONPATH")]))}
+    return subprocess.Popen([sys.executable, "-m", "duckcluster.cli", *args, db_path],
+                            stdin=subprocess.PIPE if stdin else None, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _only_run(db_path) -> tuple[str, str, int]:
+    con = duckdb.connect(db_path, read_only=True)
+    try:
+        (status, error, run_id), = con.execute(
+            "SELECT status, error, run_id FROM duckcluster.runs").fetchall()
+        n = con.execute("SELECT count(*) FROM duckcluster.members WHERE run_id = ?",
+                        [run_id]).fetchall()[0][0]
+    finally:
+        con.close()
+    return status, error, n
+
+
+WAIT = ("SELECT 'submitted ' || cluster_submit('slow') AS r;\n"
+        "SELECT cluster_wait((SELECT max(run_id) FROM duckcluster.runs));\n"
+        "SELECT 'never reached' AS r;\n")
+
+
+@pytest.mark.parametrize("how", ["shell", "sql"])
+def test_ctrl_c_while_waiting_for_a_background_run_cancels_it(db_path, how):
+    """Ctrl-C during cluster_wait in the piped shell and in duckcluster sql -c: the statement
+    says Interrupted, the process exits 130 at once, the run is 'cancelled' with nothing
+    written, the statements after it do not run, and no traceback is shown."""
+    _slow_db(db_path)
+    proc = _cli(db_path, "shell", stdin=True) if how == "shell" else \
+        _cli(db_path, "sql", "-c", WAIT.replace("\n", " "))
+    if how == "shell":
+        proc.stdin.write(WAIT)
+        proc.stdin.close()
+    out, err = _interrupt_when(proc, "submitted run_")
+    assert proc.returncode == 130, err
+    assert "Interrupted" in err and "Traceback" not in err and "never reached" not in out
+    status, error, n = _only_run(db_path)
+    assert (status, n) == ("cancelled", 0), error
+    assert error.startswith("RunCancelledError: cancelled: interrupted (Ctrl-C)"), error
+
+
+@pytest.mark.parametrize("how", ["shell", "sql"])
+def test_ctrl_c_during_a_foreground_run_cancels_it(db_path, how):
+    """Piped shell and duckcluster sql -c (no terminal): Ctrl-C stops cluster_execute at its
+    next progress report instead of letting it finish and printing Interrupted after."""
+    _slow_db(db_path)
+    script = "SELECT 'go' AS r;\nSELECT cluster_execute('slow');\n"
+    proc = _cli(db_path, "shell", stdin=True) if how == "shell" else \
+        _cli(db_path, "sql", "-c", script.replace("\n", " "))
+    if how == "shell":
+        proc.stdin.write(script)
+        proc.stdin.close()
+    t0 = time.monotonic()
+    _out, err = _interrupt_when(proc, "go")
+    assert proc.returncode == 130 and "Interrupted" in err and "Traceback" not in err, err
+    status, error, n = _only_run(db_path)
+    assert (status, n) == ("cancelled", 0), error
+    assert error == ("RunCancelledError: cancelled: interrupted (Ctrl-C) before it finished; "
+                     "nothing was written")
+    assert time.monotonic() - t0 < 120  # it did not run its 2,000 epochs to the end
+
+
+def test_ctrl_c_while_the_shell_waits_for_runs_at_exit(db_path):
+    """Input ends with a run in the background: the shell waits for it (as a script does)
+    and says so; Ctrl-C then cancels it."""
+    _slow_db(db_path)
+    proc = _cli(db_path, "shell", stdin=True)
+    proc.stdin.write("SELECT 'submitted ' || cluster_submit('slow') AS r;\n")
+    proc.stdin.close()
+    _out, err = _interrupt_when(proc, "submitted run_")
+    assert proc.returncode == 130, err
+    assert "Waiting for 1 background run(s)" in err and "Traceback" not in err
+    status, error, n = _only_run(db_path)
+    assert (status, n) == ("cancelled", 0), error
+    assert "while waiting for it" in error

@@ -490,7 +490,7 @@ def test_sigterm_during_a_run_cancels_it_after_the_grace_period(con, db_path, to
                             ).fetchall()
     finally:
         ro.close()
-    assert status == "failed", (status, error)
+    assert status == "cancelled", (status, error)
     assert "cancelled: the scheduler was stopped and its grace period of 0 s ended" in error
     assert progress is not None
     assert firing == [("submitted", run_id)]

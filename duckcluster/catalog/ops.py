@@ -98,10 +98,11 @@ def find_run(cur, run_or_name: str) -> str:
         f"{closest(run_or_name, recent)} List runs with SELECT * FROM cluster_runs('<name>').")
 
 
-def fail_queued(cur, run_id: str, error: str) -> None:
-    """Record a run that never left the queue (or stopped before execute took it) as failed."""
+def fail_queued(cur, run_id: str, error: str, status: str = "failed") -> None:
+    """Record a run that never left the queue (or stopped before execute took it) as
+    failed (or ``status``: 'cancelled')."""
     if run_status(cur, run_id) in ACTIVE:
-        catalog.fail_run(cur, run_id, error)
+        catalog.fail_run(cur, run_id, error, status=status)
 
 
 # -- triggers -----------------------------------------------------------------------------

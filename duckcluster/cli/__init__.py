@@ -147,10 +147,17 @@ def sql_cmd(database, commands, files, artifacts_dir, read_only, no_progress, ti
     con = _open(database, artifacts_dir, read_only)
     settings = Settings(mode=mode or "duckbox")
     progress = not no_progress and err_console.is_terminal
+    from .shell import cancel_background, interrupt_on_sigint
+
     try:
         scripts = list(commands) + [open(f, encoding="utf-8").read() for f in files]
         for text in scripts:
-            if not run_script(con, text, progress=progress, settings=settings, timer=timer):
+            with interrupt_on_sigint(con, True) as seen:  # Ctrl-C: 'Interrupted', exit 130
+                ok = run_script(con, text, progress=progress, settings=settings, timer=timer)
+            if seen:  # runs it started in the background are cancelled, not waited for
+                cancel_background("duckcluster sql was interrupted (Ctrl-C)")
+                sys.exit(130)
+            if not ok:
                 sys.exit(1)
     finally:
         con.close()

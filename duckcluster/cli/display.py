@@ -516,4 +516,5 @@ def is_interrupt(exc: BaseException) -> bool:
     if isinstance(exc, (KeyboardInterrupt, RunCancelledError, duckdb.InterruptException)):
         return True
     text = str(exc)
-    return "Query interrupted" in text or "RunCancelledError: " in text
+    return ("Query interrupted" in text or "RunCancelledError: " in text
+            or re.search(r"(?:^|: )KeyboardInterrupt(?::|$)", text) is not None)

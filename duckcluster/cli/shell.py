@@ -44,7 +44,7 @@ from sqlglot.errors import TokenError
 from sqlglot.tokens import Token, TokenType
 
 from .._version import __version__
-from ..functions import clear_cancel, request_cancel
+from ..functions import cancel_requested, clear_cancel, request_cancel
 from .display import MODE_NAMES, Settings, is_interrupt
 
 RunScript = Callable[..., bool]
@@ -161,6 +161,7 @@ class Shell:
     timer: bool = False
     failed: bool = False
     done: bool = False
+    interrupted: bool = False  # Ctrl-C stopped the last statement
     _reading: list[str] = field(default_factory=list)
 
     def error(self, message: str) -> bool:
@@ -176,10 +177,12 @@ class Shell:
     def _sql(self, text: str) -> bool:
         if is_blank(text):
             return True
-        with _interrupt_on_sigint(self.con, self.interruptible):
-            return self.run_script(self.con, text, progress=self.progress,
-                                   settings=self.settings, timer=self.timer, out=self.out,
-                                   err=self.err)
+        with interrupt_on_sigint(self.con, self.interruptible) as seen:
+            ok = self.run_script(self.con, text, progress=self.progress,
+                                 settings=self.settings, timer=self.timer, out=self.out,
+                                 err=self.err)
+            self.interrupted = bool(seen)
+            return ok
 
     def run_lines(self, lines: Iterable[str], stop_on_error: bool) -> bool:
         """Run every command in ``lines``, SQL left without ``;`` at the end included."""
@@ -189,21 +192,26 @@ class Shell:
                 ok = self.run(command) and ok
                 if self.done or (stop_on_error and not ok):
                     return ok
-        if not is_blank(splitter.rest):
+        if not is_blank(splitter.rest) and not self.interrupted:
             ok = self.run(Command(splitter.rest)) and ok
         return ok
 
 
 @contextmanager
-def _interrupt_on_sigint(con: duckdb.DuckDBPyConnection, enabled: bool) -> Iterator[None]:
+def interrupt_on_sigint(con: duckdb.DuckDBPyConnection, enabled: bool
+                         ) -> Iterator[list[bool]]:
     """Make Ctrl-C stop the running statement with ``con.interrupt()``.
 
     duckdb checks for SIGINT only now and then while a query runs (in tests a
     cross join ignored it for more than 30 s), so a thread woken through the signal
     module's wakeup fd interrupts the connection at once; Python's own handler stays.
+    A run the statement executes, or waits for (``cluster_wait`` on a background run of
+    this process), stops at its next progress report and is recorded 'cancelled'. Yields
+    a list that holds True once Ctrl-C was pressed.
     """
+    seen: list[bool] = []
     if not enabled or threading.current_thread() is not threading.main_thread():
-        yield
+        yield seen
         return
     receiver, sender = socket.socketpair()
     sender.setblocking(False)
@@ -211,6 +219,7 @@ def _interrupt_on_sigint(con: duckdb.DuckDBPyConnection, enabled: bool) -> Itera
     def watch() -> None:
         while data := receiver.recv(64):
             if signal.SIGINT in data:
+                seen[:] = [True]
                 request_cancel()  # a run stops at its next progress report: 'cancelled'
                 con.interrupt()
 
@@ -219,7 +228,7 @@ def _interrupt_on_sigint(con: duckdb.DuckDBPyConnection, enabled: bool) -> Itera
     watcher = threading.Thread(target=watch, name="duckcluster-sigint", daemon=True)
     watcher.start()
     try:
-        yield
+        yield seen
     finally:
         signal.set_wakeup_fd(previous)
         sender.close()  # ends watch()
@@ -790,14 +799,38 @@ def _interrupted(exc: BaseException) -> bool:
 
 
 def _piped(shell: Shell, stream: Iterable[str]) -> int:
+    """Run piped input; Ctrl-C stops it (exit 130) and cancels this process's background
+    runs, which the exit would otherwise wait for (recorded 'cancelled')."""
     try:
-        shell.run_lines(stream, stop_on_error=False)
+        shell.run_lines(_until_interrupted(shell, stream), stop_on_error=False)
     except (KeyboardInterrupt, RuntimeError, duckdb.Error) as exc:
         if not _interrupted(exc):
             raise
         shell.err.print("Interrupted", style="yellow", markup=False)
+        shell.interrupted = True
+    if shell.interrupted or cancel_requested():
+        cancel_background("the shell was interrupted (Ctrl-C)")
         return 130
     return 1 if shell.failed else 0
+
+
+def _until_interrupted(shell: Shell, stream: Iterable[str]) -> Iterator[str]:
+    """The lines of ``stream`` until a statement was interrupted."""
+    for line in stream:
+        if shell.interrupted:
+            return
+        yield line
+
+
+def cancel_background(reason: str, grace_s: float = 60.0) -> list[str]:
+    """Cancel this process's background runs and wait (``grace_s`` at most) until each has
+    recorded itself 'cancelled'."""
+    from ..ops import background
+
+    hit = background.cancel_all(reason)
+    for runner in list(background._RUNNERS):
+        runner.join(grace_s)
+    return hit
 
 
 def run_shell(con: duckdb.DuckDBPyConnection, db_label: str, run_script: RunScript) -> int:
@@ -809,5 +842,30 @@ def run_shell(con: duckdb.DuckDBPyConnection, db_label: str, run_script: RunScri
     out = Console() if sys.stdout.isatty() else Console(width=1000)
     err = Console(stderr=True)
     shell = Shell(con, run_script, out, err, progress=interactive or sys.stderr.isatty(),
-                  interruptible=interactive)
-    return _interactive(shell, db_label) if interactive else _piped(shell, sys.stdin)
+                  interruptible=True)
+    code = _interactive(shell, db_label) if interactive else _piped(shell, sys.stdin)
+    return code if code == 130 else _wait_for_background(shell) or code
+
+
+def _wait_for_background(shell: Shell) -> int:
+    """At exit, background runs of this process are waited for, as a script's are; Ctrl-C
+    meanwhile cancels them (recorded 'cancelled'). Returns 130 then, else 0."""
+    from ..ops import background
+
+    active = background.active_runs()
+    if not active:
+        return 0
+    shell.err.print(f"Waiting for {len(active)} background run(s) to finish "
+                    f"({', '.join(active)}); Ctrl-C cancels them.", markup=False)
+    with interrupt_on_sigint(shell.con, True) as seen:
+        try:
+            while background.active_runs() and not seen:
+                for runner in list(background._RUNNERS):
+                    runner.join(0.1)
+        except KeyboardInterrupt:
+            seen[:] = [True]
+    if not seen:
+        return 0
+    shell.err.print("Interrupted", style="yellow", markup=False)
+    cancel_background("the shell was interrupted (Ctrl-C) while waiting for it")
+    return 130

@@ -20,6 +20,7 @@ from ._registry import (
     _has_udfs,
     _Registrar,
     _State,
+    cancel_requested,
     clear_cancel,
     request_cancel,
     set_default_display,
@@ -27,7 +28,7 @@ from ._registry import (
 )
 
 __all__ = ["AREAS", "register", "unregister", "set_progress", "set_default_display",
-           "request_cancel", "clear_cancel", "_has_udfs", "_ACTIVE_PIDS"]
+           "request_cancel", "clear_cancel", "cancel_requested", "_has_udfs", "_ACTIVE_PIDS"]
 
 #: Modules that add the SQL functions of one feature area. Each has
 #: ``register_udfs(reg, state)``, called for every connection with a

@@ -73,6 +73,11 @@ def clear_cancel() -> None:
     _cancel.clear()
 
 
+def cancel_requested() -> bool:
+    """True after :func:`request_cancel` (Ctrl-C) until :func:`clear_cancel`."""
+    return _cancel.is_set()
+
+
 def _report(msg: str, done: int | None = None, total: int | None = None) -> None:
     # Only before a run commits: its last message is '<name>: done', which must not undo it.
     if _cancel.is_set() and not msg.endswith(": done"):

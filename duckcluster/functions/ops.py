@@ -27,12 +27,13 @@ from typing import Any
 
 import duckdb
 
-from .._errors import SpecError
+from .._errors import RunCancelledError, SpecError
 from ..catalog import ops as store
 from ..catalog import runs as catalog
 from ..ops import triggers, webhooks
 from ..ops.background import Runner, file_reopener
 from ._declare import Function, P, macros_sql, options, register
+from ._registry import cancel_requested
 
 _RUNNER_LOCK = threading.Lock()
 
@@ -73,14 +74,36 @@ def _wait(state, run_id: str, timeout: float | None) -> str:
         run_id = store.find_run(cur, run_id)
     runner = state.ops_runner
     deadline = time.monotonic() + timeout
-    if runner is not None and runner.knows(run_id):
-        runner.wait(run_id, timeout)
-    while True:  # runs of other runners or processes: poll the catalog
-        with state.cursor() as cur:
-            status = store.run_status(cur, run_id)
-        if status not in store.ACTIVE or time.monotonic() >= deadline:
-            return status
-        time.sleep(0.1)
+    ours = runner is not None and runner.knows(run_id)
+    try:
+        while True:  # in slices: Ctrl-C (the shell's request_cancel) is seen within 0.1 s
+            # a run of this runner is over once its job is done (its connection closed,
+            # webhooks sent), not when its status changes; others: poll the catalog
+            done = ours and runner.wait(run_id, max(0.0, min(0.1, deadline - time.monotonic())))
+            if cancel_requested():
+                raise KeyboardInterrupt
+            if ours and not done and time.monotonic() < deadline:
+                continue
+            with state.cursor() as cur:
+                status = store.run_status(cur, run_id)
+            if ours or status not in store.ACTIVE or time.monotonic() >= deadline:
+                return status
+            time.sleep(0.1)
+    except KeyboardInterrupt:  # raised in here when this UDF runs on the main thread
+        _interrupted_wait(runner if ours else None, run_id)
+        raise
+
+
+def _interrupted_wait(runner, run_id: str) -> None:
+    """Ctrl-C while cluster_wait waits: a run of this process is cancelled (recorded
+    'cancelled' at its next progress report, nothing written); another process's goes on."""
+    if runner is None:
+        raise RunCancelledError(f"interrupted (Ctrl-C) while waiting for run {run_id}, which "
+                                "goes on in the process that runs it.")
+    runner.cancel("interrupted (Ctrl-C) while cluster_wait waited for it", [run_id])
+    runner.wait(run_id, 60.0)
+    raise RunCancelledError(f"cancelled: interrupted (Ctrl-C); run {run_id} was cancelled "
+                            "and nothing of it was written.")
 
 
 def _deliver(state) -> str:

@@ -19,8 +19,9 @@ definition was deleted meanwhile...) is recorded failed here, so no run is left
 
 Worker threads are not daemons: a script that submits runs and ends waits for
 them at exit instead of abandoning them. :meth:`Runner.cancel` stops runs
-cooperatively at their next progress report (the scheduler's SIGTERM path); a
-cancelled run is recorded ``failed`` with the reason, never half-written.
+cooperatively at their next progress report (the scheduler's SIGTERM path, Ctrl-C in
+the shell or during ``cluster_wait``); a cancelled run is recorded ``cancelled`` with
+the reason (``RunCancelledError: cancelled: ...``), never half-written.
 """
 
 from __future__ import annotations
@@ -36,13 +37,14 @@ from dataclasses import dataclass, field
 import duckdb
 
 from .._errors import (
-    RunFailedError,
+    RunCancelledError,
     RunInProgressError,  # noqa: F401 - re-exported (ops.triggers imports it here)
     SpecError,
 )
 from .._source import check_query, is_query
 from ..catalog import ops as store
 from ..catalog import runs as catalog
+from ..core import progress as core_progress
 
 log = logging.getLogger("duckcluster.background")
 
@@ -234,19 +236,22 @@ class Runner:
 
         with conn.cursor() as cur, conn.cursor() as pcur:
             if job.cancel_reason:
-                catalog.fail_run(pcur, job.run_id, f"RunFailedError: cancelled before it "
-                                                   f"started: {job.cancel_reason}")
-                job.status = "failed"
+                catalog.fail_run(pcur, job.run_id, f"RunCancelledError: cancelled before it "
+                                                   f"started: {job.cancel_reason}",
+                                 status="cancelled")
+                job.status = "cancelled"
                 return
             store.mark_started(pcur, job.run_id)
             progress = _Progress(pcur, job)
             try:
-                execute(cur, job.name, self.settings, mode=job.mode, threshold=job.threshold,
-                        progress=progress, run_id=job.run_id)
+                # counted steps (UMAP epochs, batches) too: cancel is seen within one step
+                with core_progress.reporting(progress.step):
+                    execute(cur, job.name, self.settings, mode=job.mode,
+                            threshold=job.threshold, progress=progress, run_id=job.run_id)
                 job.status = "succeeded"
                 store.set_progress(pcur, job.run_id, "done")
             except Exception as exc:
-                job.status = "failed"
+                job.status = "cancelled" if isinstance(exc, RunCancelledError) else "failed"
                 # execute records failures inside its run; earlier ones (the definition
                 # was deleted, no full run any more) would leave the row queued, and a
                 # closed connection leaves it running: record those here
@@ -256,7 +261,7 @@ class Runner:
                            "keep it open until background runs end (SELECT cluster_wait"
                            f"(run_id)). DuckDB said: {exc}")
                 try:
-                    store.fail_queued(pcur, job.run_id, why)
+                    store.fail_queued(pcur, job.run_id, why, status=job.status)
                 except duckdb.Error:
                     self._record_failure(None, job, why)
                 log.info("background run %s of %r failed: %s", job.run_id, job.name, exc)
@@ -289,8 +294,8 @@ class _Progress:
         self.prefix = f"{job.name}: "
 
     def __call__(self, msg: str) -> None:
-        if self.job.cancel_reason:
-            raise RunFailedError(f"cancelled: {self.job.cancel_reason}")
+        if self.job.cancel_reason:  # execute records the run 'cancelled'
+            raise RunCancelledError(f"cancelled: {self.job.cancel_reason}")
         text = msg[len(self.prefix):] if msg.startswith(self.prefix) else msg
         now = time.monotonic()
         if now - self.last >= _PROGRESS_EVERY_S or text in ("done", "writing"):
@@ -299,6 +304,13 @@ class _Progress:
                 store.set_progress(self.cur, self.job.run_id, text)
             except duckdb.Error as exc:  # progress is best effort; the run goes on
                 log.debug("progress of %s: %s", self.job.run_id, exc)
+
+    def step(self, what: str, done: int | None = None, total: int | None = None) -> None:
+        """A counted step of the numeric core (core.progress.step): '<what> <done>/<total>'."""
+        if done is None:
+            self(what)
+        else:
+            self(f"{what} {done:,}" + (f"/{total:,}" if total else ""))
 
 
 def file_reopener(cursor: Callable[[], duckdb.DuckDBPyConnection]
