@@ -34,9 +34,10 @@ def installed_package() -> str:
 
 
 def dbt(project: Path, *args: str, db: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DUCKCLUSTER_DB": str(db), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-           "DBT_USE_COLORS": "false", "DO_NOT_TRACK": "1",
-           "DUCKCLUSTER_DBT_PACKAGE": installed_package()}
+    # no DUCKCLUSTER_DBT_PACKAGE: the project finds everything it needs by itself
+    env = {**{k: v for k, v in os.environ.items() if k != "DUCKCLUSTER_DBT_PACKAGE"},
+           "DUCKCLUSTER_DB": str(db), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+           "DBT_USE_COLORS": "false", "DO_NOT_TRACK": "1"}
     return subprocess.run([DBT, *args, "--profiles-dir", str(project), "--project-dir",
                            str(project)], capture_output=True, text=True, env=env, cwd=project,
                           timeout=300, check=False)
@@ -44,11 +45,10 @@ def dbt(project: Path, *args: str, db: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """The example project copied to a temp dir, with the dbt package the installed
-    duckcluster ships (packages.yml reads DUCKCLUSTER_DBT_PACKAGE), after
-    `dbt deps && dbt build`."""
+    """The example project copied to a folder outside the repository, as a user copies
+    it, after `dbt deps && dbt build` with no environment variable about duckcluster."""
     tmp = tmp_path_factory.mktemp("dbt")
-    project = tmp / "examples" / "dbt_project"
+    project = tmp / "somewhere" / "my_copy"
     shutil.copytree(ROOT / "examples" / "dbt_project", project,
                     ignore=shutil.ignore_patterns("target", "dbt_packages", "logs", "*.duckdb*",
                                                   "package-lock.yml"))
@@ -187,3 +187,31 @@ def test_plugin_installs_on_connection_and_cursor():
         cur.close()
     finally:
         con.close()
+
+
+def test_the_example_keeps_the_installed_package(tmp_path):
+    """examples/dbt_project/dbt_duckcluster is the package duckcluster installs, file for
+    file (refresh it with `duckcluster dbt-package --into examples/dbt_project`)."""
+    installed, kept = Path(installed_package()), ROOT / "examples" / "dbt_project" / "dbt_duckcluster"
+    files = sorted(p.relative_to(installed) for p in installed.rglob("*")
+                   if p.is_file() and "__pycache__" not in p.parts)
+    assert files and files == sorted(p.relative_to(kept) for p in kept.rglob("*") if p.is_file())
+    for f in files:
+        assert (installed / f).read_bytes() == (kept / f).read_bytes(), f
+
+
+def test_dbt_package_into_a_project(tmp_path):
+    cli = str(Path(sys.executable).with_name("duckcluster"))
+    (tmp_path / "dbt_project.yml").write_text("name: p\n")
+    (tmp_path / "dbt_duckcluster").mkdir()
+    (tmp_path / "dbt_duckcluster" / "stale.sql").write_text("-- from an older duckcluster")
+    out = subprocess.run([cli, "dbt-package", "--into", str(tmp_path)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "- local: dbt_duckcluster" in out.stdout
+    assert (tmp_path / "dbt_duckcluster" / "macros" / "cluster_run.sql").is_file()
+    assert not (tmp_path / "dbt_duckcluster" / "stale.sql").exists()
+    bad = subprocess.run([cli, "dbt-package", "--into", str(tmp_path / "dbt_duckcluster" / "macros")],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "no dbt_project.yml there" in bad.stderr
+    assert "Traceback" not in bad.stderr

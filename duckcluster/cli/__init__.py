@@ -359,18 +359,38 @@ def runs_cmd(database, name, limit) -> None:
 
 
 @main.command("dbt-package")
-def dbt_package_cmd() -> None:
-    """Print the folder of the dbt package shipped with duckcluster (dbt_duckcluster),
-    for a dbt project's packages.yml:
+@click.option("--into", "project", default=None, type=click.Path(file_okay=False),
+              help="Copy the package into this dbt project (as PROJECT/dbt_duckcluster, "
+                   "replacing an older copy) and print the line for its packages.yml.")
+def dbt_package_cmd(project: str | None) -> None:
+    """Print the folder of the dbt package shipped with duckcluster (dbt_duckcluster).
+
+    A project that keeps a copy of it works wherever it is copied, with no environment
+    variable (the example project does this):
 
     \b
+      duckcluster dbt-package --into my_project
+      # my_project/packages.yml:
       packages:
-        - local: "{{ env_var('DUCKCLUSTER_DBT_PACKAGE') }}"
-      export DUCKCLUSTER_DBT_PACKAGE=$(duckcluster dbt-package)
+        - local: dbt_duckcluster
     """
+    import shutil
     from importlib import resources
 
-    click.echo(str(resources.files("duckcluster").joinpath("dbt_duckcluster")))
+    source = resources.files("duckcluster").joinpath("dbt_duckcluster")
+    if project is None:
+        click.echo(str(source))
+        return
+    if not os.path.isfile(os.path.join(project, "dbt_project.yml")):
+        raise click.UsageError(f"--into {project}: no dbt_project.yml there; give the folder "
+                               "of a dbt project.")
+    target = os.path.join(project, "dbt_duckcluster")
+    with resources.as_file(source) as folder:
+        if os.path.isdir(target):
+            shutil.rmtree(target)
+        shutil.copytree(folder, target, ignore=shutil.ignore_patterns("__pycache__"))
+    click.echo(f"copied to {target}; in {os.path.join(project, 'packages.yml')}:\n"
+               "packages:\n  - local: dbt_duckcluster")
 
 
 @main.command("sql-path")
