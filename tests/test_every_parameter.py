@@ -53,6 +53,16 @@ BASE = {
     "cluster_assign_parquet": dict(name="'d'", source="'{dir}/docs.parquet'",
                                    output="'{dir}/out'", id="'doc_id'"),
     "cluster_sweep": dict(name="'d'", grid="{'n_clusters': [2, 3]}"),
+    "embedding_drift": dict(baseline="'docs'", current="'docs'", embedding="'embedding'",
+                            method="'mean_shift'"),
+    "embedding_drift_explain": dict(baseline="'docs'", current="'docs'",
+                                    embedding="'embedding'"),
+    "embedding_drift_windows": dict(source="'docs'", embedding="'embedding'",
+                                    method="'mean_shift'"),
+    "drift_monitor_create": dict(name="'m2'", reference="'d'"),
+    "drift_monitor_add": dict(name="'m'", source="'docs'", time_column="'created_at'"),
+    "drift_monitor_windows": dict(name="'m'"),
+    "drift_monitor_delete": dict(name="'m'"),
 }
 
 #: Other valid arguments for some parameters (a trigger's kind follows from what is given).
@@ -85,6 +95,24 @@ INVALID = {
     ("cluster_label", "base_url"): "'not a url'",
     ("cluster_label", "embedding_base_url"): "'not a url'",
     ("cluster_enrich", "target"): "''",
+    ("embedding_drift", "baseline"): "'no_such_table'",
+    ("embedding_drift", "current"): "'no_such_table'",
+    ("embedding_drift", "embedding"): "'no_such_column'",
+    ("embedding_drift_explain", "baseline"): "'no_such_table'",
+    ("embedding_drift_explain", "current"): "'no_such_table'",
+    ("embedding_drift_explain", "embedding"): "'no_such_column'",
+    ("embedding_drift_windows", "source"): "'no_such_table'",
+    ("embedding_drift_windows", "embedding"): "'no_such_column'",
+    ("embedding_drift_windows", "time_column"): "'no_such_column'",
+    ("embedding_drift_windows", "window_size"): "'ten days'",
+    ("embedding_drift_windows", "window"): "'ten days'",
+    ("embedding_drift_windows", "baseline"): "'not a window'",
+    ("drift_monitor_create", "name"): "''",
+    ("drift_monitor_create", "window_size"): "'ten days'",
+    ("drift_monitor_add", "source"): "'no_such_table'",
+    ("drift_monitor_add", "embedding"): "'no_such_column'",
+    ("drift_monitor_add", "time_column"): "'no_such_column'",
+    ("drift_monitor_windows", "baseline"): "'not a window'",
     "name": "'no_such_definition'",
     "algorithm": "'nope'",
     "params": "{'n_clusters': 'two'}",
@@ -128,7 +156,7 @@ NO_INVALID_VALUE = {
 
 #: Identifying arguments: the message may echo the bad value instead of the parameter name
 #: ("No cluster definition named 'no_such_definition'").
-BY_VALUE = {"name", "run_id", "target", "taxonomy_name", "trigger_id", "webhook_id", "source",
+BY_VALUE = {"name", "run_id", "baseline", "current", "time_column", "target", "taxonomy_name", "trigger_id", "webhook_id", "source",
             "embedding", "id", "text", "fields", "clusters", "output", "secret", "url"}
 
 #: JSON containers: the message names the key inside them that is wrong.
@@ -195,7 +223,9 @@ def world(tmp_path_factory):
     con = duckcluster.connect(str(d / "w.duckdb"))
     X, y = blobs(n_per=40, k=3, d=16)
     words = np.array(["apples and pears", "trains and buses", "rivers and lakes"])
-    load_table(con, "docs", X, topic=y.astype(np.int32), body=words[y])
+    days = np.datetime64("2026-01-01") + (np.arange(len(y)) % 4).astype("timedelta64[D]")
+    load_table(con, "docs", X, topic=y.astype(np.int32), body=words[y],
+               created_at=days.astype("datetime64[us]"))
     con.sql(f"COPY docs TO '{d}/docs.parquet' (FORMAT parquet)").fetchall()
     con.sql("CREATE TABLE tgt AS SELECT doc_id FROM docs").fetchall()
     con.sql("SELECT cluster_create('d', source := 'docs', embedding := 'embedding', "
@@ -205,6 +235,8 @@ def world(tmp_path_factory):
     trigger = con.sql("SELECT cluster_trigger_create('d', every := INTERVAL 1 DAY)").fetchall()[0][0]
     webhook = con.sql("SELECT cluster_webhook_create('d', url := 'http://127.0.0.1:9/h', "
                       "secret := 's')").fetchall()[0][0]
+    con.sql("SELECT drift_monitor_create('m', reference := 'd')").fetchall()
+    con.sql("SELECT drift_monitor_add('m', 'docs', time_column := 'created_at')").fetchall()
     vec = "[" + ", ".join(f"{v:.4f}" for v in X[0]) + "]::FLOAT[16]"
     yield dict(con=con, dir=str(d), run=run, trigger=trigger, webhook=webhook, vec=vec)
     con.close()
@@ -229,7 +261,7 @@ def fill(sql: str, world: dict) -> str:
 
 def call(fn, args: dict) -> str:
     f = FUNCTIONS[fn]
-    parts = [f"{k} := {v}" for k, v in args.items()]
+    parts = [f'"{k}" := {v}' if k == "window" else f"{k} := {v}" for k, v in args.items()]
     sql = f"{fn}({', '.join(parts)})"
     return f"SELECT * FROM {sql}" if f.kind == "table" else f"SELECT {sql}"
 
@@ -273,6 +305,10 @@ FIXED = {
         "variable that holds the secret, or NULL",
     ("cluster_promote", "taxonomy_name"):
         "cluster_promote: taxonomy_name must be a non-empty name, like 'topics'",
+    ("embedding_drift_windows", "baseline"):
+        "baseline must be a time inside the baseline window, like '2026-01-05'",
+    ("drift_monitor_windows", "alpha"):
+        "The 'alpha' parameter of drift_monitor_windows must be a float in the range (0, 1)",
     ("cluster_sweep", "ray_address"):
         "ray_address must be a Ray address such as 'ray://head:10001' or 'auto' (or host:port)",
 }

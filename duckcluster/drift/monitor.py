@@ -36,7 +36,7 @@ from ..catalog import runs as catalog
 from ..core.assign import assign, normalize_rows
 from ..core.vectors import to_dense
 from . import get_method, share_test
-from .sides import DriftSpec, Side, adjust, compare, load_reference
+from .sides import DriftSpec, Side, adjust, baseline_window_start, compare, load_reference
 
 BATCH_ROWS = 8_192
 
@@ -324,8 +324,7 @@ def windows(cur, name: str, spec: DriftSpec, baseline: str | None = None) -> lis
     starts = [w[0] for w in wins]
     base_idx = 0
     if baseline is not None:
-        b = cur.execute("SELECT epoch_us(CAST(time_bucket(CAST(? AS INTERVAL), CAST(? AS "
-                        "TIMESTAMP)) AS TIMESTAMP))", [m["window_size"], baseline]).fetchall()[0][0]
+        b = baseline_window_start(cur, m["window_size"], baseline)
         if b not in starts:
             raise DataError(f"Drift monitor {name!r} has no window containing {baseline!r}; "
                             "pass a time inside a window it has seen, or NULL for the first.")

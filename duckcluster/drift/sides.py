@@ -83,7 +83,8 @@ class DriftSpec:
     group_by: str | None = None
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> DriftSpec:
+    def from_dict(cls, d: Mapping[str, Any], owner: str = "embedding_drift") -> DriftSpec:
+        """Validate the arguments of ``owner`` (the SQL function named in errors)."""
         d = {k: v for k, v in dict(d).items() if v is not None}
         known = {"method", "params", "embedding", *OPTIONS}
         for key in d:
@@ -92,7 +93,7 @@ class DriftSpec:
                                 f"Valid options: {', '.join(sorted(known))}.")
         methods = _methods(d.get("method"))
         params = _method_params(methods, _json_value("params", d.get("params")))
-        opts = validate_params("embedding_drift", OPTIONS, {k: d[k] for k in OPTIONS if k in d})
+        opts = validate_params(owner, OPTIONS, {k: d[k] for k in OPTIONS if k in d})
         return cls(methods=methods, params=params, embedding=_embedding(d.get("embedding")),
                    **opts)
 
@@ -555,6 +556,17 @@ def _bucket_sql(time_col: str) -> str:
             f"CAST({quote_ident(time_col)} AS TIMESTAMP)) AS TIMESTAMP))")
 
 
+def baseline_window_start(cur, window: str, baseline: Any) -> int:
+    """The start (epoch microseconds) of the ``window``-long bucket holding ``baseline``."""
+    try:
+        return cur.execute("SELECT epoch_us(CAST(time_bucket(CAST(? AS INTERVAL), CAST(? AS "
+                           "TIMESTAMP)) AS TIMESTAMP))", [window, baseline]).fetchall()[0][0]
+    except duckdb.Error:
+        raise SpecError("baseline must be a time inside the baseline window, like '2026-01-05' "
+                        "or TIMESTAMP '2026-01-05 12:00', or NULL for the first window. Got "
+                        f"{baseline!r}.") from None
+
+
 def drift_windows(cur, source: str, time_column: str, window: str, baseline: str | None,
                   spec: DriftSpec, progress: Progress = _quiet,
                   executor: Executor | None = None) -> list[dict]:
@@ -598,8 +610,7 @@ def drift_windows(cur, source: str, time_column: str, window: str, baseline: str
     starts = np.array([s[0] for s in stats], dtype=np.int64)
     base_idx = 0
     if baseline is not None:
-        b = cur.execute("SELECT epoch_us(CAST(time_bucket(CAST(? AS INTERVAL), CAST(? AS "
-                        "TIMESTAMP)) AS TIMESTAMP))", [window, baseline]).fetchall()[0][0]
+        b = baseline_window_start(cur, window, baseline)
         hits = np.flatnonzero(starts == b)
         if not hits.size:
             raise DataError(f"No rows fall in the baseline window containing {baseline!r}; "

@@ -21,6 +21,7 @@ from ..core.backend import get_executor
 from ..drift import monitor as _drift_monitor
 from ..drift import share_test
 from ..drift import sides as _drift
+from ._declare import Function, P, macros_sql, options, register
 from ._registry import _report, _State, _wrap
 
 _RESULT = ("method VARCHAR, statistic DOUBLE, p_value DOUBLE, p_value_adjusted DOUBLE, "
@@ -65,8 +66,8 @@ def _args(args_json: str | None) -> dict:
     return {k: v for k, v in args.items() if v is not None}
 
 
-def _spec(args: dict, *extra: str) -> _drift.DriftSpec:
-    return _drift.DriftSpec.from_dict({k: v for k, v in args.items() if k not in extra})
+def _spec(args: dict, owner: str, *extra: str) -> _drift.DriftSpec:
+    return _drift.DriftSpec.from_dict({k: v for k, v in args.items() if k not in extra}, owner)
 
 
 def _required(value: Any, what: str) -> str:
@@ -79,7 +80,7 @@ def _required(value: Any, what: str) -> str:
 # -- UDF bodies ------------------------------------------------------------------------
 
 def _embedding_drift(state: _State, baseline, current, args_json) -> list[dict]:
-    spec = _spec(_args(args_json))
+    spec = _spec(_args(args_json), "embedding_drift")
     with state.cursor() as cur:
         rows = _drift.embedding_drift(cur, _required(baseline, "The baseline"),
                                       _required(current, "The current side"), spec,
@@ -92,7 +93,7 @@ _EXPLAIN_ARGS = ("text", "id", "n_regions", "n_examples")
 
 def _explain(state: _State, baseline, current, args_json) -> list[dict]:
     args = _args(args_json)
-    spec = _spec(args, *_EXPLAIN_ARGS)
+    spec = _spec(args, "embedding_drift_explain", *_EXPLAIN_ARGS)
     options = {k: args[k] for k in _EXPLAIN_ARGS if k in args}
     with state.cursor() as cur:
         return _drift.explain_drift(cur, _required(baseline, "The baseline"),
@@ -102,7 +103,8 @@ def _explain(state: _State, baseline, current, args_json) -> list[dict]:
 
 def _windows(state: _State, source, args_json) -> list[dict]:
     args = _args(args_json)
-    spec = _spec(args, "time_column", "window_size", "baseline", "backend", "ray_address")
+    spec = _spec(args, "embedding_drift_windows", "time_column", "window_size", "baseline",
+                 "backend", "ray_address")
     executor = get_executor(args.get("backend", "local"), args.get("ray_address"))
     with state.cursor() as cur:
         rows = _drift.drift_windows(cur, _required(source, "The source"),
@@ -125,7 +127,7 @@ def _monitor_add(state: _State, name, source, embedding, time_column) -> dict:
 
 def _monitor_windows(state: _State, name, args_json) -> list[dict]:
     args = _args(args_json)
-    spec = _spec(args, "baseline")
+    spec = _spec(args, "drift_monitor_windows", "baseline")
     with state.cursor() as cur:
         rows = _drift_monitor.windows(cur, name, spec, args.get("baseline"))
     return _rows("monitor", rows)
@@ -153,86 +155,78 @@ def _share_test(baseline_sizes, current_sizes, n_permutations, seed) -> dict:
             "cluster_p_values_adjusted": benjamini_hochberg(per).tolist()}
 
 
+_SIDE = dict(to="arg", cast=True)
+_CHECKS = {**_drift.OPTIONS, **_drift.EXPLAIN_OPTIONS}
+_TESTED = options(("method", "params", "alpha", "seed", "normalize", "pooling"),
+                  method=P("method", "'knn'"), alpha=P("alpha", "0.05"), seed=P("seed", "42"),
+                  normalize=P("normalize", "true"), pooling=P("pooling", "'mean'"))
+_REFERENCE = options(("reference", "reference_run"))
+
+#: The regular functions of this area (see :mod:`._declare`). ``window`` is a reserved word
+#: in DuckDB, so the window length is ``window_size`` (or the quoted "window").
+FUNCTIONS = (
+    Function("embedding_drift", "_dc_embedding_drift", DRIFT_ROW,
+             lambda state: lambda b, c, a: _embedding_drift(state, b, c, a),
+             (P("baseline", **_SIDE), P("current", **_SIDE), P("embedding"), *_TESTED,
+              *_REFERENCE, P("group_by", "NULL")), kind="table", checks=_drift.OPTIONS,
+             doc="has the distribution of embeddings changed between two sides (tables, "
+                 "queries, Parquet, 'run:<id>')? One row per method, with a p-value"),
+    Function("embedding_drift_explain", "_dc_embedding_drift_explain", EXPLAIN_ROW,
+             lambda state: lambda b, c, a: _explain(state, b, c, a),
+             (P("baseline", **_SIDE), P("current", **_SIDE), P("embedding"),
+              *options(("text", "id", "n_regions")), P("n_examples", "3"),
+              *[p for p in _TESTED if p.name not in ("method", "params")]),
+             kind="table", checks=_CHECKS,
+             doc="where the sides differ: regions of the pooled rows with their shares, "
+                 "Fisher p-values (BH-adjusted), keywords and example rows"),
+    Function("embedding_drift_windows", "_dc_embedding_drift_windows", WINDOW_ROW,
+             lambda state: lambda src, a: _windows(state, src, a),
+             (P("source", **_SIDE), P("embedding"), P("time_column", "'created_at'"),
+              P("window_size", "INTERVAL 1 DAY",
+                expr='coalesce(CAST("window" AS VARCHAR), CAST(window_size AS VARCHAR))'),
+              P("window", "NULL", to="none"),
+              P("baseline", "NULL", expr="CAST(baseline AS VARCHAR)"), *_TESTED,
+              *_REFERENCE, P("backend", "'local'"), P("ray_address", "NULL"),
+              P("group_by", "NULL")),
+             kind="table", checks=_drift.OPTIONS,
+             doc="drift of each time window of one source against a baseline window "
+                 "(\"window\" := is the same as window_size)"),
+    Function("drift_monitor_create", "_dc_drift_monitor_create", "VARCHAR",
+             lambda state: lambda n, a, r: _monitor_create(state, n, a, r),
+             (P("name", to="arg"), *_REFERENCE,
+              P("window_size", "INTERVAL 1 DAY", expr="CAST(window_size AS VARCHAR)"),
+              P("reservoir_size", "1000"), P("assignment_threshold", "0.5"), P("seed", "42"),
+              P("replace", "false", to="arg", sql_type="BOOLEAN")),
+             checks=_drift_monitor.OPTIONS,
+             doc="a stored monitor: windowed reservoirs of embeddings added over time"),
+    Function("drift_monitor_add", "_dc_drift_monitor_add",
+             "STRUCT(" + ", ".join(f"{k} BIGINT" for k in _drift_monitor.ADD_RESULT) + ")",
+             lambda state: lambda n, src, e, t: _monitor_add(state, n, src, e, t),
+             (P("name", to="arg"), P("source", **_SIDE), P("embedding", "'embedding'", to="arg"),
+              P("time_column", "NULL", to="arg")),
+             doc="add a batch of rows to a monitor's windows; returns what it counted"),
+    Function("drift_monitor_windows", "_dc_drift_monitor_windows", MONITOR_ROW,
+             lambda state: lambda n, a: _monitor_windows(state, n, a),
+             (P("name", to="arg"), P("method", "'knn'"), P("params", "NULL"),
+              P("baseline", "NULL", expr="CAST(baseline AS VARCHAR)"), P("alpha", "0.05"),
+              P("seed", "42"), P("normalize", "true")), kind="table", checks=_drift.OPTIONS,
+             doc="drift of each window of a monitor against its baseline window"),
+    Function("drift_monitor_delete", "_dc_drift_monitor_delete", "VARCHAR",
+             lambda state: lambda n: _monitor_delete(state, n), (P("name", to="arg"),),
+             doc="remove a monitor and its windows"),
+)
+
+
 def register_udfs(con: duckdb.DuckDBPyConnection, state: _State) -> None:
     """Register the drift UDFs on one connection (each connection gets its own copies)."""
-    f = con.create_function
-    kw = {"side_effects": True, "null_handling": "special"}
-    f("_dc_embedding_drift", _wrap(lambda b, c, a: _embedding_drift(state, b, c, a)),
-      ["VARCHAR", "VARCHAR", "VARCHAR"], DRIFT_ROW, **kw)
-    f("_dc_embedding_drift_explain", _wrap(lambda b, c, a: _explain(state, b, c, a)),
-      ["VARCHAR", "VARCHAR", "VARCHAR"], EXPLAIN_ROW, **kw)
-    f("_dc_embedding_drift_windows", _wrap(lambda s, a: _windows(state, s, a)),
-      ["VARCHAR", "VARCHAR"], WINDOW_ROW, **kw)
-    f("_dc_drift_monitor_create", _wrap(lambda n, a, r: _monitor_create(state, n, a, r)),
-      ["VARCHAR", "VARCHAR", "BOOLEAN"], "VARCHAR", **kw)
-    f("_dc_drift_monitor_add", _wrap(lambda n, s, e, t: _monitor_add(state, n, s, e, t)),
-      ["VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR"],
-      "STRUCT(" + ", ".join(f"{k} BIGINT" for k in _drift_monitor.ADD_RESULT) + ")", **kw)
-    f("_dc_drift_monitor_windows", _wrap(lambda n, a: _monitor_windows(state, n, a)),
-      ["VARCHAR", "VARCHAR"], MONITOR_ROW, **kw)
-    f("_dc_drift_monitor_delete", _wrap(lambda n: _monitor_delete(state, n)),
-      ["VARCHAR"], "VARCHAR", **kw)
-    f("_dc_share_test", _wrap(_share_test), ["BIGINT[]", "BIGINT[]", "BIGINT", "BIGINT"],
-      SHARE_TEST, **kw)
+    register(con, state, FUNCTIONS)
+    con.create_function("_dc_share_test", _wrap(_share_test),
+                        ["BIGINT[]", "BIGINT[]", "BIGINT", "BIGINT"], SHARE_TEST,
+                        side_effects=True, null_handling="special")
 
 
-# ``window`` is a reserved word in DuckDB, so the window length is ``window_size``
-# (or the quoted "window").
-MACROS = r"""
-CREATE OR REPLACE TEMP MACRO embedding_drift(baseline, current, embedding, method := 'knn',
-    params := NULL, alpha := 0.05, seed := 42, normalize := true, pooling := 'mean',
-    reference := NULL, reference_run := NULL, group_by := NULL) AS TABLE
-    SELECT unnest(_dc_embedding_drift(CAST(baseline AS VARCHAR), CAST(current AS VARCHAR),
-        json_object('embedding', embedding, 'method', method, 'params', params,
-                    'alpha', alpha, 'seed', seed, 'normalize', normalize, 'pooling', pooling,
-                    'reference', reference, 'reference_run', reference_run,
-                    'group_by', group_by)::VARCHAR),
-        recursive := true);
-
-CREATE OR REPLACE TEMP MACRO embedding_drift_explain(baseline, current, embedding,
-    text := NULL, id := NULL, n_regions := NULL, n_examples := 3, alpha := 0.05, seed := 42,
-    normalize := true, pooling := 'mean') AS TABLE
-    SELECT unnest(_dc_embedding_drift_explain(CAST(baseline AS VARCHAR), CAST(current AS VARCHAR),
-        json_object('embedding', embedding, 'text', text, 'id', id, 'n_regions', n_regions,
-                    'n_examples', n_examples, 'alpha', alpha, 'seed', seed,
-                    'normalize', normalize, 'pooling', pooling)::VARCHAR),
-        recursive := true);
-
-CREATE OR REPLACE TEMP MACRO embedding_drift_windows(source, embedding,
-    time_column := 'created_at', window_size := INTERVAL 1 DAY, "window" := NULL,
-    baseline := NULL, method := 'knn', params := NULL, alpha := 0.05, seed := 42,
-    normalize := true, pooling := 'mean', reference := NULL, reference_run := NULL,
-    backend := 'local', ray_address := NULL, group_by := NULL) AS TABLE
-    SELECT unnest(_dc_embedding_drift_windows(CAST(source AS VARCHAR),
-        json_object('embedding', embedding, 'time_column', time_column,
-                    'window_size', coalesce(CAST("window" AS VARCHAR), CAST(window_size AS VARCHAR)),
-                    'baseline', CAST(baseline AS VARCHAR), 'method', method, 'params', params,
-                    'alpha', alpha, 'seed', seed, 'normalize', normalize, 'pooling', pooling,
-                    'reference', reference, 'reference_run', reference_run,
-                    'backend', backend, 'ray_address', ray_address,
-                    'group_by', group_by)::VARCHAR),
-        recursive := true);
-
-CREATE OR REPLACE TEMP MACRO drift_monitor_create(name, reference := NULL, reference_run := NULL,
-    window_size := INTERVAL 1 DAY, reservoir_size := 1000, assignment_threshold := 0.5,
-    seed := 42, "replace" := false) AS
-    _dc_drift_monitor_create(name, json_object('reference', reference,
-        'reference_run', reference_run, 'window_size', CAST(window_size AS VARCHAR),
-        'reservoir_size', reservoir_size, 'assignment_threshold', assignment_threshold,
-        'seed', seed)::VARCHAR, "replace");
-
-CREATE OR REPLACE TEMP MACRO drift_monitor_add(name, source, embedding := 'embedding',
-    time_column := NULL) AS
-    _dc_drift_monitor_add(name, CAST(source AS VARCHAR), embedding, time_column);
-
-CREATE OR REPLACE TEMP MACRO drift_monitor_windows(name, method := 'knn', params := NULL,
-    baseline := NULL, alpha := 0.05, seed := 42, normalize := true) AS TABLE
-    SELECT unnest(_dc_drift_monitor_windows(name, json_object('method', method,
-        'params', params, 'baseline', CAST(baseline AS VARCHAR), 'alpha', alpha, 'seed', seed,
-        'normalize', normalize)::VARCHAR), recursive := true);
-
-CREATE OR REPLACE TEMP MACRO drift_monitor_delete(name) AS _dc_drift_monitor_delete(name);
-
+# the irregular one: SQL around a UDF call (and the read side's cluster_drift)
+MACROS = macros_sql(FUNCTIONS) + r"""
 CREATE OR REPLACE TEMP MACRO cluster_drift_test(cluster_name, baseline_run := NULL,
     current_run := NULL, match_threshold := 0.8, alpha := 0.05, seed := 42,
     n_permutations := 2000) AS TABLE
