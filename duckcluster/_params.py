@@ -23,7 +23,8 @@ class Param:
     """One parameter: its type, allowed range or choices, and default.
 
     ``low``/``high`` bound numbers (inclusive unless ``low_open``/``high_open``);
-    ``choices`` lists allowed strings; ``nullable`` admits None (as "not set").
+    ``choices`` lists allowed strings; ``nullable`` admits None (as "not set");
+    ``auto`` admits the string ``'auto'`` for a number chosen from the data.
     """
 
     kind: type
@@ -35,6 +36,7 @@ class Param:
     choices: tuple[str, ...] | None = None
     nullable: bool = False
     doc: str = ""
+    auto: bool = False
 
     def describe(self) -> str:
         if self.choices:
@@ -48,6 +50,8 @@ class Param:
             lb = "(" if self.low_open or self.low is None else "["
             rb = ")" if self.high_open or self.high is None else "]"
             text += f" in the range {lb}{lo}, {hi}{rb}"
+        if self.auto:
+            text += " or 'auto'"
         if self.nullable:
             text += " or None"
         return text
@@ -59,6 +63,8 @@ class Param:
                 return None
             raise self._error(owner, name, value)
         v = value
+        if self.auto and v == "auto":
+            return v
         if self.kind is bool:
             if not isinstance(v, bool):
                 raise self._error(owner, name, value)

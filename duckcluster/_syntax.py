@@ -13,12 +13,12 @@ EXPLAIN [ANALYZE], DESCRIBE or SUMMARIZE. Statements that sqlglot keeps as opaqu
 text (CALL, PREPARE, SHOW ...) are refused with an error. Its grammar::
 
     CLUSTER BY EMBEDDING(column [, column ...])
-    USING algorithm [( [name {= | => | :=} value [, ...]] )]
+    [USING algorithm [( [name {= | => | :=} value [, ...]] )]]
     [PREPROCESS step [( ... )] [, step [( ... )] ...]]
     [ID column]
-    [OPTIONS (name = value [, ...])]     -- seed, sample_size, pooling
 
-Values are numbers (negative too), 'strings', true/false and NULL. Unquoted names
+Without USING the algorithm is ``'auto'`` (cluster_embeddings' default). Values are
+numbers (negative too), 'strings', true/false and NULL. Unquoted names
 are case-insensitive (algorithm, parameter and step names are lowercased); quoted
 names are kept as written. The FROM, JOINs and WHERE of that query level become a
 CTE ``__dc_src_N`` holding the rows to cluster, and the FROM becomes::
@@ -27,8 +27,7 @@ CTE ``__dc_src_N`` holding the rows to cluster, and the FROM becomes::
                        params := '{"min_cluster_size":20}') AS d
 
 (several columns give a list ``['a', 'b']``; PREPROCESS adds ``preprocessing :=
-'[{"method":"umap","n_components":10}]'``, ID adds ``id := 'doc_id'`` and OPTIONS adds
-each option as it is, ``pooling := 'max'``). The SELECT
+'[{"method":"umap","n_components":10}]'`` and ID adds ``id := 'doc_id'``). The SELECT
 list, GROUP BY, HAVING, QUALIFY, ORDER BY and LIMIT stay, so they see
 ``cluster_id`` and ``cosine_similarity_to_centroid`` next to the source columns.
 Consequences: WHERE filters rows *before* clustering (filter on ``cluster_id`` in
@@ -64,7 +63,6 @@ WITH __dc_src_1 AS (SELECT * FROM docs) SELECT * FROM cluster_embeddings('__dc_s
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import re
@@ -85,11 +83,9 @@ __all__ = ["has_cluster_syntax", "rewrite", "split_statements"]
 FUNCTION = "cluster_embeddings"
 SOURCE_PREFIX = "__dc_src_"
 EXPECTED = (
-    "CLUSTER BY EMBEDDING(column[, column ...]) USING algorithm[(param = value, ...)] "
-    "[PREPROCESS step[(param = value, ...)], ...] [ID column] [OPTIONS(name = value, ...)]"
+    "CLUSTER BY EMBEDDING(column[, column ...]) [USING algorithm[(param = value, ...)]] "
+    "[PREPROCESS step[(param = value, ...)], ...] [ID column]"
 )
-#: The options of cluster_embeddings besides algorithm, params, preprocessing and id.
-OPTIONS = ("seed", "sample_size", "pooling")
 
 _DUCKDB = DuckDB()
 _T = TokenType
@@ -121,11 +117,10 @@ class Clause:
     """One parsed clause: plain values, JSON already encoded."""
 
     columns: tuple[str, ...]
-    algorithm: str
-    params: str
+    algorithm: str | None  # None: no USING (cluster_embeddings' default)
+    params: str | None
     preprocessing: str | None = None
     id: str | None = None
-    options: tuple[tuple[str, Any], ...] = ()
 
 
 class ClusterEmbedding(exp.Expression):
@@ -252,11 +247,11 @@ class _Parser(DuckDBParser):
         while self._match(_T.COMMA):
             columns.append(self._dc_column("an embedding column name"))
         self._dc_expect(_T.R_PAREN, "Expected ',' or ')' in EMBEDDING(...)")
-        if not self._match(_T.USING):
-            self._dc_fail("Expected USING algorithm after EMBEDDING(...)")
-        algorithm = self._dc_name("an algorithm name after USING", lower=True)
-        params = self._dc_params(algorithm)
-        preprocessing = column = options = None
+        algorithm = params = None  # no USING: cluster_embeddings' default, algorithm 'auto'
+        if self._match(_T.USING):
+            algorithm = self._dc_name("an algorithm name after USING", lower=True)
+            params = self._dc_params(algorithm)
+        preprocessing = column = None
         while True:
             if preprocessing is None and self._dc_is_word("PREPROCESS"):
                 self._advance()
@@ -266,16 +261,6 @@ class _Parser(DuckDBParser):
             elif column is None and self._dc_is_word("ID"):
                 self._advance()
                 column = self._dc_column("an id column name after ID")
-            elif options is None and self._dc_is_word("OPTIONS"):
-                self._advance()
-                token = self._curr
-                options = self._dc_params("OPTIONS")
-                for name in options:
-                    if name not in OPTIONS:
-                        hint = difflib.get_close_matches(name, OPTIONS, n=1)
-                        self._dc_fail(f"Unknown option {name!r} in OPTIONS(...)"
-                                      + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                                      + f"; the options are {', '.join(OPTIONS)}", token)
             else:
                 break
         self._dc_check_follower()
@@ -283,10 +268,9 @@ class _Parser(DuckDBParser):
             clause=Clause(
                 columns=tuple(columns),
                 algorithm=algorithm,
-                params=_to_json(params),
+                params=None if algorithm is None else _to_json(params),
                 preprocessing=None if preprocessing is None else _to_json(preprocessing),
                 id=column,
-                options=tuple((options or {}).items()),
             )
         )
         node.meta["dc_start"] = (start.start, start.end + 1)
@@ -680,8 +664,7 @@ def _call_args(name: str, clause: Clause) -> list[exp.Expression]:
         exp.PropertyEQ(this=exp.to_identifier(k), expression=exp.Literal.string(v))
         for k, v in named.items()
         if v is not None
-    ] + [exp.PropertyEQ(this=exp.to_identifier(k), expression=exp.convert(v))
-         for k, v in clause.options]
+    ]
 
 
 def _cte_owner(select: exp.Select) -> exp.Expression:

@@ -33,7 +33,7 @@ CREATE_CASES = [
     ("unknown param", dict(params="{'n_cluster': 5}"),
      "Unknown parameter 'n_cluster' for kmeans. Did you mean 'n_clusters'?"),
     ("param of the wrong type", dict(params="{'n_clusters': 'five'}"),
-     "The 'n_clusters' parameter of kmeans must be an int in the range [1, inf). Got 'five' instead."),
+     "The 'n_clusters' parameter of kmeans must be an int in the range [1, inf) or 'auto'. Got 'five' instead."),
     ("param out of range", dict(algo="'hdbscan'", params="{'min_cluster_size': 1}"),
      "The 'min_cluster_size' parameter of hdbscan must be an int in the range [2, inf). Got 1 instead."),
     ("params not JSON", dict(params="'{n_clusters: 5'"),

@@ -408,10 +408,6 @@ def test_mixed_script_changes_only_the_clause_statement():
 # Errors point at the clause.
 
 ERRORS = [
-    ("SELECT * FROM docs CLUSTER BY EMBEDDING(e) GROUP BY 1",
-     "Expected USING algorithm after EMBEDDING(...), got 'GROUP BY'", 1, 44),
-    ("SELECT * FROM docs\nCLUSTER BY EMBEDDING(e)",
-     "Expected USING algorithm after EMBEDDING(...), but the statement ended", 2, 24),
     ("SELECT * FROM docs CLUSTER BY EMBEDDING() USING kmeans",
      "EMBEDDING(...) needs at least one column, got ')'", 1, 41),
     ("SELECT * FROM docs CLUSTER BY EMBEDDING USING kmeans",
@@ -455,20 +451,30 @@ def test_malformed_clause_points_at_it(sql, message, line, column):
     text = str(info.value)
     assert message in text
     assert f"at line {line}, column {column}:" in text
-    assert "Expected: CLUSTER BY EMBEDDING(column[, column ...]) USING algorithm" in text
+    assert "Expected: CLUSTER BY EMBEDDING(column[, column ...]) [USING algorithm" in text
     caret = text.splitlines()[2]
     assert caret.index("^") - 2 == column - 1  # the excerpt line is printed with the same indent
 
 
 def test_error_excerpt_looks_like_this():
     with pytest.raises(SpecError) as info:
-        rewrite("SELECT *\nFROM docs CLUSTER BY EMBEDDING(e) GROUP BY 1")
+        rewrite("SELECT *\nFROM docs CLUSTER BY EMBEDDING(e) USING 'kmeans' GROUP BY 1")
     assert str(info.value).splitlines()[:3] == [
-        "Invalid CLUSTER BY EMBEDDING clause: Expected USING algorithm after EMBEDDING(...), "
-        "got 'GROUP BY' at line 2, column 35:",
-        "  FROM docs CLUSTER BY EMBEDDING(e) GROUP BY 1",
-        "                                    ^^^^^^^^",
+        "Invalid CLUSTER BY EMBEDDING clause: Expected an algorithm name after USING, "
+        "got 'kmeans' at line 2, column 41:",
+        "  FROM docs CLUSTER BY EMBEDDING(e) USING 'kmeans' GROUP BY 1",
+        "                                          ^^^^^^^^",
     ]
+
+
+def test_without_using_the_default_algorithm_clusters():
+    """No USING: cluster_embeddings is called without algorithm, so its default ('auto')
+    applies; PREPROCESS and ID may still follow."""
+    assert rewrite("SELECT * FROM docs CLUSTER BY EMBEDDING(e) GROUP BY 1") == (
+        "WITH __dc_src_1 AS (SELECT * FROM docs) SELECT * FROM "
+        "cluster_embeddings('__dc_src_1', 'e') AS docs GROUP BY 1")
+    out = rewrite("SELECT * FROM docs CLUSTER BY EMBEDDING(e) ID doc_id")
+    assert "cluster_embeddings('__dc_src_1', 'e', id := 'doc_id')" in out
 
 
 def test_statement_sqlglot_cannot_parse_is_reported_with_its_position():
@@ -501,7 +507,7 @@ def test_untokenizable_script_with_the_clause_is_an_error():
 
 def test_spec_error_is_a_value_error():
     with pytest.raises(ValueError):
-        rewrite("SELECT * FROM docs CLUSTER BY EMBEDDING(e)")
+        rewrite("SELECT * FROM docs CLUSTER BY EMBEDDING(e) USING")
 
 
 # ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 
 import click
 import duckdb
+import pyarrow as pa
 from rich.console import Console
 
 from .. import connect
@@ -25,7 +26,8 @@ from .. import functions as _sql
 from .._errors import DuckclusterError, user_message
 from ..functions._registry import long_call
 from . import hints as _hints
-from .display import MODE_NAMES, Result, Settings, is_interrupt, print_result
+from .display import (MODE_NAMES, Result, Settings, choices_summary, is_interrupt,
+                      print_result)
 
 # Piped output gets a wide console so tables are never folded; a terminal gets its width.
 console = Console() if sys.stdout.isatty() else Console(width=1000)
@@ -328,6 +330,11 @@ def runs_cmd(database, name, limit) -> None:
     con = _open(database, None, True)
     try:
         where = "WHERE r.name = ?" if name else ""
+        # a read-only file written before runs had a choices column
+        chose = "r.choices" if con.execute(
+            "SELECT count(*) FROM duckdb_columns() WHERE database_name = current_database() "
+            "AND schema_name = 'duckcluster' AND table_name = 'runs' "
+            "AND column_name = 'choices'").fetchall()[0][0] else "NULL::JSON"
         rel = con.sql(f"""
             SELECT * FROM (
                 SELECT r.run_seq, r.run_id, r.name, r.mode, r.status,
@@ -335,7 +342,7 @@ def runs_cmd(database, name, limit) -> None:
                            AS submitted,
                        round(r.duration_s, 2) AS seconds, r.n_members AS members,
                        r.n_clusters AS clusters, round(r.noise_ratio, 3) AS noise,
-                       round(r.silhouette_score, 3) AS silhouette,
+                       round(r.silhouette_score, 3) AS silhouette, {chose} AS chose,
                        coalesce(f.kind || ' trigger', 'manual') AS started_by,
                        CASE WHEN r.status IN ('failed', 'cancelled', 'abandoned')
                             THEN split_part(r.error, chr(10), 1)
@@ -350,6 +357,10 @@ def runs_cmd(database, name, limit) -> None:
         if tbl.num_rows == 0:
             console.print(f"no runs{' of ' + repr(name) if name else ''} yet")
             return
+        at = cols.index("chose")  # what 'auto' chose, in one line
+        tbl = tbl.set_column(at, "chose", pa.array(
+            [choices_summary(v) for v in tbl.column("chose").to_pylist()], pa.string()))
+        types[at] = "VARCHAR"
         print_result(console, Result(cols[1:], types[1:], tbl.drop_columns(["run_seq"])))
     except (duckdb.Error, DuckclusterError) as exc:
         print_error(exc)

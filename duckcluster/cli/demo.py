@@ -24,6 +24,7 @@ from rich.table import Table
 
 from .. import connect
 from .._errors import MissingDependencyError
+from .display import choices_summary
 
 #: The definition the text demo creates.
 NAME = "topics"
@@ -192,8 +193,10 @@ def run_text_demo(db_path: str, artifacts_dir: str | None, console: Console, pro
             f"SELECT n_clusters, noise_ratio, silhouette_score FROM cluster_quality('{NAME}')"
         ).fetchall()[0]
         topics, ari = _topics(con)
+        chose = con.execute(f"SELECT choices FROM cluster_runs('{NAME}') ORDER BY started_at "
+                            "DESC LIMIT 1").fetchall()[0][0]
         _print_topics(console, topics, algorithm, n_train, n_clusters, noise, silhouette, ari,
-                      timings["cluster"])
+                      timings["cluster"], choices_summary(chose))
 
         # -- 2. new rows of known topics ------------------------------------------------------
         t = time.perf_counter()
@@ -329,7 +332,7 @@ def _report(con, path: str, console: Console, progress_display) -> str | None:
 
 
 def _print_topics(console, topics, algorithm, n_train, n_clusters, noise, silhouette, ari,
-                  secs) -> None:
+                  secs, chose: str = "") -> None:
     table = Table(title=f"{n_clusters} topics in {n_train:,} docstrings ('{NAME}', algorithm "
                         f"{algorithm}, {secs:.1f} s)", header_style="bold")
     for col, just in (("cluster", "right"), ("label (offline keywords)", "left"),
@@ -342,6 +345,8 @@ def _print_topics(console, topics, algorithm, n_train, n_clusters, noise, silhou
             table.add_row(str(tp.cluster_id), tp.label or "", str(tp.size), tp.majority,
                           f"{tp.purity:.0%}")
     console.print(table)
+    if chose:
+        console.print(f"{algorithm} chose: {chose} (cluster_runs.choices has every candidate)")
     console.print(f"quality: silhouette {_fmt(silhouette)}, noise {noise:.1%}; agreement with "
                   f"the known categories: ARI {ari:.3f} (1 = the same partition, 0 = chance)")
 

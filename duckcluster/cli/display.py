@@ -518,3 +518,31 @@ def is_interrupt(exc: BaseException) -> bool:
     text = str(exc)
     return ("Query interrupted" in text or "RunCancelledError: " in text
             or re.search(r"(?:^|: )KeyboardInterrupt(?::|$)", text) is not None)
+
+
+def choices_summary(choices: str | dict | None) -> str:
+    """One line of what algorithm 'auto' (or n_clusters 'auto') chose, from
+    ``cluster_runs.choices``; '' for a run that chose nothing.
+
+    >>> choices_summary({"pipeline": [{"step": "umap", "n_components": 5, "n_neighbors": 15},
+    ...     {"step": "kmeans", "n_clusters": 9}], "n_clusters": 9,
+    ...     "candidates": [{"n_clusters": 9, "silhouette": 0.48, "chosen": True}]})
+    'umap(5, 15) + kmeans k=9: silhouette 0.48, best of 1 k'
+    """
+    if choices is None:
+        return ""
+    c = json.loads(choices) if isinstance(choices, str) else choices
+    steps = []
+    for s in c.get("pipeline") or [{"step": c.get("algorithm", "?"),
+                                    "n_clusters": c.get("n_clusters")}]:
+        if s.get("step") == "umap":
+            steps.append(f"umap({s.get('n_components')}, {s.get('n_neighbors')})")
+        elif s.get("step") not in (None, "none"):
+            k = s.get("n_clusters")
+            steps.append(f"{s['step']}" + (f" k={k}" if k is not None else ""))
+    cands = c.get("candidates") or []
+    chosen = next((x for x in cands if x.get("chosen")), None)
+    text = " + ".join(steps)
+    if chosen is not None and chosen.get("silhouette") is not None:
+        text += f": silhouette {chosen['silhouette']:.2f}, best of {len(cands)} k"
+    return text

@@ -18,6 +18,7 @@ from .algorithms import get_algorithm
 from .assign import assign, centroids_from_labels, similarity_to_own
 from .backend import get_executor
 from .hierarchy import Hierarchy, build_hierarchy
+from .noise import apply as apply_noise
 from .preprocess import run_preprocessing
 from .projection import Projection, fit_projection
 from .quality import Quality, compute_quality
@@ -39,6 +40,8 @@ class FitResult:
     quality: Quality
     n_fit: int  # rows the algorithm saw (sample_size)
     projection: Projection | None = None  # the PCA behind coords
+    choices: dict | None = None  # what 'auto' / n_clusters 'auto' chose (cluster_runs.choices)
+    noise_assigned: np.ndarray | None = None  # (n,) bool: noise the policy put in a cluster
 
 
 def _noop(stage: str) -> None:
@@ -52,7 +55,7 @@ DISTINCT_CHECK_MAX_ROWS = 200_000
 def check_distinct(X: np.ndarray, spec: ClusterSpec) -> None:
     """Algorithms asked for k clusters need at least k distinct embeddings."""
     k = spec.params.get("n_clusters") or spec.params.get("n_components")
-    if not k or k <= 1 or X.shape[0] > DISTINCT_CHECK_MAX_ROWS or X.shape[0] == 0:
+    if not isinstance(k, int) or k <= 1 or X.shape[0] > DISTINCT_CHECK_MAX_ROWS or X.shape[0] == 0:
         return
     # Rows with distinct projections on a random direction are distinct: one matvec
     # settles the usual case; only when it finds fewer than k, sort the rows.
@@ -106,17 +109,26 @@ def _fit(X_norm: np.ndarray, spec: ClusterSpec, progress: Progress,
     Xp = run_preprocessing(X_fit, spec.preprocessing, seed)
     progress(f"fitting {spec.algorithm} on {X_fit.shape[0]:,} rows")
     alg = get_algorithm(spec.algorithm)
-    fit_labels = np.asarray(alg.fit_predict(Xp, dict(spec.params), seed), dtype=np.int64)
+    fitted = alg.fit_explained(Xp, dict(spec.params), seed)
+    fit_labels = np.asarray(fitted.labels, dtype=np.int64)
 
+    choices = fitted.choices
+    noise = apply_noise(X_fit, fit_labels, spec.noise_policy, spec.noise_threshold)
+    fit_labels = noise.labels
+    if noise.report is not None:
+        choices = {**(choices or {}), "noise": noise.report}
     cluster_ids, C = centroids_from_labels(X_fit, fit_labels)
     if sample is None:
         labels = fit_labels
+        assigned = noise.assigned
     else:
         progress(f"assigning {n:,} rows to {len(cluster_ids)} centroids")
         idx, _ = assign(X_norm, C) if len(cluster_ids) else (np.full(n, -1), None)
         labels = np.where(idx >= 0, cluster_ids[np.maximum(idx, 0)], -1).astype(np.int64)
         if len(cluster_ids):
             cluster_ids, C = centroids_from_labels(X_norm, labels)
+        assigned = np.zeros(n, dtype=bool)
+        assigned[sample] = noise.assigned  # the other rows went to their nearest centroid
     sims = similarity_to_own(X_norm, C, labels, cluster_ids)
 
     hierarchy = None
@@ -133,4 +145,5 @@ def _fit(X_norm: np.ndarray, spec: ClusterSpec, progress: Progress,
     quality = compute_quality(X_norm, labels, sims, seed)
     return FitResult(labels=labels, cluster_ids=cluster_ids, centroids=C, similarity=sims,
                      coords=coords, hierarchy=hierarchy, quality=quality,
-                     n_fit=int(X_fit.shape[0]), projection=projection)
+                     n_fit=int(X_fit.shape[0]), projection=projection,
+                     choices=choices, noise_assigned=assigned)

@@ -34,6 +34,15 @@ OPTIONS: dict[str, Param] = {
                                   doc="minimum cosine similarity in assign mode; below -> -1"),
     "pooling": Param(str, "mean", choices=("mean", "max", "first"),
                      doc="how a multi-vector column (a list of vectors per row) becomes one vector"),
+    "noise": Param(str, None, choices=("keep", "assign"), nullable=True,
+                   doc="rows a density algorithm leaves as noise (-1): 'keep' them, or "
+                       "'assign' each to its nearest cluster when its cosine similarity to "
+                       "that centroid is at least noise_threshold (members' noise_assigned "
+                       "says which); default 'assign' for algorithm 'auto', else 'keep'"),
+    "noise_threshold": Param(float, None, low=-1.0, high=1.0, nullable=True,
+                             doc="cosine similarity a noise row needs to join its nearest "
+                                 "cluster with noise 'assign'; default: the 10 % quantile "
+                                 "of members' similarity to their own centroid"),
     "backend": Param(str, "local", choices=tuple(BACKENDS),
                      doc="where hierarchical sub-clustering runs: 'local' (this process) or "
                          "'ray' (one Ray task per cluster to split); results are identical"),
@@ -68,6 +77,8 @@ class ClusterSpec:
     pooling: str = "mean"
     backend: str = "local"
     stable_ids: bool = True
+    noise: str | None = None
+    noise_threshold: float | None = None
     labeling: Mapping[str, Any] | None = None
     lineage: Mapping[str, Any] | None = None  # thresholds of core.lineage.OPTIONS given
 
@@ -107,6 +118,13 @@ class ClusterSpec:
         return cls(name=name, source=source, embedding=embedding, id=id_col,
                    algorithm=algorithm, params=params, preprocessing=steps,
                    labeling=labeling or None, lineage=lineage or None, **opts)
+
+    @property
+    def noise_policy(self) -> str:
+        """'assign' or 'keep': the ``noise`` option, else 'assign' for 'auto' only."""
+        if self.noise is not None:
+            return self.noise
+        return "assign" if self.algorithm == "auto" else "keep"
 
     def to_json(self) -> str:
         """Stable JSON (sorted keys) stored in the catalog."""

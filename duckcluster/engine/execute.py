@@ -25,6 +25,7 @@ from ..catalog import runs as catalog
 from ..core.algorithms import get_algorithm
 from ..core.assign import assign
 from ..core.fit import FitResult, check_distinct, fit, quiet_fit_warnings
+from ..core.noise import apply as apply_noise
 from ..core.lineage import fingerprints
 from ..core.spec import ClusterSpec, check_rows
 from ..core.threads import machine_sized
@@ -103,11 +104,11 @@ def execute(cur, name: str, settings: catalog.Settings, mode: str = "full",
         if mode == "assign":
             data, centroids, members, quality, n_clusters = _assign_run(
                 cur, run_id, spec, p, base_run, thr, stage)
-            n_fit, projection = 0, None
+            n_fit, projection, choices = 0, None, None
         elif sampled:
             reader.check_memory(spec, spec.sample_size, p.dim, alg.quadratic_memory, True)
-            data, centroids, members, quality, n_clusters, projection = _sampled_run(
-                cur, run_id, spec, p, stage)
+            data, centroids, members, quality, n_clusters, projection, choices = \
+                _sampled_run(cur, run_id, spec, p, stage)
             n_fit = spec.sample_size
         else:
             reader.check_memory(spec, p.n_rows, p.dim, alg.quadratic_memory, False)
@@ -119,6 +120,7 @@ def execute(cur, name: str, settings: catalog.Settings, mode: str = "full",
             quality = result.quality
             n_clusters = int(len(result.cluster_ids))
             n_fit = result.n_fit
+            choices = result.choices
         # stable ids, lineage and carried labels (engine/lineage.py)
         if mode == "full":
             stage("matching clusters to the previous full run")
@@ -136,6 +138,7 @@ def execute(cur, name: str, settings: catalog.Settings, mode: str = "full",
             "dim": int(data.X.shape[1]), "input_hash": data.input_hash, "base_run_id": base_run,
             "timings": json.dumps(timings), "progress": "done",  # with the status, atomically
             "quality": _json.dumps(q),
+            "choices": None if choices is None else _json.dumps(choices),
             **{k: q.get(k) for k in ("silhouette_score", "mean_cosine_to_centroid", "noise_ratio",
                                      "cluster_size_entropy", "davies_bouldin",
                                      "calinski_harabasz", "should_recluster")},
@@ -316,6 +319,8 @@ def _full_tables(run_id: str, spec: ClusterSpec, data: SourceData, r: FitResult)
         pa.array(member_parent.tolist(), type=pa.string()),
         "hierarchy_level": pa.array(member_level.astype(np.int32)),
         "fingerprint": pa.array(fingerprints(data.X)),
+        "noise_assigned": pa.array(r.noise_assigned if r.noise_assigned is not None
+                                   else np.zeros(n, dtype=bool)),
     })
     return centroids, members
 
@@ -437,7 +442,11 @@ def _sampled_run(cur, run_id, spec, p, stage):
         stage("preprocessing")
         Xp = run_preprocessing(Xs, spec.preprocessing, spec.seed)
         stage(f"fitting {spec.algorithm} on {len(s_ids):,} sampled rows")
-        s_labels = np.asarray(alg.fit_predict(Xp, dict(spec.params), spec.seed), dtype=np.int64)
+        fitted = alg.fit_explained(Xp, dict(spec.params), spec.seed)
+        noise = apply_noise(Xs, fitted.labels, spec.noise_policy, spec.noise_threshold)
+        s_labels = noise.labels
+    choices = fitted.choices if noise.report is None else \
+        {**(fitted.choices or {}), "noise": noise.report}
     cluster_ids, C = centroids_from_labels(Xs, s_labels)
     floors = None
     if alg.noise and len(cluster_ids):
@@ -469,12 +478,14 @@ def _sampled_run(cur, run_id, spec, p, stage):
     quality = compute_quality(Xs, labels[rows], sims[rows], spec.seed,
                               population=(labels, sims))
     data = _summary(ids, C, stats2)
+    assigned = np.zeros(len(ids), dtype=bool)
+    assigned[rows] = noise.assigned  # sample rows, in the order of s_pos
     centroids, members = _tables(run_id, spec, ids, labels, sims, coords, cluster_ids, C,
-                                 fps=np.concatenate(out.fps))
+                                 fps=np.concatenate(out.fps), noise_assigned=assigned)
     if tree is not None:
         centroids, members = _tree_tables(run_id, spec, members, tree,
                                           np.concatenate(out.leaves))
-    return data, centroids, members, quality, int(len(cluster_ids)), projection
+    return data, centroids, members, quality, int(len(cluster_ids)), projection, choices
 
 
 #: Rows whose vectors an assign-mode run keeps for silhouette, Davies-Bouldin and
@@ -525,7 +536,7 @@ def _summary(ids: np.ndarray, C: np.ndarray, stats: reader.ReadStats) -> SourceD
 
 
 def _tables(run_id, spec, ids, labels, sims, coords, cluster_ids, C, centroid_column=None,
-            fps=None):
+            fps=None, noise_assigned=None):
     """Centroid and member tables of a flat (non-hierarchical) run."""
     sizes, means, mins = _centroid_stats(labels, sims, cluster_ids)
     k, n = len(cluster_ids), len(ids)
@@ -556,5 +567,7 @@ def _tables(run_id, spec, ids, labels, sims, coords, cluster_ids, C, centroid_co
         "parent_cluster_id": pa.nulls(n, pa.string()),
         "hierarchy_level": pa.array(np.where(labels >= 0, 0, -1).astype(np.int32)),
         "fingerprint": pa.array(fps, pa.int64()) if fps is not None else pa.nulls(n, pa.int64()),
+        "noise_assigned": pa.array(noise_assigned if noise_assigned is not None
+                                   else np.zeros(n, dtype=bool)),
     })
     return centroids, members

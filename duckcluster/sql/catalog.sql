@@ -90,6 +90,10 @@ CREATE TABLE IF NOT EXISTS duckcluster.members (
     hierarchy_level               INTEGER,
     fingerprint                   BIGINT            -- of the vector (core/lineage.py fingerprints)
 );
+-- what algorithm 'auto' (or n_clusters 'auto') chose and the candidates it compared
+ALTER TABLE duckcluster.runs ADD COLUMN IF NOT EXISTS choices JSON;
+-- noise := 'assign': the algorithm left the row as noise, the policy put it in a cluster
+ALTER TABLE duckcluster.members ADD COLUMN IF NOT EXISTS noise_assigned BOOLEAN;
 -- files written before rows had fingerprints
 ALTER TABLE duckcluster.members ADD COLUMN IF NOT EXISTS fingerprint BIGINT;
 

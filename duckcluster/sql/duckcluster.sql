@@ -74,7 +74,7 @@ CREATE OR REPLACE TEMP MACRO cluster_runs(cluster_name) AS TABLE
            r.base_run_id, r.assignment_threshold, r.silhouette_score, r.mean_cosine_to_centroid,
            r.noise_ratio, r.cluster_size_entropy, r.davies_bouldin, r.calinski_harabasz,
            r.should_recluster, r.artifacts_path, r.timings, r.versions, r.spec,
-           r.progress, r.submitted_at
+           r.progress, r.submitted_at, r.choices
     FROM duckcluster.runs r
     WHERE r.name = cluster_name
       AND _dc_known(cluster_name, (SELECT count(*) FROM duckcluster.runs k WHERE k.name = cluster_name))
@@ -95,11 +95,12 @@ CREATE OR REPLACE TEMP MACRO _dc_members_view(cluster_name) AS
          ELSE duckcluster._dc_members_view_of(cluster_name, 'SELECT * FROM cluster_list()') END;
 
 -- One row per member: id (in the source's type), cluster_id (-1 = noise), similarity,
--- x, y[, z], hierarchy fields. The name must be a constant (the view is picked when the
--- query is bound).
+-- x, y[, z], hierarchy fields, noise_assigned (left as noise by the algorithm, then put in
+-- its nearest cluster by noise := 'assign'). The name must be a constant (the view is picked
+-- when the query is bound).
 CREATE OR REPLACE TEMP MACRO cluster_members(cluster_name, run_id := NULL) AS TABLE
     SELECT m.run_id, m.id, m.cluster_id, m.cosine_similarity_to_centroid, m.x, m.y, m.z,
-           m.node_id, m.parent_cluster_id, m.hierarchy_level
+           m.node_id, m.parent_cluster_id, m.hierarchy_level, m.noise_assigned
     FROM query_table(_dc_members_view(cluster_name)) m
     WHERE COLUMNS('^run_id$') = _dc_run(cluster_name, run_id)
     ORDER BY m.cluster_id, m.id;

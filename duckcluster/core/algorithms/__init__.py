@@ -16,8 +16,9 @@ from typing import Any
 
 from ..._errors import SpecError, unknown_name
 from ..._params import validate_params
-from ._base import Algorithm, relabel_by_size
+from ._base import Algorithm, Fitted, relabel_by_size
 from .agglomerative import AGGLOMERATIVE
+from .auto import AUTO
 from .density import DBSCAN, HDBSCAN, OPTICS
 from .kmeans import KMEANS
 from .mean_shift import MEAN_SHIFT
@@ -27,6 +28,7 @@ from .spectral import SPECTRAL
 __all__ = [
     "ALGORITHMS",
     "Algorithm",
+    "Fitted",
     "get_algorithm",
     "relabel_by_size",
     "validate_algorithm_params",
@@ -35,6 +37,7 @@ __all__ = [
 ALGORITHMS: dict[str, Algorithm] = {
     a.name: a
     for a in (
+        AUTO,
         KMEANS,
         DBSCAN,
         HDBSCAN,

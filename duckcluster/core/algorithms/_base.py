@@ -19,6 +19,19 @@ FitPredict = Callable[[np.ndarray, dict, int], np.ndarray]
 
 
 @dataclass(frozen=True)
+class Fitted:
+    """Labels of a fit and, for algorithms that choose (``'auto'``, ``n_clusters
+    'auto'``), what they chose and the scores of the candidates they compared
+    (JSON-ready; stored as ``cluster_runs.choices``)."""
+
+    labels: np.ndarray
+    choices: dict | None = None
+
+
+Explain = Callable[[np.ndarray, dict, int], Fitted]
+
+
+@dataclass(frozen=True)
 class Algorithm:
     """One clustering algorithm: its parameters as data and a pure fit function.
 
@@ -30,7 +43,8 @@ class Algorithm:
     runs cross-field checks after per-field validation: it receives the filled
     params and the mapping the user gave, and returns the params to use.
     ``quadratic_memory`` is True when fitting holds an n x n matrix (the memory
-    check of a run accounts for it).
+    check of a run accounts for it). ``explain``, when set, is the fit that also
+    reports its choices (:class:`Fitted`); ``fit_predict`` is then its labels.
     """
 
     name: str
@@ -41,6 +55,13 @@ class Algorithm:
     doc: str
     check: Callable[[dict, Mapping[str, Any]], dict] | None = None
     quadratic_memory: bool = False
+    explain: Explain | None = None
+
+    def fit_explained(self, X: np.ndarray, params: dict, seed: int) -> Fitted:
+        """Labels and choices of fitting ``X`` (choices None for a plain fit)."""
+        if self.explain is not None:
+            return self.explain(X, params, seed)
+        return Fitted(self.fit_predict(X, params, seed))
 
 
 def relabel_by_size(labels: np.ndarray) -> np.ndarray:
@@ -74,6 +95,28 @@ def relabeled(fit: FitPredict) -> FitPredict:
     def fit_predict(X: np.ndarray, params: dict, seed: int) -> np.ndarray:
         X = np.ascontiguousarray(X, dtype=np.float32)
         return relabel_by_size(fit(X, params, seed))
+
+    return fit_predict
+
+
+def explained(fit: Explain) -> Explain:
+    """Wrap a raw explaining fit: float32 input, canonical int64 labels out."""
+
+    @functools.wraps(fit)
+    def fit_explained(X: np.ndarray, params: dict, seed: int) -> Fitted:
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        r = fit(X, params, seed)
+        return Fitted(relabel_by_size(r.labels), r.choices)
+
+    return fit_explained
+
+
+def labels_of(explain: Explain) -> FitPredict:
+    """The ``fit_predict`` of an explaining fit: its labels only."""
+
+    @functools.wraps(explain)
+    def fit_predict(X: np.ndarray, params: dict, seed: int) -> np.ndarray:
+        return explain(X, params, seed).labels
 
     return fit_predict
 

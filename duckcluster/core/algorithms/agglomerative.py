@@ -9,11 +9,13 @@ import numpy as np
 
 from ..._errors import SpecError
 from ..._params import Param
-from ._base import Algorithm, relabeled
+from . import _choose_k
+from ._base import Algorithm, labels_of
 
 PARAMS = {
     "n_clusters": Param(
-        int, 8, low=1, nullable=True, doc="clusters to cut at; not with distance_threshold"
+        int, 8, low=1, nullable=True, auto=True,
+        doc="clusters to cut at; not with distance_threshold; 'auto' = chosen by silhouette over 2..30 (cluster_runs.choices)",
     ),
     "linkage": Param(
         str, "ward", choices=("ward", "complete", "average", "single"), doc="merge criterion"
@@ -64,13 +66,16 @@ def _fit(X: np.ndarray, p: dict, seed: int) -> np.ndarray:
     return model.fit_predict(X)
 
 
+_explain = _choose_k.with_auto_k("agglomerative", _fit)
+
 AGGLOMERATIVE = Algorithm(
     name="agglomerative",
     params=PARAMS,
-    fit_predict=relabeled(_fit),
-    min_rows=lambda p: p["n_clusters"] or 1,
+    fit_predict=labels_of(_explain),
+    min_rows=lambda p: _choose_k.count(p, "n_clusters") or 1,
     noise=False,
     doc="Agglomerative: merge nearest groups bottom-up; O(n^2) memory, for up to ~20k rows.",
     check=_check,
     quadratic_memory=True,
+    explain=_explain,
 )

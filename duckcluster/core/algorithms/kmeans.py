@@ -14,10 +14,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..._params import Param
-from ._base import Algorithm, random_state, relabeled
+from . import _choose_k
+from ._base import Algorithm, labels_of, random_state
 
 PARAMS = {
-    "n_clusters": Param(int, 8, low=1, doc="number of clusters k"),
+    "n_clusters": Param(int, 8, low=1, auto=True, doc="number of clusters k; 'auto' = chosen by silhouette over 2..30 (cluster_runs.choices)"),
     "n_init": Param(int, 1, low=1, doc="restarts; the best inertia wins ('auto' = 1 with k-means++)"),
     "max_iter": Param(int, 300, low=1, doc="iterations per restart"),
     "tol": Param(float, 1e-4, low=0.0, doc="relative tolerance on centroid movement"),
@@ -100,11 +101,14 @@ def _fit(X: np.ndarray, p: dict, seed: int) -> np.ndarray:
     return model.predict(X)
 
 
+_explain = _choose_k.with_auto_k("kmeans", _fit)
+
 KMEANS = Algorithm(
     name="kmeans",
     params=PARAMS,
-    fit_predict=relabeled(_fit),
-    min_rows=lambda p: p["n_clusters"],
+    fit_predict=labels_of(_explain),
+    min_rows=lambda p: _choose_k.count(p, "n_clusters"),
     noise=False,
     doc="k-means: n_clusters centroids, every row assigned; fast, assumes round clusters.",
+    explain=_explain,
 )

@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..._params import Param
-from ._base import Algorithm, random_state, relabeled
+from . import _choose_k
+from ._base import Algorithm, labels_of, random_state
 
 PARAMS = {
-    "n_components": Param(int, 8, low=1, doc="number of mixture components (clusters)"),
+    "n_components": Param(int, 8, low=1, auto=True,
+                          doc="number of mixture components (clusters); 'auto' = chosen by silhouette over 2..30 (cluster_runs.choices)"),
     "covariance_type": Param(
         str, "diag", choices=("full", "tied", "diag", "spherical"),
         doc="shape of each component; 'full' costs O(d^2) per component",
@@ -40,11 +42,14 @@ def _fit(X: np.ndarray, p: dict, seed: int) -> np.ndarray:
     return model.fit_predict(X)
 
 
+_explain = _choose_k.with_auto_k("gaussian_mixture", _fit, "n_components")
+
 GAUSSIAN_MIXTURE = Algorithm(
     name="gaussian_mixture",
     params=PARAMS,
-    fit_predict=relabeled(_fit),
-    min_rows=lambda p: p["n_components"],
+    fit_predict=labels_of(_explain),
+    min_rows=lambda p: _choose_k.count(p, "n_components"),
     noise=False,
     doc="Gaussian mixture (EM): n_components ellipsoidal clusters; rows take the likeliest.",
+    explain=_explain,
 )

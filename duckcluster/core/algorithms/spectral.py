@@ -7,10 +7,11 @@ import warnings
 import numpy as np
 
 from ..._params import Param
-from ._base import Algorithm, random_state, relabeled
+from . import _choose_k
+from ._base import Algorithm, labels_of, random_state
 
 PARAMS = {
-    "n_clusters": Param(int, 8, low=1, doc="number of clusters"),
+    "n_clusters": Param(int, 8, low=1, auto=True, doc="number of clusters; 'auto' = chosen by silhouette over 2..30 (cluster_runs.choices)"),
     "affinity": Param(
         str, "nearest_neighbors", choices=("nearest_neighbors", "rbf"), doc="similarity graph"
     ),
@@ -25,8 +26,8 @@ PARAMS = {
 
 def _min_rows(p: dict) -> int:
     if p["affinity"] == "nearest_neighbors":
-        return max(p["n_clusters"], p["n_neighbors"] + 1)
-    return p["n_clusters"]
+        return max(_choose_k.count(p, "n_clusters"), p["n_neighbors"] + 1)
+    return _choose_k.count(p, "n_clusters")
 
 
 def _fit(X: np.ndarray, p: dict, seed: int) -> np.ndarray:
@@ -46,12 +47,15 @@ def _fit(X: np.ndarray, p: dict, seed: int) -> np.ndarray:
         return model.fit_predict(X)
 
 
+_explain = _choose_k.with_auto_k("spectral", _fit)
+
 SPECTRAL = Algorithm(
     name="spectral",
     params=PARAMS,
-    fit_predict=relabeled(_fit),
+    fit_predict=labels_of(_explain),
     min_rows=_min_rows,
     noise=False,
     doc="Spectral: clusters of a k-nearest-neighbour graph; finds non-convex shapes.",
     quadratic_memory=True,
+    explain=_explain,
 )

@@ -1,0 +1,242 @@
+"""algorithm := 'auto' and n_clusters := 'auto': the pipeline they pick, the guard against
+collapse, seeding, and the choices recorded in cluster_runs. Quality figures on real
+embeddings live in bench/auto.py."""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import duckcluster
+from duckcluster.core.algorithms import get_algorithm, validate_algorithm_params
+from duckcluster.core.algorithms._choose_k import silhouette_from, sweep_range
+
+
+def blobs(k=6, per=100, d=32, sigma=0.05, seed=0, centres=None):
+    rng = np.random.default_rng(seed)
+    if centres is None:
+        centres = rng.normal(size=(k, d))
+    centres = centres / np.linalg.norm(centres, axis=1, keepdims=True)
+    y = np.repeat(np.arange(len(centres)), per)
+    X = centres[y] + rng.normal(scale=sigma, size=(y.size, centres.shape[1]))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    return X.astype(np.float32), y
+
+
+def two_families(d=32, seed=0):
+    """Two far-apart families of three close blobs each: the silhouette alone peaks at 2."""
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=(2, d))
+    centres = np.vstack([f + 0.25 * rng.normal(size=(3, d)) for f in (a * 3, b * 3)])
+    return blobs(centres=centres, sigma=0.02, per=80, seed=seed)
+
+
+def fit(name, X, params=None, seed=0):
+    p = validate_algorithm_params(name, params or {})
+    return get_algorithm(name).fit_explained(X, p, seed)
+
+
+def test_high_dimensional_input_gets_a_neighbour_graph_reduction():
+    X, _ = blobs(d=48)
+    c = fit("auto", X).choices
+    assert c["algorithm"] == "auto"
+    assert c["pipeline"][0]["step"] == "umap"
+    assert c["pipeline"][0]["n_components"] == 5 and c["pipeline"][0]["n_neighbors"] == 15
+    assert c["pipeline"][1] == {"step": "kmeans", "n_clusters": c["n_clusters"],
+                                "space": "reduced"}
+    assert c["input"] == {"rows": 600, "dimensions": 48}
+
+
+def test_low_dimensional_or_small_input_is_clustered_as_it_is():
+    X, _ = blobs(d=32)
+    assert fit("auto", X).choices["pipeline"][0]["step"] == "none"
+    X, _ = blobs(d=48, per=10)  # 60 rows
+    assert fit("auto", X).choices["pipeline"][0]["step"] == "none"
+    X, _ = blobs(d=48)
+    assert fit("auto", X, {"reduction": "none"}).choices["pipeline"][0]["step"] == "none"
+    assert fit("auto", X[:300, :32], {"reduction": "umap"}).choices["pipeline"][0]["step"] == \
+        "umap"
+
+
+def test_auto_finds_separated_blobs_and_reports_every_candidate():
+    X, y = blobs(k=6)
+    r = fit("auto", X)
+    assert len(np.unique(r.labels)) == 6 and (r.labels >= 0).all()
+    cands = r.choices["candidates"]
+    assert [c["n_clusters"] for c in cands] == sweep_range(600)
+    assert sum(c["chosen"] for c in cands) == 1
+    chosen = next(c for c in cands if c["chosen"])
+    assert chosen["n_clusters"] == r.choices["n_clusters"] == 6
+    eligible = [c for c in cands if "passed_over" not in c]
+    assert chosen["silhouette"] == max(c["silhouette"] for c in eligible)
+
+
+def test_never_collapses_to_two_families():
+    """The silhouette prefers 2 here (two far families); auto passes over it."""
+    X, _ = two_families()
+    r = fit("auto", X, {"reduction": "none"})
+    cands = {c["n_clusters"]: c for c in r.choices["candidates"]}
+    assert cands[2]["silhouette"] == max(c["silhouette"] for c in cands.values())
+    assert cands[2]["passed_over"] == "<= 2 clusters"
+    sizes = np.bincount(r.labels)
+    assert len(sizes) >= 3 and sizes.max() <= 0.5 * len(X)
+
+
+def test_same_seed_same_choice_other_seed_recorded():
+    X, _ = blobs(k=5, sigma=0.15, d=48)
+    a, b = fit("auto", X, seed=3), fit("auto", X, seed=3)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert a.choices == b.choices
+
+
+def test_n_clusters_is_a_target():
+    X, _ = blobs(k=6)
+    r = fit("auto", X, {"n_clusters": 4})
+    assert len(np.unique(r.labels)) == 4
+    assert [c["n_clusters"] for c in r.choices["candidates"]] == [4]
+    assert r.choices["criterion"].startswith("n_clusters 4 given")
+
+
+@pytest.mark.parametrize("name,key", [("kmeans", "n_clusters"), ("agglomerative", "n_clusters"),
+                                      ("spectral", "n_clusters"),
+                                      ("gaussian_mixture", "n_components")])
+def test_n_clusters_auto_sweeps_and_records(name, key):
+    X, _ = blobs(k=5, per=80)
+    r = fit(name, X, {key: "auto"})
+    assert r.choices["algorithm"] == name and r.choices[key] == 5
+    assert len(np.unique(r.labels)) == 5
+    assert len(r.choices["candidates"]) == len(sweep_range(400))
+    assert fit(name, X, {key: 5}).choices is None  # a fixed k records nothing
+
+
+def test_silhouette_matches_scikit_learn():
+    from sklearn.metrics import silhouette_score
+
+    X, _ = blobs(k=4, per=30, sigma=0.3)
+    labels = np.random.default_rng(0).integers(0, 4, len(X))
+    D = np.sqrt(((X[:, None].astype(np.float64) - X[None]) ** 2).sum(-1))
+    assert silhouette_from(D, labels) == pytest.approx(
+        silhouette_score(D, labels, metric="precomputed"), abs=1e-9)
+
+
+def test_a_run_records_the_choices_in_cluster_runs(tmp_path):
+    X, _ = blobs(k=6, d=48)
+    con = duckdb.connect(str(tmp_path / "t.duckdb"))
+    duckcluster.install(con)
+    con.register("v", pa.table({"id": np.arange(len(X)),
+                                "e": pa.FixedSizeListArray.from_arrays(pa.array(X.ravel()),
+                                                                       X.shape[1])}))
+    con.execute("CREATE TABLE docs AS SELECT * FROM v")
+    con.execute("SELECT cluster_create('t', source := 'docs', embedding := 'e', id := 'id', "
+                "algorithm := 'auto')")
+    con.execute("SELECT cluster_execute('t')")
+    n, raw = con.execute("SELECT n_clusters, choices FROM cluster_runs('t')").fetchall()[0]
+    c = json.loads(raw)
+    assert n == c["n_clusters"] == 6 and c["pipeline"][0]["step"] == "umap"
+    con.execute("SELECT cluster_create('k', source := 'docs', embedding := 'e', id := 'id', "
+                "algorithm := 'kmeans', params := {'n_clusters': 'auto'})")
+    con.execute("SELECT cluster_execute('k')")
+    n, raw = con.execute("SELECT n_clusters, choices FROM cluster_runs('k')").fetchall()[0]
+    assert n == json.loads(raw)["n_clusters"] == 6
+    con.execute("SELECT cluster_create('h', source := 'docs', embedding := 'e', id := 'id', "
+                "algorithm := 'hdbscan')")
+    con.execute("SELECT cluster_execute('h')")
+    assert con.execute("SELECT choices FROM cluster_runs('h')").fetchall()[0][0] is None
+    con.close()
+    from click.testing import CliRunner
+
+    from duckcluster.cli import main
+
+    out = CliRunner().invoke(main, ["runs", str(tmp_path / "t.duckdb"), "t"])
+    assert out.exit_code == 0, out.output
+    assert "umap(5, 15) + kmeans k=6" in out.output
+
+
+def noisy_blobs():
+    """Four tight blobs plus rows scattered between them (hdbscan leaves those as -1)."""
+    X, _ = blobs(k=4, per=60, d=16, sigma=0.08, seed=2)
+    rng = np.random.default_rng(5)
+    near = X[rng.integers(0, len(X), 40)] + rng.normal(scale=0.25, size=(40, 16))
+    far = rng.normal(size=(10, 16))
+    Z = np.vstack([X, near, far]).astype(np.float32)
+    return Z / np.linalg.norm(Z, axis=1, keepdims=True)
+
+
+def _db(tmp_path, X):
+    con = duckdb.connect(str(tmp_path / "n.duckdb"))
+    duckcluster.install(con)
+    con.register("v", pa.table({"id": np.arange(len(X)),
+                                "e": pa.FixedSizeListArray.from_arrays(pa.array(X.ravel()),
+                                                                       X.shape[1])}))
+    con.execute("CREATE TABLE docs AS SELECT * FROM v")
+    return con
+
+
+def _members(con, name, extra=""):
+    con.execute(f"SELECT cluster_create('{name}', source := 'docs', embedding := 'e', "
+                f"id := 'id', algorithm := 'hdbscan', params := {{'min_cluster_size': 15}}"
+                f"{extra})")
+    con.execute(f"SELECT cluster_execute('{name}')")
+    m = con.execute(f"SELECT id, cluster_id, cosine_similarity_to_centroid, noise_assigned "
+                    f"FROM cluster_members('{name}') ORDER BY id").fetchnumpy()
+    choices = con.execute(f"SELECT choices FROM cluster_runs('{name}')").fetchall()[0][0]
+    return m, (json.loads(choices) if choices else None)
+
+
+def test_noise_keep_is_the_density_default_and_assign_joins_close_rows(tmp_path):
+    X = noisy_blobs()
+    con = _db(tmp_path, X)
+    keep, c_keep = _members(con, "keep")
+    assert c_keep is None and not keep["noise_assigned"].any()
+    noise = keep["cluster_id"] < 0
+    assert noise.sum() >= 20
+    # default threshold: the 10 % quantile of the members' similarity to their own centroid
+    got, c = _members(con, "assign", ", noise := 'assign'")
+    rep = c["noise"]
+    sims = np.ma.getdata(keep["cosine_similarity_to_centroid"])[~noise]
+    assert rep["threshold"] == pytest.approx(np.quantile(sims, 0.10), abs=1e-3)
+    assert rep["threshold_from"].startswith("10% quantile")
+    assert rep["noise_rows"] == int(noise.sum())
+    assert got["noise_assigned"].sum() == rep["assigned"]
+    # a given threshold wins: rows near a cluster join it, far ones stay noise
+    got, c = _members(con, "given", ", noise := 'assign', noise_threshold := 0.5")
+    rep = c["noise"]
+    assert rep["threshold"] == 0.5 and rep["threshold_from"] == "noise_threshold given"
+    flagged = got["noise_assigned"]
+    assert flagged.sum() == rep["assigned"] > 0 and rep["left_as_noise"] > 0
+    assert noise[flagged].all()  # only rows that were noise are flagged
+    np.testing.assert_array_equal(got["cluster_id"][~noise], keep["cluster_id"][~noise])
+    assert (got["cluster_id"][flagged] >= 0).all()
+    assert (got["cluster_id"][noise & ~flagged] == -1).all()
+    none, c = _members(con, "strict", ", noise := 'assign', noise_threshold := 1.0")
+    assert c["noise"]["assigned"] == 0 and not none["noise_assigned"].any()
+    every, c = _members(con, "loose", ", noise := 'assign', noise_threshold := -1.0")
+    assert (every["cluster_id"] >= 0).all() and every["noise_assigned"].sum() == noise.sum()
+
+
+def test_similarity_is_truthful_after_assignment(tmp_path):
+    """Stored similarity = cosine of the row with its cluster's stored centroid."""
+    X = noisy_blobs()
+    con = _db(tmp_path, X)
+    got, _ = _members(con, "a", ", noise := 'assign', noise_threshold := -1.0")
+    C = {int(k): np.asarray(v, dtype=np.float32) for k, v in con.execute(
+        "SELECT cluster_id, centroid FROM cluster_centroids('a')").fetchall()}
+    want = np.array([X[i] @ C[int(c)] for i, c in zip(got["id"], got["cluster_id"])])
+    np.testing.assert_allclose(got["cosine_similarity_to_centroid"], want, atol=1e-5)
+
+
+def test_noise_options_are_validated():
+    from duckcluster._errors import SpecError
+    from duckcluster.core.spec import ClusterSpec
+
+    base = {"name": "t", "source": "docs", "embedding": "e"}
+    with pytest.raises(SpecError, match="'noise' parameter of the cluster definition"):
+        ClusterSpec.from_dict({**base, "noise": "drop"})
+    with pytest.raises(SpecError, match="'noise_threshold' parameter"):
+        ClusterSpec.from_dict({**base, "noise_threshold": 2.0})
+    assert ClusterSpec.from_dict({**base, "algorithm": "auto"}).noise_policy == "assign"
+    assert ClusterSpec.from_dict({**base, "algorithm": "hdbscan"}).noise_policy == "keep"
