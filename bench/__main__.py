@@ -32,7 +32,7 @@ WORKLOADS: dict[str, tuple[str, list[str], list[str]]] = {
     "assign": ("bench.assign_throughput", ["--rows", "20000", "--sql-rows", "5000"],
                ["--rows", "1000000"]),
     "first_result": ("bench.first_result", [], []),
-    "kmeans": ("bench.kmeans", ["--rows", "20000"], ["--rows", "100000"]),
+    "kmeans": ("bench.kmeans", ["--rows", "20000"], ["--rows", "100000,1000000"]),
     "density": ("bench.density", ["--rows", "5000"], ["--rows", "100000"]),
     "larger_than_memory": ("bench.larger_than_memory", ["--rows", "20000"],
                            ["--rows", "3000000"]),

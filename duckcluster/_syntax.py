@@ -16,6 +16,7 @@ text (CALL, PREPARE, SHOW ...) are refused with an error. Its grammar::
     [USING algorithm [( [name {= | => | :=} value [, ...]] )]]
     [PREPROCESS step [( ... )] [, step [( ... )] ...]]
     [ID column]
+    [OPTIONS (name = value [, ...])]     -- seed, sample_size, pooling
 
 Without USING the algorithm is ``'auto'`` (cluster_embeddings' default). Values are
 numbers (negative too), 'strings', true/false and NULL. Unquoted names
@@ -27,7 +28,8 @@ CTE ``__dc_src_N`` holding the rows to cluster, and the FROM becomes::
                        params := '{"min_cluster_size":20}') AS d
 
 (several columns give a list ``['a', 'b']``; PREPROCESS adds ``preprocessing :=
-'[{"method":"umap","n_components":10}]'`` and ID adds ``id := 'doc_id'``). The SELECT
+'[{"method":"umap","n_components":10}]'``, ID adds ``id := 'doc_id'`` and OPTIONS adds
+each option as it is, ``pooling := 'max'``). The SELECT
 list, GROUP BY, HAVING, QUALIFY, ORDER BY and LIMIT stay, so they see
 ``cluster_id`` and ``cosine_similarity_to_centroid`` next to the source columns.
 Consequences: WHERE filters rows *before* clustering (filter on ``cluster_id`` in
@@ -63,6 +65,7 @@ WITH __dc_src_1 AS (SELECT * FROM docs) SELECT * FROM cluster_embeddings('__dc_s
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
@@ -84,8 +87,10 @@ FUNCTION = "cluster_embeddings"
 SOURCE_PREFIX = "__dc_src_"
 EXPECTED = (
     "CLUSTER BY EMBEDDING(column[, column ...]) [USING algorithm[(param = value, ...)]] "
-    "[PREPROCESS step[(param = value, ...)], ...] [ID column]"
+    "[PREPROCESS step[(param = value, ...)], ...] [ID column] [OPTIONS(name = value, ...)]"
 )
+#: The options of cluster_embeddings besides algorithm, params, preprocessing and id.
+OPTIONS = ("seed", "sample_size", "pooling")
 
 _DUCKDB = DuckDB()
 _T = TokenType
@@ -121,6 +126,7 @@ class Clause:
     params: str | None
     preprocessing: str | None = None
     id: str | None = None
+    options: tuple[tuple[str, Any], ...] = ()
 
 
 class ClusterEmbedding(exp.Expression):
@@ -251,7 +257,7 @@ class _Parser(DuckDBParser):
         if self._match(_T.USING):
             algorithm = self._dc_name("an algorithm name after USING", lower=True)
             params = self._dc_params(algorithm)
-        preprocessing = column = None
+        preprocessing = column = options = None
         while True:
             if preprocessing is None and self._dc_is_word("PREPROCESS"):
                 self._advance()
@@ -261,6 +267,16 @@ class _Parser(DuckDBParser):
             elif column is None and self._dc_is_word("ID"):
                 self._advance()
                 column = self._dc_column("an id column name after ID")
+            elif options is None and self._dc_is_word("OPTIONS"):
+                self._advance()
+                token = self._curr
+                options = self._dc_params("OPTIONS")
+                for name in options:
+                    if name not in OPTIONS:
+                        hint = difflib.get_close_matches(name, OPTIONS, n=1)
+                        self._dc_fail(f"Unknown option {name!r} in OPTIONS(...)"
+                                      + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                                      + f"; the options are {', '.join(OPTIONS)}", token)
             else:
                 break
         self._dc_check_follower()
@@ -271,6 +287,7 @@ class _Parser(DuckDBParser):
                 params=None if algorithm is None else _to_json(params),
                 preprocessing=None if preprocessing is None else _to_json(preprocessing),
                 id=column,
+                options=tuple((options or {}).items()),
             )
         )
         node.meta["dc_start"] = (start.start, start.end + 1)
@@ -664,7 +681,8 @@ def _call_args(name: str, clause: Clause) -> list[exp.Expression]:
         exp.PropertyEQ(this=exp.to_identifier(k), expression=exp.Literal.string(v))
         for k, v in named.items()
         if v is not None
-    ]
+    ] + [exp.PropertyEQ(this=exp.to_identifier(k), expression=exp.convert(v))
+         for k, v in clause.options]
 
 
 def _cte_owner(select: exp.Select) -> exp.Expression:

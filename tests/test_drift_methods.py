@@ -11,7 +11,7 @@ from duckcluster.drift.monitor import reservoir_slots
 from duckcluster.drift import DRIFT_METHODS, Reference, js_divergence, run_method, share_test
 from duckcluster.drift._base import permutation_labels, permutation_p_value
 from duckcluster.drift._kernel import permutation_test, sq_distances, unbiased_statistic
-from duckcluster.drift._projection import fit_projection
+from duckcluster.core.projection import fit_scores
 from duckcluster.drift.kl import kl_batch
 from duckcluster.drift.mean_shift import cosine_distance_batch
 from duckcluster.drift.wasserstein import wasserstein_1d_batch
@@ -119,7 +119,7 @@ def test_js_divergence_and_share_test_known_answers():
 
 def test_projection_is_deterministic_and_standardized():
     X = gauss(500, d=6, seed=5) * np.array([5, 3, 1, 1, 1, 1], dtype=np.float32)
-    a, b = fit_projection(X, 3), fit_projection(X[::-1].copy(), 3)
+    a, b = fit_scores(X, 3), fit_scores(X[::-1].copy(), 3)
     np.testing.assert_allclose(a.components, b.components, atol=1e-6)  # sign fixed
     Z = a(X)
     np.testing.assert_allclose(Z.std(axis=0, ddof=1), 1.0, atol=1e-6)

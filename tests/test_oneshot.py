@@ -67,3 +67,83 @@ def test_sql_function_runs_sugar_and_scripts(con, docs):
     assert [r[1] for r in rel.fetchall()] == [100] * 5
     rel = duckcluster.sql(con, "CREATE TABLE t AS SELECT 1 AS a; SELECT a + 1 FROM t")
     assert rel.fetchall() == [(2,)]
+
+
+# -- every input form and option of a definition (issue 15, item 9) -----------------------
+
+FORMS = """
+CREATE TABLE forms AS SELECT doc_id, topic, embedding,
+    CAST(embedding AS DOUBLE[]) AS dbl,
+    CAST(map_from_entries(list_transform(range(32), lambda i: {'k': i::INTEGER,
+        'v': CASE WHEN abs(embedding[i + 1]) > 0.1 THEN embedding[i + 1] ELSE 0 END}))
+        AS MAP(INTEGER, FLOAT)) AS sparse_map,
+    {'indices': list_transform(range(32), lambda i: i::INTEGER),
+     'values': CAST(embedding AS FLOAT[])} AS sparse_struct,
+    [CAST(embedding AS FLOAT[]), list_transform(CAST(embedding AS FLOAT[]), lambda x: x * 0.5)]
+        AS multi
+FROM docs
+"""
+
+
+def _labels(con, sql):
+    return dict(con.sql(sql).fetchall())
+
+
+@pytest.mark.parametrize("column, extra", [
+    ("'dbl'", ""), ("'sparse_map'", ""), ("'sparse_struct'", ""), ("'multi'", ""),
+    ("'multi'", ", pooling := 'max'"), ("'multi'", ", pooling := 'first'"),
+    ("['embedding', 'sparse_map']", ""), ("'embedding'", ", sample_size := 200"),
+])
+def test_every_input_form_clusters_like_a_definition(con, docs, column, extra):
+    """The one-shot gives a definition's labels for the same column and options (same
+    seed), and the known topics; cluster_embeddings on a MAP column used to fail with
+    'Unimplemented type for cast (MAP(INTEGER, FLOAT) -> FLOAT[])'."""
+    _, y = docs
+    con.sql(FORMS).fetchall()
+    got = _labels(con, f"SELECT doc_id, cluster_id FROM cluster_embeddings('forms', {column}, "
+                       f"algorithm := 'kmeans', params := {{'n_clusters': 5}}, id := 'doc_id'"
+                       f"{extra})")
+    con.sql(f"SELECT cluster_create('d', source := 'forms', embedding := {column}, "
+            f"algorithm := 'kmeans', params := {{'n_clusters': 5}}, id := 'doc_id'{extra})"
+            ).fetchall()
+    con.sql("SELECT cluster_execute('d')").fetchall()
+    want = _labels(con, "SELECT id, cluster_id FROM cluster_members('d')")
+    assert got == want
+    assert adjusted_rand_score(y, [got[i] for i in range(500)]) == 1.0
+
+
+def test_null_values_of_every_form_stay_unclustered(con, docs):
+    con.sql(FORMS).fetchall()
+    con.sql("UPDATE forms SET sparse_map = NULL, multi = NULL WHERE doc_id < 4").fetchall()
+    for col in ("sparse_map", "multi"):
+        rows = con.sql(f"SELECT doc_id, cluster_id, cosine_similarity_to_centroid FROM "
+                       f"cluster_embeddings('forms', '{col}', algorithm := 'kmeans', "
+                       "params := {'n_clusters': 5}, id := 'doc_id') WHERE doc_id < 6 "
+                       "ORDER BY doc_id").fetchall()
+        assert [r[1] is None for r in rows] == [True] * 4 + [False] * 2, col
+
+
+def test_pooling_is_validated_and_reaches_the_fit(con, docs):
+    con.sql(FORMS).fetchall()
+    with pytest.raises(duckdb.Error, match="'pooling' parameter .* must be one of 'mean', 'max', "
+                                           "'first'. Got 'median' instead"):
+        con.sql("SELECT * FROM cluster_embeddings('forms', 'multi', pooling := 'median')").fetchall()
+
+
+def test_cluster_by_embedding_takes_the_same_options(con, docs):
+    con.sql(FORMS).fetchall()
+    sugar = duckcluster.sql(con, "SELECT doc_id, cluster_id FROM forms CLUSTER BY EMBEDDING(multi) "
+                                 "USING kmeans(n_clusters = 5) ID doc_id "
+                                 "OPTIONS (pooling = 'max', seed = 7, sample_size = 300)").fetchall()
+    plain = con.sql("SELECT doc_id, cluster_id FROM cluster_embeddings('forms', 'multi', "
+                    "algorithm := 'kmeans', params := {'n_clusters': 5}, id := 'doc_id', "
+                    "pooling := 'max', seed := 7, sample_size := 300)").fetchall()
+    assert sorted(sugar) == sorted(plain) and len(plain) == 500
+    maps = duckcluster.sql(con, "SELECT cluster_id, count(*) FROM forms CLUSTER BY "
+                                "EMBEDDING(sparse_map) USING kmeans(n_clusters = 5) "
+                                "GROUP BY ALL").fetchall()
+    assert sorted(n for _, n in maps) == [100] * 5
+    with pytest.raises(duckcluster.SpecError, match="Unknown option 'poolng' in OPTIONS.*did you "
+                                                    "mean 'pooling'"):
+        duckcluster.sql(con, "SELECT * FROM forms CLUSTER BY EMBEDDING(multi) USING kmeans "
+                             "OPTIONS (poolng = 'max')")

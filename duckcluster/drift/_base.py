@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from .._params import Param
+from ..core.projection import Scores, fit_scores
 
 #: Significance level of every test unless the caller passes another one.
 DEFAULT_ALPHA = 0.05
@@ -214,3 +215,77 @@ def permutation_p_value(stats: np.ndarray) -> float:
 
 def decide(p_value: float | None, alpha: float) -> bool:
     return p_value is not None and p_value < alpha
+
+
+# -- the pooled projection of energy, wasserstein and kl ---------------------------------
+#
+# A projection fitted on both sides pooled: their first principal components.
+#
+# ``energy``, ``wasserstein`` and ``kl`` compare the two sides on the first
+# principal components (PC1 and a few more), standardized by their spread so the
+# components weigh alike.
+#
+# Why a pooled sample: a PCA fitted on rows it then tests overstates their spread
+# along the top components (it picked those directions for them). Fitting on part
+# of the baseline and testing the rest against the current side is exact only when
+# the current side holds none of those rows: on the same table twice, overlapping
+# windows or a current side that contains the baseline it flagged drift on
+# identical data (issue 14). So the projection is fitted on a uniform seeded sample
+# of the pooled rows (``fit_fraction``, at most :data:`FIT_MAX_ROWS`), chosen
+# without looking at the sides, and every row of both sides is tested: which rows
+# are in the sample is independent of the side labels, the projection is a
+# function of the pool, and under "no drift" every relabelling of the pooled rows
+# stays as likely as the real one, so the permutation p-value is exact. The same
+# rows and seed always give the same projection.
+
+PROJECTION_PARAMS = {
+    "n_components": Param(int, 5, low=1, high=256,
+                          doc="principal components of the pooled rows to compare (PC1 first)"),
+    "fit_fraction": Param(float, 0.5, low=0.1, high=0.9,
+                          doc="share of the pooled rows of both sides the projection is "
+                              "fitted on (at most 5,000); every row is tested"),
+}
+
+
+def pooled_sample(B: np.ndarray, C: np.ndarray, fit_fraction: float,
+                  rng: np.random.Generator) -> np.ndarray:
+    """A uniform seeded sample of the pooled rows (at most :data:`FIT_MAX_ROWS`), in a
+    shuffled order: neither which rows are picked nor their order depends on the sides."""
+    n = B.shape[0] + C.shape[0]
+    n_fit = min(max(2, round(n * fit_fraction)), FIT_MAX_ROWS, n)
+    pick = rng.choice(n, size=n_fit, replace=False)
+    nb = B.shape[0]
+    out = np.empty((n_fit, B.shape[1]), dtype=np.float64)
+    in_b = pick < nb
+    out[in_b] = B[pick[in_b]]
+    out[~in_b] = C[pick[~in_b] - nb]
+    return out
+
+
+@dataclass(frozen=True)
+class Projected:
+    """Both sides on the pooled components, plus the rows the projection was fitted on."""
+
+    baseline: np.ndarray  # (n_b, k) tested baseline rows
+    current: np.ndarray  # (n_c, k)
+    fit: np.ndarray  # (n_fit, k) the fitting rows (a seeded sample of the pool)
+    projection: Scores
+    details: dict
+
+
+def projected(B: np.ndarray, C: np.ndarray, params: dict, max_samples: int | None,
+              rng: np.random.Generator) -> Projected:
+    """Sample each side to ``max_samples`` rows (if given); fit on a pooled sample of them."""
+    Bs, Cs = subsample(B, max_samples, rng), subsample(C, max_samples, rng)
+    fit = pooled_sample(Bs, Cs, params["fit_fraction"], rng)
+    proj = fit_scores(fit, params["n_components"])
+    details = {**sample_details(B, C, Bs, Cs, max_samples),
+               **projection_details(proj, int(fit.shape[0]))}
+    return Projected(proj(Bs), proj(Cs), proj(fit), proj, details)
+
+
+def projection_details(proj: Scores, n_fit: int) -> dict:
+    return {"projection": "PCA of a seeded sample of both sides pooled",
+            "n_components": int(proj.components.shape[0]),
+            "projection_fit_rows": n_fit,
+            "explained_variance_ratio": [round(float(r), 6) for r in proj.explained_variance_ratio]}

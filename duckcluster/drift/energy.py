@@ -25,15 +25,16 @@ from math import gamma, pi, sqrt
 import numpy as np
 
 from .._params import Param
-from . import _projection
 from ._base import (
     PERMUTATIONS,
+    PROJECTION_PARAMS,
     Context,
+    decide,
     DriftMethod,
     DriftResult,
-    decide,
     permutation_blocks,
     permutation_p_value,
+    projected,
     sample_param,
 )
 from ._kernel import permutation_test, sq_distances
@@ -45,7 +46,7 @@ PARAMS = {
                             doc="tested rows up to which the exact pairwise distances are used"),
     "n_directions": Param(int, 16, low=1, high=1024,
                           doc="random directions of the sliced statistic above exact_max_rows"),
-    **_projection.PARAMS,
+    **PROJECTION_PARAMS,
 }
 
 
@@ -85,7 +86,7 @@ def compute(B: np.ndarray, C: np.ndarray, p: dict, ctx: Context) -> DriftResult:
     )
 
     rng = np.random.default_rng(ctx.seed)
-    pr = _projection.projected(B, C, p, p["max_samples"], rng)
+    pr = projected(B, C, p, p["max_samples"], rng)
     PB, PC, details = pr.baseline, pr.current, pr.details
     pooled = np.concatenate([PB, PC])
     if pooled.shape[0] <= p["exact_max_rows"]:

@@ -18,15 +18,16 @@ from __future__ import annotations
 import numpy as np
 
 from .._params import Param
-from . import _projection
 from ._base import (
     PERMUTATIONS,
+    PROJECTION_PARAMS,
     Context,
+    decide,
     DriftMethod,
     DriftResult,
-    decide,
     permutation_blocks,
     permutation_p_value,
+    projected,
     sample_param,
 )
 
@@ -36,7 +37,7 @@ PARAMS = {
     "bins": Param(int, 10, low=2, high=1000, doc="bins per component (quantiles of the fitted sample)"),
     "smoothing": Param(float, 0.5, low=0.0, low_open=True,
                        doc="pseudo-count added to every bin (additive smoothing)"),
-    **_projection.PARAMS,
+    **PROJECTION_PARAMS,
 }
 
 
@@ -53,7 +54,7 @@ def kl_batch(codes: np.ndarray, bins: int, Z: np.ndarray, smoothing: float) -> n
 
 def compute(B: np.ndarray, C: np.ndarray, p: dict, ctx: Context) -> DriftResult:
     rng = np.random.default_rng(ctx.seed)
-    pr = _projection.projected(B, C, p, p["max_samples"], rng)
+    pr = projected(B, C, p, p["max_samples"], rng)
     PB, PC, details = pr.baseline, pr.current, pr.details
     pooled = np.concatenate([PB, PC])
     bins = p["bins"]

@@ -160,9 +160,9 @@ def _figure(plt, draw, *args) -> str:
 
 
 def _baseline_pca(B: np.ndarray):
-    from ._projection import fit_projection
+    from ..core.projection import fit_scores
 
-    return fit_projection(B, 2)
+    return fit_scores(B, 2)
 
 
 def _pca_scatter(fig, B: np.ndarray, C: np.ndarray, centres=(), seed: int = 42) -> None:

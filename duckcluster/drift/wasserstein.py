@@ -16,22 +16,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _projection
 from ._base import (
     PERMUTATIONS,
+    PROJECTION_PARAMS,
     Context,
+    decide,
     DriftMethod,
     DriftResult,
-    decide,
     permutation_blocks,
     permutation_p_value,
+    projected,
     sample_param,
 )
 
 PARAMS = {
     "max_samples": sample_param(),
     "n_permutations": PERMUTATIONS,
-    **_projection.PARAMS,
+    **PROJECTION_PARAMS,
 }
 
 
@@ -57,7 +58,7 @@ def _w1(v: np.ndarray, order: np.ndarray, Z: np.ndarray) -> np.ndarray:
 
 def compute(B: np.ndarray, C: np.ndarray, p: dict, ctx: Context) -> DriftResult:
     rng = np.random.default_rng(ctx.seed)
-    pr = _projection.projected(B, C, p, p["max_samples"], rng)
+    pr = projected(B, C, p, p["max_samples"], rng)
     PB, PC, details = pr.baseline, pr.current, pr.details
     pooled = np.concatenate([PB, PC])
     orders = [np.argsort(pooled[:, j], kind="stable") for j in range(pooled.shape[1])]

@@ -245,10 +245,14 @@ def read_all(cur, spec: ClusterSpec, p: Plan, stats: ReadStats
     # width known before reading: fill one matrix (no second copy to concatenate)
     buf = np.empty((p.n_rows, p.dim), dtype=np.float32) if p.dim else None
     filled = 0
-    for b in batches(cur, spec, p, stats, ordered=False, hash_rows=False, with_key=True):
+    for b in batches(cur, spec, p, stats, ordered=False, hash_rows=False, with_key=True,
+                     into=buf):
         id_parts.append(b.id_arrow)
         key_parts.append(b.key)
-        if buf is not None and b.X.shape[1] == p.dim and filled + len(b.X) <= len(buf):
+        if buf is not None and b.X.base is not None and np.may_share_memory(b.X, buf) \
+                and len(mats) == 0:  # normalized straight into buf[filled:]
+            filled += len(b.X)
+        elif buf is not None and b.X.shape[1] == p.dim and filled + len(b.X) <= len(buf):
             buf[filled:filled + len(b.X)] = b.X
             filled += len(b.X)
         else:  # unexpected width (the error comes next) or more rows than counted
@@ -276,10 +280,14 @@ def read_all(cur, spec: ClusterSpec, p: Plan, stats: ReadStats
 
 def batches(cur, spec: ClusterSpec, p: Plan, stats: ReadStats,
             batch_rows: int | None = None, ordered: bool | None = None,
-            hash_rows: bool = True, with_key: bool = False) -> Iterator[Batch]:
+            hash_rows: bool = True, with_key: bool = False,
+            into: np.ndarray | None = None) -> Iterator[Batch]:
     """Yield validated, normalized batches of the whole source (``batch_rows`` rows
     each, default :data:`BATCH_ROWS`), in a stable order: scan order, or by id when
-    ``ordered`` (default: the plan's choice for the source)."""
+    ``ordered`` (default: the plan's choice for the source). ``into``: a float32
+    matrix the batches' rows are normalized into, one after the other, while they
+    fit (each ``Batch.X`` is then a view of it; saves a copy of every row)."""
+    pos = 0
     emb = ", ".join(quote_ident(c) for c in spec.embedding)
     qid = quote_ident(p.id_col)
     order = f" ORDER BY {qid}" if (p.ordered if ordered is None else ordered) else ""
@@ -301,7 +309,12 @@ def batches(cur, spec: ClusterSpec, p: Plan, stats: ReadStats,
                 raise name_bad_file(cur, spec.source, select, exc) from None
             if rb.num_rows == 0:
                 continue
-            b = _batch(rb, spec, p, stats)
+            out = into[pos:] if into is not None and pos < len(into) else None
+            b = _batch(rb, spec, p, stats, out=out)
+            if out is not None and np.may_share_memory(b.X, into):
+                pos += len(b.X)
+            else:
+                into = None  # a batch that did not fit: the rest are copies
             if with_key:
                 k = rb.column(rb.num_columns - 1)
                 b.key = _own(k if b.valid.all() else k.filter(pa.array(b.valid)))
@@ -312,7 +325,8 @@ def batches(cur, spec: ClusterSpec, p: Plan, stats: ReadStats,
         reader.close()
 
 
-def _batch(rb, spec: ClusterSpec, p: Plan, stats: ReadStats) -> Batch:
+def _batch(rb, spec: ClusterSpec, p: Plan, stats: ReadStats,
+           out: np.ndarray | None = None) -> Batch:
     id_arr = rb.column(0)
     if id_arr.null_count:  # the plan checked; a concurrent writer may have added one
         raise DataError(f"The id column {p.id_col!r} has NULL values; ids must be unique and "
@@ -324,7 +338,7 @@ def _batch(rb, spec: ClusterSpec, p: Plan, stats: ReadStats) -> Batch:
         v = to_dense(rb.column(j + 1), ids, c, spec.pooling, dim=p.sparse_dims.get(c))
         dense.append((v, c))
         valid &= v.valid
-    X = combine_columns(dense, valid, ids)
+    X = combine_columns(dense, valid, ids, out=out)
     all_valid = bool(valid.all())
     kept = ids if all_valid else ids[valid]
     start = stats.n_rows

@@ -82,10 +82,46 @@ def _oneshot_sql(source: str, embedding_json: str, id_col: str | None) -> str:
         raise SpecError("cluster_embeddings: 'embedding' must name an embedding column or a "
                         f"list of columns. Got {embedding!r}.")
     src = source_sql_unchecked(source)
-    packed = ", ".join(f"CAST({quote_ident(c)} AS FLOAT[])" for c in cols)
+    # the columns are selected first, so a misspelled one is "not found" (as an argument of
+    # the overloaded _dc_vector it would be a string); _dc_vector packs any embedding form
+    picked = ", ".join(f"{quote_ident(c)} AS __dc_e{j}" for j, c in enumerate(cols))
+    packed = ", ".join(f"_dc_vector(__dc_e{j})" for j in range(len(cols)))
+    temps = ", ".join(f"__dc_e{j}" for j in range(len(cols)))
     ident = "__dc_rn" if not id_col else quote_ident(id_col)
-    return (f"SELECT *, [{packed}] AS __dc_emb, CAST({ident} AS VARCHAR) AS __dc_id "
-            f"FROM (SELECT row_number() OVER () AS __dc_rn, * FROM {src}) AS __dc_numbered")
+    return (f"SELECT * EXCLUDE ({temps}), [{packed}] AS __dc_emb, "
+            f"CAST({ident} AS VARCHAR) AS __dc_id FROM (SELECT row_number() OVER () AS __dc_rn, "
+            f"*, {picked} FROM {src}) AS __dc_numbered")
+
+
+#: The STRUCT every embedding value becomes in the one-shot (_dc_vector): its kind, its
+#: vectors (one for dense and sparse values, several for multi-vector ones) and, for a
+#: sparse value, the indices of its weights.
+VECTOR_TYPE = "STRUCT(kind VARCHAR, parts FLOAT[][], indices INTEGER[])"
+
+
+def _column_of(rows: pa.Array, j: int, ids: np.ndarray, name: str, pooling: str):
+    """Column ``j`` of the packed rows (lists of _dc_vector STRUCTs) as dense vectors,
+    converted as a definition's reader converts the original column."""
+    col = pc.list_element(rows, j)
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    valid = np.asarray(col.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    kind, parts, indices = col.flatten()  # (flatten, not field(): it applies the offset)
+    kinds = set(pc.unique(kind.filter(pa.array(valid))).to_pylist())
+    mask = pa.array(~valid)
+    if not kinds or kinds == {"dense"}:
+        first = pc.list_element(parts, 0)
+        arr = pa.ListArray.from_arrays(first.offsets, first.values, mask=mask)
+    elif kinds == {"multi"}:
+        arr = pa.ListArray.from_arrays(parts.offsets, parts.values, mask=mask)
+    elif kinds == {"sparse"}:
+        vals = pc.list_element(parts, 0).to_pylist()
+        idx = indices.to_pylist()
+        arr = pa.array([list(zip(i or [], v or [])) if ok else None
+                        for i, v, ok in zip(idx, vals, valid)],
+                       type=pa.map_(pa.int32(), pa.float32()))
+    else:  # a UNION or a query whose rows differ in kind cannot happen per column
+        raise DataError(f"cluster_embeddings: column {name!r} mixes embedding kinds {kinds}.")
+    return to_dense(arr, ids, name, pooling)
 
 
 def _fit_lists(embs: pa.ChunkedArray, ids: pa.ChunkedArray, spec_json: pa.ChunkedArray):
@@ -109,8 +145,7 @@ def _fit_one(rows: pa.Array, ids_arr: pa.Array, spec_d: dict) -> dict:
     valid = np.asarray(rows.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
     parts = []
     for j, c in enumerate(cols):
-        col = pc.list_element(rows, j)
-        v = to_dense(col, ids, c)
+        v = _column_of(rows, j, ids, c, spec.pooling)
         valid &= v.valid
         parts.append((v, c))
     if not valid.any():
@@ -329,15 +364,35 @@ FUNCTIONS = (
 _PY_MACROS = macros_sql(FUNCTIONS) + r"""
 -- cluster a query's embeddings in one statement, nothing stored: every source row with
 -- cluster_id (-1 noise) and cosine_similarity_to_centroid
+-- (each embedding value as a STRUCT(kind, parts, indices): the overload DuckDB picks by
+-- the column's type, so dense arrays and lists, multi-vector lists, MAP and STRUCT sparse
+-- vectors all reach the fit in one shape)
+CREATE OR REPLACE TEMP MACRO _dc_vector(x FLOAT[]) AS CASE WHEN x IS NULL THEN NULL
+        ELSE {'kind': 'dense', 'parts': [x], 'indices': NULL::INTEGER[]} END,
+    (x DOUBLE[]) AS CASE WHEN x IS NULL THEN NULL
+        ELSE {'kind': 'dense', 'parts': [CAST(x AS FLOAT[])], 'indices': NULL::INTEGER[]} END,
+    (x FLOAT[][]) AS CASE WHEN x IS NULL THEN NULL
+        ELSE {'kind': 'multi', 'parts': x, 'indices': NULL::INTEGER[]} END,
+    (x DOUBLE[][]) AS CASE WHEN x IS NULL THEN NULL
+        ELSE {'kind': 'multi', 'parts': CAST(x AS FLOAT[][]), 'indices': NULL::INTEGER[]} END,
+    (x MAP(INTEGER, FLOAT)) AS CASE WHEN x IS NULL THEN NULL
+        ELSE {'kind': 'sparse', 'parts': [map_values(x)], 'indices': map_keys(x)} END,
+    (x STRUCT(indices INTEGER[], "values" FLOAT[])) AS CASE WHEN x IS NULL THEN NULL
+        ELSE {'kind': 'sparse', 'parts': [x."values"], 'indices': x.indices} END,
+    (x STRUCT(indices BIGINT[], "values" DOUBLE[])) AS CASE WHEN x IS NULL THEN NULL
+        ELSE {'kind': 'sparse', 'parts': [CAST(x."values" AS FLOAT[])],
+              'indices': CAST(x.indices AS INTEGER[])} END;
+
 CREATE OR REPLACE TEMP MACRO cluster_embeddings(source, embedding, algorithm := 'hdbscan',
-    params := NULL, preprocessing := NULL, id := NULL, seed := 42, sample_size := NULL) AS TABLE
+    params := NULL, preprocessing := NULL, id := NULL, seed := 42, sample_size := NULL,
+    pooling := NULL) AS TABLE
     WITH __dc_src AS MATERIALIZED (
         SELECT * FROM query(_dc_oneshot_sql(source, to_json(embedding)::VARCHAR, id))),
     __dc_fit AS (
         SELECT _dc_fit_lists(list(__dc_emb ORDER BY __dc_rn), list(__dc_id ORDER BY __dc_rn),
             json_object('embedding', embedding, 'algorithm', algorithm, 'params', params,
                         'preprocessing', preprocessing, 'seed', seed,
-                        'sample_size', sample_size)::VARCHAR) AS __dc_r
+                        'sample_size', sample_size, 'pooling', pooling)::VARCHAR) AS __dc_r
         FROM __dc_src)
     SELECT __dc_src.* EXCLUDE (__dc_rn, __dc_emb, __dc_id),
            __dc_r.cluster_id[__dc_rn] AS cluster_id,
@@ -359,7 +414,7 @@ def register_udfs(reg, state: _State) -> None:
     f = reg.create_function
     f("_dc_oneshot_sql", _wrap(_oneshot_sql), ["VARCHAR", "VARCHAR", "VARCHAR"], "VARCHAR",
       null_handling="special")
-    f("_dc_fit_lists", _wrap(_fit_lists), ["FLOAT[][][]", "VARCHAR[]", "VARCHAR"],
+    f("_dc_fit_lists", _wrap(_fit_lists), [f"{VECTOR_TYPE}[][]", "VARCHAR[]", "VARCHAR"],
       "STRUCT(cluster_id INTEGER[], similarity FLOAT[])", type="arrow",
       null_handling="special", side_effects=True)
     assign = _wrap(lambda e, n, t: _assign_batch(state, e, n, t, False))
