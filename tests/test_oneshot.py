@@ -147,3 +147,61 @@ def test_cluster_by_embedding_takes_the_same_options(con, docs):
                                                     "mean 'pooling'"):
         duckcluster.sql(con, "SELECT * FROM forms CLUSTER BY EMBEDDING(multi) USING kmeans "
                              "OPTIONS (poolng = 'max')")
+
+
+# -- partition_by: one clustering per group in one call (issue 15, item 8) ------------------
+
+def _regions(con):
+    con.sql("ALTER TABLE docs ADD COLUMN region VARCHAR").fetchall()
+    con.sql("UPDATE docs SET region = CASE WHEN topic < 2 THEN 'eu' WHEN topic < 4 THEN 'us' "
+            "ELSE NULL END").fetchall()
+
+
+def test_partition_by_clusters_each_group_on_its_own(con, docs):
+    """Each region is clustered alone (its own k clusters, numbered from 0); NULL is a
+    partition of its own; the result equals one call per region."""
+    _regions(con)
+    q = ("SELECT doc_id, region, topic, cluster_id FROM cluster_embeddings('docs', 'embedding', "
+         "algorithm := 'kmeans', params := {'n_clusters': 2}, id := 'doc_id', "
+         "partition_by := 'region')")
+    rows = con.sql(q).fetchall()
+    assert len(rows) == 500
+    by_region = {}
+    for doc_id, region, topic, cluster_id in rows:
+        by_region.setdefault(region, {})[doc_id] = (topic, cluster_id)
+    assert set(by_region) == {"eu", "us", None}
+    for region, members in by_region.items():
+        assert {c for _, c in members.values()} == {0, 1}, region  # ids within the partition
+        where = "region IS NULL" if region is None else f"region = '{region}'"
+        alone = dict(con.sql(
+            f"SELECT doc_id, cluster_id FROM cluster_embeddings('(SELECT * FROM docs WHERE "
+            f"{where.replace(chr(39), chr(39) * 2)})', 'embedding', algorithm := 'kmeans', "
+            "params := {'n_clusters': 2}, id := 'doc_id')").fetchall())
+        assert alone == {i: c for i, (_, c) in members.items()}, region
+    eu = by_region["eu"].values()
+    assert adjusted_rand_score([t for t, _ in eu], [c for _, c in eu]) == 1.0
+
+
+def test_partition_by_errors_name_the_partition(con, docs):
+    _regions(con)
+    with pytest.raises(duckdb.Error, match="partition region = 'us': kmeans with these params "
+                                           "needs at least 3 rows with an embedding; the source "
+                                           "has 2"):
+        con.sql("SELECT * FROM cluster_embeddings('(SELECT * FROM docs WHERE region = ''eu'' OR "
+                "doc_id IN (200, 201))', 'embedding', algorithm := 'kmeans', "
+                "params := {'n_clusters': 3}, partition_by := 'region')").fetchall()
+    with pytest.raises(duckdb.Error, match='column "regio" not found'):
+        con.sql("SELECT * FROM cluster_embeddings('docs', 'embedding', partition_by := 'regio')"
+                ).fetchall()
+    with pytest.raises(duckdb.Error, match="the source is empty or every embedding is NULL"):
+        con.sql("SELECT * FROM cluster_embeddings('(SELECT * FROM docs WHERE false)', "
+                "'embedding', algorithm := 'kmeans', partition_by := 'region')").fetchall()
+
+
+def test_partition_by_in_the_clause(con, docs):
+    _regions(con)
+    got = duckcluster.sql(con, "SELECT region, count(DISTINCT cluster_id) AS k FROM docs CLUSTER BY "
+                               "EMBEDDING(embedding) USING kmeans(n_clusters = 2) "
+                               "OPTIONS (partition_by = 'region') GROUP BY ALL ORDER BY ALL"
+                          ).fetchall()
+    assert got == [("eu", 2), ("us", 2), (None, 2)]

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .._errors import DataError, SpecError
+from .._errors import DataError, DuckclusterError, SpecError
 from .._source import quote_ident, source_sql_unchecked
 from ..catalog import runs as catalog
 from ..core.assign import assign_raw, check_threshold, check_vectors
@@ -74,8 +74,11 @@ def _delete(state: _State, name: str, drop_artifacts: bool) -> str:
                                    else "; runs and artifacts kept"))
 
 
-def _oneshot_sql(source: str, embedding_json: str, id_col: str | None) -> str:
-    """SQL for the rows of cluster_embeddings: row number, all columns, packed embeddings."""
+def _oneshot_sql(source: str, embedding_json: str, id_col: str | None,
+                 partition_by: str | None = None) -> str:
+    """SQL for the rows of cluster_embeddings: row number, all columns, packed embeddings,
+    the partition (``partition_by``'s value, NULL without one) and the row's position in
+    it (each partition is one clustering)."""
     embedding = json.loads(embedding_json) if embedding_json else None
     cols = (embedding,) if isinstance(embedding, str) else embedding
     if not cols or not all(isinstance(c, str) and c for c in cols):
@@ -88,9 +91,15 @@ def _oneshot_sql(source: str, embedding_json: str, id_col: str | None) -> str:
     packed = ", ".join(f"_dc_vector(__dc_e{j})" for j in range(len(cols)))
     temps = ", ".join(f"__dc_e{j}" for j in range(len(cols)))
     ident = "__dc_rn" if not id_col else quote_ident(id_col)
+    if partition_by is not None and not (isinstance(partition_by, str) and partition_by):
+        raise SpecError("cluster_embeddings: partition_by must name a column of the source. "
+                        f"Got {partition_by!r}.")
+    part = "NULL" if partition_by is None else quote_ident(partition_by)
     return (f"SELECT * EXCLUDE ({temps}), [{packed}] AS __dc_emb, "
-            f"CAST({ident} AS VARCHAR) AS __dc_id FROM (SELECT row_number() OVER () AS __dc_rn, "
-            f"*, {picked} FROM {src}) AS __dc_numbered")
+            f"CAST({ident} AS VARCHAR) AS __dc_id, {part} AS __dc_part, "
+            f"row_number() OVER (PARTITION BY {part} ORDER BY __dc_rn) AS __dc_pos "
+            f"FROM (SELECT row_number() OVER () AS __dc_rn, *, {picked} FROM {src}) "
+            "AS __dc_numbered")
 
 
 #: The STRUCT every embedding value becomes in the one-shot (_dc_vector): its kind, its
@@ -136,6 +145,16 @@ def _fit_lists(embs: pa.ChunkedArray, ids: pa.ChunkedArray, spec_json: pa.Chunke
 
 
 def _fit_one(rows: pa.Array, ids_arr: pa.Array, spec_d: dict) -> dict:
+    column, value = spec_d.pop("partition_by", None), spec_d.pop("partition", None)
+    try:
+        return _fit_rows(rows, ids_arr, spec_d)
+    except DuckclusterError as exc:
+        if column is None:
+            raise
+        raise type(exc)(f"partition {column} = {value!r}: {exc}") from None
+
+
+def _fit_rows(rows: pa.Array, ids_arr: pa.Array, spec_d: dict) -> dict:
     emb = spec_d.pop("embedding")
     cols = [emb] if isinstance(emb, str) else list(emb)
     spec = ClusterSpec.from_dict({"name": "cluster_embeddings", "source": "(query)",
@@ -383,21 +402,32 @@ CREATE OR REPLACE TEMP MACRO _dc_vector(x FLOAT[]) AS CASE WHEN x IS NULL THEN N
         ELSE {'kind': 'sparse', 'parts': [CAST(x."values" AS FLOAT[])],
               'indices': CAST(x.indices AS INTEGER[])} END;
 
+-- partition_by := 'column': one clustering per value of the column (NULL is a value), in
+-- one call; cluster ids are numbered within each partition.
 CREATE OR REPLACE TEMP MACRO cluster_embeddings(source, embedding, algorithm := 'hdbscan',
     params := NULL, preprocessing := NULL, id := NULL, seed := 42, sample_size := NULL,
-    pooling := NULL) AS TABLE
+    pooling := NULL, partition_by := NULL) AS TABLE
     WITH __dc_src AS MATERIALIZED (
-        SELECT * FROM query(_dc_oneshot_sql(source, to_json(embedding)::VARCHAR, id))),
+        SELECT * FROM query(_dc_oneshot_sql(source, to_json(embedding)::VARCHAR, id,
+                                            partition_by))),
     __dc_fit AS (
-        SELECT _dc_fit_lists(list(__dc_emb ORDER BY __dc_rn), list(__dc_id ORDER BY __dc_rn),
+        SELECT __dc_part AS __dc_fit_part,
+            _dc_fit_lists(list(__dc_emb ORDER BY __dc_rn), list(__dc_id ORDER BY __dc_rn),
             json_object('embedding', embedding, 'algorithm', algorithm, 'params', params,
                         'preprocessing', preprocessing, 'seed', seed,
-                        'sample_size', sample_size, 'pooling', pooling)::VARCHAR) AS __dc_r
+                        'sample_size', sample_size, 'pooling', pooling,
+                        'partition_by', partition_by,
+                        'partition', CAST(__dc_part AS VARCHAR))::VARCHAR) AS __dc_r
+        FROM __dc_src GROUP BY __dc_part),
+    __dc_rows AS (
+        SELECT CASE WHEN count(*) > 0 THEN true ELSE error('cluster_embeddings: the source is '
+            || 'empty or every embedding is NULL; there is nothing to cluster.') END AS __dc_ok
         FROM __dc_src)
-    SELECT __dc_src.* EXCLUDE (__dc_rn, __dc_emb, __dc_id),
-           __dc_r.cluster_id[__dc_rn] AS cluster_id,
-           __dc_r.similarity[__dc_rn] AS cosine_similarity_to_centroid
-    FROM __dc_src, __dc_fit
+    SELECT __dc_src.* EXCLUDE (__dc_rn, __dc_emb, __dc_id, __dc_part, __dc_pos),
+           __dc_r.cluster_id[__dc_pos] AS cluster_id,
+           __dc_r.similarity[__dc_pos] AS cosine_similarity_to_centroid
+    FROM __dc_src JOIN __dc_fit ON __dc_part IS NOT DISTINCT FROM __dc_fit_part, __dc_rows
+    WHERE __dc_ok
     ORDER BY __dc_rn;
 
 """ + _assign_macro("assign_cluster_detail", "_dc_assign_detail",
@@ -412,7 +442,8 @@ def register_udfs(reg, state: _State) -> None:
     connection (a :class:`~duckcluster.functions._registry.Registrar`)."""
     register(reg, state, FUNCTIONS)
     f = reg.create_function
-    f("_dc_oneshot_sql", _wrap(_oneshot_sql), ["VARCHAR", "VARCHAR", "VARCHAR"], "VARCHAR",
+    f("_dc_oneshot_sql", _wrap(_oneshot_sql), ["VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR"],
+      "VARCHAR",
       null_handling="special")
     f("_dc_fit_lists", _wrap(_fit_lists), [f"{VECTOR_TYPE}[][]", "VARCHAR[]", "VARCHAR"],
       "STRUCT(cluster_id INTEGER[], similarity FLOAT[])", type="arrow",
