@@ -36,7 +36,8 @@ from ..catalog import runs as catalog
 from ..core.assign import assign, normalize_rows
 from ..core.vectors import to_dense
 from . import get_method, share_test
-from .sides import DriftSpec, Side, adjust, baseline_window_start, compare, load_reference
+from .sides import Side, adjust, baseline_window_start, compare, load_reference
+from .spec import DriftSpec
 
 BATCH_ROWS = 8_192
 

@@ -31,6 +31,7 @@ import numpy as np
 from .._params import optional_import
 from . import DRIFT_METHODS
 from . import sides as _drift
+from .spec import DriftSpec
 
 #: Rows per side drawn in the scatter and histograms (a seeded sample).
 PLOT_ROWS = 2000
@@ -69,7 +70,7 @@ def drift_report(con: duckdb.DuckDBPyConnection, baseline: str, current: str, ou
     regions = _regions(con, baseline, current, emb, text, id, seed, alpha)
     if reference is not None and not text:
         _name_by_reference(con, regions, reference, reference_run)
-    spec = _drift.DriftSpec.from_dict({"embedding": emb, "seed": seed})
+    spec = DriftSpec.from_dict({"embedding": emb, "seed": seed})
     with con.cursor() as cur:
         B = _drift.read_side(cur, baseline, spec.embedding, PLOT_ROWS, seed=seed,
                              role="baseline")
@@ -105,7 +106,7 @@ def _results(con, baseline, current, emb, methods, reference, reference_run, see
 
 def _regions(con, baseline, current, emb, text, id_col, seed, alpha) -> list[dict[str, Any]]:
     """The rows of ``embedding_drift_explain`` (the same function), with region centres."""
-    spec = _drift.DriftSpec.from_dict({"embedding": emb, "seed": seed, "alpha": alpha})
+    spec = DriftSpec.from_dict({"embedding": emb, "seed": seed, "alpha": alpha})
     options = {k: v for k, v in (("text", text), ("id", id_col)) if v is not None}
     with con.cursor() as cur:
         return _drift.explain_drift(cur, baseline, current, spec, options, centres=True)

@@ -3,7 +3,7 @@
 DuckDB 2.0 has no Python table functions, so each table-valued function is a
 table macro that unnests a LIST of STRUCTs returned by one UDF call. All named
 arguments travel to the UDF as one JSON object (``json_object(...)``), so a new
-option is one macro parameter and one :class:`duckcluster.drift.sides.DriftSpec` field.
+option is one macro parameter and one :class:`duckcluster.drift.spec.DriftSpec` field.
 ``cluster_drift`` itself is pure SQL in ``sql/duckcluster.sql`` (the read side);
 ``cluster_drift_test`` adds its exact p-value here.
 """
@@ -21,6 +21,8 @@ from ..core.backend import get_executor
 from ..drift import monitor as _drift_monitor
 from ..drift import share_test
 from ..drift import sides as _drift
+from ..drift.spec import EXPLAIN_OPTIONS, DriftSpec
+from ..drift.spec import OPTIONS as DRIFT_OPTIONS
 from ._declare import Function, P, macros_sql, options, register
 from ._registry import _report, _State, _wrap
 
@@ -66,8 +68,8 @@ def _args(args_json: str | None) -> dict:
     return {k: v for k, v in args.items() if v is not None}
 
 
-def _spec(args: dict, owner: str, *extra: str) -> _drift.DriftSpec:
-    return _drift.DriftSpec.from_dict({k: v for k, v in args.items() if k not in extra}, owner)
+def _spec(args: dict, owner: str, *extra: str) -> DriftSpec:
+    return DriftSpec.from_dict({k: v for k, v in args.items() if k not in extra}, owner)
 
 
 def _required(value: Any, what: str) -> str:
@@ -156,7 +158,7 @@ def _share_test(baseline_sizes, current_sizes, n_permutations, seed) -> dict:
 
 
 _SIDE = dict(to="arg", cast=True)
-_CHECKS = {**_drift.OPTIONS, **_drift.EXPLAIN_OPTIONS}
+_CHECKS = {**DRIFT_OPTIONS, **EXPLAIN_OPTIONS}
 _TESTED = options(("method", "params", "alpha", "seed", "normalize", "pooling"),
                   method=P("method", "'knn'"), alpha=P("alpha", "0.05"), seed=P("seed", "42"),
                   normalize=P("normalize", "true"), pooling=P("pooling", "'mean'"))
@@ -168,7 +170,7 @@ FUNCTIONS = (
     Function("embedding_drift", "_dc_embedding_drift", DRIFT_ROW,
              lambda state: lambda b, c, a: _embedding_drift(state, b, c, a),
              (P("baseline", **_SIDE), P("current", **_SIDE), P("embedding"), *_TESTED,
-              *_REFERENCE, P("group_by", "NULL")), kind="table", checks=_drift.OPTIONS,
+              *_REFERENCE, P("group_by", "NULL")), kind="table", checks=DRIFT_OPTIONS,
              doc="has the distribution of embeddings changed between two sides (tables, "
                  "queries, Parquet, 'run:<id>')? One row per method, with a p-value"),
     Function("embedding_drift_explain", "_dc_embedding_drift_explain", EXPLAIN_ROW,
@@ -188,7 +190,7 @@ FUNCTIONS = (
               P("baseline", "NULL", expr="CAST(baseline AS VARCHAR)"), *_TESTED,
               *_REFERENCE, P("backend", "'local'"), P("ray_address", "NULL"),
               P("group_by", "NULL")),
-             kind="table", checks=_drift.OPTIONS,
+             kind="table", checks=DRIFT_OPTIONS,
              doc="drift of each time window of one source against a baseline window "
                  "(\"window\" := is the same as window_size)"),
     Function("drift_monitor_create", "_dc_drift_monitor_create", "VARCHAR",
@@ -209,7 +211,7 @@ FUNCTIONS = (
              lambda state: lambda n, a: _monitor_windows(state, n, a),
              (P("name", to="arg"), P("method", "'knn'"), P("params", "NULL"),
               P("baseline", "NULL", expr="CAST(baseline AS VARCHAR)"), P("alpha", "0.05"),
-              P("seed", "42"), P("normalize", "true")), kind="table", checks=_drift.OPTIONS,
+              P("seed", "42"), P("normalize", "true")), kind="table", checks=DRIFT_OPTIONS,
              doc="drift of each window of a monitor against its baseline window"),
     Function("drift_monitor_delete", "_dc_drift_monitor_delete", "VARCHAR",
              lambda state: lambda n: _monitor_delete(state, n), (P("name", to="arg"),),

@@ -331,6 +331,7 @@ def _check_drift(cur, trig: Mapping[str, Any], spec, src: str, n_rows: int) -> d
     """Drift of the current rows against the latest full run; a drift_checks row if computed."""
     from ..drift import get_method
     from ..drift import sides as _drift
+    from ..drift.spec import DriftSpec
 
     base = store.latest_succeeded(cur, spec.name, mode="full")
     if base is None:
@@ -359,7 +360,7 @@ def _check_drift(cur, trig: Mapping[str, Any], spec, src: str, n_rows: int) -> d
         options["pooling"] = spec.pooling
     if trig["method"] == "cluster":
         options["reference_run"] = base["run_id"]
-    dspec = _drift.DriftSpec.from_dict(options)
+    dspec = DriftSpec.from_dict(options)
     row = _drift.embedding_drift(cur, f"{_drift.RUN_PREFIX}{base['run_id']}", side, dspec)[0]
     stat = row.get("statistic")
     above = stat is not None and stat > trig["when_drift_above"]
