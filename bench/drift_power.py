@@ -132,7 +132,7 @@ def _mmd_columns(K: np.ndarray, Z: np.ndarray) -> np.ndarray:
 
 
 PEERS = {"hand_knn": hand_knn, "mmd_heldout": mmd_heldout}
-COMPONENT_ROWS = ("knn:new", "knn:vanished", "knn:mix", "knn:global")
+COMPONENT_ROWS = ("knn:new", "knn:vanished", "knn:regions", "knn:global")
 
 
 def p_values(pool: Pool, method: str, kind: str, s: int, n: int,
@@ -168,7 +168,7 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join([*DRIFT_METHODS, *PEERS]))
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     ap.add_argument("--params", default=None,
-                    help="JSON params for a single method, e.g. '{\"k_mix\": 20}'")
+                    help="JSON params for a single method, e.g. '{\"k\": 10}'")
     a = ap.parse_args()
     import json
 
