@@ -125,6 +125,18 @@ class Function:
         return out
 
 
+def decode_options(text: str | None) -> dict[str, Any]:
+    """The JSON options a declared UDF receives, without the keys given as NULL (NULL means
+    "not given": the Python side's Param defaults apply).
+
+    >>> decode_options('{"timeout": 5, "secret": null}')
+    {'timeout': 5}
+    """
+    import json
+
+    return {k: v for k, v in json.loads(text).items() if v is not None} if text else {}
+
+
 def signature(f: Function) -> str:
     """The macro's parameter list: ``name, source := NULL, ...``."""
     return ", ".join(p.ident if p.default is None else f"{p.ident} := {p.default}"

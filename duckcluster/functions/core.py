@@ -26,15 +26,14 @@ from ..core.spec import ClusterSpec, check_rows
 from ..core.vectors import combine_columns, to_dense
 from ..engine import execute as _execute
 from ..labels.config import LabelConfig
-from ._declare import Function, P, macros_sql, options, register
+from ._declare import Function, P, decode_options, macros_sql, options, register
 from ._registry import _report, _State, _wrap
 
 _ASSIGN_CACHE_SECONDS = 1.0
 # -- UDF bodies ----------------------------------------------------------------------
 
 def _create(state: _State, args_json: str, replace: bool) -> str:
-    args = json.loads(args_json)
-    args = {k: v for k, v in args.items() if v is not None}
+    args = decode_options(args_json)
     with state.cursor() as cur:
         spec = _execute.create(cur, args, replace=bool(replace),
                                check_labeling=LabelConfig.from_dict)

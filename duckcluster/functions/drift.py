@@ -10,7 +10,6 @@ option is one macro parameter and one :class:`duckcluster.drift.spec.DriftSpec` 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import duckdb
@@ -23,7 +22,7 @@ from ..drift import share_test
 from ..drift import sides as _drift
 from ..drift.spec import EXPLAIN_OPTIONS, DriftSpec
 from ..drift.spec import OPTIONS as DRIFT_OPTIONS
-from ._declare import Function, P, macros_sql, options, register
+from ._declare import Function, P, decode_options, macros_sql, options, register
 from ._registry import _report, _State, _wrap
 
 _RESULT = ("method VARCHAR, statistic DOUBLE, p_value DOUBLE, p_value_adjusted DOUBLE, "
@@ -63,11 +62,6 @@ def _rows(kind: str, rows: list[dict]) -> list[dict]:
     return out
 
 
-def _args(args_json: str | None) -> dict:
-    args = json.loads(args_json) if args_json else {}
-    return {k: v for k, v in args.items() if v is not None}
-
-
 def _spec(args: dict, owner: str, *extra: str) -> DriftSpec:
     return DriftSpec.from_dict({k: v for k, v in args.items() if k not in extra}, owner)
 
@@ -82,7 +76,7 @@ def _required(value: Any, what: str) -> str:
 # -- UDF bodies ------------------------------------------------------------------------
 
 def _embedding_drift(state: _State, baseline, current, args_json) -> list[dict]:
-    spec = _spec(_args(args_json), "embedding_drift")
+    spec = _spec(decode_options(args_json), "embedding_drift")
     with state.cursor() as cur:
         rows = _drift.embedding_drift(cur, _required(baseline, "The baseline"),
                                       _required(current, "The current side"), spec,
@@ -94,7 +88,7 @@ _EXPLAIN_ARGS = ("text", "id", "n_regions", "n_examples")
 
 
 def _explain(state: _State, baseline, current, args_json) -> list[dict]:
-    args = _args(args_json)
+    args = decode_options(args_json)
     spec = _spec(args, "embedding_drift_explain", *_EXPLAIN_ARGS)
     options = {k: args[k] for k in _EXPLAIN_ARGS if k in args}
     with state.cursor() as cur:
@@ -104,7 +98,7 @@ def _explain(state: _State, baseline, current, args_json) -> list[dict]:
 
 
 def _windows(state: _State, source, args_json) -> list[dict]:
-    args = _args(args_json)
+    args = decode_options(args_json)
     spec = _spec(args, "embedding_drift_windows", "time_column", "window_size", "baseline",
                  "backend", "ray_address")
     executor = get_executor(args.get("backend", "local"), args.get("ray_address"))
@@ -118,7 +112,7 @@ def _windows(state: _State, source, args_json) -> list[dict]:
 
 def _monitor_create(state: _State, name, args_json, replace) -> str:
     with state.cursor() as cur:
-        return _drift_monitor.create(cur, name, _args(args_json), bool(replace))
+        return _drift_monitor.create(cur, name, decode_options(args_json), bool(replace))
 
 
 def _monitor_add(state: _State, name, source, embedding, time_column) -> dict:
@@ -128,7 +122,7 @@ def _monitor_add(state: _State, name, source, embedding, time_column) -> dict:
 
 
 def _monitor_windows(state: _State, name, args_json) -> list[dict]:
-    args = _args(args_json)
+    args = decode_options(args_json)
     spec = _spec(args, "drift_monitor_windows", "baseline")
     with state.cursor() as cur:
         rows = _drift_monitor.windows(cur, name, spec, args.get("baseline"))

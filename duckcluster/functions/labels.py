@@ -7,9 +7,7 @@ with ``:=`` arguments) runs on every connection.
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Any
 
 import duckdb
 import numpy as np
@@ -22,16 +20,10 @@ from ..labels import enrich as _enrich
 from ..labels import labeling as _labeling
 from ..labels import taxonomy as _taxonomy
 from ..labels.config import EMBED_OPTIONS, LABEL_OPTIONS
-from ._declare import Function, P, macros_sql, options, register
+from ._declare import Function, P, decode_options, macros_sql, options, register
 from ._registry import _report
 
 _TAXONOMY_CACHE_SECONDS = 1.0
-
-
-def _options(text: str | None) -> dict[str, Any]:
-    if not text:
-        return {}
-    return {k: v for k, v in json.loads(text).items() if v is not None}
 
 
 def _secret_reader(state):
@@ -124,7 +116,7 @@ def _label(state):
         if name is None:
             raise SpecError("cluster_label needs a definition name; got NULL.")
         with state.cursor() as cur:
-            report = _labeling.label_run(cur, name, run_id, _options(options),
+            report = _labeling.label_run(cur, name, run_id, decode_options(options),
                                          read_secret=read_secret, progress=_report)
         return report.message()
     return label
@@ -134,7 +126,7 @@ def _enrich_body(state):
     def enrich(name, target, options):
         if name is None:
             raise SpecError("cluster_enrich needs a definition name; got NULL.")
-        opts = _options(options)
+        opts = decode_options(options)
         fields = opts.pop("fields", None)
         with state.cursor() as cur:
             return _enrich.enrich(cur, name, target, fields, opts).message()
@@ -148,7 +140,7 @@ def _promote(state):
         if taxonomy is None:
             raise SpecError("cluster_promote needs a taxonomy name: cluster_promote(name, "
                             "'my_taxonomy') or taxonomy_name := 'my_taxonomy'.")
-        opts = _options(options)
+        opts = decode_options(options)
         clusters = opts.pop("clusters", None)
         with state.cursor() as cur:
             msg = _taxonomy.promote(cur, name, taxonomy, clusters, opts)
@@ -181,7 +173,7 @@ def _embed(state):
         out: list = [None] * len(texts)
         for o in set(opts):
             idx = [i for i, x in enumerate(opts) if x == o]
-            vecs = _ask.embed_texts([texts[i] for i in idx], _options(o),
+            vecs = _ask.embed_texts([texts[i] for i in idx], decode_options(o),
                                          read_secret=read_secret)
             for i, v in zip(idx, vecs):
                 out[i] = v

@@ -20,10 +20,8 @@ with ``:=`` arguments) runs on every connection.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from typing import Any
 
 import duckdb
 
@@ -32,7 +30,7 @@ from ..catalog import ops as store
 from ..catalog import runs as catalog
 from ..ops import triggers, webhooks
 from ..ops.background import Runner, file_reopener
-from ._declare import Function, P, macros_sql, options, register
+from ._declare import Function, P, decode_options, macros_sql, options, register
 from ._registry import cancel_requested
 
 _RUNNER_LOCK = threading.Lock()
@@ -60,10 +58,6 @@ def _notify(conn: duckdb.DuckDBPyConnection, run_id: str) -> None:
         if run:
             label_after_run(cur, run[0][0], run_id)
         webhooks.deliver_pending(cur, subject_id=run_id)
-
-
-def _options(text: str | None) -> dict[str, Any]:
-    return {k: v for k, v in json.loads(text).items() if v is not None} if text else {}
 
 
 def _wait(state, run_id: str, timeout: float | None) -> str:
@@ -127,14 +121,14 @@ def _submit(state):
 def _trigger_create(state):
     def trigger_create(args_json):
         with state.cursor() as cur:
-            spec = triggers.TriggerSpec.from_dict(_options(args_json), triggers.seconds_parser(cur))
+            spec = triggers.TriggerSpec.from_dict(decode_options(args_json), triggers.seconds_parser(cur))
             return triggers.create(cur, spec)
     return trigger_create
 
 
 def _webhook_create(state):
     def webhook_create(args_json):
-        spec = webhooks.WebhookSpec.from_dict(_options(args_json))
+        spec = webhooks.WebhookSpec.from_dict(decode_options(args_json))
         with state.cursor() as cur:
             return webhooks.create(cur, spec)
     return webhook_create

@@ -7,14 +7,13 @@ STRUCTs one UDF call returns; the named arguments travel as one JSON object.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import duckdb
 
 from .._errors import SpecError
 from ..engine import parquet as _parquet
-from ._declare import Function, P, macros_sql, register
+from ._declare import Function, P, decode_options, macros_sql, register
 from ._registry import _report, _State
 
 ASSIGN_ROW = ("STRUCT(output VARCHAR, run_id VARCHAR, backend VARCHAR, n_files BIGINT, "
@@ -26,11 +25,6 @@ SWEEP_ROW = ("STRUCT(point INTEGER, params JSON, n_clusters INTEGER, noise_ratio
              "should_recluster BOOLEAN, reasons VARCHAR[], seconds DOUBLE)[]")
 
 
-def _args(args_json: str | None) -> dict[str, Any]:
-    args = json.loads(args_json) if args_json else {}
-    return {k: v for k, v in args.items() if v is not None}
-
-
 def _name(name: Any, fn: str) -> str:
     if not isinstance(name, str) or not name:
         raise SpecError(f"{fn} needs a cluster definition name as its first argument; "
@@ -39,7 +33,7 @@ def _name(name: Any, fn: str) -> str:
 
 
 def _assign_parquet(state: _State, name, source, output, args_json) -> list[dict]:
-    args = _args(args_json)
+    args = decode_options(args_json)
     fields = args.pop("fields", None)
     _report(f"cluster_assign_parquet: {name} on {args.get('backend', 'local')}")
     with state.cursor() as cur:
@@ -51,7 +45,7 @@ def _assign_parquet(state: _State, name, source, output, args_json) -> list[dict
 def _sweep(state: _State, name, grid_json, args_json) -> list[dict]:
     from ..engine import sweep as _sweep
 
-    args = _args(args_json)
+    args = decode_options(args_json)
     with state.cursor() as cur:
         return _sweep.sweep(cur, _name(name, "cluster_sweep"), grid_json,
                             backend=args.get("backend", "local"),
