@@ -91,6 +91,11 @@ class RunCancelledError(DuckclusterError):
     """A run was stopped on request (Ctrl-C); it is recorded with status 'cancelled'."""
 
 
+#: What a run stopped by Ctrl-C says (raised at its next progress report, or recorded
+#: for a KeyboardInterrupt that reached it first).
+INTERRUPTED = "cancelled: interrupted (Ctrl-C) before it finished; nothing was written"
+
+
 _UDF_PREFIX = "Python exception occurred while executing the UDF: "
 _OWN = re.compile(r"(?:Invalid Input Error: )?(?:ValueError: )?"
                   r"((?:[A-Z][A-Za-z]*Error|RunCancelledError): )")

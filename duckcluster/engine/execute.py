@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from .. import _json
-from .._errors import DataError, RunCancelledError, SpecError, stored_message
+from .._errors import INTERRUPTED, DataError, RunCancelledError, SpecError, stored_message
 from .._source import (
     check_query,
     describe,
@@ -151,9 +151,12 @@ def execute(cur, name: str, settings: catalog.Settings, mode: str = "full",
         return run_id
     except BaseException as exc:
         cancelled = isinstance(exc, (KeyboardInterrupt, RunCancelledError))
+        # a KeyboardInterrupt (Ctrl-C before a progress check saw it) says what it was
+        why = INTERRUPTED if isinstance(exc, KeyboardInterrupt) else None
         try:  # on a fresh cursor: this one may hold an aborted or unfinished statement
             with cur.cursor() as fresh:
-                catalog.fail_run(fresh, run_id, stored_message(exc),
+                catalog.fail_run(fresh, run_id,
+                                 stored_message(RunCancelledError(why) if why else exc),
                                  status="cancelled" if cancelled else "failed")
         except Exception:  # the database itself is gone; mark_abandoned will catch it
             pass

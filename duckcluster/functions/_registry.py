@@ -81,10 +81,9 @@ def cancel_requested() -> bool:
 def _report(msg: str, done: int | None = None, total: int | None = None) -> None:
     # Only before a run commits: its last message is '<name>: done', which must not undo it.
     if _cancel.is_set() and not msg.endswith(": done"):
-        from .._errors import RunCancelledError
+        from .._errors import INTERRUPTED, RunCancelledError
 
-        raise RunCancelledError("cancelled: interrupted (Ctrl-C) before it finished; "
-                                "nothing was written")
+        raise RunCancelledError(INTERRUPTED)
     sink = _progress or getattr(_scope, "sink", None)
     if sink is not None:
         sink(msg, done, total)
