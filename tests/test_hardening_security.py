@@ -864,3 +864,84 @@ def test_run_lifecycle_calls_on_a_read_only_file_say_so(db_path):
                     "read-only. Reopen it read-write") in str(err.value)
     finally:
         con.close()
+
+
+# -- incarnations survive wall-clock jumps (issue 14: PID reuse / incarnations) --------------
+
+def _set_clock(monkeypatch, hours: float) -> None:
+    """Move duckcluster's wall clock by ``hours`` from now on (an NTP step, a VM resumed)."""
+    import datetime as dt
+
+    from duckcluster.catalog import runs as _runs
+
+    real = _runs._dt.datetime
+    monkeypatch.setattr(_runs, "now", lambda: (real.now(dt.timezone.utc).replace(tzinfo=None)
+                                               + dt.timedelta(hours=hours)))
+
+
+_CREATE = ("SELECT cluster_create('t', source := 'docs', embedding := 'embedding', "
+           "id := 'doc_id', algorithm := 'kmeans', params := {'n_clusters': 4})")
+
+
+def test_a_clock_set_back_after_create_hides_no_run(con, db_path, monkeypatch):
+    """The clock was an hour ahead at cluster_create and set back before the run: the run
+    started 'before' its definition was created. It is still the definition's (runs belong
+    to it by run_seq, not by timestamps): members, list, runs, the persistent read side and
+    the stock CLI all see it."""
+    from test_stock_cli import run_cli
+
+    X, _ = blobs(n_per=50, k=4, d=8)
+    load_table(con, "docs", X)
+    _set_clock(monkeypatch, +1)
+    q(con, _CREATE)
+    monkeypatch.undo()
+    run = q(con, "SELECT cluster_execute('t')")[0][0]
+    assert q(con, "SELECT count(*) FROM cluster_members('t')") == [(200,)]
+    assert q(con, "SELECT latest_run_id FROM cluster_list()") == [(run,)]
+    assert q(con, "SELECT run_id FROM cluster_runs('t')") == [(run,)]
+    assert q(con, "SELECT count(*) FROM duckcluster.latest_members") == [(200,)]
+    assert len(q(con, "SELECT assign_cluster(embedding, 't') FROM docs")) == 200
+    con.close()
+    out = run_cli(db_path, "SELECT count(*) AS n FROM duckcluster.cluster_members('t')", reads=())
+    assert out.returncode == 0 and json.loads(out.stdout) == {"n": 200}, out.stderr
+
+
+def test_a_clock_set_back_before_re_create_serves_no_old_run(con, monkeypatch):
+    """A run, cluster_delete (runs kept), the clock set back an hour, cluster_create again:
+    the old run 'started after' the new definition was created, yet it is not the new one's."""
+    X, _ = blobs(n_per=50, k=4, d=8)
+    load_table(con, "docs", X)
+    q(con, _CREATE)
+    old = q(con, "SELECT cluster_execute('t')")[0][0]
+    q(con, "SELECT cluster_delete('t')")
+    _set_clock(monkeypatch, -1)
+    q(con, _CREATE)
+    for sql in ("SELECT * FROM cluster_members('t')", "SELECT * FROM duckcluster.cluster_members('t')",
+                "SELECT assign_cluster(embedding, 't') FROM docs"):
+        with pytest.raises(duckdb.Error, match="Cluster 't' has no successful"):
+            q(con, sql)
+    assert q(con, "SELECT n_runs, latest_run_id FROM cluster_list()") == [(0, None)]
+    assert q(con, "SELECT count(*) FROM duckcluster.latest_runs") == [(0,)]
+    new = q(con, "SELECT cluster_execute('t')")[0][0]
+    assert new != old
+    assert q(con, "SELECT DISTINCT run_id FROM cluster_members('t')") == [(new,)]
+
+
+def test_definitions_from_before_incarnation_rows_get_one(con, db_path):
+    """A catalog without 'incarnation:<name>' rows (an older duckcluster) gets them on the next
+    read-write open, from the timestamps: runs of a deleted definition stay hidden."""
+    X, _ = blobs(n_per=50, k=4, d=8)
+    load_table(con, "docs", X)
+    q(con, _CREATE)
+    old = q(con, "SELECT cluster_execute('t')")[0][0]
+    q(con, "SELECT cluster_delete('t')")
+    q(con, _CREATE)
+    new = q(con, "SELECT cluster_execute('t')")[0][0]
+    q(con, "DELETE FROM duckcluster.meta WHERE key LIKE 'incarnation:%'")
+    assert q(con, "SELECT run_id FROM cluster_runs('t')") == [(new,)]  # the timestamp rule
+    con.close()
+    with duckcluster.connect(db_path) as again:
+        seq = q(again, "SELECT CAST(value AS BIGINT) FROM duckcluster.meta "
+                       "WHERE key = 'incarnation:t'")[0][0]
+        assert q(again, "SELECT run_seq FROM duckcluster.runs WHERE run_id = ?", [old]) == [(seq,)]
+        assert q(again, "SELECT run_id FROM cluster_runs('t')") == [(new,)]

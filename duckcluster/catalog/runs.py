@@ -153,8 +153,11 @@ def put_definition(cur, spec: ClusterSpec, replace: bool = False) -> None:
         cur.execute("UPDATE duckcluster.definitions SET spec = ?, updated_at = ? WHERE name = ?",
                     [spec.to_json(), ts, spec.name])
     else:
-        cur.execute("INSERT INTO duckcluster.definitions VALUES (?, ?, ?, ?)",
-                    [spec.name, spec.to_json(), ts, ts])
+        cur.execute("INSERT INTO duckcluster.definitions (name, spec, created_at, updated_at) "
+                    "VALUES (?, ?, ?, ?)", [spec.name, spec.to_json(), ts, ts])
+        cur.execute("INSERT OR REPLACE INTO duckcluster.meta "
+                    f"SELECT 'incarnation:' || ?, CAST(({_CURRENT_SEQ}) AS VARCHAR)",
+                    [spec.name])
     _EPOCH[0] += 1
 
 
@@ -208,6 +211,7 @@ def delete_definition(cur, name: str, drop_artifacts: bool, settings: Settings) 
             "SELECT artifacts_path FROM duckcluster.runs WHERE name = ? AND "
             "artifacts_path IS NOT NULL", [name]).fetchall()]
         cur.execute("DELETE FROM duckcluster.definitions WHERE name = ?", [name])
+        cur.execute("DELETE FROM duckcluster.meta WHERE key = 'incarnation:' || ?", [name])
         from .read_side import drop_members_view
 
         drop_members_view(cur, name)
@@ -236,8 +240,17 @@ def new_run_id() -> str:
 _TOKEN: tuple[int, str] | None = None
 _EPOCH = [0]
 _CLAIM_TRIES = 400
-#: Runs "started at or after the definition's created_at": the runs of its incarnation.
-INCARNATION = "r.started_at >= d.created_at"
+#: The runs of a definition's incarnation (a definition of that name deleted before
+#: keeps its runs, which are not this one's): the runs whose run_seq is above the one the
+#: definition was created at (duckcluster.meta 'incarnation:<name>'), so a wall clock set
+#: back after cluster_create hides nothing; definitions without that row (written by hand
+#: or by an older duckcluster, until opened read-write) fall back to started_at >= created_at.
+INCARNATION = ("coalesce(r.run_seq > (SELECT CAST(i.value AS BIGINT) FROM duckcluster.meta i "
+               "WHERE i.key = 'incarnation:' || d.name), r.started_at >= d.created_at)")
+#: The run_seq a definition created now starts after: every run that starts later takes
+#: a higher one (see _take_claim).
+_CURRENT_SEQ = ("SELECT greatest(coalesce((SELECT max(run_seq) FROM duckcluster.runs), 0), "
+                "coalesce((SELECT max(run_seq) FROM duckcluster.run_claims), 0))")
 
 
 def epoch() -> int:

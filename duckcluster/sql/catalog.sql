@@ -151,3 +151,11 @@ CREATE TABLE IF NOT EXISTS duckcluster.run_claims (
 INSERT INTO duckcluster.run_claims
     SELECT 'runs', coalesce(max(run_seq), 0), NULL FROM duckcluster.runs
     WHERE NOT EXISTS (SELECT 1 FROM duckcluster.run_claims WHERE scope = 'runs');
+
+-- The run_seq each definition was created at ('incarnation:<name>'; its runs are above it),
+-- for definitions that have none yet (an older duckcluster, rows written by hand): the last
+-- run of that name that started before it was created.
+INSERT OR IGNORE INTO duckcluster.meta
+    SELECT 'incarnation:' || d.name, CAST(coalesce((SELECT max(r.run_seq) FROM duckcluster.runs r
+        WHERE r.name = d.name AND r.started_at < d.created_at), 0) AS VARCHAR)
+    FROM duckcluster.definitions d;

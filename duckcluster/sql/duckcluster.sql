@@ -9,9 +9,11 @@
 -- Macro parameters must not share a name with a catalog column, so the table
 -- column run_id is referenced as COLUMNS('^run_id$') where a run_id parameter exists.
 --
--- A definition's runs are those of its incarnation: started at or after its created_at
--- (cluster_create; replace := true keeps it). Runs kept from a deleted definition of the
--- same name are not served for a re-created one.
+-- A definition's runs are those of its incarnation: their run_seq is above the one it was
+-- created at (duckcluster.meta 'incarnation:<name>'; cluster_create, replace := true keeps
+-- it), so a wall clock set back meanwhile hides nothing; without that row (a catalog
+-- written by hand or by an older duckcluster), started at or after its created_at. Runs
+-- kept from a deleted definition of the same name are not served for a re-created one.
 
 -- The latest successful run of a definition (any mode), or an error saying what to do.
 CREATE OR REPLACE TEMP MACRO _dc_latest_run(cluster_name) AS (
@@ -22,7 +24,8 @@ CREATE OR REPLACE TEMP MACRO _dc_latest_run(cluster_name) AS (
             THEN error('Cluster ''' || cluster_name || ''' has no successful run yet. Run SELECT cluster_execute(''' || cluster_name || ''') first.')
         ELSE max_by(r.run_id, r.run_seq) END
     FROM duckcluster.runs r WHERE r.name = cluster_name AND r.status = 'succeeded'
-      AND r.started_at >= (SELECT d.created_at FROM duckcluster.definitions d WHERE d.name = cluster_name)
+      AND (SELECT coalesce(r.run_seq > (SELECT CAST(i.value AS BIGINT) FROM duckcluster.meta i WHERE i.key = 'incarnation:' || d.name), r.started_at >= d.created_at)
+           FROM duckcluster.definitions d WHERE d.name = cluster_name)
 );
 
 -- The latest successful *full* run: the centroids assign_cluster uses.
@@ -34,7 +37,8 @@ CREATE OR REPLACE TEMP MACRO _dc_latest_full_run(cluster_name) AS (
             THEN error('Cluster ''' || cluster_name || ''' has no successful full run yet. Run SELECT cluster_execute(''' || cluster_name || ''') first.')
         ELSE max_by(r.run_id, r.run_seq) END
     FROM duckcluster.runs r WHERE r.name = cluster_name AND r.status = 'succeeded' AND r.mode = 'full'
-      AND r.started_at >= (SELECT d.created_at FROM duckcluster.definitions d WHERE d.name = cluster_name)
+      AND (SELECT coalesce(r.run_seq > (SELECT CAST(i.value AS BIGINT) FROM duckcluster.meta i WHERE i.key = 'incarnation:' || d.name), r.started_at >= d.created_at)
+           FROM duckcluster.definitions d WHERE d.name = cluster_name)
 );
 
 -- The name of an existing definition, or an error saying what to do.
@@ -60,7 +64,8 @@ CREATE OR REPLACE TEMP MACRO _dc_check_run(cluster_name, rid) AS (
         THEN error('No successful run ''' || rid || ''' of cluster ''' || cluster_name || '''. List runs with SELECT * FROM cluster_runs(''' || cluster_name || ''').')
         ELSE rid END
     FROM duckcluster.runs r WHERE r.run_id = rid AND r.name = cluster_name AND r.status = 'succeeded'
-      AND r.started_at >= (SELECT d.created_at FROM duckcluster.definitions d WHERE d.name = cluster_name)
+      AND (SELECT coalesce(r.run_seq > (SELECT CAST(i.value AS BIGINT) FROM duckcluster.meta i WHERE i.key = 'incarnation:' || d.name), r.started_at >= d.created_at)
+           FROM duckcluster.definitions d WHERE d.name = cluster_name)
 );
 
 CREATE OR REPLACE TEMP MACRO _dc_run(cluster_name, rid) AS
@@ -78,8 +83,8 @@ CREATE OR REPLACE TEMP MACRO cluster_runs(cluster_name) AS TABLE
     FROM duckcluster.runs r
     WHERE r.name = cluster_name
       AND _dc_known(cluster_name, (SELECT count(*) FROM duckcluster.runs k WHERE k.name = cluster_name))
-      AND r.started_at >= coalesce((SELECT d.created_at FROM duckcluster.definitions d
-                                    WHERE d.name = cluster_name), '-infinity'::TIMESTAMP)
+      AND coalesce((SELECT coalesce(r.run_seq > (SELECT CAST(i.value AS BIGINT) FROM duckcluster.meta i WHERE i.key = 'incarnation:' || d.name), r.started_at >= d.created_at)
+                FROM duckcluster.definitions d WHERE d.name = cluster_name), true)
     ORDER BY r.run_seq;
 
 -- The view holding one definition's members with ids in the source's own type (duckcluster
@@ -162,7 +167,7 @@ CREATE OR REPLACE TEMP MACRO cluster_list() AS TABLE
         SELECT r.name, count(*) OVER (PARTITION BY r.name) AS n_runs, r.run_id, r.status,
                r.finished_at, r.n_clusters
         FROM duckcluster.runs r JOIN duckcluster.definitions d0
-            ON d0.name = r.name AND r.started_at >= d0.created_at
+            ON d0.name = r.name AND coalesce(r.run_seq > (SELECT CAST(i.value AS BIGINT) FROM duckcluster.meta i WHERE i.key = 'incarnation:' || d0.name), r.started_at >= d0.created_at)
         QUALIFY row_number() OVER (PARTITION BY r.name ORDER BY r.run_seq DESC) = 1)
     SELECT d.name, json_extract_string(d.spec, '$.algorithm') AS algorithm,
            json_extract_string(d.spec, '$.source') AS source, d.created_at, d.updated_at,
@@ -249,7 +254,8 @@ CREATE OR REPLACE TEMP MACRO _dc_previous_run(cluster_name, rid) AS (
         ELSE max_by(r.run_id, r.run_seq) END
     FROM duckcluster.runs r
     WHERE r.name = cluster_name AND r.status = 'succeeded'
-      AND r.started_at >= (SELECT d.created_at FROM duckcluster.definitions d WHERE d.name = cluster_name)
+      AND (SELECT coalesce(r.run_seq > (SELECT CAST(i.value AS BIGINT) FROM duckcluster.meta i WHERE i.key = 'incarnation:' || d.name), r.started_at >= d.created_at)
+           FROM duckcluster.definitions d WHERE d.name = cluster_name)
       AND r.run_seq < (SELECT r2.run_seq FROM duckcluster.runs r2 WHERE r2.run_id = rid)
 );
 

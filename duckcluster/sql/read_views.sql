@@ -22,7 +22,8 @@ CREATE OR REPLACE VIEW duckcluster.latest_runs AS
            r.noise_ratio, r.cluster_size_entropy, r.davies_bouldin, r.calinski_harabasz,
            r.should_recluster, r.artifacts_path
     FROM duckcluster.runs r JOIN duckcluster.definitions d
-        ON d.name = r.name AND r.started_at >= d.created_at  -- the definition's incarnation
+        ON d.name = r.name  -- the definition's incarnation (see duckcluster.sql)
+        AND coalesce(r.run_seq > (SELECT CAST(i.value AS BIGINT) FROM duckcluster.meta i WHERE i.key = 'incarnation:' || d.name), r.started_at >= d.created_at)
     WHERE r.status = 'succeeded'
     QUALIFY row_number() OVER (PARTITION BY r.name ORDER BY r.run_seq DESC) = 1;
 
