@@ -2,7 +2,7 @@
 what the matching costs.
 
     python -m bench.lineage [--rows 100000] [--repeat 1] [--sets docstrings8,packages10]
-                            [--trials 10]
+                            [--trials 10] [--definitions kmeans,auto,umap+hdbscan]
 
 Real text embeddings (``bench/realdata.py``, all-MiniLM-L6-v2, known categories):
 
@@ -16,8 +16,9 @@ Real text embeddings (``bench/realdata.py``, all-MiniLM-L6-v2, known categories)
   is held out in turn (``--trials`` of them), so the figures are not one lucky topic:
   whether a new topic can be born at all is up to the clustering.
 
-Two definitions per set: k-means with the number of categories (a fixed k must take
-room from the old clusters for the new one) and HDBSCAN after UMAP (it finds k itself).
+Three definitions per set (``--definitions`` picks): k-means with the number of categories
+(a fixed k must take room from the old clusters for the new one), HDBSCAN after UMAP (it
+finds k itself) and ``auto``, the zero-config pipeline a user who names no algorithm gets.
 
 - **matching cost**: k-means k = 100 on ``--rows`` synthetic 384-d rows, run twice; the
   second run's ``matching`` stage (previous run's centroids, the member flow join,
@@ -38,6 +39,8 @@ from bench._common import Row, connect, make_clusters, load_table, verdict
 
 DEFINITIONS = {
     "kmeans": "algorithm := 'kmeans', params := {{'n_clusters': {k}}}",
+    # the zero-config pipeline (issue 15): what a user who names no algorithm gets
+    "auto": "algorithm := 'auto'",
     "umap+hdbscan": ("algorithm := 'hdbscan', params := {{'min_cluster_size': 25}}, "
                      "preprocessing := [{{'method': 'umap', 'n_components': 5, "
                      "'n_neighbors': 15}}]"),
@@ -236,10 +239,11 @@ def matching_cost(n: int, repeat: int) -> Row:
                target="<= 5 % of the run's time", verdict=verdict(share <= 0.05))
 
 
-def run(n: int, repeat: int, sets=("docstrings8", "packages10"), trials: int = 10) -> list[Row]:
+def run(n: int, repeat: int, sets=("docstrings8", "packages10"), trials: int = 10,
+        algos=tuple(DEFINITIONS)) -> list[Row]:
     rows = []
     for s in sets:
-        for algo in DEFINITIONS:
+        for algo in algos:
             rows.append(unchanged(s, algo))
             rows.append(new_topics(s, algo, trials))
     if n:
@@ -257,7 +261,10 @@ if __name__ == "__main__":
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--sets", default="docstrings8,packages10")
     ap.add_argument("--trials", type=int, default=10, help="held-out topics per set")
+    ap.add_argument("--definitions", default=",".join(DEFINITIONS),
+                    help=f"which of {', '.join(DEFINITIONS)}")
     ap.add_argument("--json")
     a = ap.parse_args()
     print(machine_note(), flush=True)
-    emit(run(a.rows, a.repeat, tuple(s for s in a.sets.split(",") if s), a.trials), a.json)
+    emit(run(a.rows, a.repeat, tuple(s for s in a.sets.split(",") if s), a.trials,
+             tuple(d for d in a.definitions.split(",") if d)), a.json)
