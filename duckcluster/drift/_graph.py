@@ -33,9 +33,9 @@ REDUCED_DIMS = 32
 #: Rows per cell of the inverted file (on average).
 CELL_ROWS = 192
 #: Cells searched per row (its own and the nearest others).
-PROBES = 6
+PROBES = 4
 #: Rows whose exact neighbours measure the approximate graph's recall.
-CHECK_ROWS = 128
+CHECK_ROWS = 64
 _BLOCK = 1024
 
 
