@@ -10,6 +10,7 @@ import pytest
 
 import duckcluster
 from duckcluster.engine import execute as _execute
+from duckcluster.engine import tables as _tables
 
 CREATE = ("SELECT cluster_create('t', source := {source}, embedding := {emb}, id := 'doc_id', "
           "algorithm := {algo}, params := {params}{extra})")
@@ -176,7 +177,7 @@ def test_failure_midway_leaves_nothing_partial(con, docs, monkeypatch):
     create(con)
     ok_run = con.sql("SELECT cluster_execute('t')").fetchall()[0][0]
     before = snapshot(con)
-    real = _execute._full_tables
+    real = _tables.full_tables
 
     def broken(*args, **kwargs):
         centroids, members = real(*args, **kwargs)
@@ -185,7 +186,7 @@ def test_failure_midway_leaves_nothing_partial(con, docs, monkeypatch):
         return centroids, members.set_column(members.schema.get_field_index("id"), "id",
                                              pa.array(ids, type=pa.string()))
 
-    monkeypatch.setattr(_execute, "_full_tables", broken)
+    monkeypatch.setattr(_tables, "full_tables", broken)
     with pytest.raises(duckdb.Error, match="NOT NULL constraint failed"):
         con.sql("SELECT cluster_execute('t')").fetchall()
     after = snapshot(con)

@@ -315,9 +315,9 @@ def test_assign_mode_records_a_run(con, docs):
 def test_assign_mode_quality_sample_is_seeded(con, docs, monkeypatch):
     """Above ASSIGN_QUALITY_SAMPLE rows the geometric metrics use a seeded sample:
     two assign runs agree, and the sample size is reported."""
-    from duckcluster.engine import execute as _execute
+    from duckcluster.engine import stream
 
-    monkeypatch.setattr(_execute, "ASSIGN_QUALITY_SAMPLE", 120)
+    monkeypatch.setattr(stream, "ASSIGN_QUALITY_SAMPLE", 120)
     q(con, KMEANS)
     q(con, "SELECT cluster_execute('topics')")
     runs = [q(con, "SELECT cluster_execute('topics', mode := 'assign')")[0][0] for _ in range(2)]
