@@ -16,7 +16,7 @@ text (CALL, PREPARE, SHOW ...) are refused with an error. Its grammar::
     [USING algorithm [( [name {= | => | :=} value [, ...]] )]]
     [PREPROCESS step [( ... )] [, step [( ... )] ...]]
     [ID column]
-    [OPTIONS (name = value [, ...])]     -- seed, sample_size, pooling, partition_by
+    [OPTIONS (name = value [, ...])]     -- seed, sample_size, pooling, partition_by, noise
 
 Without USING the algorithm is ``'auto'`` (cluster_embeddings' default). Values are
 numbers (negative too), 'strings', true/false and NULL. Unquoted names
@@ -90,7 +90,7 @@ EXPECTED = (
     "[PREPROCESS step[(param = value, ...)], ...] [ID column] [OPTIONS(name = value, ...)]"
 )
 #: The options of cluster_embeddings besides algorithm, params, preprocessing and id.
-OPTIONS = ("seed", "sample_size", "pooling", "partition_by")
+OPTIONS = ("seed", "sample_size", "pooling", "partition_by", "noise")
 
 _DUCKDB = DuckDB()
 _T = TokenType

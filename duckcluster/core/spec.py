@@ -65,7 +65,7 @@ class ClusterSpec:
     source: str
     embedding: tuple[str, ...]
     id: str | None = None
-    algorithm: str = "hdbscan"
+    algorithm: str = "auto"
     params: Mapping[str, Any] = field(default_factory=dict)
     preprocessing: tuple[tuple[str, Mapping[str, Any]], ...] = ()
     sample_size: int | None = None
@@ -102,7 +102,7 @@ class ClusterSpec:
         id_col = d.get("id")
         if id_col is not None and (not isinstance(id_col, str) or not id_col):
             raise SpecError(f"'id' must be the name of a column. Got {id_col!r}.")
-        algorithm = d.get("algorithm", "hdbscan")
+        algorithm = d.get("algorithm", "auto")
         if not isinstance(algorithm, str):
             raise SpecError(f"'algorithm' must be a string. Got {algorithm!r}.")
         get_algorithm(algorithm)  # unknown name -> error listing valid ones

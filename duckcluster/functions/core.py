@@ -401,7 +401,7 @@ def _delete_body(state: _State):
 FUNCTIONS = (
     Function("cluster_create", "_dc_create", "VARCHAR", _create_body,
              (*options(("name", "source", "embedding"), name=P("name")),
-              P("algorithm", "'hdbscan'"),
+              P("algorithm", "'auto'"),
               *options(("params", "preprocessing", "id", "sample_size", "hierarchical",
                         "max_hierarchy_depth", "dimensions", "seed", "assignment_threshold",
                         "pooling", "labeling", "backend", "stable_ids", "lineage", "noise",
@@ -446,9 +446,9 @@ CREATE OR REPLACE TEMP MACRO _dc_vector(x FLOAT[]) AS CASE WHEN x IS NULL THEN N
 
 -- partition_by := 'column': one clustering per value of the column (NULL is a value), in
 -- one call; cluster ids are numbered within each partition.
-CREATE OR REPLACE TEMP MACRO cluster_embeddings(source, embedding, algorithm := 'hdbscan',
+CREATE OR REPLACE TEMP MACRO cluster_embeddings(source, embedding, algorithm := 'auto',
     params := NULL, preprocessing := NULL, id := NULL, seed := 42, sample_size := NULL,
-    pooling := NULL, partition_by := NULL) AS TABLE
+    pooling := NULL, partition_by := NULL, noise := NULL) AS TABLE
     WITH __dc_src AS MATERIALIZED (
         SELECT * FROM query(_dc_oneshot_sql(source, to_json(embedding)::VARCHAR, id,
                                             partition_by))),
@@ -458,7 +458,7 @@ CREATE OR REPLACE TEMP MACRO cluster_embeddings(source, embedding, algorithm := 
             json_object('embedding', embedding, 'algorithm', algorithm, 'params', params,
                         'preprocessing', preprocessing, 'seed', seed,
                         'sample_size', sample_size, 'pooling', pooling,
-                        'partition_by', partition_by,
+                        'partition_by', partition_by, 'noise', noise,
                         'partition', CAST(__dc_part AS VARCHAR))::VARCHAR) AS __dc_r
         FROM __dc_src GROUP BY __dc_part),
     __dc_rows AS (

@@ -20,9 +20,10 @@
   transaction; step 3 swaps the table in atomically. A failed clustering fails the
   model and is recorded as a failed run (SELECT * FROM cluster_runs('<name>')).
 
-  Definition options (all optional except `embedding`): embedding, id, algorithm,
-  params, preprocessing, sample_size, hierarchical, max_hierarchy_depth,
-  dimensions, seed, assignment_threshold, pooling, labeling.
+  Definition options (all optional except `embedding`): embedding, id, algorithm
+  (default 'auto'), params, preprocessing, sample_size, hierarchical,
+  max_hierarchy_depth, dimensions, seed, assignment_threshold, pooling, labeling,
+  noise, noise_threshold.
 -#}
 
 {% macro cluster_create_sql(name, source, options) -%}
@@ -75,7 +76,7 @@
   {%- set options = {} -%}
   {%- for key in ['embedding', 'id', 'algorithm', 'params', 'preprocessing', 'sample_size',
                   'hierarchical', 'max_hierarchy_depth', 'dimensions', 'seed',
-                  'assignment_threshold', 'pooling', 'labeling'] -%}
+                  'assignment_threshold', 'pooling', 'labeling', 'noise', 'noise_threshold'] -%}
     {%- do options.update({key: config.get(key)}) -%}
   {%- endfor -%}
   {%- do options.update({'id': id_column}) -%}
