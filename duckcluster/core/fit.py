@@ -1,7 +1,8 @@
 """The clustering pipeline as data: arrays in, a :class:`FitResult` out.
 
-No DuckDB here. ``_execute`` (stored definitions) and ``_sql`` (the one-shot
-``cluster_embeddings``) both call :func:`fit`.
+No DuckDB here. Stored definitions (``engine/execute.py``) and the one-shot
+``cluster_embeddings`` call :func:`fit`; a sampled run that streams its rows
+(``engine/stream.py``) fits its sample with the same :func:`fit_sample`.
 """
 
 from __future__ import annotations
@@ -87,6 +88,35 @@ def quiet_fit_warnings() -> Iterator[None]:
         yield
 
 
+@dataclass(frozen=True)
+class SampleFit:
+    """The algorithm's result on the rows it saw: labels after the noise policy, the
+    centroids of its clusters, what 'auto' chose, and the noise rows the policy assigned."""
+
+    labels: np.ndarray  # (n_fit,) int64, -1 = noise
+    cluster_ids: np.ndarray  # (k,) int64
+    centroids: np.ndarray  # (k, d) float32, L2-normalized, original space
+    choices: dict | None
+    noise_assigned: np.ndarray  # (n_fit,) bool
+
+
+def fit_sample(X_fit: np.ndarray, spec: ClusterSpec, progress: Progress = _noop,
+               rows: str = "rows") -> SampleFit:
+    """The fitting steps every run shares: preprocessing, the algorithm, the noise
+    policy and the centroids, on the rows the algorithm sees (all, or a sample)."""
+    progress("preprocessing")
+    Xp = run_preprocessing(X_fit, spec.preprocessing, spec.seed)
+    progress(f"fitting {spec.algorithm} on {X_fit.shape[0]:,} {rows}")
+    fitted = get_algorithm(spec.algorithm).fit_explained(Xp, dict(spec.params), spec.seed)
+    noise = apply_noise(X_fit, np.asarray(fitted.labels, dtype=np.int64), spec.noise_policy,
+                        spec.noise_threshold)
+    choices = fitted.choices
+    if noise.report is not None:
+        choices = {**(choices or {}), "noise": noise.report}
+    cluster_ids, C = centroids_from_labels(X_fit, noise.labels)
+    return SampleFit(noise.labels, cluster_ids, C, choices, noise.assigned)
+
+
 def fit(X_norm: np.ndarray, spec: ClusterSpec, progress: Progress = _noop,
         with_coords: bool = True) -> FitResult:
     """Run preprocessing, the algorithm, centroids, hierarchy, coordinates and quality."""
@@ -105,22 +135,11 @@ def _fit(X_norm: np.ndarray, spec: ClusterSpec, progress: Progress,
         sample = np.sort(rng.choice(n, size=spec.sample_size, replace=False))
     X_fit = X_norm if sample is None else X_norm[sample]
 
-    progress("preprocessing")
-    Xp = run_preprocessing(X_fit, spec.preprocessing, seed)
-    progress(f"fitting {spec.algorithm} on {X_fit.shape[0]:,} rows")
-    alg = get_algorithm(spec.algorithm)
-    fitted = alg.fit_explained(Xp, dict(spec.params), seed)
-    fit_labels = np.asarray(fitted.labels, dtype=np.int64)
-
-    choices = fitted.choices
-    noise = apply_noise(X_fit, fit_labels, spec.noise_policy, spec.noise_threshold)
-    fit_labels = noise.labels
-    if noise.report is not None:
-        choices = {**(choices or {}), "noise": noise.report}
-    cluster_ids, C = centroids_from_labels(X_fit, fit_labels)
+    f = fit_sample(X_fit, spec, progress)
+    choices, cluster_ids, C = f.choices, f.cluster_ids, f.centroids
     if sample is None:
-        labels = fit_labels
-        assigned = noise.assigned
+        labels = f.labels
+        assigned = f.noise_assigned
     else:
         progress(f"assigning {n:,} rows to {len(cluster_ids)} centroids")
         idx, _ = assign(X_norm, C) if len(cluster_ids) else (np.full(n, -1), None)
@@ -128,7 +147,7 @@ def _fit(X_norm: np.ndarray, spec: ClusterSpec, progress: Progress,
         if len(cluster_ids):
             cluster_ids, C = centroids_from_labels(X_norm, labels)
         assigned = np.zeros(n, dtype=bool)
-        assigned[sample] = noise.assigned  # the other rows went to their nearest centroid
+        assigned[sample] = f.noise_assigned  # the other rows went to their nearest centroid
     sims = similarity_to_own(X_norm, C, labels, cluster_ids)
 
     hierarchy = None

@@ -13,9 +13,8 @@ from .._errors import DataError
 from ..catalog import runs as catalog
 from ..core.algorithms import get_algorithm
 from ..core.assign import assign
-from ..core.fit import check_distinct, quiet_fit_warnings
+from ..core.fit import check_distinct, fit_sample, quiet_fit_warnings
 from ..core.lineage import fingerprints
-from ..core.noise import apply as apply_noise
 from ..core.spec import check_rows
 from . import lineage, reader, tables
 from .reader import SourceData
@@ -124,8 +123,6 @@ def _sample_pass(cur, spec, p, stats, stage) -> tuple[np.ndarray, np.ndarray, np
 
 def sampled_run(cur, run_id, spec, p, stage):
     """Fit on a seeded sample, then stream every row to the nearest centroid."""
-    from ..core.assign import centroids_from_labels
-    from ..core.preprocess import run_preprocessing
     from ..core.projection import Projection
     from ..core.quality import compute_quality
 
@@ -133,19 +130,11 @@ def sampled_run(cur, run_id, spec, p, stage):
     s_ids, Xs, s_pos = _sample_pass(cur, spec, p, stats1, stage)
     check_rows(spec, len(s_ids))
     check_distinct(Xs, spec)
-    alg = get_algorithm(spec.algorithm)
     with quiet_fit_warnings():
-        stage("preprocessing")
-        Xp = run_preprocessing(Xs, spec.preprocessing, spec.seed)
-        stage(f"fitting {spec.algorithm} on {len(s_ids):,} sampled rows")
-        fitted = alg.fit_explained(Xp, dict(spec.params), spec.seed)
-        noise = apply_noise(Xs, fitted.labels, spec.noise_policy, spec.noise_threshold)
-        s_labels = noise.labels
-    choices = fitted.choices if noise.report is None else \
-        {**(fitted.choices or {}), "noise": noise.report}
-    cluster_ids, C = centroids_from_labels(Xs, s_labels)
+        f = fit_sample(Xs, spec, stage, rows="sampled rows")
+    s_labels, cluster_ids, C, choices = f.labels, f.cluster_ids, f.centroids, f.choices
     floors = None
-    if alg.noise and len(cluster_ids):
+    if get_algorithm(spec.algorithm).noise and len(cluster_ids):
         own = np.searchsorted(cluster_ids, np.maximum(s_labels, 0))
         s_sims = np.einsum("ij,ij->i", Xs, C[np.minimum(own, len(C) - 1)])
         floors = np.array([s_sims[s_labels == c].min() for c in cluster_ids], dtype=np.float32)
@@ -175,7 +164,7 @@ def sampled_run(cur, run_id, spec, p, stage):
                               population=(labels, sims))
     data = _summary(ids, C, stats2)
     assigned = np.zeros(len(ids), dtype=bool)
-    assigned[rows] = noise.assigned  # sample rows, in the order of s_pos
+    assigned[rows] = f.noise_assigned  # sample rows, in the order of s_pos
     centroids, members = tables.flat_tables(run_id, spec, ids, labels, sims, coords, cluster_ids, C,
                                  fps=np.concatenate(out.fps), noise_assigned=assigned)
     if tree is not None:
