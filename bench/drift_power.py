@@ -22,8 +22,9 @@ Methods run through :func:`duckcluster.drift.run_method` with their defaults
 kNN two-sample test one writes by hand: exact 10 nearest neighbours, count of
 same-side pairs, permutation p-value), ``mmd_heldout`` (MMD with the bandwidth
 chosen on a held-out half of each side, tested on the other half) and the
-``knn`` method's four components alone (each has its own exact p-value in
-``details``). Every p-value is an exact permutation or exact test p-value. The
+``knn`` method's four components alone (new, vanished, regions, global; each
+has its own exact p-value in ``details``). ``bench/drift_candidates.py`` compares
+the candidate statistics ``knn`` was chosen from. Every p-value is an exact permutation or exact test p-value. The
 table prints, per method, the share of replicates with p < 0.05 and, for the
 false-alarm rate, a 95 % Wilson interval; then the mean seconds per call (2,400
 rows) with the load average.
