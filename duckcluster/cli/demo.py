@@ -404,8 +404,7 @@ DEFINITIONS = {
     "digits_hdbscan": (
         "SELECT cluster_create('digits_hdbscan', source := 'digits', embedding := 'embedding', "
         "id := 'id', algorithm := 'hdbscan', params := {'min_cluster_size': 20}, "
-        "preprocessing := [{'method': 'whitening'}, "
-        "{'method': 'umap', 'n_components': 10, 'n_neighbors': 30}])"),
+        "preprocessing := [{'method': 'umap', 'n_components': 5, 'n_neighbors': 15}])"),
 }
 
 
