@@ -324,10 +324,12 @@ def test_drift_windows_ray_matches_local(db, ray_runtime):
     q = ("SELECT * FROM embedding_drift_windows('events', 'embedding', time_column := "
          "'created_at', window_size := INTERVAL 7 DAY, method := ['mmd', 'energy'], "
          "params := {{'mmd': {{'n_permutations': 100}}}}, backend := '{}')")
-    local = con.sql(q.format("local")).fetchall()
+    rel = con.sql(q.format("local"))
+    cols, local = rel.columns, rel.fetchall()
     ray = con.sql(q.format("ray")).fetchall()
     assert local == ray and len(local) == 8
-    flags = [r[8] for r in local if r[4] == "mmd"]
+    at = {c: i for i, c in enumerate(cols)}  # by name: the result gained columns before
+    flags = [r[at["drift_detected"]] for r in local if r[at["method"]] == "mmd"]
     assert flags == [None, False, False, True]
 
 
