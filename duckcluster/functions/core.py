@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from typing import Any
 
 import numpy as np
@@ -181,30 +180,22 @@ def _fit_rows(rows: pa.Array, ids_arr: pa.Array, spec_d: dict) -> dict:
 
 
 class _SingleThreadBLAS:
-    """Pin BLAS to one thread while assign UDF batches run.
+    """Pin BLAS to one thread while any assign UDF batch runs.
 
     DuckDB already runs the UDF on several threads; BLAS threads on top of them
     oversubscribe the cores (measured 1.5-2x slower). A counter keeps the pin
-    while batches overlap; the user's setting comes back :data:`RESTORE_AFTER`
-    seconds after the last batch, not after each one: every restore wakes
-    OpenBLAS's idle workers, which spin on the cores the query needs (300k rows,
-    100 centroids, load 5, median of 5: 1.19 s restoring per batch, 1.10 s with
-    the pin held through the query).
+    while batches overlap and restores the user's setting after the last one.
     """
-
-    RESTORE_AFTER = 0.25
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._depth = 0
         self._restore: Any = None
         self._controller: Any = None
-        self._timer: threading.Timer | None = None
-        self._last_exit = 0.0
 
     def __enter__(self) -> None:
         with self._lock:
-            if self._depth == 0 and self._restore is None:
+            if self._depth == 0:
                 if self._controller is None:
                     from threadpoolctl import ThreadpoolController
 
@@ -215,40 +206,6 @@ class _SingleThreadBLAS:
     def __exit__(self, *exc: object) -> None:
         with self._lock:
             self._depth -= 1
-            if self._depth == 0 and self._restore is not None:
-                self._last_exit = time.monotonic()
-                if self._timer is None:
-                    self._start_timer(self.RESTORE_AFTER)
-
-    def _start_timer(self, delay: float) -> None:
-        t = threading.Timer(delay, self._restore_if_idle)
-        t.daemon = True
-        self._timer = t
-        try:
-            t.start()
-        except RuntimeError:  # no new threads while the interpreter shuts down
-            self._timer = None
-            self._restore.restore_original_limits()
-            self._restore = None
-
-    def _restore_if_idle(self) -> None:
-        with self._lock:
-            self._timer = None
-            if self._depth or self._restore is None:
-                return
-            idle = time.monotonic() - self._last_exit
-            if idle < self.RESTORE_AFTER:  # batches came again: look later
-                self._start_timer(self.RESTORE_AFTER - idle)
-                return
-            self._restore.restore_original_limits()
-            self._restore = None
-
-    def restore_now(self) -> None:
-        """Give the user's BLAS setting back at once (when no batch runs)."""
-        with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
             if self._depth == 0 and self._restore is not None:
                 self._restore.restore_original_limits()
                 self._restore = None
