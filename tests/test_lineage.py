@@ -105,6 +105,26 @@ def test_a_cluster_that_grew_or_shrank_continues():
     assert not r.keep_label.any()  # both changed beyond label_overlap: labeled again
 
 
+def test_a_cluster_of_mostly_new_rows_is_born_even_with_a_remnant_of_an_old_one():
+    """The bench's failure (docstrings8, auto, a held-out topic added back): the new topic
+    became new cluster 1, 300 new rows plus 40 rows of old cluster 0, whose other 360 rows
+    are noise now. Over shared rows only, all of new 1's old rows came from old 0 (share
+    1.0), so it 'continued' old 0; over all its members (40 / 340) it is born, and old 0
+    died. Old 1 -> new 0 continues either way, and growth by new rows still continues."""
+    C = _unit(np.random.default_rng(8), 3)
+    F = lineage.flow_matrix(2, 2, [(0, 1, 40), (0, -1, 360), (1, 0, 200)])
+    C_old, C_new = C[[0, 1]], C[[1, 2]]
+    before = lineage.link(C_old, C_new, F)  # no sizes: shared rows decide
+    assert before.match.tolist() == [1, 0]
+    r = lineage.link(C_old, C_new, F, new_sizes=np.array([200, 340]))
+    assert r.match.tolist() == [1, -1]
+    assert sorted((e.event, e.old, e.new) for e in r.events) == [
+        ("born", -1, 1), ("continued", 1, 0), ("died", 0, -1)]
+    grew = lineage.flow_matrix(1, 1, [(0, 0, 100)])
+    r = lineage.link(C[[0]], C[[0]], grew, new_sizes=np.array([400]))  # 300 new rows joined
+    assert [(e.event, e.old, e.new) for e in r.events] == [("continued", 0, 0)]
+
+
 def test_noise_counts_in_the_shares_and_a_dissolved_cluster_dies():
     """An old cluster whose rows became noise is not matched by its centroid when rows are
     shared: overlap decides."""

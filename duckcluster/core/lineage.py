@@ -14,8 +14,11 @@ rows* are ids that are members of both runs (noise included):
   ``j``'s rows came from), ``overlap = F / (a + b - F)`` (Jaccard over shared rows).
 
 Matching. A pair is a candidate when both clusters have shared rows and most of one
-side is in the other (``previous_share >= min_share`` or ``share >= min_share``: a
-cluster that grew by absorbing noise or new rows, or shrank, is still the same one),
+side is in the other (``previous_share >= min_share``, or ``F / size[j] >= min_share``
+counting all of the new cluster's members when their number is known: a cluster that
+grew by absorbing noise or new rows, or shrank, is still the same one, but a new cluster
+made mostly of rows the previous run never saw is born, even when its few old rows all
+came from one cluster),
 or, when either has none (new data only, rows deleted), when ``similarity >=
 min_similarity``. Among candidates one optimal assignment (maximum total ``similarity +
 overlap``) pairs each new cluster with at most one old one; a paired new cluster
@@ -130,11 +133,14 @@ def _similarity(C_old: np.ndarray, C_new: np.ndarray) -> np.ndarray:
 
 
 def link(C_old: np.ndarray, C_new: np.ndarray, F: np.ndarray,
-         options: Mapping[str, Any] | None = None) -> Linked:
+         options: Mapping[str, Any] | None = None,
+         new_sizes: np.ndarray | None = None) -> Linked:
     """Match new clusters to old ones and list the events between the two runs.
 
     ``C_old`` (k_old, d), ``C_new`` (k_new, d): top-level centroids; ``F``: the
     :func:`flow_matrix` of the shared rows. ``options``: :data:`OPTIONS` values.
+    ``new_sizes`` (k_new,): all members of each new cluster, new rows included (without
+    it, only shared rows count).
     """
     from scipy.optimize import linear_sum_assignment
 
@@ -151,7 +157,12 @@ def link(C_old: np.ndarray, C_new: np.ndarray, F: np.ndarray,
         overlap = np.where(union > 0, Fc / union, 0.0)
     by_rows = (a[:, None] > 0) & (b[None, :] > 0)
     Sv = np.nan_to_num(S, nan=-1.0)
-    most = np.maximum(prev_share, share) >= o["min_share"]
+    whole = share
+    if new_sizes is not None:  # the new cluster's side, over all of its members
+        n = np.maximum(np.asarray(new_sizes, dtype=np.float64), b)[None, :]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            whole = np.where(n > 0, Fc / n, 0.0)
+    most = np.maximum(prev_share, whole) >= o["min_share"]
     eligible = np.where(by_rows, most, Sv >= o["min_similarity"])
     score = np.where(eligible, 1.0 + np.maximum(Sv, 0.0) + np.where(by_rows, overlap, 0.0),
                      0.0)

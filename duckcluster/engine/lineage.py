@@ -77,7 +77,7 @@ def identify(cur, spec: ClusterSpec, run_id: str, centroids: pa.Table,
     flows = [(pos_old.get(a, -1), pos_new.get(b, -1), n)
              for a, b, n in catalog.member_flows(cur, prev, members)]
     F = lineage.flow_matrix(len(old_ids), len(new_ids), flows)
-    linked = lineage.link(Co, Cn, F, spec.lineage)
+    linked = lineage.link(Co, Cn, F, spec.lineage, new_sizes=sizes)
     if spec.stable_ids:
         final, next_id = lineage.assign_ids(new_ids, linked.match, old_ids, next_id)
     else:
