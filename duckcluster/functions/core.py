@@ -418,14 +418,21 @@ CREATE OR REPLACE TEMP MACRO cluster_embeddings(source, embedding, algorithm := 
                         'partition_by', partition_by, 'noise', noise,
                         'partition', CAST(__dc_part AS VARCHAR))::VARCHAR) AS __dc_r
         FROM __dc_src GROUP BY __dc_part),
+    -- one row per clustered row: joining the fitted lists themselves would copy them into
+    -- every output row (quadratic in the partition's size)
+    __dc_out AS (
+        SELECT __dc_fit_part, unnest(__dc_r.cluster_id) AS __dc_cid,
+               unnest(__dc_r.similarity) AS __dc_sim,
+               generate_subscripts(__dc_r.cluster_id, 1) AS __dc_out_pos
+        FROM __dc_fit),
     __dc_rows AS (
         SELECT CASE WHEN count(*) > 0 THEN true ELSE error('cluster_embeddings: the source is '
             || 'empty or every embedding is NULL; there is nothing to cluster.') END AS __dc_ok
         FROM __dc_src)
     SELECT __dc_src.* EXCLUDE (__dc_rn, __dc_emb, __dc_id, __dc_part, __dc_pos),
-           __dc_r.cluster_id[__dc_pos] AS cluster_id,
-           __dc_r.similarity[__dc_pos] AS cosine_similarity_to_centroid
-    FROM __dc_src JOIN __dc_fit ON __dc_part IS NOT DISTINCT FROM __dc_fit_part, __dc_rows
+           __dc_cid AS cluster_id, __dc_sim AS cosine_similarity_to_centroid
+    FROM __dc_src JOIN __dc_out ON __dc_part IS NOT DISTINCT FROM __dc_fit_part
+                               AND __dc_pos = __dc_out_pos, __dc_rows
     WHERE __dc_ok
     ORDER BY __dc_rn;
 
