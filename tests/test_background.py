@@ -334,9 +334,12 @@ def _cli(db_path, *args, stdin=None):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         filter(None, [REPO, os.environ.get("PYTHONPATH")])),
         "DUCKCLUSTER_PROGRESS": "1"}  # progress on stderr: the test sees the run going
+    # SIGINT as a terminal delivers it: a test run started as a background job (nohup, `&`
+    # in a script) ignores SIGINT, and a child inherits that, so Ctrl-C would never arrive
     return subprocess.Popen([sys.executable, "-m", "duckcluster.cli", *args, db_path],
                             stdin=subprocess.PIPE if stdin else None, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _only_run(db_path) -> tuple[str, str, int]:
