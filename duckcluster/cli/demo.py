@@ -57,7 +57,7 @@ DRIFT_SQL = ("SELECT method, statistic, p_value, drift_detected, details FROM "
 TRY_NEXT = (
     (f"SELECT cluster_id, size, label, keywords FROM cluster_centroids('{NAME}') "
      "ORDER BY size DESC"),
-    (f"SELECT d.text FROM cluster_members('{NAME}') m JOIN docs d ON d.id = m.id::INTEGER "
+    (f"SELECT d.text FROM cluster_members('{NAME}') m JOIN docs d ON d.id = m.id "
      "WHERE m.cluster_id = 0 ORDER BY m.cosine_similarity_to_centroid DESC LIMIT 5"),
     (f"SELECT category, assign_cluster(embedding, '{NAME}') AS cluster_id, text FROM new_docs "
      "LIMIT 10"),
@@ -249,7 +249,7 @@ def _topics(con) -> tuple[list[Topic], float]:
 
     pairs = con.sql(f"""
         SELECT m.cluster_id, d.category FROM cluster_members('{NAME}') m
-        JOIN docs d ON d.id = m.id::INTEGER
+        JOIN docs d ON d.id = m.id
         WHERE m.cluster_id = -1 OR coalesce(m.hierarchy_level, 0) = 0""").fetchall()
     cids = np.array([p[0] for p in pairs])
     cats = np.array([p[1] for p in pairs], dtype=object)
