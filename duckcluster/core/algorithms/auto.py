@@ -83,7 +83,7 @@ def _kmeans(Z: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 
 def _fit(X: np.ndarray, p: dict, seed: int) -> Fitted:
-    from threadpoolctl import threadpool_limits
+    from ..threads import limited
 
     n, d = X.shape
     method, why = _reduction(X, p)
@@ -104,7 +104,7 @@ def _fit(X: np.ndarray, p: dict, seed: int) -> Fitted:
         ks = _choose_k.sweep_range(n, p["max_clusters"])
         criterion = _choose_k.CRITERION
     # small products: one BLAS/OpenMP thread is faster than two fighting on a busy machine
-    with threadpool_limits(1):
+    with limited(1):
         labels, k, candidates = _choose_k.choose_k(Z, lambda R, k: _kmeans(R, k, seed), ks,
                                                     seed)
     choices = {
