@@ -108,6 +108,9 @@ class Function:
     #: the Param table the Python side checks the JSON options against (the common
     #: parameter test derives invalid values from it)
     checks: Mapping[str, Any] | None = None
+    #: a table macro's body around its rows: SQL in which ``{rows}`` stands for the
+    #: ``SELECT unnest(<udf call>, recursive := true)`` query (default: that query alone)
+    body_sql: str | None = None
 
     def udf_args(self) -> list[tuple[str, str]]:
         """(SQL passed, UDF parameter type) of each UDF argument, in order."""
@@ -162,7 +165,10 @@ def macro_sql(f: Function) -> str:
     head = _wrapped(params, f"CREATE OR REPLACE TEMP MACRO {f.name}(", "    ") + ") AS"
     call = _wrapped([sql for sql, _ in f.udf_args()], f"{f.udf}(", "        ") + ")"
     if f.kind == "table":
-        return f"\n{head} TABLE\n    SELECT unnest({call}, recursive := true);\n"
+        rows = f"SELECT unnest({call}, recursive := true)"
+        if f.body_sql:
+            rows = f.body_sql.replace("{rows}", rows)
+        return f"\n{head} TABLE\n    {rows};\n"
     return f"\n{head}\n    {call};\n"
 
 

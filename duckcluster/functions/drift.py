@@ -152,6 +152,42 @@ def _share_test(baseline_sizes, current_sizes, n_permutations, seed) -> dict:
 
 
 _SIDE = dict(to="arg", cast=True)
+
+#: embedding_drift_explain's rows with ``example_ids`` in the sides' id type. The UDF's
+#: return type is fixed, so it returns the ids as DuckDB's text of them; the macro casts
+#: them back to the type of the id column, which it learns when the call is bound from an
+#: empty query over both sides (_dc_explain_id_type: a constant text, so query() takes it).
+#: Sides without that column, and 'run:<id>' sides, give text ids.
+_EXPLAIN_BODY = """WITH __dc_rows AS (SELECT row_number() OVER () AS __dc_pos, * FROM ({rows})),
+         __dc_type AS (SELECT * FROM query(_dc_explain_id_type(baseline, current, id)))
+    SELECT __dc_rows.* EXCLUDE (__dc_pos) REPLACE (list_transform(__dc_rows.example_ids,
+               lambda x: cast_to_type(x, (SELECT __dc_id FROM __dc_type))) AS example_ids)
+    FROM __dc_rows ORDER BY __dc_pos"""
+
+#: The helpers of _EXPLAIN_BODY: the FROM item of a side as the binder sees it (the UDF
+#: reads it the same way, see duckcluster._source.source_sql) and the typed empty query.
+_EXPLAIN_ID_TYPE = r"""
+CREATE OR REPLACE TEMP MACRO _dc_explain_from(side) AS
+    CASE WHEN side IS NULL OR trim(side) LIKE 'run:%' THEN '(SELECT NULL::VARCHAR AS __dc_none)'
+         WHEN trim(side) LIKE '(%)' THEN trim(side)
+         WHEN regexp_matches(trim(side),
+                             '(\.(parquet|csv|tsv|json|jsonl|ndjson)(\.gz|\.zst)?$)|[*?]|://', 'i')
+             THEN '''' || replace(trim(side), '''', '''''') || ''''
+         WHEN NOT contains(side, '"') AND NOT contains(side, '.')
+             THEN '"' || trim(side) || '"'
+         ELSE trim(side) END;
+CREATE OR REPLACE TEMP MACRO _dc_explain_id_one(side, id) AS
+    'SELECT #1 AS __dc_id FROM (SELECT COLUMNS(lambda c: ' ||
+    CASE WHEN id IS NULL THEN 'c = ''id'''
+         ELSE 'lower(c) = lower(''' || replace(CAST(id AS VARCHAR), '''', '''''') || ''')'
+    END ||
+    ' OR c = ''__dc_none'') FROM (SELECT *, NULL::VARCHAR AS __dc_none FROM ' ||
+    _dc_explain_from(side) || ') AS __dc_side) AS __dc_cols';
+CREATE OR REPLACE TEMP MACRO _dc_explain_id_type(baseline, current, id) AS
+    _dc_explain_id_one(CAST(baseline AS VARCHAR), id) || ' UNION ALL ' ||
+    _dc_explain_id_one(CAST(current AS VARCHAR), id) ||
+    ' LIMIT 0';
+"""
 _CHECKS = {**DRIFT_OPTIONS, **EXPLAIN_OPTIONS}
 _TESTED = options(("method", "params", "alpha", "seed", "normalize", "pooling"),
                   method=P("method", "'knn'"), alpha=P("alpha", "0.05"), seed=P("seed", "42"),
@@ -172,9 +208,10 @@ FUNCTIONS = (
              (P("baseline", **_SIDE), P("current", **_SIDE), P("embedding"),
               *options(("text", "id", "n_regions")), P("n_examples", "3"),
               *[p for p in _TESTED if p.name not in ("method", "params")]),
-             kind="table", checks=_CHECKS,
+             kind="table", checks=_CHECKS, body_sql=_EXPLAIN_BODY,
              doc="where the sides differ: regions of the pooled rows with their shares, "
-                 "Fisher p-values (BH-adjusted), keywords and example rows"),
+                 "Fisher p-values (BH-adjusted), keywords and example rows (example_ids in "
+                 "the id column's type)"),
     Function("embedding_drift_windows", "_dc_embedding_drift_windows", WINDOW_ROW,
              lambda state: lambda src, a: _windows(state, src, a),
              (P("source", **_SIDE), P("embedding"), P("time_column", "'created_at'"),
@@ -222,7 +259,7 @@ def register_udfs(con: duckdb.DuckDBPyConnection, state: _State) -> None:
 
 
 # the irregular one: SQL around a UDF call (and the read side's cluster_drift)
-MACROS = macros_sql(FUNCTIONS) + r"""
+MACROS = _EXPLAIN_ID_TYPE + macros_sql(FUNCTIONS) + r"""
 CREATE OR REPLACE TEMP MACRO cluster_drift_test(cluster_name, baseline_run := NULL,
     current_run := NULL, match_threshold := 0.8, alpha := 0.05, seed := 42,
     n_permutations := 2000) AS TABLE
