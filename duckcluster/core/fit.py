@@ -16,13 +16,13 @@ import numpy as np
 
 from .._errors import DataError
 from .algorithms import get_algorithm
-from .assign import assign, centroids_from_labels, similarity_to_own
+from .assign import assign, centroids_from_labels
 from .backend import get_executor
 from .hierarchy import Hierarchy, build_hierarchy
 from .noise import apply as apply_noise
 from .preprocess import run_preprocessing
 from .projection import Projection, fit_projection
-from .quality import Quality, compute_quality
+from .quality import Quality, evaluate
 from .spec import ClusterSpec
 
 Progress = Callable[[str], None]
@@ -148,7 +148,6 @@ def _fit(X_norm: np.ndarray, spec: ClusterSpec, progress: Progress,
             cluster_ids, C = centroids_from_labels(X_norm, labels)
         assigned = np.zeros(n, dtype=bool)
         assigned[sample] = f.noise_assigned  # the other rows went to their nearest centroid
-    sims = similarity_to_own(X_norm, C, labels, cluster_ids)
 
     hierarchy = None
     if spec.hierarchical and spec.max_hierarchy_depth > 1:
@@ -161,7 +160,7 @@ def _fit(X_norm: np.ndarray, spec: ClusterSpec, progress: Progress,
         projection = fit_projection(X_norm, spec.dimensions, seed)
         coords = projection.transform(X_norm)
     progress("quality metrics")
-    quality = compute_quality(X_norm, labels, sims, seed)
+    sims, quality = evaluate(X_norm, labels, seed)  # and each row's own similarity
     return FitResult(labels=labels, cluster_ids=cluster_ids, centroids=C, similarity=sims,
                      coords=coords, hierarchy=hierarchy, quality=quality,
                      n_fit=int(X_fit.shape[0]), projection=projection,
