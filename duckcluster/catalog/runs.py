@@ -354,7 +354,7 @@ def _abandon(cur, rows: list[dict]) -> None:
     """Inside a claim: the runs of dead processes become 'abandoned', their rows removed."""
     ts = now()
     for r in rows:
-        for table in ("members", "centroids", "projections"):
+        for table in ("members", "centroids", "projections", "map_references"):
             cur.execute(f"DELETE FROM duckcluster.{table} WHERE run_id = ?", [r["run_id"]])
         cur.execute(
             "UPDATE duckcluster.runs SET status = 'abandoned', error = coalesce(error, "
@@ -543,12 +543,51 @@ def centroid_matrix(cur, run_id: str, fields: tuple[str, ...] = ()) -> Centroids
 
 
 def load_projection(cur, run_id: str):
-    """The stored plotting projection of a run, or None (runs from before it was kept)."""
-    from ..core.projection import Projection
+    """The stored map of a run (a :class:`~duckcluster.core.projection.Projection` or
+    :class:`~duckcluster.core.projection.GraphMap`), or None (runs from before it was kept)."""
+    from ..core.projection import GraphMap, Projection
 
-    row = cur.execute("SELECT dimensions, mean, components FROM duckcluster.projections "
-                      "WHERE run_id = ?", [run_id]).fetchall()
-    return Projection.from_row(*row[0]) if row else None
+    rel = cur.sql("SELECT * FROM duckcluster.projections WHERE run_id = $run",
+                  params={"run": run_id})
+    rows = rel.fetchall()
+    if not rows:
+        return None
+    row = dict(zip(rel.columns, rows[0]))
+    if row.get("kind") != "graph":
+        return Projection.from_row(row["dimensions"], row["mean"], row["components"])
+    t = cur.execute("SELECT vector, x, y, z FROM duckcluster.map_references WHERE run_id = ? "
+                    "ORDER BY ord", [run_id]).fetchnumpy()
+    dims = int(row["dimensions"])
+    refs = np.array([np.asarray(v, dtype=np.float32) for v in t["vector"]], dtype=np.float32)
+    pos = np.column_stack([np.asarray(t[c], dtype=np.float32) for c in ("x", "y", "z")[:dims]])
+    return GraphMap(refs.reshape(len(pos), -1), pos, dims)
+
+
+def _map_table(run_id: str, name: str, projection: dict) -> pa.Table | None:
+    """The ``duckcluster.map_references`` rows of a graph map (``as_row()``), else None."""
+    if projection.get("kind") != "graph":
+        return None
+    refs, pos = projection["references"], projection["positions"]
+    m, d = refs.shape
+    return pa.table({
+        "run_id": pa.array([run_id] * m, pa.string()), "name": pa.array([name] * m, pa.string()),
+        "ord": pa.array(np.arange(m, dtype=np.int32)),
+        "vector": pa.ListArray.from_arrays(pa.array(np.arange(0, m * d + 1, d, dtype=np.int32)),
+                                           pa.array(refs.ravel(), pa.float32())),
+        **{c: pa.array(pos[:, i], pa.float32()) if i < pos.shape[1] else pa.nulls(m, pa.float32())
+           for i, c in enumerate(("x", "y", "z"))}})
+
+
+def _insert_map(cur, run_id: str, name: str, projection: dict, references: str | None) -> None:
+    """A run's map: its projections row and, for a graph map, its reference rows (the
+    registered view ``references``, from :func:`_map_table`)."""
+    cur.execute("INSERT INTO duckcluster.projections (run_id, name, dimensions, mean, "
+                "components, kind) VALUES (?, ?, ?, ?, ?, ?)",
+                [run_id, name, projection["dimensions"], projection["mean"],
+                 projection["components"], projection.get("kind", "pca")])
+    if references is not None:
+        cur.execute("INSERT INTO duckcluster.map_references (run_id, name, ord, vector, x, y, z) "
+                    f"SELECT run_id, name, ord, vector, x, y, z FROM {references}")
 
 
 def commit_run(cur, run_id: str, settings: Settings, centroids: pa.Table, members: pa.Table,
@@ -591,6 +630,10 @@ def commit_run(cur, run_id: str, settings: Settings, centroids: pa.Table, member
         views = {fname: f"__dc_{fname}_{run_id}" for fname in ("centroids", "members")}
         cur.register(views["centroids"], centroids)
         cur.register(views["members"], members)
+        refs = _map_table(run_id, spec_name, projection) if projection is not None else None
+        if refs is not None:
+            views["map_references"] = f"__dc_map_references_{run_id}"
+            cur.register(views["map_references"], refs)
         try:  # views live outside the transaction: an aborted one cannot unregister
             cur.execute("BEGIN")
             try:
@@ -602,9 +645,7 @@ def commit_run(cur, run_id: str, settings: Settings, centroids: pa.Table, member
                 if id_type is not None:  # the source's id type may have changed since create
                     sync_members_view(cur, spec_name, id_type)
                 if projection is not None:
-                    cur.execute("INSERT INTO duckcluster.projections VALUES (?, ?, ?, ?, ?)",
-                                [run_id, spec_name, projection["dimensions"],
-                                 projection["mean"], projection["components"]])
+                    _insert_map(cur, run_id, spec_name, projection, views.get("map_references"))
                 if within is not None:
                     within(cur)
                 finished = now()

@@ -528,13 +528,16 @@ def choices_summary(choices: str | dict | None) -> str:
     ...     {"step": "kmeans", "n_clusters": 9}], "n_clusters": 9,
     ...     "candidates": [{"n_clusters": 9, "silhouette": 0.48, "chosen": True}]})
     'umap(5, 15) + kmeans k=9: silhouette 0.48, best of 1 k'
+    >>> choices_summary({"map": {"kind": "graph", "dimensions": 2}})
+    'map: graph layout'
     """
     if choices is None:
         return ""
     c = json.loads(choices) if isinstance(choices, str) else choices
     steps = []
-    for s in c.get("pipeline") or [{"step": c.get("algorithm", "?"),
-                                    "n_clusters": c.get("n_clusters")}]:
+    chose = c.get("pipeline") or ([] if set(c) <= {"map", "noise"} else [
+        {"step": c.get("algorithm", "?"), "n_clusters": c.get("n_clusters")}])
+    for s in chose:
         if s.get("step") == "umap":
             steps.append(f"umap({s.get('n_components')}, {s.get('n_neighbors')})")
         elif s.get("step") not in (None, "none"):
@@ -545,4 +548,8 @@ def choices_summary(choices: str | dict | None) -> str:
     text = " + ".join(steps)
     if chosen is not None and chosen.get("silhouette") is not None:
         text += f": silhouette {chosen['silhouette']:.2f}, best of {len(cands)} k"
+    kind = (c.get("map") or {}).get("kind")
+    if kind is not None:  # which map x, y come from (core/projection.py)
+        text += ("; " if text else "") + ("map: graph layout" if kind == "graph" else
+                                          "map: PCA")
     return text

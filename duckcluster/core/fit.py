@@ -20,8 +20,8 @@ from .assign import assign, centroids_from_labels
 from .backend import get_executor
 from .hierarchy import Hierarchy, build_hierarchy
 from .noise import apply as apply_noise
-from .preprocess import run_preprocessing
-from .projection import Projection, fit_projection
+from .preprocess import capture_graphs, run_preprocessing
+from .projection import GraphMap, Projection, fit_projection, graph_map
 from .quality import Quality, evaluate
 from .spec import ClusterSpec
 
@@ -40,7 +40,7 @@ class FitResult:
     hierarchy: Hierarchy | None
     quality: Quality
     n_fit: int  # rows the algorithm saw (sample_size)
-    projection: Projection | None = None  # the PCA behind coords
+    projection: Projection | GraphMap | None = None  # the map behind coords
     choices: dict | None = None  # what 'auto' / n_clusters 'auto' chose (cluster_runs.choices)
     noise_assigned: np.ndarray | None = None  # (n,) bool: noise the policy put in a cluster
 
@@ -98,6 +98,7 @@ class SampleFit:
     centroids: np.ndarray  # (k, d) float32, L2-normalized, original space
     choices: dict | None
     noise_assigned: np.ndarray  # (n_fit,) bool
+    graph: tuple | None = None  # (fuzzy graph, embedding) of the first umap step, if any
 
 
 def fit_sample(X_fit: np.ndarray, spec: ClusterSpec, progress: Progress = _noop,
@@ -105,16 +106,36 @@ def fit_sample(X_fit: np.ndarray, spec: ClusterSpec, progress: Progress = _noop,
     """The fitting steps every run shares: preprocessing, the algorithm, the noise
     policy and the centroids, on the rows the algorithm sees (all, or a sample)."""
     progress("preprocessing")
-    Xp = run_preprocessing(X_fit, spec.preprocessing, spec.seed)
-    progress(f"fitting {spec.algorithm} on {X_fit.shape[0]:,} {rows}")
-    fitted = get_algorithm(spec.algorithm).fit_explained(Xp, dict(spec.params), spec.seed)
+    with capture_graphs() as graphs:  # the map is laid out on the same neighbour graph
+        Xp = run_preprocessing(X_fit, spec.preprocessing, spec.seed)
+        progress(f"fitting {spec.algorithm} on {X_fit.shape[0]:,} {rows}")
+        fitted = get_algorithm(spec.algorithm).fit_explained(Xp, dict(spec.params), spec.seed)
     noise = apply_noise(X_fit, np.asarray(fitted.labels, dtype=np.int64), spec.noise_policy,
                         spec.noise_threshold)
     choices = fitted.choices
     if noise.report is not None:
         choices = {**(choices or {}), "noise": noise.report}
     cluster_ids, C = centroids_from_labels(X_fit, noise.labels)
-    return SampleFit(noise.labels, cluster_ids, C, choices, noise.assigned)
+    return SampleFit(noise.labels, cluster_ids, C, choices, noise.assigned,
+                     graphs[0] if graphs else None)
+
+
+def run_map(X_fit: np.ndarray, f: SampleFit, spec: ClusterSpec
+            ) -> tuple[Projection | GraphMap, np.ndarray | None]:
+    """The run's map: a layout of the fitted rows' neighbour graph when the pipeline
+    built one (returned with the fitted rows' positions), else the PCA of the rows
+    (positions None: ``transform`` them)."""
+    if f.graph is not None and f.graph[0].shape[0] == X_fit.shape[0]:
+        return graph_map(X_fit, f.graph[0], f.graph[1], spec.dimensions, spec.seed)
+    return Projection(X_fit, spec.dimensions, spec.seed), None
+
+
+def with_map(choices: dict | None, projection) -> dict | None:
+    """``choices`` with the map recorded: always for a graph map, and for runs that
+    record choices anyway; a run with no ``map`` entry has the PCA map."""
+    if projection is None or (choices is None and projection.kind == "pca"):
+        return choices
+    return {**(choices or {}), "map": projection.describe()}
 
 
 def fit(X_norm: np.ndarray, spec: ClusterSpec, progress: Progress = _noop,
@@ -156,9 +177,16 @@ def _fit(X_norm: np.ndarray, spec: ClusterSpec, progress: Progress,
                                     executor=get_executor(spec.backend))
     coords = projection = None
     if with_coords:
-        progress("reducing coordinates")
-        projection = fit_projection(X_norm, spec.dimensions, seed)
-        coords = projection.transform(X_norm)
+        progress("laying out the map")
+        if f.graph is None:  # PCA of every row (fit_projection samples above FIT_SAMPLE)
+            projection = fit_projection(X_norm, spec.dimensions, seed)
+            coords = projection.transform(X_norm)
+        else:
+            projection, placed = run_map(X_fit, f, spec)
+            coords = placed if sample is None else projection.transform(X_norm)
+            if sample is not None:
+                coords[sample] = placed
+        choices = with_map(choices, projection)
     progress("quality metrics")
     sims, quality = evaluate(X_norm, labels, seed)  # and each row's own similarity
     return FitResult(labels=labels, cluster_ids=cluster_ids, centroids=C, similarity=sims,

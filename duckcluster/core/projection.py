@@ -1,12 +1,23 @@
-"""The one PCA (:func:`principal_components`) and the two projections built on it.
+"""A run's map (x, y[, z] per member) and the one PCA (:func:`principal_components`).
 
-- :class:`Projection`: low-dimensional coordinates (x, y[, z]) of embeddings, for
-  plotting. Fitted on at most :data:`FIT_SAMPLE` seeded rows and applied to all rows
-  in chunks, so memory stays bounded on millions of rows. Inputs with fewer rows or
-  dimensions than asked are zero-padded.
-- :class:`Scores`: standardized principal-component scores, on which the drift
-  methods ``energy``, ``wasserstein`` and ``kl`` compare two sides (and the drift
-  report draws them).
+Two kinds of map, both with ``transform(X)`` for rows that come later (the rows a
+sampled run streams, the rows of assign runs based on the run):
+
+- :class:`GraphMap` (``kind = 'graph'``), for pipelines that build a neighbour graph
+  (``algorithm := 'auto'`` on high-dimensional input, a ``umap`` preprocessing step):
+  a 2-D (3-D) layout of that SAME graph (:func:`graph_layout`: UMAP's objective,
+  started from the clustering embedding, :func:`map_epochs` epochs, seeded). New rows
+  land at the similarity-weighted mean of the map positions of their
+  :data:`PLACE_NEIGHBORS` nearest reference rows (a seeded sample of
+  :data:`REFERENCE_ROWS` of the fitted rows, stored with the run): what umap-learn's
+  ``transform`` does before its optimisation.
+- :class:`Projection` (``kind = 'pca'``), every other pipeline: PCA of the
+  (normalised) vectors. Fitted on at most :data:`FIT_SAMPLE` seeded rows and applied
+  to all rows in chunks, so memory stays bounded on millions of rows. Inputs with
+  fewer rows or dimensions than asked are zero-padded.
+
+And :class:`Scores`, standardized principal-component scores, on which the drift
+methods ``energy``, ``wasserstein`` and ``kl`` compare two sides.
 
 >>> reduce_coordinates(np.eye(3, dtype=np.float32), dimensions=2, seed=0).shape
 (3, 2)
@@ -64,6 +75,8 @@ def principal_components(X: np.ndarray, k: int, exact: bool = False
 class Projection:
     """A PCA projection fitted once and applied to batches (streamed runs)."""
 
+    kind = "pca"
+
     def __init__(self, X_fit: np.ndarray, dimensions: int, seed: int):
         X = np.asarray(X_fit, dtype=np.float32)
         n, d = X.shape
@@ -87,9 +100,17 @@ class Projection:
         return out
 
 
+    @property
+    def input_dims(self) -> int | None:
+        """Width of the vectors it takes (None: it maps everything to zeros)."""
+        return None if self.W is None else int(self.W.shape[0])
+
+    def describe(self) -> dict:
+        return {"kind": "pca", "dimensions": self.dimensions}
+
     def as_row(self) -> dict:
         """The projection as a ``duckcluster.projections`` row (without run and name)."""
-        return {"dimensions": self.dimensions,
+        return {"kind": "pca", "dimensions": self.dimensions,
                 "mean": [] if self.mean is None else self.mean.tolist(),
                 "components": [] if self.W is None else self.W.T.tolist()}
 
@@ -121,6 +142,152 @@ def reduce_coordinates(X_norm: np.ndarray, dimensions: int, seed: int) -> np.nda
     Components beyond ``min(n - 1, d)`` carry no variance and are zeros.
     """
     return fit_projection(X_norm, dimensions, seed).transform(X_norm)
+
+
+#: Fitted rows kept with a graph-map run as references for placing later rows (seeded
+#: sample). Placing costs one (rows x REFERENCE_ROWS) product per batch.
+REFERENCE_ROWS = 2048
+#: A later row lands at the weighted mean of this many nearest references (umap-learn's
+#: transform uses the graph's n_neighbors, 15 by default).
+PLACE_NEIGHBORS = 15
+#: Minimum distance of the map's layout (umap-learn's default for pictures; the
+#: clustering reduction uses 0, which packs clusters into dots).
+MAP_MIN_DIST = 0.1
+#: Learning rate the map's layout starts at: it starts from the clustering embedding,
+#: already close, so half of umap-learn's 1.0 (measured: higher trustworthiness at
+#: the same epochs on docstrings8, bench/maps.py).
+MAP_ALPHA = 0.5
+
+
+def map_epochs(n: int) -> int:
+    """Layout epochs of a graph map: 20 up to 20k rows, then ``20 * 20k / n``, never
+    under 5 (each epoch costs one pass over the graph's edges; the layout starts from
+    the clustering embedding, which already holds the structure: bench/maps.py)."""
+    return int(max(5, min(20, round(20 * 20_000 / max(n, 1)))))
+
+
+def graph_layout(graph, embedding: np.ndarray, dimensions: int, seed: int,
+                 n_epochs: int | None = None) -> np.ndarray:
+    """A ``dimensions``-D layout (float32, n x dimensions) of the neighbour ``graph``
+    (UMAP's pruned fuzzy graph) started from the PCA of the clustering ``embedding``
+    that graph produced; deterministic for a seed."""
+    from .preprocess import PARALLEL_LAYOUT_MIN_ROWS, _ab_params
+    from .preprocess.layout import optimize_layout
+
+    E = np.asarray(embedding, dtype=np.float32)
+    n = E.shape[0]
+    k = min(dimensions, E.shape[1], max(n - 1, 0))
+    init = np.zeros((n, dimensions), dtype=np.float32)
+    if k >= 1:
+        mean, comps, _, _ = principal_components(E, k)
+        init[:, :k] = (E - mean.astype(np.float32)) @ comps.T.astype(np.float32)
+    if k < dimensions:  # an embedding narrower than the map: small seeded spread
+        rng = np.random.default_rng(random_state(seed))
+        init[:, k:] = rng.normal(scale=0.01, size=(n, dimensions - k))
+    if n < 3 or graph.nnz == 0:
+        return init
+    init *= 10.0 / max(float(np.abs(init).max()), 1e-12)
+    a, b = _ab_params(1.0, MAP_MIN_DIST)
+    epochs = n_epochs if n_epochs is not None else map_epochs(n)
+    out = optimize_layout(np.ascontiguousarray(init), graph, epochs, a, b, seed,
+                          initial_alpha=MAP_ALPHA, parallel=n > PARALLEL_LAYOUT_MIN_ROWS)
+    return np.asarray(out, dtype=np.float32)
+
+
+def _unit(X: np.ndarray) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float32)
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.where(norms > 0, norms, 1.0)
+
+
+def _membership(dist: np.ndarray, n_iter: int = 64) -> np.ndarray:
+    """UMAP's fuzzy membership of a row to its k nearest references (``dist`` (n, k),
+    ascending): ``exp(-(d - rho) / sigma)`` with rho the nearest distance and sigma
+    such that the memberships sum to log2(k) (umap-learn's ``smooth_knn_dist``,
+    local_connectivity 1), vectorized."""
+    n, k = dist.shape
+    d = dist.astype(np.float64)
+    rho = d[:, 0:1]
+    gap = np.maximum(d - rho, 0.0)
+    target = np.log2(max(k, 2))
+    lo, hi, mid = np.zeros(n), np.full(n, np.inf), np.ones(n)
+    for _ in range(n_iter):
+        psum = np.exp(-gap[:, 1:] / mid[:, None]).sum(axis=1)
+        over = psum > target
+        hi = np.where(over, mid, hi)
+        lo = np.where(over, lo, mid)
+        mid = np.where(np.isinf(hi), mid * 2.0, (lo + hi) / 2.0)
+    sigma = np.maximum(mid, 1e-3 * np.maximum(d.mean(axis=1), 1e-12))
+    return np.exp(-gap / sigma[:, None])
+
+
+class GraphMap:
+    """A graph layout's map: reference rows (unit vectors) and their map positions;
+    :meth:`transform` places any row among them."""
+
+    kind = "graph"
+
+    def __init__(self, references: np.ndarray, positions: np.ndarray, dimensions: int,
+                 info: dict | None = None):
+        self.references = _unit(references)
+        self.positions = np.asarray(positions, dtype=np.float32)
+        self.dimensions = int(dimensions)
+        self.info = dict(info or {})
+
+    @classmethod
+    def from_layout(cls, X_fit: np.ndarray, layout: np.ndarray, seed: int,
+                    info: dict | None = None) -> "GraphMap":
+        """References: a seeded sample of at most :data:`REFERENCE_ROWS` fitted rows."""
+        n = X_fit.shape[0]
+        keep = np.arange(n)
+        if n > REFERENCE_ROWS:
+            rng = np.random.default_rng([random_state(seed), 0x4D4150])
+            keep = np.sort(rng.choice(n, size=REFERENCE_ROWS, replace=False))
+        return cls(X_fit[keep], layout[keep], layout.shape[1], info)
+
+    @property
+    def input_dims(self) -> int | None:
+        return int(self.references.shape[1]) if len(self.references) else None
+
+    def describe(self) -> dict:
+        return {"kind": "graph", "dimensions": self.dimensions, **self.info,
+                "reference_rows": int(len(self.references)),
+                "place_neighbors": PLACE_NEIGHBORS}
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        m = len(self.references)
+        out = np.zeros((X.shape[0], self.dimensions), dtype=np.float32)
+        if m == 0:
+            return out
+        k = min(PLACE_NEIGHBORS, m)
+        for start in range(0, X.shape[0], 8192):
+            S = _unit(X[start:start + 8192]) @ self.references.T
+            part = np.argpartition(-S, k - 1, axis=1)[:, :k] if k < m else \
+                np.broadcast_to(np.arange(m), S.shape).copy()
+            sims = np.take_along_axis(S, part, axis=1)
+            order = np.argsort(-sims, axis=1, kind="stable")
+            part = np.take_along_axis(part, order, axis=1)
+            w = _membership(np.maximum(1.0 - np.take_along_axis(sims, order, axis=1), 0.0))
+            w /= np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
+            out[start:start + 8192] = np.einsum("nk,nkd->nd", w, self.positions[part])
+        return out
+
+    def as_row(self) -> dict:
+        """As ``duckcluster.projections`` + ``duckcluster.map_references`` rows."""
+        return {"kind": "graph", "dimensions": self.dimensions, "mean": [],
+                "components": [], "references": self.references,
+                "positions": self.positions}
+
+
+def graph_map(X_fit: np.ndarray, graph, embedding: np.ndarray, dimensions: int,
+              seed: int) -> tuple[GraphMap, np.ndarray]:
+    """The map of a graph pipeline: (the :class:`GraphMap`, the fitted rows' positions)."""
+    epochs = map_epochs(X_fit.shape[0])
+    layout = graph_layout(graph, embedding, dimensions, seed, epochs)
+    info = {"from": f"the clustering's neighbour graph ({graph.shape[0]:,} rows)",
+            "init": f"PCA of the {embedding.shape[1]}-D clustering embedding",
+            "n_epochs": epochs, "min_dist": MAP_MIN_DIST}
+    return GraphMap.from_layout(X_fit, layout, seed, info), layout
 
 
 @dataclass(frozen=True)

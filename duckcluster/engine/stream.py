@@ -13,7 +13,7 @@ from .._errors import DataError
 from ..catalog import runs as catalog
 from ..core.algorithms import get_algorithm
 from ..core.assign import assign
-from ..core.fit import check_distinct, fit_sample, quiet_fit_warnings
+from ..core.fit import check_distinct, fit_sample, quiet_fit_warnings, run_map, with_map
 from ..core.lineage import fingerprints
 from ..core.spec import check_rows
 from . import lineage, reader, tables
@@ -123,7 +123,6 @@ def _sample_pass(cur, spec, p, stats, stage) -> tuple[np.ndarray, np.ndarray, np
 
 def sampled_run(cur, run_id, spec, p, stage):
     """Fit on a seeded sample, then stream every row to the nearest centroid."""
-    from ..core.projection import Projection
     from ..core.quality import compute_quality
 
     stats1 = reader.ReadStats()
@@ -150,7 +149,8 @@ def sampled_run(cur, run_id, spec, p, stage):
             executor=get_executor(spec.backend)), Xs)
         for c, i in tree.top.items():  # the very centroids the rows are assigned to
             tree.centroids[i] = C[np.searchsorted(cluster_ids, c)]
-    projection = Projection(Xs, spec.dimensions, spec.seed)
+    projection, placed = run_map(Xs, f, spec)  # a graph layout of the sample, or PCA
+    choices = with_map(choices, projection)
     stats2 = reader.ReadStats()
     out = _stream_assign(cur, spec, p, C, cluster_ids, stats2, stage, floors=floors,
                          projection=projection, keep=(s_pos, s_labels), tree=tree)
@@ -159,6 +159,8 @@ def sampled_run(cur, run_id, spec, p, stage):
     if stats2.hexdigest() != stats1.hexdigest() or len(rows) != len(s_pos):
         raise DataError(f"Source {spec.source!r} changed while the run read it twice; "
                         "run it again when writers are done.")
+    if placed is not None:  # the sample's own positions in the layout (rows: s_pos order)
+        coords[rows] = placed
     stage("quality metrics")
     quality = compute_quality(Xs, labels[rows], sims[rows], spec.seed,
                               population=(labels, sims))
@@ -191,8 +193,7 @@ def assign_run(cur, run_id, spec, p, base_run, thr, stage):
                                replace=False))
     # the base run's map: new rows land where its rows are (None for older runs)
     projection = catalog.load_projection(cur, base_run)
-    if projection is not None and projection.W is not None and \
-            projection.W.shape[0] != C.shape[1]:
+    if projection is not None and projection.input_dims not in (None, C.shape[1]):
         projection = None
     out = _stream_assign(cur, spec, p, C, ids_arr, stats, stage, threshold=thr, probe=probe,
                          projection=projection)

@@ -36,8 +36,10 @@ Clamping to what the data allows (documented, not an error):
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,7 +155,27 @@ def _umap(X: np.ndarray, p: dict, seed: int) -> np.ndarray:
 
     out = optimize_layout(init.astype(np.float32), graph, n_epochs, a, b, seed,
                           parallel=n > PARALLEL_LAYOUT_MIN_ROWS)
+    sink = _GRAPHS.get()
+    if sink is not None:  # core/projection.py lays the map out on this same graph
+        sink.append((graph, out))
     return np.asarray(out, dtype=np.float32)
+
+
+_GRAPHS: contextvars.ContextVar[list | None] = contextvars.ContextVar("umap_graphs",
+                                                                      default=None)
+
+
+@contextlib.contextmanager
+def capture_graphs() -> Iterator[list]:
+    """Within it, every ``umap`` step appends ``(graph, embedding)`` to the list it
+    yields: the pruned fuzzy graph (scipy CSR, n x n) and the layout it produced (the
+    plotting map of :mod:`..projection` reuses both instead of building a graph again)."""
+    sink: list = []
+    token = _GRAPHS.set(sink)
+    try:
+        yield sink
+    finally:
+        _GRAPHS.reset(token)
 
 
 #: Above this many rows the layout runs on every core (see :mod:`._layout`: each
