@@ -56,15 +56,29 @@ def centroids_from_labels(
         raise DataError(
             f"labels has {labels.shape[0]} entries but X has {X_norm.shape[0]} rows."
         )
-    n, d = X_norm.shape
+    cluster_ids, _, sums = cluster_sums(X_norm, labels)
+    return cluster_ids, centroids_of(sums)
+
+
+def cluster_sums(X_norm: np.ndarray, labels: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(cluster_ids, counts, sums)`` of the non-noise rows: sorted int64 ids, float64
+    sizes (k,) and float64 sums (k, d); what :func:`centroids_from_labels` and the
+    quality metrics (:func:`duckcluster.core.quality.evaluate`) are made of."""
+    X_norm = np.asarray(X_norm, dtype=np.float32)
+    labels = np.asarray(labels).astype(np.int64, copy=False).ravel()
     kept = labels >= 0
     cluster_ids = np.unique(labels[kept])
     k = cluster_ids.size
     pos = np.searchsorted(cluster_ids, labels)  # position in cluster_ids, junk for noise
-    sums = _cluster_sums(X_norm, pos, kept, k)
+    counts = np.bincount(pos[kept], minlength=k).astype(np.float64)
+    return cluster_ids, counts, _cluster_sums(X_norm, pos, kept, k)
+
+
+def centroids_of(sums: np.ndarray) -> np.ndarray:
+    """float32 L2-normalized rows of float64 cluster sums (zero sums stay zero)."""
     norms = np.linalg.norm(sums, axis=1, keepdims=True)
-    C = np.divide(sums, norms, out=np.zeros_like(sums), where=norms > 0)
-    return cluster_ids, C.astype(np.float32)
+    return np.divide(sums, norms, out=np.zeros_like(sums), where=norms > 0).astype(np.float32)
 
 
 def _cluster_sums(X: np.ndarray, pos: np.ndarray, kept: np.ndarray, k: int) -> np.ndarray:

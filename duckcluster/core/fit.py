@@ -16,7 +16,7 @@ import numpy as np
 
 from .._errors import DataError
 from .algorithms import get_algorithm
-from .assign import assign, centroids_from_labels
+from .assign import assign, centroids_of, cluster_sums
 from .backend import get_executor
 from .hierarchy import Hierarchy, build_hierarchy
 from .noise import apply as apply_noise
@@ -99,6 +99,8 @@ class SampleFit:
     choices: dict | None
     noise_assigned: np.ndarray  # (n_fit,) bool
     graph: tuple | None = None  # (fuzzy graph, embedding) of the first umap step, if any
+    #: cluster_sums of the rows and labels (the centroids' makings; quality reuses them)
+    sums: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
 def fit_sample(X_fit: np.ndarray, spec: ClusterSpec, progress: Progress = _noop,
@@ -115,9 +117,9 @@ def fit_sample(X_fit: np.ndarray, spec: ClusterSpec, progress: Progress = _noop,
     choices = fitted.choices
     if noise.report is not None:
         choices = {**(choices or {}), "noise": noise.report}
-    cluster_ids, C = centroids_from_labels(X_fit, noise.labels)
-    return SampleFit(noise.labels, cluster_ids, C, choices, noise.assigned,
-                     graphs[0] if graphs else None)
+    sums = cluster_sums(X_fit, noise.labels)
+    return SampleFit(noise.labels, sums[0], centroids_of(sums[2]), choices, noise.assigned,
+                     graphs[0] if graphs else None, sums)
 
 
 def run_map(X_fit: np.ndarray, f: SampleFit, spec: ClusterSpec
@@ -158,6 +160,7 @@ def _fit(X_norm: np.ndarray, spec: ClusterSpec, progress: Progress,
 
     f = fit_sample(X_fit, spec, progress)
     choices, cluster_ids, C = f.choices, f.cluster_ids, f.centroids
+    sums = f.sums
     if sample is None:
         labels = f.labels
         assigned = f.noise_assigned
@@ -165,8 +168,10 @@ def _fit(X_norm: np.ndarray, spec: ClusterSpec, progress: Progress,
         progress(f"assigning {n:,} rows to {len(cluster_ids)} centroids")
         idx, _ = assign(X_norm, C) if len(cluster_ids) else (np.full(n, -1), None)
         labels = np.where(idx >= 0, cluster_ids[np.maximum(idx, 0)], -1).astype(np.int64)
+        sums = None
         if len(cluster_ids):
-            cluster_ids, C = centroids_from_labels(X_norm, labels)
+            sums = cluster_sums(X_norm, labels)
+            cluster_ids, C = sums[0], centroids_of(sums[2])
         assigned = np.zeros(n, dtype=bool)
         assigned[sample] = f.noise_assigned  # the other rows went to their nearest centroid
 
@@ -188,7 +193,7 @@ def _fit(X_norm: np.ndarray, spec: ClusterSpec, progress: Progress,
                 coords[sample] = placed
         choices = with_map(choices, projection)
     progress("quality metrics")
-    sims, quality = evaluate(X_norm, labels, seed)  # and each row's own similarity
+    sims, quality = evaluate(X_norm, labels, seed, sums)  # and each row's own similarity
     return FitResult(labels=labels, cluster_ids=cluster_ids, centroids=C, similarity=sims,
                      coords=coords, hierarchy=hierarchy, quality=quality,
                      n_fit=int(X_fit.shape[0]), projection=projection,

@@ -119,11 +119,19 @@ class _Groups:
     means32: np.ndarray  # (k, d) float32 means, for the BLAS passes
 
 
-def _groups(X: np.ndarray, labels: np.ndarray) -> _Groups:
-    """Cluster sizes and float64 sums in one chunked pass (no float64 copy of X)."""
+def _groups(X: np.ndarray, labels: np.ndarray,
+            sums: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> _Groups:
+    """Cluster sizes and float64 sums in one chunked pass (no float64 copy of X);
+    ``sums``: :func:`~duckcluster.core.assign.cluster_sums` of exactly these rows and
+    labels, when the caller has them (no pass at all)."""
     from .assign import _cluster_sums
 
     labels = np.asarray(labels).ravel()
+    if sums is not None:
+        ids, counts, total = sums
+        inv = np.searchsorted(ids, labels)
+        return _Groups(inv=inv, counts=counts, sums=total,
+                       means32=(total / counts[:, None]).astype(np.float32))
     _, inv = np.unique(labels, return_inverse=True)
     inv = inv.ravel()
     k = int(inv.max()) + 1 if inv.size else 0
@@ -308,16 +316,17 @@ def _is_unit(X: np.ndarray, probe: int = 2_048) -> bool:
     return bool(np.all(np.abs(np.sqrt(np.einsum("ij,ij->i", Xp, Xp)) - 1.0) <= 1e-5))
 
 
-def _geometry(X: np.ndarray, labels: np.ndarray, seed: int) -> _Geometry:
+def _geometry(X: np.ndarray, labels: np.ndarray, seed: int,
+              sums: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> _Geometry:
     """One :func:`_scan` over the non-noise rows after their cluster sums; the
     silhouette from the same pass when it is exact, else on its seeded sample."""
     kept = labels >= 0
     Xk, lk = (X, labels) if kept.all() else (X[kept], labels[kept])
     if not _is_unit(Xk):
-        Xk = _unit_rows(Xk)
+        Xk, sums = _unit_rows(Xk), None  # sums of other rows than these
     if not lk.size:
         return _Geometry(None, np.zeros(0, np.float32), None, None, None, None)
-    g = _groups(Xk, lk)
+    g = _groups(Xk, lk, sums)
     n, k = lk.size, g.counts.size
     cap = min(SILHOUETTE_EXACT_MAX,
               max(_SILHOUETTE_MIN_SAMPLE, SILHOUETTE_BUDGET // max(k, 1)))
@@ -334,14 +343,16 @@ def _geometry(X: np.ndarray, labels: np.ndarray, seed: int) -> _Geometry:
     return _Geometry(g, own, sil, size, db, ch)
 
 
-def evaluate(X_norm: np.ndarray, labels: np.ndarray, seed: int
+def evaluate(X_norm: np.ndarray, labels: np.ndarray, seed: int,
+             sums: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
              ) -> tuple[np.ndarray, Quality]:
     """Each row's cosine similarity to its own cluster's centroid (the L2-normalized
     mean of its rows; NaN for noise) and the quality metrics, from ONE pass over the
     rows after the cluster sums: the similarity is ``x . mean_c * |c| / |sum_c|``, the
     dot product the silhouette and the distances use anyway. What
     :func:`~duckcluster.core.assign.similarity_to_own` plus :func:`compute_quality`
-    give, in two passes over X instead of five.
+    give, in two passes over X instead of five; one when the caller passes ``sums``,
+    :func:`~duckcluster.core.assign.cluster_sums` of these rows and labels.
 
     >>> X = np.array([[1, 0], [1, 0.1], [0, 1], [0.1, 1]], dtype=np.float32)
     >>> X /= np.linalg.norm(X, axis=1, keepdims=True)
@@ -351,7 +362,7 @@ def evaluate(X_norm: np.ndarray, labels: np.ndarray, seed: int
     """
     X = np.asarray(X_norm, dtype=np.float32)
     labels = np.asarray(labels).astype(np.int64, copy=False).ravel()
-    geo = _geometry(X, labels, seed)
+    geo = _geometry(X, labels, seed, sums)
     sims = np.full(labels.size, np.nan, dtype=np.float32)
     if geo.groups is not None:
         g = geo.groups
