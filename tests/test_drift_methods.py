@@ -203,3 +203,23 @@ def test_data_errors_say_what_and_how_to_fix():
     bad[3, 2] = np.nan
     with pytest.raises(DataError, match="NaN or Inf"):
         run_method("mmd", gauss(20), bad)
+
+
+def test_every_statistic_is_described_and_listed_for_triggers():
+    """A trigger's when_drift_above compares a method's statistic, whose scale differs per
+    method: each method says what it is, and docs/operations.md lists that text."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
+    for name, method in DRIFT_METHODS.items():
+        assert method.statistic, name
+        assert f"| `{name}` | {method.statistic} |" in doc, name
+
+
+def test_knn_statistic_is_minus_log10_of_the_smallest_component_p_value():
+    B, C = gauss(150, seed=1), gauss(150, shift=0.6, seed=2)
+    r = run_method("knn", B, C, seed=3)
+    comp = r.details["component_p_values"]
+    assert r.statistic == pytest.approx(-np.log10(min(comp.values())))
+    assert r.statistic <= np.log10(501) + 1e-9  # 500 permutations: p >= 1/501
+    assert r.p_value >= min(comp.values())  # the min-p combination is calibrated after

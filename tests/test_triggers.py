@@ -285,6 +285,31 @@ def test_drift_trigger_fires_on_drift_only_and_sends_drift_detected(con, db_path
     assert body["trigger"] == {"trigger_id": tid}
 
 
+def test_a_knn_drift_trigger_reads_its_threshold_as_a_significance(con, db_path, topics):
+    """With method := 'knn' the statistic is -log10 of a p-value (docs/operations.md), so
+    when_drift_above := 2 fires on a new blob (p <= 1/501 -> 2.7) and not on more rows of
+    the same blobs; the check's statistic is embedding_drift's for the same sides."""
+    X, y = topics
+    con.sql("SELECT cluster_execute('topics')").fetchall()
+    _trigger(con, "kind := 'event'", "when_drift_above := 2", "method := 'knn'")
+    s = _sched(db_path)
+    same = np.concatenate([X[y == c][20:] for c in range(3)])
+    _add_rows(con, same, 1000)
+    assert s.tick().fired == []
+    (stat, p, above), = con.sql("SELECT statistic, p_value, above_threshold FROM "
+                                "duckcluster.drift_checks").fetchall()
+    assert stat <= 2 and not above
+    shifted, _ = blobs(n_per=20, k=3, d=8, seed=7)
+    _add_rows(con, shifted, 2000)
+    report = s.tick()
+    assert report.fired
+    stat, p, above = con.sql("SELECT statistic, p_value, above_threshold FROM "
+                             "duckcluster.drift_checks ORDER BY checked_at").fetchall()[-1]
+    assert stat > 2 and above and p < 0.01
+    (h,) = _history(con)
+    assert "knn drift " in h["reason"] and "> 2 against run" in h["reason"]
+
+
 def test_two_triggers_due_together_start_one_run(con, db_path, topics):
     a = _trigger(con, "kind := 'interval'", "every := 60")
     b = _trigger(con, "kind := 'cron'", "schedule := '*/5 * * * *'")

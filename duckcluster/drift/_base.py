@@ -94,6 +94,9 @@ class DriftMethod:
     min_rows: int
     doc: str
     group_by: bool = False  # can relabel whole groups (Context.groups)
+    #: what ``statistic`` measures and its scale, one line (docs/operations.md lists it:
+    #: a trigger's ``when_drift_above`` compares this number)
+    statistic: str = ""
 
     def rows_wanted(self, params: Mapping[str, Any]) -> tuple[int | None, int | None]:
         """(baseline, current) rows this method can use with ``params`` (None: all);

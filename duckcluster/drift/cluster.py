@@ -201,4 +201,6 @@ def compute(B: np.ndarray, C: np.ndarray, p: dict, ctx: Context) -> DriftResult:
 
 
 CLUSTER = DriftMethod(name="cluster", params=PARAMS, compute=compute, min_rows=10,
-                      doc=__doc__.split("\n\n", 1)[1])
+                      doc=__doc__.split("\n\n", 1)[1],
+                      statistic=("Jensen-Shannon divergence (base 2, 0 to 1) between the "
+                                 "sides' cluster shares"))

@@ -104,4 +104,7 @@ def compute(B: np.ndarray, C: np.ndarray, p: dict, ctx: Context) -> DriftResult:
 
 
 ENERGY = DriftMethod(name="energy", params=PARAMS, compute=compute, min_rows=10,
-                     doc=__doc__.split("\n\n", 1)[1])
+                     doc=__doc__.split("\n\n", 1)[1],
+                     statistic=("energy distance on the first principal components (each "
+                                "scaled to unit spread): 0 without drift, grows with the shift"
+                                " in standard deviations"))

@@ -78,4 +78,7 @@ def compute(B: np.ndarray, C: np.ndarray, p: dict, ctx: Context) -> DriftResult:
 
 
 KL = DriftMethod(name="kl", params=PARAMS, compute=compute, min_rows=10,
-                 doc=__doc__.split("\n\n", 1)[1])
+                 doc=__doc__.split("\n\n", 1)[1],
+                 statistic=("mean over principal components of the smoothed binned KL divergence "
+                            "of current from baseline, in nats: above 0 even without drift "
+                            "(compare only runs with the same settings)"))

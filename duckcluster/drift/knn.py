@@ -250,4 +250,8 @@ def compute(B: np.ndarray, C: np.ndarray, p: dict, ctx: Context) -> DriftResult:
 
 
 KNN = DriftMethod(name="knn", params=PARAMS, compute=compute, min_rows=5,
-                  doc=__doc__.split("\n\n", 1)[1], group_by=True)
+                  doc=__doc__.split("\n\n", 1)[1], group_by=True,
+                  statistic=("-log10 of the smallest of its four component p-values: a "
+                             "significance, not a size (1.3 = p 0.05, 2 = p 0.01; at most "
+                             "log10(n_permutations + 1), 2.7 with the default 500 "
+                             "permutations)"))

@@ -83,4 +83,7 @@ def compute(B: np.ndarray, C: np.ndarray, p: dict, ctx: Context) -> DriftResult:
 
 
 MMD = DriftMethod(name="mmd", params=PARAMS, compute=compute, min_rows=5,
-                  doc=__doc__.split("\n\n", 1)[1], group_by=True)
+                  doc=__doc__.split("\n\n", 1)[1], group_by=True,
+                  statistic=("unbiased squared maximum mean discrepancy of the RBF kernel: "
+                             "about 0 without drift (slightly negative possible), at most 2; a"
+                             " size of the change"))

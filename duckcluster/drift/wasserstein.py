@@ -76,4 +76,6 @@ def compute(B: np.ndarray, C: np.ndarray, p: dict, ctx: Context) -> DriftResult:
 
 
 WASSERSTEIN = DriftMethod(name="wasserstein", params=PARAMS, compute=compute, min_rows=10,
-                          doc=__doc__.split("\n\n", 1)[1])
+                          doc=__doc__.split("\n\n", 1)[1],
+                          statistic=("mean over principal components of the 1-D Wasserstein-1 "
+                                     "distance, in standard deviations: about 0 without drift"))

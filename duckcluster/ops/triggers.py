@@ -11,8 +11,9 @@ Three kinds, stored in ``duckcluster.triggers``:
 - ``event``: ``when_rows_added`` fires once the source has at least that many rows
   more than the latest successful run saw (or than the last firing saw, so a failed
   run does not re-fire on the same rows); ``when_drift_above`` fires when the
-  drift statistic of ``method`` (default mmd) between the rows of the latest
-  successful full run and the current rows exceeds the threshold, and records a
+  drift statistic of ``method`` (default mmd; what the statistic measures differs per
+  method: ``DriftMethod.statistic``, listed in docs/operations.md) between the rows of
+  the latest successful full run and the current rows exceeds the threshold, and records a
   ``duckcluster.drift_checks`` row each time it is computed (a webhook's
   ``drift.detected`` when above). ``drift_current`` is ``'new_rows'`` (default:
   source rows whose id that run did not see) or ``'source'`` (every source row:
