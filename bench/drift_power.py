@@ -59,6 +59,19 @@ class Pool:
         self.X = X / np.linalg.norm(X, axis=1, keepdims=True)
         self.name = name
 
+    def separability(self, k: int = 10) -> np.ndarray:
+        """(n_categories,) per category, the mean share of its rows' ``k`` nearest other
+        rows (in the whole set) that share the row's category: how much a held-out
+        category stands apart from the rest."""
+        X = self.X.astype(np.float32)
+        same = np.empty(len(X))
+        for s in range(0, len(X), 2048):
+            S = X[s:s + 2048] @ X.T
+            S[np.arange(S.shape[0]), np.arange(s, s + S.shape[0])] = -np.inf
+            nb = np.argpartition(-S, k, axis=1)[:, :k]
+            same[s:s + 2048] = (self.y[nb] == self.y[s:s + 2048, None]).mean(axis=1)
+        return np.array([same[self.y == c].mean() for c in range(len(self.names))])
+
     def draw(self, kind: str, s: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Row numbers of (baseline, current) for replicate ``s`` of scenario ``kind``."""
         rng = np.random.default_rng([s, 2026])
@@ -168,6 +181,10 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=20, help="replicates per shift scenario")
     ap.add_argument("--methods", default=",".join([*DRIFT_METHODS, *PEERS]))
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
+    ap.add_argument("--by-category", action="store_true",
+                    help="also print each shift scenario's power per held-out category, next "
+                         "to how far that category stands apart (its rows' 10-NN share of "
+                         "their own category)")
     ap.add_argument("--params", default=None,
                     help="JSON params for a single method, e.g. '{\"k\": 10}'")
     a = ap.parse_args()
@@ -204,7 +221,34 @@ def main() -> None:
                 cells.append(f"{hits / max(ps.size, 1):.2f}")
         secs = f"{np.mean(seconds[name]):.2f}" if name in seconds else ""
         print(f"| {name} | {' | '.join(cells)} | {secs} |")
+    if a.by_category:
+        by_category(pool, results, scenarios, a.null, a.reps)
     print(f"\nload average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+
+
+def by_category(pool: Pool, results: dict, scenarios: list[str], n_null: int, reps: int) -> None:
+    """Power per held-out category (replicate s holds out s mod n), most separable first,
+    and power over the categories above / below the median separability."""
+    sep = pool.separability()
+    order = np.argsort(-sep)
+    shifts = [k for k in scenarios if k != "null"]
+    names = [n for n in results if not n.startswith("knn:")]
+    for kind in shifts:
+        held = np.arange(reps) % len(pool.names)
+        print(f"\n{kind}: power per held-out category (10-NN same-category share)")
+        print("| category | separability | reps | " + " | ".join(names) + " |")
+        print("|---|---|---|" + "---|" * len(names))
+        for c in order:
+            sel = held == c
+            if not sel.any():
+                continue
+            cells = [f"{(np.array(results[n][kind])[sel] < ALPHA).mean():.2f}" for n in names]
+            print(f"| {pool.names[c]} | {sep[c]:.2f} | {int(sel.sum())} | {' | '.join(cells)} |")
+        med = np.median(sep)
+        for label, mask in (("above", sep[held] >= med), ("below", sep[held] < med)):
+            cells = [f"{(np.array(results[n][kind])[mask] < ALPHA).mean():.2f}" for n in names]
+            print(f"| separability {label} the median {med:.2f} | | {int(mask.sum())} | "
+                  f"{' | '.join(cells)} |")
 
 
 if __name__ == "__main__":
