@@ -13,7 +13,8 @@ import pytest
 
 import duckcluster
 from duckcluster.core.algorithms import get_algorithm, validate_algorithm_params
-from duckcluster.core.algorithms._choose_k import silhouette_from, sweep_range
+from duckcluster.core.algorithms._choose_k import (GRAPH_CRITERION, MODULARITY_TOLERANCE,
+                                                   modularity, silhouette_from, sweep_range)
 
 
 def blobs(k=6, per=100, d=32, sigma=0.05, seed=0, centres=None):
@@ -63,7 +64,7 @@ def test_low_dimensional_or_small_input_is_clustered_as_it_is():
 
 
 def test_auto_finds_separated_blobs_and_reports_every_candidate():
-    X, y = blobs(k=6)
+    X, y = blobs(k=6, d=48)
     r = fit("auto", X)
     assert len(np.unique(r.labels)) == 6 and (r.labels >= 0).all()
     cands = r.choices["candidates"]
@@ -72,7 +73,12 @@ def test_auto_finds_separated_blobs_and_reports_every_candidate():
     chosen = next(c for c in cands if c["chosen"])
     assert chosen["n_clusters"] == r.choices["n_clusters"] == 6
     eligible = [c for c in cands if "passed_over" not in c]
-    assert chosen["silhouette"] == max(c["silhouette"] for c in eligible)
+    # after UMAP: the smallest k within the tolerance of the best modularity on its graph
+    best = max(c["modularity"] for c in eligible)
+    assert chosen["modularity"] >= best - MODULARITY_TOLERANCE
+    assert all(c["modularity"] < best - MODULARITY_TOLERANCE for c in eligible
+               if c["n_clusters"] < chosen["n_clusters"])
+    assert r.choices["criterion"] == GRAPH_CRITERION
 
 
 def test_never_collapses_to_two_families():
@@ -111,6 +117,23 @@ def test_n_clusters_auto_sweeps_and_records(name, key):
     assert len(np.unique(r.labels)) == 5
     assert len(r.choices["candidates"]) == len(sweep_range(400))
     assert fit(name, X, {key: 5}).choices is None  # a fixed k records nothing
+
+
+def test_modularity_matches_networkx_convention():
+    """Newman's modularity on a weighted graph: two triangles joined by one edge."""
+    import scipy.sparse
+
+    edges = [(0, 1, 1.0), (1, 2, 1.0), (0, 2, 1.0), (3, 4, 2.0), (4, 5, 2.0), (3, 5, 2.0),
+             (2, 3, 0.5)]
+    r, c, w = (np.array(v) for v in zip(*edges))
+    G = scipy.sparse.coo_matrix((np.r_[w, w], (np.r_[r, c], np.r_[c, r])), shape=(6, 6))
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    m = w.sum()
+    deg = np.asarray(G.sum(axis=1)).ravel()
+    expected = sum(w[i] for i in range(len(w)) if labels[r[i]] == labels[c[i]]) / m - sum(
+        (deg[labels == g].sum() / (2 * m)) ** 2 for g in (0, 1))
+    assert modularity(G.tocsr(), labels) == pytest.approx(expected, abs=1e-12)
+    assert modularity(G.tocsr(), np.zeros(6, int)) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_silhouette_matches_scikit_learn():

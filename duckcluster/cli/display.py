@@ -527,7 +527,7 @@ def choices_summary(choices: str | dict | None) -> str:
     >>> choices_summary({"pipeline": [{"step": "umap", "n_components": 5, "n_neighbors": 15},
     ...     {"step": "kmeans", "n_clusters": 9}], "n_clusters": 9,
     ...     "candidates": [{"n_clusters": 9, "silhouette": 0.48, "chosen": True}]})
-    'umap(5, 15) + kmeans k=9: silhouette 0.48, best of 1 k'
+    'umap(5, 15) + kmeans k=9: silhouette 0.48, of 1 k'
     >>> choices_summary({"map": {"kind": "graph", "dimensions": 2}})
     'map: graph layout'
     """
@@ -546,8 +546,10 @@ def choices_summary(choices: str | dict | None) -> str:
     cands = c.get("candidates") or []
     chosen = next((x for x in cands if x.get("chosen")), None)
     text = " + ".join(steps)
-    if chosen is not None and chosen.get("silhouette") is not None:
-        text += f": silhouette {chosen['silhouette']:.2f}, best of {len(cands)} k"
+    for score in ("modularity", "silhouette"):
+        if chosen is not None and chosen.get(score) is not None:
+            text += f": {score} {chosen[score]:.2f}, of {len(cands)} k"
+            break
     kind = (c.get("map") or {}).get("kind")
     if kind is not None:  # which map x, y come from (core/projection.py)
         text += ("; " if text else "") + ("map: graph layout" if kind == "graph" else

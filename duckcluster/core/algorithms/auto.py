@@ -7,22 +7,27 @@ The pipeline, chosen from n and d and recorded in ``cluster_runs.choices``:
    neighbour graph: 5 components, 15 neighbours, min_dist 0, cosine), the step
    that makes sentence embeddings cluster; narrower or smaller inputs are clustered
    as they are.
-2. **k-means in that space**, k swept over 2..``max_clusters`` (at most n / 5) and
-   chosen by the mean silhouette in the reduced space on a seeded sample, passing
-   over candidates with two clusters or fewer and candidates whose largest cluster
-   holds more than half of the rows (:mod:`._choose_k`). With ``n_clusters`` given,
-   that k is used (a target, not a sweep).
+2. **k-means in that space**, k swept over 2..``max_clusters`` (at most n / 5), every
+   candidate fitted on every row. After UMAP, k is the smallest whose partition's
+   modularity on UMAP's own neighbour graph is within
+   :data:`._choose_k.MODULARITY_TOLERANCE` of the best candidate's; without a reduction,
+   the one with the highest mean silhouette on a seeded sample. Candidates with two
+   clusters or fewer and candidates whose largest cluster holds more than half of the
+   rows are passed over (:mod:`._choose_k`). With ``n_clusters`` given, that k is used
+   (a target, not a sweep).
 
 Every row gets a cluster (no noise). Measured (``bench/auto.py``, all-MiniLM-L6-v2
-text sets, medians of 3 seeds, ARI against the known categories): 0.565 on 8 docstring
-topics, 0.315 on 10 overlapping Debian sections, 0.294 on 6 manual sections (held out
-from tuning), 0.834 on digits; k-means told the true k on the raw vectors: 0.438, 0.346,
-0.390, 0.664; umap-learn + HDBSCAN collapses to 2-4 clusters on the first two; EVoC's
-defaults 0.413, 0.206, 0.112, 0.280. On overlapping categories the silhouette picks 2-3x
-the number of categories. Why not density clustering here: HDBSCAN's clusters are purer
-but leave 15-40 % of the rows of these sets as noise, and once that noise joins its
-nearest cluster the ARI is below k-means's (0.50 vs 0.56 docstrings8, 0.31 vs 0.33
-packages10).
+text sets, medians of 3 seeds, ARI against the known categories, #clusters): 0.580 / 8 on
+8 docstring topics, 0.326 / 13 on 10 overlapping Debian sections, 0.429 / 13 on 6 manual
+sections (held out from tuning), 0.859 / 11 on digits. The silhouette in the reduced space
+chose before 0.565 / 11, 0.315 / 20, 0.294 / 18, 0.834 / 10: it rewards splitting the tight
+islands UMAP makes of near-duplicate texts; modularity on the graph is flat once the
+categories are apart, and the parsimony rule stops there. k-means told the true k on the
+raw vectors: 0.438, 0.346, 0.390, 0.664; umap-learn + HDBSCAN collapses to 2-4 clusters on
+the first two; EVoC's defaults 0.413, 0.206, 0.112, 0.280. Why not density clustering here:
+HDBSCAN's clusters are purer but leave 15-40 % of the rows of these sets as noise, and once
+that noise joins its nearest cluster the ARI is below k-means's (0.50 vs 0.56 docstrings8,
+0.31 vs 0.33 packages10).
 
 Seeded: the same rows and seed give the same reduction, sweep and choice.
 """
@@ -45,8 +50,8 @@ REDUCE_MIN_ROWS = 100
 
 PARAMS = {
     "n_clusters": Param(int, None, low=1, nullable=True,
-                        doc="about this many clusters (a target); None = chosen by "
-                            "silhouette over a sweep of 2..max_clusters"),
+                        doc="about this many clusters (a target); None = chosen over a sweep "
+                            "of 2..max_clusters (modularity on UMAP's graph, else silhouette)"),
     "max_clusters": Param(int, _choose_k.MAX_CLUSTERS, low=2,
                           doc="largest k of the sweep (it also stops at n / 5)"),
     "reduction": Param(str, "auto", choices=("auto", "umap", "none"),
@@ -88,13 +93,13 @@ def _fit(X: np.ndarray, p: dict, seed: int) -> Fitted:
     n, d = X.shape
     method, why = _reduction(X, p)
     step: dict = {"step": method, "why": why}
-    Z = X
+    Z, graph = X, None
     if method == "umap":
-        from ..preprocess import auto_epochs, run_preprocessing, validate_steps
+        from ..preprocess import auto_epochs, umap_with_graph, validate_steps
 
         umap = {"method": "umap", "n_components": p["n_components"],
                 "n_neighbors": p["n_neighbors"], "n_epochs": p["n_epochs"]}
-        Z = run_preprocessing(X, validate_steps([umap]), seed)
+        Z, graph = umap_with_graph(X, validate_steps([umap])[0][1], seed)
         step.update(n_components=int(Z.shape[1]), n_neighbors=min(p["n_neighbors"], n - 1),
                     n_epochs=p["n_epochs"] or auto_epochs(n), metric="cosine", min_dist=0.0)
     if p["n_clusters"] is not None:
@@ -102,11 +107,15 @@ def _fit(X: np.ndarray, p: dict, seed: int) -> Fitted:
         criterion = f"n_clusters {p['n_clusters']} given: k-means with that k"
     else:
         ks = _choose_k.sweep_range(n, p["max_clusters"])
-        criterion = _choose_k.CRITERION
+        criterion = _choose_k.CRITERION if graph is None else _choose_k.GRAPH_CRITERION
     # small products: one BLAS/OpenMP thread is faster than two fighting on a busy machine
     with limited(1):
-        labels, k, candidates = _choose_k.choose_k(Z, lambda R, k: _kmeans(R, k, seed), ks,
-                                                    seed)
+        if graph is None or len(ks) == 1:
+            labels, k, candidates = _choose_k.choose_k(
+                Z, lambda R, k: _kmeans(R, k, seed), ks, seed)
+        else:
+            labels, k, candidates = _choose_k.choose_k_on_graph(
+                Z, graph, lambda R, k: _kmeans(R, k, seed), ks)
     choices = {
         "algorithm": "auto",
         "input": {"rows": int(n), "dimensions": int(d)},
@@ -128,6 +137,7 @@ AUTO = Algorithm(
     min_rows=lambda p: p["n_clusters"] or 1,
     noise=False,
     doc="auto (the default): UMAP for high-dimensional input, then k-means with k chosen by "
-        "silhouette (or n_clusters as a target); what it chose is in cluster_runs.choices.",
+        "modularity on UMAP's graph (or n_clusters as a target); what it chose is in "
+        "cluster_runs.choices.",
     explain=_explain,
 )

@@ -118,6 +118,19 @@ def _pca(X: np.ndarray, p: dict, seed: int) -> np.ndarray:
 
 
 def _umap(X: np.ndarray, p: dict, seed: int) -> np.ndarray:
+    return umap_with_graph(X, p, seed)[0]
+
+
+def umap_with_graph(X: np.ndarray, p: dict, seed: int):
+    """The ``umap`` step's layout and the neighbour graph it laid out.
+
+    ``p``: the step's validated params (``validate_steps([{"method": "umap", ...}])``).
+    Returns ``(Z, graph)``: float32 (n, n_components) rows and the symmetric fuzzy
+    graph over the n rows (scipy CSR, float32; the edges too weak to be sampled
+    once in the layout's epochs removed, as umap-learn does). ``algorithm := 'auto'``
+    chooses its k by the modularity of the candidates on this graph.
+    """
+    X = np.ascontiguousarray(X, dtype=np.float32)
     n, d = X.shape
     if n < UMAP_MIN_ROWS:
         raise DataError(
@@ -158,7 +171,7 @@ def _umap(X: np.ndarray, p: dict, seed: int) -> np.ndarray:
     sink = _GRAPHS.get()
     if sink is not None:  # core/projection.py lays the map out on this same graph
         sink.append((graph, out))
-    return np.asarray(out, dtype=np.float32)
+    return np.asarray(out, dtype=np.float32), graph
 
 
 _GRAPHS: contextvars.ContextVar[list | None] = contextvars.ContextVar("umap_graphs",
