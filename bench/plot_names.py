@@ -1,12 +1,14 @@
 """Cluster pictures with names: ``notebook.plot_clusters`` against DataMapPlot.
 
-    python -m bench.plot_names [--set packages10] [--k 50] [--dmp-python PATH] [--out DIR]
-                               [--data-dir bench/data]
+    python -m bench.plot_names [--set packages10] [--k 50] [--algorithm auto|kmeans]
+                               [--dmp-python PATH] [--out DIR] [--data-dir bench/data]
 
 Data: a real set of ``bench.realdata`` (default packages10: 6,500 Debian package
-descriptions, all-MiniLM-L6-v2 embeddings), clustered with kmeans (k = 50) and named
-by ``cluster_label``'s offline keywords. Both tools draw the same run: the members'
-stored x, y (the run's PCA plane) and each cluster's name.
+descriptions, all-MiniLM-L6-v2 embeddings), clustered into k = 50 groups and named by
+``cluster_label``'s offline keywords. ``--algorithm auto`` (the default): the default
+pipeline with ``n_clusters := 50``, whose map is the layout of its UMAP graph;
+``kmeans``: k-means on the raw vectors, whose map is their PCA plane. Both tools draw
+the same run: the members' stored x, y and each cluster's name.
 
 Peer: DataMapPlot's ``create_plot`` with its defaults, given the same coordinates and
 one name per point. DataMapPlot pins pandas < 3, so it runs in a venv of its own:
@@ -130,6 +132,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--set", default="packages10")
     ap.add_argument("--k", type=int, default=50)
+    ap.add_argument("--algorithm", default="auto", choices=("auto", "kmeans"),
+                    help="auto: graph-layout map; kmeans: PCA map")
     ap.add_argument("--dmp-python", default=None, help="python of a venv with datamapplot")
     ap.add_argument("--out", default=None, help="folder for the two PNGs")
     ap.add_argument("--data-dir", default=None, help="where the bench.realdata sets are")
@@ -150,7 +154,7 @@ def main() -> None:
     con.sql(f"CREATE TABLE docs AS SELECT id, text, embedding::FLOAT[{X.shape[1]}] AS "
             "embedding FROM t")
     con.sql("SELECT cluster_create('m', 'docs', 'embedding', id := 'id', algorithm := "
-            f"'kmeans', params := {{'n_clusters': {args.k}}})").fetchall()
+            f"'{args.algorithm}', params := {{'n_clusters': {args.k}}})").fetchall()
     con.sql("SELECT cluster_execute('m')").fetchall()
     con.sql("SELECT cluster_label('m')").fetchall()
     rows = {}
@@ -175,8 +179,11 @@ def main() -> None:
             if res.returncode != 0:
                 sys.exit(res.stderr[-2000:])
             rows["DataMapPlot create_plot"] = json.loads(res.stdout.strip().splitlines()[-1])
+    kind = json.loads(con.sql("SELECT choices FROM cluster_runs('m')").fetchall()[-1][0] or
+                      '{}').get("map", {}).get("kind", "pca")
     con.close()
-    print(f"{args.set}, kmeans k={args.k}, {len(ids):,} rows; pictures in {out}")
+    print(f"{args.set}, {args.algorithm} k={args.k}, {len(ids):,} rows, {kind} map; "
+          f"pictures in {out}")
     print("| tool | seconds | names shown | overlapping name pairs | legend entries | "
           "nearest-neighbour colour distance mean / min | clusters sharing their "
           "neighbour's colour |")

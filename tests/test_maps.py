@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import duckcluster
-from duckcluster.core.projection import GraphMap, reduce_coordinates
+from duckcluster.core.projection import PLACE_NEIGHBORS, GraphMap, reduce_coordinates
 from tests.conftest import blobs, load_table
 
 AUTO = ("SELECT cluster_create('{name}', source := 'docs', embedding := 'embedding', "
@@ -161,12 +161,21 @@ def test_graph_map_transform_is_a_weighted_mean_of_the_nearest_references():
     pos = rng.normal(size=(40, 2)).astype(np.float32)
     gm = GraphMap(R, pos, 2)
     out = gm.transform(R[:5])
-    for i in range(5):  # inside the hull of its 15 nearest references, nearest first
-        S = (R / np.linalg.norm(R, axis=1, keepdims=True)) @ (R[i] / np.linalg.norm(R[i]))
-        near = np.argsort(-S)[:15]
+    U = R / np.linalg.norm(R, axis=1, keepdims=True)
+    for i in range(5):  # inside the box of its PLACE_NEIGHBORS nearest references
+        near = np.argsort(-(U @ U[i]))[:PLACE_NEIGHBORS]
         lo, hi = pos[near].min(0), pos[near].max(0)
         assert (out[i] >= lo - 1e-6).all() and (out[i] <= hi + 1e-6).all()
     assert np.array_equal(gm.transform(R[:5]), out)
+    # with centroids: among the references nearest the row's own centroid
+    C = np.stack([U[:20].mean(0), U[20:].mean(0)])
+    C /= np.linalg.norm(C, axis=1, keepdims=True)
+    group = np.argmax(U @ C.T, axis=1)
+    out = gm.transform(R, C)
+    for i in range(len(R)):
+        mine = np.flatnonzero(group == group[i])
+        lo, hi = pos[mine].min(0), pos[mine].max(0)
+        assert (out[i] >= lo - 1e-6).all() and (out[i] <= hi + 1e-6).all()
     empty = GraphMap(np.zeros((0, 8), np.float32), np.zeros((0, 2), np.float32), 2)
     assert (empty.transform(R[:3]) == 0).all()
 

@@ -188,7 +188,7 @@ def _fit(X_norm: np.ndarray, spec: ClusterSpec, progress: Progress,
             coords = projection.transform(X_norm)
         else:
             projection, placed = run_map(X_fit, f, spec)
-            coords = placed if sample is None else projection.transform(X_norm)
+            coords = placed if sample is None else projection.transform(X_norm, f.centroids)
             if sample is not None:
                 coords[sample] = placed
         choices = with_map(choices, projection)

@@ -9,8 +9,9 @@ sampled run streams, the rows of assign runs based on the run):
   started from the clustering embedding, :func:`map_epochs` epochs, seeded). New rows
   land at the similarity-weighted mean of the map positions of their
   :data:`PLACE_NEIGHBORS` nearest reference rows (a seeded sample of
-  :data:`REFERENCE_ROWS` of the fitted rows, stored with the run): what umap-learn's
-  ``transform`` does before its optimisation.
+  :data:`REFERENCE_ROWS` of the fitted rows, stored with the run), looked for among
+  the references nearest the same centroid: what umap-learn's ``transform`` does
+  before its optimisation, kept inside the row's cluster.
 - :class:`Projection` (``kind = 'pca'``), every other pipeline: PCA of the
   (normalised) vectors. Fitted on at most :data:`FIT_SAMPLE` seeded rows and applied
   to all rows in chunks, so memory stays bounded on millions of rows. Inputs with
@@ -90,7 +91,8 @@ class Projection:
         self.W = np.ascontiguousarray(comps.T, dtype=np.float32)
         self.mean = mean.astype(np.float32)
 
-    def transform(self, X: np.ndarray) -> np.ndarray:
+    def transform(self, X: np.ndarray, centroids: np.ndarray | None = None) -> np.ndarray:
+        """Map positions of rows (n, d); ``centroids`` is for :class:`GraphMap`."""
         out = np.zeros((X.shape[0], self.dimensions), dtype=np.float32)
         if self.W is not None:
             shift = self.mean @ self.W  # (x - mean) W without an (n, d) temporary
@@ -148,8 +150,10 @@ def reduce_coordinates(X_norm: np.ndarray, dimensions: int, seed: int) -> np.nda
 #: sample). Placing costs one (rows x REFERENCE_ROWS) product per batch.
 REFERENCE_ROWS = 2048
 #: A later row lands at the weighted mean of this many nearest references (umap-learn's
-#: transform uses the graph's n_neighbors, 15 by default).
-PLACE_NEIGHBORS = 15
+#: transform uses the graph's n_neighbors, 15): measured on docstrings8 fitted on 80 %,
+#: the share of held-out rows whose nearest fitted row on the map has their category
+#: was 0.703 / 0.694 / 0.669 / 0.656 with 3 / 5 / 10 / 15 (a full re-run: 0.765).
+PLACE_NEIGHBORS = 5
 #: Minimum distance of the map's layout (umap-learn's default for pictures; the
 #: clustering reduction uses 0, which packs clusters into dots).
 MAP_MIN_DIST = 0.1
@@ -200,19 +204,22 @@ def _unit(X: np.ndarray) -> np.ndarray:
     return X / np.where(norms > 0, norms, 1.0)
 
 
-def _membership(dist: np.ndarray, n_iter: int = 64) -> np.ndarray:
+def _membership(dist: np.ndarray, n_iter: int = 24) -> np.ndarray:
     """UMAP's fuzzy membership of a row to its k nearest references (``dist`` (n, k),
     ascending): ``exp(-(d - rho) / sigma)`` with rho the nearest distance and sigma
     such that the memberships sum to log2(k) (umap-learn's ``smooth_knn_dist``,
-    local_connectivity 1), vectorized."""
+    local_connectivity 1; 24 bisection steps instead of its 64, sigma to 1e-7 relative),
+    vectorized."""
     n, k = dist.shape
     d = dist.astype(np.float64)
-    rho = d[:, 0:1]
-    gap = np.maximum(d - rho, 0.0)
+    gap = np.maximum(d - d[:, 0:1], 0.0)
+    rest = gap[:, 1:]
     target = np.log2(max(k, 2))
     lo, hi, mid = np.zeros(n), np.full(n, np.inf), np.ones(n)
     for _ in range(n_iter):
-        psum = np.exp(-gap[:, 1:] / mid[:, None]).sum(axis=1)
+        psum = np.exp(-rest / mid[:, None]).sum(axis=1)
+        if np.all(np.abs(psum - target) < 1e-5):
+            break
         over = psum > target
         hi = np.where(over, mid, hi)
         lo = np.where(over, lo, mid)
@@ -252,25 +259,59 @@ class GraphMap:
     def describe(self) -> dict:
         return {"kind": "graph", "dimensions": self.dimensions, **self.info,
                 "reference_rows": int(len(self.references)),
-                "place_neighbors": PLACE_NEIGHBORS}
+                "placing": f"weighted mean of the {PLACE_NEIGHBORS} nearest references "
+                           "by the row's nearest centroid"}
 
-    def transform(self, X: np.ndarray) -> np.ndarray:
+    def transform(self, X: np.ndarray, centroids: np.ndarray | None = None) -> np.ndarray:
+        """Map positions of rows (n, d): the weighted mean of the positions of their
+        :data:`PLACE_NEIGHBORS` nearest references. With the run's ``centroids`` (k, d),
+        a row's neighbours are looked for among the references nearest the same
+        centroid (the row lands in its cluster's region, and the search costs about
+        ``k + 2,048 / k`` dot products a row instead of 2,048)."""
         m = len(self.references)
         out = np.zeros((X.shape[0], self.dimensions), dtype=np.float32)
-        if m == 0:
+        if m == 0 or X.shape[0] == 0:
             return out
-        k = min(PLACE_NEIGHBORS, m)
-        for start in range(0, X.shape[0], 8192):
-            S = _unit(X[start:start + 8192]) @ self.references.T
-            part = np.argpartition(-S, k - 1, axis=1)[:, :k] if k < m else \
-                np.broadcast_to(np.arange(m), S.shape).copy()
-            sims = np.take_along_axis(S, part, axis=1)
-            order = np.argsort(-sims, axis=1, kind="stable")
-            part = np.take_along_axis(part, order, axis=1)
-            w = _membership(np.maximum(1.0 - np.take_along_axis(sims, order, axis=1), 0.0))
-            w /= np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
-            out[start:start + 8192] = np.einsum("nk,nkd->nd", w, self.positions[part])
+        U = _unit(X)
+        if centroids is None or len(centroids) < 2:
+            for s in range(0, len(U), 8192):
+                out[s:s + 8192] = self._place(U[s:s + 8192], np.arange(m))
+            return out
+        groups = self._groups(centroids)
+        near = np.empty(len(U), dtype=np.int64)
+        for s in range(0, len(U), 65536):
+            near[s:s + 65536] = np.argmax(U[s:s + 65536] @ centroids.T, axis=1)
+        for g in np.unique(near):
+            rows = np.flatnonzero(near == g)
+            refs = groups[g] if len(groups[g]) >= PLACE_NEIGHBORS else np.arange(m)
+            for s in range(0, len(rows), 8192):
+                out[rows[s:s + 8192]] = self._place(U[rows[s:s + 8192]], refs)
         return out
+
+    def _groups(self, C: np.ndarray) -> list[np.ndarray]:
+        """References by their nearest centroid (cached for the last ``C``)."""
+        key = (id(C), C.shape)
+        if getattr(self, "_group_key", None) != key:
+            near = np.argmax(self.references @ np.asarray(C, dtype=np.float32).T, axis=1)
+            self._group_key = key
+            self._group_list = [np.flatnonzero(near == g) for g in range(len(C))]
+        return self._group_list
+
+    def _place(self, U: np.ndarray, refs: np.ndarray) -> np.ndarray:
+        S = U @ self.references[refs].T
+        k = min(PLACE_NEIGHBORS, len(refs))
+        rows = np.arange(S.shape[0])
+        # the k best by repeated argmax: k passes over S beat argpartition's per-row
+        # selection (5.2 s -> about 2 s for 16k rows x 2,048 references, busy machine)
+        part = np.empty((S.shape[0], k), dtype=np.int64)
+        sims = np.empty((S.shape[0], k), dtype=np.float32)
+        for j in range(k):
+            part[:, j] = np.argmax(S, axis=1)
+            sims[:, j] = S[rows, part[:, j]]
+            S[rows, part[:, j]] = -np.inf
+        w = _membership(np.maximum(1.0 - sims, 0.0))
+        w /= np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
+        return np.einsum("nk,nkd->nd", w, self.positions[refs[part]])
 
     def as_row(self) -> dict:
         """As ``duckcluster.projections`` + ``duckcluster.map_references`` rows."""

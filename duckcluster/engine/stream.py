@@ -94,7 +94,7 @@ def _stream_assign(cur, spec, p, C, cluster_ids, stats, stage, threshold=None, f
             out.probe_X.append(b.X[hit])
             out.probe_rows.append(out.n + hit)
         sims = np.where(labels >= 0, best, np.nan).astype(np.float32)
-        out.add(b.id_arrow, labels, sims, projection.transform(b.X) if projection else None)
+        out.add(b.id_arrow, labels, sims, projection.transform(b.X, C) if projection else None)
         out.fps.append(fingerprints(b.X))
         stage(f"assigning: {stats.n_rows:,} of {p.n_rows:,} rows")
     reader.check_dims(dims, spec)
