@@ -54,7 +54,7 @@ class Graph:
 def _top_k(S: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Columns and values of the ``k`` largest entries of each row of ``S``, largest first."""
     if k < S.shape[1]:
-        part = np.argpartition(-S, k - 1, axis=1)[:, :k]
+        part = np.argpartition(S, S.shape[1] - k, axis=1)[:, S.shape[1] - k:]
     else:
         part = np.broadcast_to(np.arange(S.shape[1]), S.shape).copy()
     vals = np.take_along_axis(S, part, axis=1)
@@ -80,21 +80,53 @@ def exact_graph(X: np.ndarray, k: int) -> Graph:
     return Graph(idx, {"neighbours": "exact"})
 
 
-def _reduce(X: np.ndarray, dims: int, rng: np.random.Generator) -> np.ndarray:
+@dataclass(frozen=True)
+class Axes:
+    """Principal axes of the pooled rows (fitted on a seeded sample, labels unseen)."""
+
+    mean: np.ndarray  # (d,) float32
+    variances: np.ndarray  # (r,) float64, largest first
+    vectors: np.ndarray  # (d, r) float32
+
+    def project(self, X: np.ndarray, dims: int, scale: bool = False) -> np.ndarray:
+        """(N, dims) scores of ``X`` on the first ``dims`` axes (unit variance with
+        ``scale``), in blocks (no centred copy of ``X``)."""
+        W = self.vectors[:, :dims]
+        if scale:
+            W = W / np.sqrt(self.variances[:dims]).astype(np.float32)
+        W = np.ascontiguousarray(W, dtype=np.float32)
+        shift = self.mean @ W
+        out = np.empty((X.shape[0], W.shape[1]), dtype=np.float32)
+        for s in range(0, X.shape[0], 65_536):
+            np.subtract(X[s:s + 65_536] @ W, shift, out=out[s:s + 65_536])
+        return out
+
+
+def principal_axes(X: np.ndarray, dims: int, rng: np.random.Generator,
+                   rows: int = 20_000) -> Axes:
+    """The first ``dims`` principal axes of a seeded sample of at most ``rows`` rows of
+    ``X`` (float32 products, the eigen-decomposition in float64)."""
+    r = max(1, min(dims, X.shape[1], X.shape[0] - 1))
+    S = X if X.shape[0] <= rows else \
+        X[np.sort(rng.choice(X.shape[0], size=rows, replace=False))]
+    S = np.asarray(S, dtype=np.float32)
+    mean = S.mean(axis=0, dtype=np.float64).astype(np.float32)
+    S = S - mean
+    cov = (S.T @ S).astype(np.float64) / max(S.shape[0] - 1, 1)
+    vals, vecs = np.linalg.eigh(cov)
+    order = np.argsort(vals)[::-1][:r]
+    return Axes(mean, np.maximum(vals[order], 1e-12),
+                np.ascontiguousarray(vecs[:, order], dtype=np.float32))
+
+
+def _reduce(X: np.ndarray, dims: int, rng: np.random.Generator,
+            axes: Axes | None = None) -> np.ndarray:
     """Rows on the first ``dims`` principal components of a seeded sample of them."""
     if X.shape[1] <= dims:
         return np.ascontiguousarray(X, dtype=np.float32)
-    S = X[np.sort(rng.choice(X.shape[0], size=min(X.shape[0], 20_000), replace=False))]
-    S = S.astype(np.float64)
-    mean = S.mean(axis=0)
-    S -= mean
-    vals, vecs = np.linalg.eigh(S.T @ S)
-    W = np.ascontiguousarray(vecs[:, np.argsort(vals)[::-1][:dims]], dtype=np.float32)
-    out = np.empty((X.shape[0], dims), dtype=np.float32)
-    m32 = mean.astype(np.float32)
-    for s in range(0, X.shape[0], 65_536):
-        out[s:s + 65_536] = (X[s:s + 65_536] - m32) @ W
-    return out
+    if axes is None or axes.vectors.shape[1] < dims:
+        axes = principal_axes(X, dims, rng)
+    return axes.project(X, dims)
 
 
 def _assign(Z: np.ndarray, C: np.ndarray) -> np.ndarray:
@@ -123,13 +155,15 @@ def _kmeans(Z: np.ndarray, n_cells: int, rng: np.random.Generator, iters: int = 
     return C
 
 
-def approximate_graph(X: np.ndarray, k: int, seed: int) -> Graph:
+def approximate_graph(X: np.ndarray, k: int, seed: int, axes: Axes | None = None) -> Graph:
     """Inverted-file neighbours (see the module docstring)."""
+    from ..core.threads import for_machine, limited
+
     rng = np.random.default_rng([seed, 7])
     n = X.shape[0]
     # the builder sees the rows in an order unrelated to the sides
     perm = rng.permutation(n)
-    Z = _reduce(X, REDUCED_DIMS, rng)[perm]
+    Z = _reduce(X, REDUCED_DIMS, rng, axes)[perm]
     n_cells = max(2, n // CELL_ROWS)
     C = _kmeans(Z, n_cells, rng)
     cell = _assign(Z, C)
@@ -143,21 +177,31 @@ def approximate_graph(X: np.ndarray, k: int, seed: int) -> Graph:
     F = X[rows_of]
     hs = _half_sq(F)
     idx = np.empty((n, k), dtype=np.int64)
-    for c in range(n_cells):
-        lo, hi = bounds[c], bounds[c + 1]
-        if hi == lo:
-            continue
-        cells = [c] + [o for o in nearest[c] if o != c]
-        Q = F[lo:hi]
-        S = np.hstack([Q @ F[bounds[o]:bounds[o + 1]].T - hs[bounds[o]:bounds[o + 1]]
-                       for o in cells])  # larger = nearer, the cell's own rows first
-        S[np.arange(hi - lo), np.arange(hi - lo)] = -np.inf
-        pos = np.concatenate([np.arange(bounds[o], bounds[o + 1]) for o in cells])
-        kk = min(k, pos.size - 1)
-        nb = pos[_top_k(S, kk)[0]]
-        if kk < k:  # a tiny neighbourhood: repeat the farthest found
-            nb = np.concatenate([nb, np.repeat(nb[:, -1:], k - kk, axis=1)], axis=1)
-        idx[lo:hi] = nb
+
+    def cells_from(first: int, step: int) -> None:
+        for c in range(first, n_cells, step):
+            lo, hi = bounds[c], bounds[c + 1]
+            if hi == lo:
+                continue
+            cells = [c] + [o for o in nearest[c] if o != c]
+            S = np.hstack([F[lo:hi] @ F[bounds[o]:bounds[o + 1]].T - hs[bounds[o]:bounds[o + 1]]
+                           for o in cells])  # larger = nearer, the cell's own rows first
+            S[np.arange(hi - lo), np.arange(hi - lo)] = -np.inf
+            pos = np.concatenate([np.arange(bounds[o], bounds[o + 1]) for o in cells])
+            kk = min(k, pos.size - 1)
+            nb = pos[_top_k(S, kk)[0]]
+            if kk < k:  # a tiny neighbourhood: repeat the farthest found
+                nb = np.concatenate([nb, np.repeat(nb[:, -1:], k - kk, axis=1)], axis=1)
+            idx[lo:hi] = nb
+
+    workers = for_machine()
+    if workers > 1:  # cells are independent: one thread each (numpy drops the GIL)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with limited(1), ThreadPoolExecutor(workers) as pool:
+            list(pool.map(lambda w: cells_from(w, workers), range(workers)))
+    else:
+        cells_from(0, 1)
     out = np.empty((n, k), dtype=np.int32)
     out[rows_of] = rows_of[idx]  # back to the caller's row numbers
     recall = _recall(X, out, rng)
@@ -179,11 +223,12 @@ def _recall(X: np.ndarray, idx: np.ndarray, rng: np.random.Generator) -> float:
     return float(np.mean([np.intersect1d(a, b).size / k for a, b in zip(idx[rows], truth)]))
 
 
-def pooled_graph(X: np.ndarray, k: int, seed: int) -> Graph:
-    """The ``k``-nearest-neighbour graph of the pooled rows ``X`` (baseline rows first)."""
+def pooled_graph(X: np.ndarray, k: int, seed: int, axes: Axes | None = None) -> Graph:
+    """The ``k``-nearest-neighbour graph of the pooled rows ``X`` (baseline rows first);
+    ``axes``: principal axes of ``X`` already fitted (labels unseen), for the search."""
     k = int(min(k, X.shape[0] - 1))
     if X.shape[0] > EXACT_MAX_ROWS:
-        return approximate_graph(X, k, seed)
+        return approximate_graph(X, k, seed, axes)
     # ties (duplicate rows) are broken by position: shuffle first, so the order that breaks
     # them is unrelated to the sides (baseline rows come first in ``X``)
     perm = np.random.default_rng([seed, 11]).permutation(X.shape[0])

@@ -84,14 +84,6 @@ def novelty_threshold(k: int, share: float) -> int:
     return k
 
 
-def pack_bits(Zb: np.ndarray) -> np.ndarray:
-    """(N, b <= 64) 0/1 columns -> (N,) uint64 words, bit j = column j."""
-    N, b = Zb.shape
-    bits = np.zeros((N, 64), dtype=np.uint8)
-    bits[:, :b] = Zb > 0.5
-    return np.packbits(bits, axis=1, bitorder="little").view(np.uint64).ravel()
-
-
 def column_counts(words: np.ndarray) -> np.ndarray:
     """(64,) how many of the (N,) uint64 ``words`` have each bit set."""
     if words.size == 0:
@@ -133,20 +125,17 @@ class BitCounter:
         return sum((1 << q) * column_counts(plane & mask) for q, plane in enumerate(self.planes))
 
 
-def whitened_components(X: np.ndarray, r: int, rng: np.random.Generator) -> np.ndarray:
+def whitened_components(X: np.ndarray, r: int, rng: np.random.Generator,
+                        axes=None) -> np.ndarray:
     """(N, r) scores on the first ``r`` principal components of the pooled rows,
-    each scaled to unit variance (fitted on a seeded sample of at most 20,000 rows)."""
+    each scaled to unit variance (fitted on a seeded sample of at most 20,000 rows,
+    or ``axes`` already fitted so)."""
+    from ._graph import principal_axes
+
     r = max(1, min(r, X.shape[1], X.shape[0] - 1))
-    S = X if X.shape[0] <= 20_000 else \
-        X[np.sort(rng.choice(X.shape[0], size=20_000, replace=False))]
-    S = S.astype(np.float64)
-    mean = S.mean(axis=0)
-    S = S - mean
-    vals, vecs = np.linalg.eigh(S.T @ S / max(S.shape[0] - 1, 1))
-    order = np.argsort(vals)[::-1][:r]
-    scale = np.sqrt(np.maximum(vals[order], 1e-12))
-    W = (vecs[:, order] / scale).astype(np.float32)
-    return (X - mean.astype(np.float32)) @ W
+    if axes is None or axes.vectors.shape[1] < r:
+        axes = principal_axes(X, r, rng)
+    return axes.project(X, r, scale=True)
 
 
 def pooled_regions(X: np.ndarray, n_regions: int, rng: np.random.Generator) -> np.ndarray:
@@ -165,7 +154,14 @@ class Statistics:
     def __init__(self, X: np.ndarray, n: int, p: dict, rng: np.random.Generator):
         N = X.shape[0]
         m = N - n
-        self.graph = pooled_graph(X, min(p["k"], N - 1), int(rng.integers(2**31 - 1)))
+        from ._graph import EXACT_MAX_ROWS, REDUCED_DIMS, principal_axes
+
+        graph_seed = int(rng.integers(2**31 - 1))
+        # one set of principal axes for the search (above EXACT_MAX_ROWS) and the global
+        # component
+        dims = max(p["n_components"], REDUCED_DIMS if N > EXACT_MAX_ROWS else 0)
+        axes = principal_axes(X, dims, rng)
+        self.graph = pooled_graph(X, min(p["k"], N - 1), graph_seed, axes)
         self.k = min(p["k"], self.graph.k)
         # thresholds from the real side sizes: fixed numbers, the same for every labelling
         self.t_new = novelty_threshold(self.k, m / max(N - 1, 1))
@@ -175,17 +171,17 @@ class Statistics:
         self.region_rows = np.bincount(region, minlength=self.n_regions).astype(np.float64)
         self.onehot = np.zeros((self.n_regions, N), dtype=np.float32)
         self.onehot[region, np.arange(N)] = 1.0
-        self.W = whitened_components(X, p["n_components"], rng)
+        self.W = whitened_components(X, p["n_components"], rng, axes)
         self.W_total = self.W.sum(axis=0, dtype=np.float64)
         self.N = N
 
-    def __call__(self, Zb: np.ndarray) -> np.ndarray:
-        """(4, b) statistics for labelling columns ``Zb`` (N, b <= 64), 1 = baseline."""
-        b = Zb.shape[1]
+    def __call__(self, Zt: np.ndarray) -> np.ndarray:
+        """(4, b) statistics for labelling rows ``Zt`` (b <= 64, N) float32, 1 = current."""
+        b = Zt.shape[0]
         N = self.N
-        n = Zb.sum(axis=0, dtype=np.float64)
-        m = N - n
-        cur = pack_bits(1.0 - Zb)  # bit j: the row is current in column j
+        m = Zt.sum(axis=1, dtype=np.float64)
+        n = N - m
+        cur = pack_rows(Zt)  # bit j: the row is current in labelling j
         base = ~cur
         idx = self.graph.idx
         counter = BitCounter(N, self.k)
@@ -193,15 +189,47 @@ class Statistics:
             counter.add(cur[idx[:, j]])  # bit j of row i: is its next neighbour current?
         new = column_counts(cur & counter.at_least(self.t_new))[:b]
         gone = column_counts(base & ~counter.at_least(self.k - self.t_gone + 1))[:b]
-        cc = (self.onehot @ (1.0 - Zb)).astype(np.float64)  # (R, b) current rows per region
+        cc = (self.onehot @ Zt.T).astype(np.float64)  # (R, b) current rows per region
         expected = self.region_rows[:, None] * (m / N)[None, :]
         regions = ((cc - expected) ** 2 / np.maximum(expected, 1e-12)).sum(axis=0) \
             + ((cc - expected) ** 2 / np.maximum(self.region_rows[:, None] - expected,
                                                   1e-12)).sum(axis=0)
-        sc = ((1.0 - Zb).T @ self.W).astype(np.float64)  # (b, r) current sums
+        sc = (Zt @ self.W).astype(np.float64)  # (b, r) current sums
         diff = sc / m[:, None] - (self.W_total[None, :] - sc) / n[:, None]
         glob = np.einsum("ij,ij->i", diff, diff)
         return np.stack([new.astype(np.float64), gone.astype(np.float64), regions, glob])
+
+
+def pack_rows(Zt: np.ndarray) -> np.ndarray:
+    """(b <= 64, N) 0/1 rows -> (N,) uint64 words, bit j = row j."""
+    b, N = Zt.shape
+    packed = np.zeros((8, N), dtype=np.uint8)
+    packed[:(b + 7) // 8] = np.packbits(Zt > 0.5, axis=0, bitorder="little")
+    return np.ascontiguousarray(packed.T).view(np.uint64).ravel()
+
+
+def current_blocks(n: int, m: int, n_permutations: int, rng: np.random.Generator,
+                   groups: np.ndarray | None = None, block: int = _PERM_BLOCK):
+    """The labellings of the test in blocks of at most ``block`` rows: (b, N) float32,
+    1 = current; the first row of the first block is the real labelling (rows n.. are
+    current), each other row a uniformly drawn set of ``m`` current rows (with
+    ``groups``, :func:`permutation_blocks`' whole-group relabellings)."""
+    if groups is not None:
+        for Zb in permutation_blocks(n, m, n_permutations, rng, groups, block):
+            yield np.ascontiguousarray(1.0 - Zb.T)
+        return
+    N = n + m
+    total = n_permutations + 1
+    for start in range(0, total, block):
+        b = min(block, total - start)
+        Zt = np.zeros((b, N), dtype=np.float32)
+        first = 0
+        if start == 0:
+            Zt[0, n:] = 1.0
+            first = 1
+        for j in range(first, b):
+            Zt[j, rng.choice(N, m, replace=False, shuffle=False)] = 1.0
+        yield Zt
 
 
 def rank_p_values(S: np.ndarray) -> np.ndarray:
@@ -223,8 +251,8 @@ def compute(B: np.ndarray, C: np.ndarray, p: dict, ctx: Context) -> DriftResult:
     n, m = Bs.shape[0], Cs.shape[0]
     X = np.concatenate([Bs, Cs]).astype(np.float32, copy=False)
     stats = Statistics(X, n, p, rng)
-    S = np.concatenate([stats(Zb) for Zb in permutation_blocks(
-        n, m, p["n_permutations"], rng, ctx.groups, _PERM_BLOCK)], axis=1)
+    S = np.concatenate([stats(Zt) for Zt in current_blocks(
+        n, m, p["n_permutations"], rng, ctx.groups)], axis=1)
     ranks = rank_p_values(S)
     component_p = ranks[:, 0]
     combined = -ranks.min(axis=0)
