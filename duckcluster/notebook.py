@@ -356,10 +356,28 @@ def _labels_beside(ax: Any, centres: np.ndarray, strings: list[str], colours: li
                     alpha=0.8, zorder=2.5)
 
 
+def map_kind(con: duckdb.DuckDBPyConnection, name: str, run_id: str | None = None) -> str:
+    """'graph' or 'pca': where a run's x, y come from (an assign run: its base run's map),
+    from ``cluster_runs(...).choices``."""
+    rows = con.sql(f"SELECT run_id, mode, base_run_id, choices FROM "
+                   f"cluster_runs({quote_literal(name)}) WHERE status = 'succeeded'").fetchall()
+    by_id = {r[0]: r for r in rows}
+    row = by_id.get(run_id) if run_id is not None else (rows[-1] if rows else None)
+    if row is not None and row[1] == "assign":
+        row = by_id.get(row[2])
+    if row is None or not row[3]:
+        return "pca"
+    return (json.loads(row[3]).get("map") or {}).get("kind", "pca")
+
+
 def plot_clusters(con: duckdb.DuckDBPyConnection, name: str, run_id: str | None = None, *,
                   ax: Any = None, max_points: int = MAX_POINTS, seed: int = 0,
                   names: bool = True) -> Any:
-    """A run's members on their plotting coordinates (x, y), each cluster named where it is.
+    """A run's members on their map (x, y), each cluster named where it is.
+
+    The map is the layout of the run's neighbour graph when its pipeline built one (the
+    default ``auto`` on wide input, a ``umap`` step), else the PCA plane; the title says
+    which.
 
     Clusters are named by their label, else their first keywords (``cluster_label``
     makes both), else their number, in a font that grows with the cluster, on a halo;
@@ -417,7 +435,8 @@ def plot_clusters(con: duckdb.DuckDBPyConnection, name: str, run_id: str | None 
     ax.set_yticks([])
     for side in ax.spines.values():
         side.set_visible(False)
-    notes = [f"{len(ids)} clusters", f"{n:,} members"]
+    notes = [f"{len(ids)} clusters", f"{n:,} members",
+             "graph map" if map_kind(con, name, run_id) == "graph" else "PCA map"]
     if noise.any():
         notes.append(f"{(cols['cluster_id'] == -1).mean():.0%} noise (grey)")
     if np.isfinite(z).any():

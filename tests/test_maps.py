@@ -193,3 +193,10 @@ def test_graph_layout_has_the_asked_dimensions(dims):
     gm, layout = graph_map(X, g[0][0], g[0][1], dims, 0)
     assert layout.shape == (len(X), dims) and np.isfinite(layout).all()
     assert gm.positions.shape == (len(X), dims)
+
+
+def test_the_map_curve_constants_are_what_umap_fits_for_its_min_dist():
+    from duckcluster.core.preprocess import _ab_params
+    from duckcluster.core.projection import MAP_AB, MAP_MIN_DIST
+
+    assert _ab_params(1.0, MAP_MIN_DIST) == pytest.approx(MAP_AB, rel=1e-6)

@@ -158,8 +158,9 @@ def _words(k: int) -> list[str]:
     return [syllables[i % 10] + syllables[(i // 10 + 3) % 10] + "nar" for i in range(k)]
 
 
-def _named_run(con, k: int, d: int, n_per: int = 30):
-    """A kmeans run of k blobs whose member texts give each cluster its own word."""
+def _named_run(con, k: int, d: int, n_per: int = 30, algorithm: str = "kmeans"):
+    """A run of k blobs (kmeans, or auto told k) whose member texts give each cluster its
+    own word."""
     from conftest import blobs, load_table
 
     X, truth = blobs(n_per=n_per, k=k, d=d, spread=0.05, seed=3)
@@ -168,7 +169,7 @@ def _named_run(con, k: int, d: int, n_per: int = 30):
              for i, t in enumerate(truth)]
     load_table(con, "docs", X, body=texts)
     con.sql("SELECT cluster_create('topics', 'docs', 'embedding', id := 'doc_id', "
-            f"algorithm := 'kmeans', params := {{'n_clusters': {k}}})").fetchall()
+            f"algorithm := '{algorithm}', params := {{'n_clusters': {k}}})").fetchall()
     con.sql("SELECT cluster_execute('topics')").fetchall()
     con.sql("SELECT cluster_label('topics')").fetchall()
 
@@ -177,10 +178,12 @@ def _visible_texts(ax):
     return [t for t in ax.texts if t.get_visible() and t.get_text()]
 
 
-@pytest.mark.parametrize("k,d", [(4, 3), (50, 16)])
-def test_plot_clusters_names_clusters(k, d):
+@pytest.mark.parametrize("k,d,algorithm", [(4, 3, "kmeans"), (50, 16, "kmeans"),
+                                           (50, 48, "auto")])
+def test_plot_clusters_names_clusters(k, d, algorithm):
     """Clusters are named by their keywords at (or beside) the clusters, never by number;
-    no legend; no two names overlap; neighbouring clusters get different colours."""
+    no legend; no two names overlap; neighbouring clusters get different colours. On the
+    PCA map (kmeans) and on the graph map (auto on 48-d input lays out its UMAP graph)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -189,10 +192,12 @@ def test_plot_clusters_names_clusters(k, d):
 
     con = duckcluster.connect()
     try:
-        _named_run(con, k, d)
+        _named_run(con, k, d, algorithm=algorithm)
         names = cluster_names(con, "topics")
         assert len(names) == k
         ax = plot_clusters(con, "topics")
+        kind = "graph" if algorithm == "auto" else "PCA"
+        assert f"{kind} map" in ax.get_title()
     finally:
         con.close()
     texts = _visible_texts(ax)

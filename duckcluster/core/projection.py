@@ -157,6 +157,9 @@ PLACE_NEIGHBORS = 5
 #: Minimum distance of the map's layout (umap-learn's default for pictures; the
 #: clustering reduction uses 0, which packs clusters into dots).
 MAP_MIN_DIST = 0.1
+#: a, b of UMAP's curve 1 / (1 + a d^2b) for spread 1 and :data:`MAP_MIN_DIST` (what
+#: ``preprocess._ab_params`` fits; constants here so a map does not import scipy.optimize)
+MAP_AB = (1.5769434602697652, 0.8950608778515733)
 #: Learning rate the map's layout starts at: it starts from the clustering embedding,
 #: already close, so half of umap-learn's 1.0 (measured: higher trustworthiness at
 #: the same epochs on docstrings8, bench/maps.py).
@@ -175,7 +178,7 @@ def graph_layout(graph, embedding: np.ndarray, dimensions: int, seed: int,
     """A ``dimensions``-D layout (float32, n x dimensions) of the neighbour ``graph``
     (UMAP's pruned fuzzy graph) started from the PCA of the clustering ``embedding``
     that graph produced; deterministic for a seed."""
-    from .preprocess import PARALLEL_LAYOUT_MIN_ROWS, _ab_params
+    from .preprocess import PARALLEL_LAYOUT_MIN_ROWS
     from .preprocess.layout import optimize_layout
 
     E = np.asarray(embedding, dtype=np.float32)
@@ -191,7 +194,7 @@ def graph_layout(graph, embedding: np.ndarray, dimensions: int, seed: int,
     if n < 3 or graph.nnz == 0:
         return init
     init *= 10.0 / max(float(np.abs(init).max()), 1e-12)
-    a, b = _ab_params(1.0, MAP_MIN_DIST)
+    a, b = MAP_AB
     epochs = n_epochs if n_epochs is not None else map_epochs(n)
     out = optimize_layout(np.ascontiguousarray(init), graph, epochs, a, b, seed,
                           initial_alpha=MAP_ALPHA, parallel=n > PARALLEL_LAYOUT_MIN_ROWS)
