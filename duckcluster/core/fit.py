@@ -79,11 +79,14 @@ def quiet_fit_warnings() -> Iterator[None]:
     """Degenerate inputs (constant columns, fewer distinct points than asked) make
     sklearn warn on stderr in the middle of a query; the quality metrics and
     should_recluster report them instead."""
-    from sklearn.exceptions import ConvergenceWarning
+    import sys
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        warnings.simplefilter("ignore", ConvergenceWarning)
+        exc = sys.modules.get("sklearn.exceptions")  # never imported for this (1+ s)
+        if exc is not None:
+            warnings.simplefilter("ignore", exc.ConvergenceWarning)
+        # ConvergenceWarning is a UserWarning: those raised in sklearn's modules are here
         warnings.filterwarnings("ignore", category=UserWarning, module="sklearn")
         yield
 

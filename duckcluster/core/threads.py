@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +28,7 @@ from typing import Any, TypeVar
 
 _lock = threading.Lock()
 _controller: Any = None
+_saw_sklearn = False
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -80,18 +82,22 @@ def for_machine() -> int:
 
 
 def controller() -> Any:
-    """The process's ThreadpoolController (made at the first call)."""
-    global _controller
+    """The process's ThreadpoolController (made at the first call, and once more after
+    scikit-learn is first imported, so it sees scikit-learn's OpenMP runtime; importing
+    scikit-learn just for that cost 1-1.2 s of every fresh process, 4-7 s on the busy
+    machine, and the default pipeline needs nothing else of it)."""
+    global _controller, _saw_sklearn
     with _lock:
-        if _controller is None:
+        sklearn_now = "sklearn" in sys.modules
+        if _controller is None or (sklearn_now and not _saw_sklearn):
             from threadpoolctl import ThreadpoolController
 
-            try:  # load scikit-learn's OpenMP runtime first, so the controller sees it
-                import sklearn.utils._openmp_helpers  # noqa: F401
-            except ImportError:
-                pass
-
-            _controller = ThreadpoolController()
+            if sklearn_now:  # its OpenMP runtime is loaded with its compiled modules
+                try:
+                    import sklearn.utils._openmp_helpers  # noqa: F401
+                except ImportError:
+                    pass
+            _controller, _saw_sklearn = ThreadpoolController(), sklearn_now
         return _controller
 
 

@@ -103,17 +103,25 @@ def _whitening(X: np.ndarray, p: dict, seed: int) -> np.ndarray:
 
 
 def _pca(X: np.ndarray, p: dict, seed: int) -> np.ndarray:
-    from sklearn.decomposition import PCA
+    """``PCA(n_components, whiten)`` scores by the numpy PCA of core/projection.py
+    (exact; signs by svd_flip's convention; scikit-learn's PCA took its randomized
+    solver for e.g. 2,000 x 384 rows). Importing scikit-learn for it cost 1-1.2 s of a
+    fresh process (4-7 s on the busy machine): the UMAP step's PCA initialisation made
+    the default pipeline import it."""
+    from ..projection import principal_components
 
     n, d = X.shape
     k = min(p["n_components"], n, d)
     if k < 1:
         return np.zeros((n, max(k, 0)), dtype=np.float32)
-    model = PCA(n_components=k, whiten=p["whiten"], random_state=random_state(seed))
-    with warnings.catch_warnings():
+    X = np.asarray(X, dtype=np.float64 if X.dtype == np.float64 else np.float32)
+    mean, comps, var, _ = principal_components(X, k, exact=n < 10 * d)
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
         # whiten=True divides by zero variance on rank-deficient input
         warnings.simplefilter("ignore", RuntimeWarning)
-        out = model.fit_transform(X)
+        out = (np.asarray(X, dtype=np.float64) - mean) @ comps.T
+        if p["whiten"]:
+            out = out / np.sqrt(var)
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
 
 
