@@ -214,3 +214,55 @@ def test_agglomerative_cross_field_checks():
     X, y = unit_blobs(n=300, k=3, seed=2)
     labels = get_algorithm("agglomerative").fit_predict(X, p, 0)
     assert adjusted_rand_score(y, labels) == 1.0
+
+
+# -- k-means: the numpy Lloyd (kmeans.lloyd) against scikit-learn's KMeans, same init --
+
+def _sklearn_lloyd(X, init, max_iter=300, tol=1e-4):
+    from sklearn.cluster import KMeans
+
+    m = KMeans(len(init), init=init, n_init=1, max_iter=max_iter, tol=tol,
+               algorithm="lloyd").fit(X)
+    return m.labels_, m.inertia_
+
+
+def _ours(X, init, max_iter=300, tol=1e-4):
+    from duckcluster.core.algorithms.kmeans import lloyd
+
+    mean = X.mean(axis=0, dtype=np.float64).astype(X.dtype)  # centred, as _fit does
+    labels, _, inertia = lloyd(X - mean, init - mean, max_iter, tol)
+    return labels, inertia
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)  # real handwritten digits, 10 known classes
+    X = X.astype(np.float32)
+    X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    return X, y
+
+
+@pytest.mark.parametrize("data", ["digits", "blobs"])
+def test_lloyd_matches_sklearn_kmeans_on_the_same_init(data):
+    from duckcluster.core.algorithms.kmeans import kmeans_plusplus
+
+    X, y = _digits() if data == "digits" else unit_blobs(n=3000, k=12, d=64, sigma=0.2)
+    k = len(np.unique(y))
+    init = kmeans_plusplus(X, k, 7)
+    ours, ours_inertia = _ours(X, init)
+    theirs, their_inertia = _sklearn_lloyd(X, init)
+    assert ours_inertia == pytest.approx(their_inertia, rel=1e-4)
+    assert adjusted_rand_score(theirs, ours) == 1.0
+    assert adjusted_rand_score(y, ours) > (0.5 if data == "digits" else 0.8)
+
+
+def test_lloyd_relocates_an_empty_cluster_like_sklearn():
+    X, _ = unit_blobs(n=600, k=4, d=16, sigma=0.05, seed=2)
+    init = X[[0, 1, 150, 300]].copy()
+    init[1] = -init[0]  # far from every row: no row picks it in the first step
+    ours, ours_inertia = _ours(X, init)
+    theirs, their_inertia = _sklearn_lloyd(X, init)
+    assert len(np.unique(ours)) == 4  # the empty cluster took a row and grew
+    assert ours_inertia == pytest.approx(their_inertia, rel=1e-4)
+    assert adjusted_rand_score(theirs, ours) == 1.0
