@@ -40,7 +40,7 @@ from .._errors import SpecError
 #: A region is "new" when its baseline share is at most this share of its current share.
 NEW_RATIO = 0.2
 #: Regions by default: about one per this many pooled rows, within the bounds below.
-ROWS_PER_REGION = 50
+ROWS_PER_REGION = 30
 MIN_REGIONS, MAX_REGIONS = 4, 64
 #: Documents per region fed to c-TF-IDF (a seeded sample above it).
 MAX_DOCS = 3000

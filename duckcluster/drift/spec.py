@@ -157,6 +157,6 @@ EXPLAIN_OPTIONS: dict[str, Param] = {
                 doc="the id column of the example rows (default: 'id' when the sides have "
                     "one, else the row's position)"),
     "n_regions": Param(int, None, low=2, high=1000, nullable=True,
-                       doc="regions of the pooled rows (default: one per 50 rows, 4 to 64)"),
+                       doc="regions of the pooled rows (default: one per 30 rows, 4 to 64)"),
     "n_examples": Param(int, 3, low=0, high=50, doc="example rows per region"),
 }
