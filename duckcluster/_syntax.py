@@ -15,6 +15,7 @@ text (CALL, PREPARE, SHOW ...) are refused with an error. Its grammar::
     CLUSTER BY EMBEDDING(column [, column ...])
     [USING algorithm [( [name {= | => | :=} value [, ...]] )]]
     [PREPROCESS step [( ... )] [, step [( ... )] ...]]
+    [PARTITION BY column]                -- one clustering per value (partition_by)
     [ID column]
     [OPTIONS (name = value [, ...])]     -- seed, sample_size, pooling, partition_by, noise
 
@@ -87,7 +88,8 @@ FUNCTION = "cluster_embeddings"
 SOURCE_PREFIX = "__dc_src_"
 EXPECTED = (
     "CLUSTER BY EMBEDDING(column[, column ...]) [USING algorithm[(param = value, ...)]] "
-    "[PREPROCESS step[(param = value, ...)], ...] [ID column] [OPTIONS(name = value, ...)]"
+    "[PREPROCESS step[(param = value, ...)], ...] [PARTITION BY column] [ID column] "
+    "[OPTIONS(name = value, ...)]"
 )
 #: The options of cluster_embeddings besides algorithm, params, preprocessing and id.
 OPTIONS = ("seed", "sample_size", "pooling", "partition_by", "noise")
@@ -257,13 +259,17 @@ class _Parser(DuckDBParser):
         if self._match(_T.USING):
             algorithm = self._dc_name("an algorithm name after USING", lower=True)
             params = self._dc_params(algorithm)
-        preprocessing = column = options = None
+        preprocessing = column = options = partition = None
         while True:
             if preprocessing is None and self._dc_is_word("PREPROCESS"):
                 self._advance()
                 preprocessing = [self._dc_step()]
                 while self._match(_T.COMMA):
                     preprocessing.append(self._dc_step())
+            elif partition is None and self._curr and \
+                    self._curr.token_type is _T.PARTITION_BY:
+                self._advance()
+                partition = (self._prev, self._dc_column("a column name after PARTITION BY"))
             elif column is None and self._dc_is_word("ID"):
                 self._advance()
                 column = self._dc_column("an id column name after ID")
@@ -279,6 +285,11 @@ class _Parser(DuckDBParser):
                                       + f"; the options are {', '.join(OPTIONS)}", token)
             else:
                 break
+        if partition is not None:  # the clause form of OPTIONS(partition_by = 'column')
+            if options and "partition_by" in options:
+                self._dc_fail("PARTITION BY and OPTIONS(partition_by = ...) both name the "
+                              "partition; keep one", partition[0])
+            options = {**(options or {}), "partition_by": partition[1]}
         self._dc_check_follower()
         node = ClusterEmbedding(
             clause=Clause(

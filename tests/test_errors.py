@@ -55,6 +55,10 @@ CREATE_CASES = [
      "The 'eps' parameter of dbscan must be a float in the range (0, inf). Got inf instead."),
     ("id column not scalar", dict(source="'(SELECT [doc_id] AS doc_id, embedding FROM docs)'"),
      "has type BIGINT[], but an id must be one scalar value per row"),
+    ("missing partition column", dict(extra=", partition_by := 'topc'"),
+     "The partition_by column 'topc' does not exist in source 'docs'. Did you mean 'topic'?"),
+    ("partition not per row", dict(extra=", partition_by := 'max(topic)'"),
+     "partition_by 'max(topic)' of source 'docs' is not a column or a per-row expression"),
 ]
 
 
@@ -388,9 +392,9 @@ def test_misspelled_named_argument_is_named(con, docs):
         ("SELECT assign_cluster(embedding) FROM docs",
          "assign_cluster needs 2 positional arguments (embedding, cluster_name); got 1, so "
          "cluster_name is missing."),
-        ("SELECT assign_cluster(embedding, 't', 0.5, 7) FROM docs",
-         "assign_cluster takes 2 positional arguments (embedding, cluster_name); got 4. Pass the "
-         "others by name (threshold := 0.5)."),
+        ("SELECT assign_cluster(embedding, 't', 0.5, 7, 8) FROM docs",
+         "assign_cluster takes 2 positional arguments (embedding, cluster_name); got 5. Pass the "
+         "others by name (threshold := 0.5, partition := "),
         ("SELECT * FROM cluster_list('t')", "cluster_list takes no arguments; got 1."),
         # strings and comments holding ':=' and commas are not arguments
         ("SELECT cluster_create('t', source := 'docs -- x := 1, y', embedding := 'a,b', "

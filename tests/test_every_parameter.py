@@ -83,6 +83,7 @@ INVALID = {
     ("cluster_create", "source"): "'no_such_table'",
     ("cluster_create", "embedding"): "'no_such_column'",
     ("cluster_create", "id"): "'no_such_column'",
+    ("cluster_create", "partition_by"): "'no_such_column'",
     ("cluster_promote", "taxonomy_name"): "''",
     ("cluster_assign_parquet", "source"): "'{dir}/missing/*.parquet'",
     ("cluster_assign_parquet", "output"): "''",
@@ -156,7 +157,7 @@ NO_INVALID_VALUE = {
 
 #: Identifying arguments: the message may echo the bad value instead of the parameter name
 #: ("No cluster definition named 'no_such_definition'").
-BY_VALUE = {"name", "run_id", "baseline", "current", "time_column", "target", "taxonomy_name", "trigger_id", "webhook_id", "source",
+BY_VALUE = {"name", "partition_by", "run_id", "baseline", "current", "time_column", "target", "taxonomy_name", "trigger_id", "webhook_id", "source",
             "embedding", "id", "text", "fields", "clusters", "output", "secret", "url"}
 
 #: JSON containers: the message names the key inside them that is wrong.

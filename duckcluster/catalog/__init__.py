@@ -19,11 +19,21 @@ from .._errors import DuckclusterError
 #: Version of the catalog layout this code writes. Bump it with an entry in
 #: :data:`MIGRATIONS` when a change needs more than the idempotent DDL files
 #: (``CREATE ... IF NOT EXISTS``, ``ADD COLUMN IF NOT EXISTS``) already do.
-CATALOG_VERSION = 1
+CATALOG_VERSION = 2
+
+
+def _partitions(cur: duckdb.DuckDBPyConnection) -> None:
+    """2: ``partition_by`` definitions. Members, centroids and lineage rows get a nullable
+    ``partition`` column (NULL for every existing row: they are unpartitioned). The DDL file
+    adds them too (a catalog created by the stock CLI from ``catalog.sql``); the version
+    keeps an older duckcluster, which would assign rows across partitions, off the file."""
+    for table in ("members", "centroids", "lineage"):
+        cur.execute(f"ALTER TABLE duckcluster.{table} ADD COLUMN IF NOT EXISTS partition VARCHAR")
+
 
 #: version -> step that brings a catalog of ``version - 1`` to ``version``; each runs in
 #: the transaction of :func:`ensure`, after the DDL files.
-MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {}
+MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {2: _partitions}
 
 #: Catalog tables whose rows belong to one definition through a ``name`` column;
 #: ``cluster_delete(..., drop_artifacts := true)`` empties them for that name. Webhooks

@@ -691,11 +691,20 @@ def previous_full_run(cur, name: str) -> str | None:
 
 
 def top_nodes(cur, run_id: str) -> pa.Table:
-    """cluster_id, node_id, size, centroid, label, summary, keywords of a run's top-level
-    clusters (cluster_id order)."""
-    return cur.sql("SELECT cluster_id, node_id, size, centroid, label, summary, keywords "
+    """cluster_id, node_id, size, centroid, label, summary, keywords and partition of a
+    run's top-level clusters (cluster_id order)."""
+    return cur.sql("SELECT cluster_id, node_id, size, centroid, label, summary, keywords, "
+                   "partition "
                    "FROM duckcluster.centroids WHERE run_id = ? AND hierarchy_level = 0 "
                    "ORDER BY cluster_id", params=[run_id]).to_arrow_table()
+
+
+def cluster_partitions(cur, run_id: str) -> dict[int, str | None]:
+    """cluster_id -> partition (text; NULL for unpartitioned runs) of a run's top-level
+    clusters."""
+    return {int(c): p for c, p in cur.execute(
+        "SELECT cluster_id, partition FROM duckcluster.centroids WHERE run_id = ? AND "
+        "hierarchy_level = 0", [run_id]).fetchall()}
 
 
 def member_flows(cur, run_id: str, members: pa.Table) -> list[tuple[int, int, int]]:

@@ -46,6 +46,10 @@ OPTIONS: dict[str, Param] = {
     "backend": Param(str, "local", choices=tuple(BACKENDS),
                      doc="where hierarchical sub-clustering runs: 'local' (this process) or "
                          "'ray' (one Ray task per cluster to split); results are identical"),
+    "partition_by": Param(str, None, nullable=True,
+                          doc="a column or SQL expression of the source: one clustering per "
+                              "value (NULL rows are one partition of their own); cluster ids "
+                              "are unique across the run"),
     "stable_ids": Param(bool, True,
                         doc="a full run reuses the ids of the clusters it continues from the "
                             "previous full run (false: number clusters afresh every run)"),
@@ -77,6 +81,7 @@ class ClusterSpec:
     pooling: str = "mean"
     backend: str = "local"
     stable_ids: bool = True
+    partition_by: str | None = None
     noise: str | None = None
     noise_threshold: float | None = None
     labeling: Mapping[str, Any] | None = None
@@ -110,6 +115,12 @@ class ClusterSpec:
         steps = validate_steps(parse_json_arg("preprocessing", d.get("preprocessing"), list))
         opts = validate_params("the cluster definition", OPTIONS,
                                {k: d[k] for k in OPTIONS if k in d})
+        if opts.get("partition_by") is not None:
+            part = opts["partition_by"].strip()
+            if not part or "\x00" in part:
+                raise SpecError("'partition_by' must name a column of the source or be one SQL "
+                                f"expression over its columns, like 'lang'. Got {opts['partition_by']!r}.")
+            opts["partition_by"] = part
         labeling = parse_json_arg("labeling", d.get("labeling"))
         lineage = parse_json_arg("lineage", d.get("lineage"))
         if lineage:

@@ -27,7 +27,7 @@ from ..core.algorithms import get_algorithm
 from ..core.fit import fit
 from ..core.spec import ClusterSpec, check_rows
 from ..core.threads import machine_sized
-from . import lineage, reader, stream, tables
+from . import lineage, partition, reader, stream, tables
 from .reader import SourceData, read_source  # noqa: F401  (re-exported)
 
 Progress = Callable[[str], None]
@@ -57,6 +57,8 @@ def create(cur, args: Mapping[str, Any], replace: bool = False,
     else:
         spec = spec.replace(id=find_key(cur, spec.source, cols))
     reader.check_id_type(cols, spec.id, spec.source)
+    if spec.partition_by is not None:
+        partition.check(cur, spec, src, cols)
     catalog.put_definition(cur, spec, replace=replace)
     from ..catalog.read_side import sync_members_view  # ids in their own type
 
@@ -99,8 +101,14 @@ def execute(cur, name: str, settings: catalog.Settings, mode: str = "full",
         progress(f"{name}: reading source")
         p = reader.plan(cur, spec)
         alg = get_algorithm(spec.algorithm)
-        sampled = mode == "full" and bool(spec.sample_size) and p.n_rows > spec.sample_size
-        if mode == "assign":
+        sampled = mode == "full" and bool(spec.sample_size) and p.n_rows > spec.sample_size \
+            and spec.partition_by is None  # partitions: sample_size applies per partition
+        extra_quality = None
+        if mode == "assign" and spec.partition_by is not None:
+            data, centroids, members, quality, n_clusters = partition.assign_run(
+                cur, run_id, spec, p, base_run, thr, stage)
+            n_fit, projection, choices = 0, None, None
+        elif mode == "assign":
             data, centroids, members, quality, n_clusters = stream.assign_run(
                 cur, run_id, spec, p, base_run, thr, stage)
             n_fit, projection, choices = 0, None, None
@@ -112,14 +120,20 @@ def execute(cur, name: str, settings: catalog.Settings, mode: str = "full",
         else:
             reader.check_memory(spec, p.n_rows, p.dim, alg.quadratic_memory, False)
             data = read_source(cur, spec, p)
-            check_rows(spec, len(data.ids))
-            result = fit(data.X, spec, progress=stage)
-            centroids, members = tables.full_tables(run_id, spec, data, result)
-            projection = result.projection
-            quality = result.quality
-            n_clusters = int(len(result.cluster_ids))
-            n_fit = result.n_fit
-            choices = result.choices
+            if spec.partition_by is not None:  # one fit per partition (engine/partition.py)
+                pf = partition.fit_partitions(cur, run_id, spec, p, data, stage)
+                centroids, members, quality = pf.centroids, pf.members, pf.quality
+                n_clusters, n_fit, choices = pf.n_clusters, pf.n_fit, pf.choices
+                projection, extra_quality = None, pf.extra_quality
+            else:
+                check_rows(spec, len(data.ids))
+                result = fit(data.X, spec, progress=stage)
+                centroids, members = tables.full_tables(run_id, spec, data, result)
+                projection = result.projection
+                quality = result.quality
+                n_clusters = int(len(result.cluster_ids))
+                n_fit = result.n_fit
+                choices = result.choices
         # stable ids, lineage and carried labels (engine/lineage.py)
         if mode == "full":
             stage("matching clusters to the previous full run")
@@ -129,6 +143,8 @@ def execute(cur, name: str, settings: catalog.Settings, mode: str = "full",
         centroids, members = identity.centroids, identity.members
         stage("writing")
         q = quality.as_dict()
+        if extra_quality is not None:  # per partition (cluster_quality shows a row each)
+            q["partitions"] = extra_quality
         timings[stage_name] = round(time.perf_counter() - last, 4)
         timings["total"] = round(time.perf_counter() - t0, 4)
         updates = {

@@ -13,6 +13,7 @@ run), so sub-node ids are not stable and sub-nodes are labeled afresh.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 
@@ -77,7 +78,12 @@ def identify(cur, spec: ClusterSpec, run_id: str, centroids: pa.Table,
     flows = [(pos_old.get(a, -1), pos_new.get(b, -1), n)
              for a, b, n in catalog.member_flows(cur, prev, members)]
     F = lineage.flow_matrix(len(old_ids), len(new_ids), flows)
-    linked = lineage.link(Co, Cn, F, spec.lineage, new_sizes=sizes)
+    new_parts = _partitions(centroids, top)
+    old_parts = old.column("partition").to_pylist()
+    if spec.partition_by is None and not any(p is not None for p in old_parts):
+        linked = lineage.link(Co, Cn, F, spec.lineage, new_sizes=sizes)
+    else:  # a partition's clusters continue the previous run's of the same partition only
+        linked = _link_by_partition(Co, Cn, F, spec.lineage, sizes, old_parts, new_parts)
     if spec.stable_ids:
         final, next_id = lineage.assign_ids(new_ids, linked.match, old_ids, next_id)
     else:
@@ -92,12 +98,55 @@ def identify(cur, spec: ClusterSpec, run_id: str, centroids: pa.Table,
         "centroid_similarity": e.similarity, "member_overlap": e.overlap,
         "previous_share": e.previous_share, "share": e.share, "shared_members": e.shared,
         "previous_size": int(old_sizes[e.old]) if e.old >= 0 else None,
-        "size": int(sizes[e.new]) if e.new >= 0 else None} for e in linked.events]
+        "size": int(sizes[e.new]) if e.new >= 0 else None,
+        "partition": new_parts[e.new] if e.new >= 0 else old_parts[e.old]}
+        for e in linked.events]
     keep = [(int(linked.match[j]), int(j)) for j in np.flatnonzero(linked.keep_label)]
     out.carried = _carried(cur, prev, old, keep, final)
     if out.carried:
         out.centroids = _with_labels(out.centroids, out.carried)
     return out
+
+
+def _partitions(centroids: pa.Table, top: np.ndarray) -> list:
+    """The partition of each top-level cluster (all None without partition_by)."""
+    if "partition" not in centroids.column_names:
+        return [None] * len(top)
+    return centroids.column("partition").take(pa.array(top)).to_pylist()
+
+
+def _link_by_partition(Co, Cn, F, options, sizes, old_parts, new_parts) -> lineage.Linked:
+    """:func:`duckcluster.core.lineage.link` within each partition, in the positions of the
+    whole run. Rows that changed partition count as having left (the old cluster's noise
+    column) and as new (the new cluster's noise row), as rows that became noise do."""
+    k_old, k_new = len(old_parts), len(new_parts)
+    match = np.full(k_new, -1, dtype=np.int64)
+    keep = np.zeros(k_new, dtype=bool)
+    events: list[lineage.Event] = []
+    keys = {p for p in old_parts} | {p for p in new_parts}
+    for key in sorted(keys, key=lambda p: (p is None, p or "")):
+        io = np.array([i for i, p in enumerate(old_parts) if p == key], dtype=np.int64)
+        jn = np.array([j for j, p in enumerate(new_parts) if p == key], dtype=np.int64)
+        others_o = np.setdiff1d(np.arange(k_old), io)
+        others_n = np.setdiff1d(np.arange(k_new), jn)
+        Fg = np.zeros((len(io) + 1, len(jn) + 1), dtype=np.int64)
+        Fg[:len(io), :len(jn)] = F[np.ix_(io, jn)]
+        Fg[:len(io), len(jn)] = F[io, k_new] + F[np.ix_(io, others_n)].sum(axis=1)
+        Fg[len(io), :len(jn)] = F[k_old, jn] + F[np.ix_(others_o, jn)].sum(axis=0)
+        width = Cn.shape[1] if Cn.ndim == 2 and Cn.size else (Co.shape[1] if Co.ndim == 2 else 0)
+        co = Co[io] if len(io) else np.zeros((0, width), np.float32)
+        cn = Cn[jn] if len(jn) else np.zeros((0, width), np.float32)
+        got = lineage.link(co, cn, Fg, options, new_sizes=sizes[jn])
+        match[jn] = np.where(got.match >= 0, io[np.maximum(got.match, 0)] if len(io) else -1,
+                             -1)
+        keep[jn] = got.keep_label
+        events += [dataclasses.replace(e, old=int(io[e.old]) if e.old >= 0 else -1,
+                                       new=int(jn[e.new]) if e.new >= 0 else -1)
+                   for e in got.events]
+    order = {e: n for n, e in enumerate(lineage.EVENTS)}
+    events.sort(key=lambda e: (order[e.event], e.old if e.old >= 0 else 1 << 40,
+                               e.new if e.new >= 0 else 1 << 40))
+    return lineage.Linked(match=match, events=events, keep_label=keep)
 
 
 def inherit(cur, base_run: str, centroids: pa.Table, members: pa.Table) -> Identity:

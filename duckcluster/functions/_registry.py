@@ -21,6 +21,7 @@ from typing import Any
 import duckdb
 import numpy as np
 
+from .._errors import SpecError
 from ..catalog import runs as catalog
 from ..core import progress as core_progress
 
@@ -237,6 +238,7 @@ class _State:
         self.con_ref = weakref.ref(con)
         self.settings = settings
         self.cache: dict[str, tuple[int, float, str, np.ndarray, np.ndarray]] = {}
+        self.part_cache: dict[tuple[str, str, int], tuple[str | None, dict | None]] = {}
         self.generation = 0
         self.taxonomy_cache: dict[str, tuple[int, float, Any]] = {}
         self.taxonomy_generation = 0
@@ -266,6 +268,38 @@ class _State:
         C = ref.C if len(ids_arr) else np.zeros((0, 0), dtype=np.float32)
         self.cache[name] = (gen, now, run_id, ids_arr, C)
         return run_id, ids_arr, C
+
+    def partitioning(self, name: str, run_id: str) -> tuple[str | None, list | None]:
+        """(partition_by, the partition of each centroid of :meth:`centroids`) of a run;
+        (None, None) for a definition without partition_by. Cached per run."""
+        key = (name, run_id, catalog.epoch())
+        hit = self.part_cache.get(key)
+        if hit is None:
+            with self.cursor() as cur:
+                by = catalog.get_definition(cur, name).partition_by
+                parts = catalog.cluster_partitions(cur, run_id) if by is not None else None
+            if len(self.part_cache) > 256:
+                self.part_cache.clear()
+            hit = self.part_cache[key] = (by, parts)
+        by, parts = hit
+        if by is None:
+            return None, None
+        ids = self.centroids(name)[1]
+        return by, [parts.get(int(c)) for c in ids]
+
+    def partition_centroids(self, name: str, value: str | None
+                            ) -> tuple[str, np.ndarray, np.ndarray]:
+        """(run_id, cluster_ids, C) of the latest full run's clusters of one partition
+        (none for a partition the run does not have)."""
+        run_id, ids_arr, C = self.centroids(name)
+        by, parts = self.partitioning(name, run_id)
+        if by is None:
+            raise SpecError(f"assign_cluster: cluster {name!r} has no partition_by, so it takes "
+                            "no partition; drop partition := from the call.")
+        mine = np.array([p == value for p in parts], dtype=bool)
+        if not mine.any():
+            return run_id, ids_arr[:0], np.zeros((0, 0), dtype=np.float32)
+        return run_id, ids_arr[mine], C[mine]
 
 
 def _has_udfs(con: duckdb.DuckDBPyConnection) -> bool:

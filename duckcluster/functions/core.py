@@ -256,8 +256,11 @@ def _refuse_nonfinite(emb: pa.Array) -> None:
 
 
 def _assign_batch(state: _State, emb: pa.ChunkedArray, name: pa.ChunkedArray,
-                  threshold: pa.ChunkedArray, detail: bool):
-    """One vector of rows (about 2048): nearest stored centroid by cosine."""
+                  threshold: pa.ChunkedArray, detail: bool,
+                  part: pa.ChunkedArray | None = None):
+    """One vector of rows (about 2048): nearest stored centroid by cosine. ``part``: the
+    rows' partitions (``assign_cluster(..., partition := col)``): each row goes to the
+    nearest cluster of its own partition, -1 when the run has none of that partition."""
     emb, name, threshold = _one_chunk(emb), _one_chunk(name), _one_chunk(threshold)
     n = len(emb)
     if threshold.null_count:  # NULL threshold: keep every assignment
@@ -280,8 +283,19 @@ def _assign_batch(state: _State, emb: pa.ChunkedArray, name: pa.ChunkedArray,
         (nm, np.flatnonzero(np.asarray(pc.equal(name, nm).to_numpy(zero_copy_only=False),
                                        dtype=bool) & ~null_mask))
         for nm in pc.unique(name.drop_null()).to_pylist()]
+    if part is not None:
+        groups = _partition_groups(groups, _one_chunk(part), n, null_mask)
     for nm, rows in groups:
-        run_id, ids_arr, C = state.centroids(nm)
+        if part is not None:
+            (nm, value) = nm
+            run_id, ids_arr, C = state.partition_centroids(nm, value)
+        else:
+            run_id, ids_arr, C = state.centroids(nm)
+            if state.partitioning(nm, run_id)[0] is not None:
+                by = state.partitioning(nm, run_id)[0]
+                raise SpecError(f"assign_cluster: cluster {nm!r} is partitioned by {by!r}; "
+                                "pass each row's partition, e.g. assign_cluster(embedding, "
+                                f"{nm!r}, partition := {by}).")
         sub = emb if rows is None else emb.take(pa.array(rows, type=pa.int64()))
         X = _fast_matrix(sub)
         if X is None:
@@ -317,6 +331,23 @@ def _assign_batch(state: _State, emb: pa.ChunkedArray, name: pa.ChunkedArray,
     return pa.array(out_ids, mask=null_mask if null_mask.any() else None)
 
 
+def _partition_groups(groups, part: pa.Array, n: int, null_mask: np.ndarray):
+    """The (name, rows) groups split by partition: ((name, value), rows), NULL a value."""
+    text = pc.cast(part, pa.string()) if not pa.types.is_string(part.type) else part
+    pnull = np.asarray(text.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    out = []
+    for nm, rows in groups:
+        rows = np.flatnonzero(~null_mask) if rows is None else rows
+        sub = text.take(pa.array(rows, type=pa.int64()))
+        for value in pc.unique(sub.drop_null()).to_pylist():
+            hit = np.asarray(pc.equal(sub, value).fill_null(False).to_numpy(
+                zero_copy_only=False), dtype=bool)
+            out.append(((nm, value), rows[hit]))
+        if pnull[rows].any():
+            out.append(((nm, None), rows[pnull[rows]]))
+    return out
+
+
 # -- registration --------------------------------------------------------------------
 
 #: Embedding widths with their own assign UDFs typed FLOAT[d]. The macros pick one
@@ -337,8 +368,20 @@ def _assign_macro(macro: str, udf: str, doc: str) -> str:
         f"\n        WHEN typeof(embedding) IN ('FLOAT[{d}]', 'DOUBLE[{d}]') "
         f"THEN {udf}_f{d}(CAST(embedding AS FLOAT[{d}]), {args})"
         for d in _ASSIGN_DIMS)
+    # partition := the row's partition (partition_by definitions): the default is a STRUCT
+    # no partition value has, so typeof tells "not given" from a NULL partition when the
+    # query is bound (the unpartitioned path costs nothing more)
     return (f"\n-- {doc}\nCREATE OR REPLACE TEMP MACRO {macro}(embedding, cluster_name, "
-            f"threshold := 0.5) AS\n    CASE{branches}\n        ELSE {udf}(CAST(embedding AS FLOAT[]), {args}) END;\n")
+            f"threshold := 0.5, partition := {NO_PARTITION}) AS\n"
+            f"    CASE WHEN typeof(partition) <> {NO_PARTITION_TYPE!r}\n"
+            f"        THEN {udf}_part(CAST(embedding AS FLOAT[]), cluster_name, "
+            "CAST(partition AS VARCHAR), CAST(threshold AS FLOAT))"
+            f"{branches}\n        ELSE {udf}(CAST(embedding AS FLOAT[]), {args}) END;\n")
+
+
+#: assign_cluster's ``partition`` default: not given (a NULL partition is a value).
+NO_PARTITION = "{'unpartitioned': true}"
+NO_PARTITION_TYPE = "STRUCT(unpartitioned BOOLEAN)"
 
 
 def _create_body(state: _State):
@@ -362,7 +405,7 @@ FUNCTIONS = (
               *options(("params", "preprocessing", "id", "sample_size", "hierarchical",
                         "max_hierarchy_depth", "dimensions", "seed", "assignment_threshold",
                         "pooling", "labeling", "backend", "stable_ids", "lineage", "noise",
-                        "noise_threshold")),
+                        "noise_threshold", "partition_by")),
               P("replace", "false", to="arg", sql_type="BOOLEAN")),
              checks=SPEC_OPTIONS,
              doc="store a validated cluster definition (source, embedding column(s), algorithm, "
@@ -456,6 +499,12 @@ def register_udfs(reg, state: _State) -> None:
       null_handling="special", side_effects=True)
     assign = _wrap(lambda e, n, t: _assign_batch(state, e, n, t, False))
     detail = _wrap(lambda e, n, t: _assign_batch(state, e, n, t, True))
+    f("_dc_assign_part", _wrap(lambda e, n, p, t: _assign_batch(state, e, n, t, False, p)),
+      ["FLOAT[]", "VARCHAR", "VARCHAR", "FLOAT"], "INTEGER", type="arrow",
+      null_handling="special", side_effects=True)
+    f("_dc_assign_detail_part", _wrap(lambda e, n, p, t: _assign_batch(state, e, n, t, True, p)),
+      ["FLOAT[]", "VARCHAR", "VARCHAR", "FLOAT"], "STRUCT(cluster_id INTEGER, similarity FLOAT)",
+      type="arrow", null_handling="special", side_effects=True)
     for suffix, emb_type in (("", "FLOAT[]"), *((f"_f{d}", f"FLOAT[{d}]")
                                                  for d in _ASSIGN_DIMS)):
         f(f"_dc_assign{suffix}", assign, [emb_type, "VARCHAR", "FLOAT"], "INTEGER",

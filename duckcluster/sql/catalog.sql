@@ -94,6 +94,10 @@ CREATE TABLE IF NOT EXISTS duckcluster.members (
 ALTER TABLE duckcluster.runs ADD COLUMN IF NOT EXISTS choices JSON;
 -- noise := 'assign': the algorithm left the row as noise, the policy put it in a cluster
 ALTER TABLE duckcluster.members ADD COLUMN IF NOT EXISTS noise_assigned BOOLEAN;
+-- partition_by: the partition (as text) of each member, cluster and lineage row; NULL for
+-- definitions without partition_by (and for the NULL partition of one with it)
+ALTER TABLE duckcluster.members ADD COLUMN IF NOT EXISTS partition VARCHAR;
+ALTER TABLE duckcluster.centroids ADD COLUMN IF NOT EXISTS partition VARCHAR;
 -- files written before rows had fingerprints
 ALTER TABLE duckcluster.members ADD COLUMN IF NOT EXISTS fingerprint BIGINT;
 
@@ -126,6 +130,8 @@ CREATE TABLE IF NOT EXISTS duckcluster.lineage (
     previous_size        BIGINT,
     size                 BIGINT
 );
+
+ALTER TABLE duckcluster.lineage ADD COLUMN IF NOT EXISTS partition VARCHAR;
 
 -- Per definition, the next cluster id never used (stable ids never come back).
 CREATE TABLE IF NOT EXISTS duckcluster.cluster_id_marks (

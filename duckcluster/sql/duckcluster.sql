@@ -101,18 +101,20 @@ CREATE OR REPLACE TEMP MACRO _dc_members_view(cluster_name) AS
 
 -- One row per member: id (in the source's type), cluster_id (-1 = noise), similarity,
 -- x, y[, z], hierarchy fields, noise_assigned (left as noise by the algorithm, then put in
--- its nearest cluster by noise := 'assign'). The name must be a constant (the view is picked
--- when the query is bound).
+-- its nearest cluster by noise := 'assign'), partition (partition_by's value as text; NULL
+-- without partition_by). The name must be a constant (the view is picked when the query is
+-- bound).
 CREATE OR REPLACE TEMP MACRO cluster_members(cluster_name, run_id := NULL) AS TABLE
     SELECT m.run_id, m.id, m.cluster_id, m.cosine_similarity_to_centroid, m.x, m.y, m.z,
-           m.node_id, m.parent_cluster_id, m.hierarchy_level, m.noise_assigned
+           m.node_id, m.parent_cluster_id, m.hierarchy_level, m.noise_assigned, m.partition
     FROM query_table(_dc_members_view(cluster_name)) m
     WHERE COLUMNS('^run_id$') = _dc_run(cluster_name, run_id)
     ORDER BY m.cluster_id, m.id;
 
 -- One row per cluster node: top level (hierarchy_level 0) and sub-clusters.
 -- label_source: offline | llm | cache | carried (kept from an earlier run, which
--- label_note names); label_note also says why a label is NULL.
+-- label_note names); label_note also says why a label is NULL. partition: the cluster's
+-- partition (NULL without partition_by); cluster ids are unique across its partitions.
 CREATE OR REPLACE TEMP MACRO cluster_centroids(cluster_name, run_id := NULL) AS TABLE
     SELECT c.run_id, c.cluster_id, c.node_id, c.centroid, c.size, c.mean_cosine_similarity,
            c.min_cosine_similarity, c.label, c.summary, c.keywords, c.parent_cluster_id,
@@ -122,7 +124,7 @@ CREATE OR REPLACE TEMP MACRO cluster_centroids(cluster_name, run_id := NULL) AS 
                     (SELECT r.error FROM duckcluster.runs r
                      WHERE r.run_id = c.run_id AND r.error LIKE 'run succeeded; %'),
                     'not labeled: label it with SELECT cluster_label(''' || cluster_name || ''')')
-           END AS label_note
+           END AS label_note, c.partition
     FROM duckcluster.centroids c
     LEFT JOIN (SELECT l.run_id AS l_run, l.node_id AS l_node, l.source, l.carried_from_run_id
                FROM duckcluster.labels l) l ON l.l_run = c.run_id AND l.l_node = c.node_id
@@ -133,6 +135,7 @@ CREATE OR REPLACE TEMP MACRO cluster_centroids(cluster_name, run_id := NULL) AS 
 -- first): continued | born | died | split | merged, with the centroid similarity, member
 -- overlap and shares that decided it (core/lineage.py; thresholds: the definition's
 -- lineage := {...}). run_id := a full run gives only its pairing with the run before it.
+-- partition: with partition_by, clusters are matched within their partition only.
 CREATE OR REPLACE TEMP MACRO cluster_lineage(cluster_name, run_id := NULL) AS TABLE
     WITH seq AS (
         SELECT r.run_id AS rid, r.run_seq AS seq FROM duckcluster.runs r
@@ -141,7 +144,7 @@ CREATE OR REPLACE TEMP MACRO cluster_lineage(cluster_name, run_id := NULL) AS TA
         SELECT CASE WHEN run_id IS NULL THEN NULL ELSE _dc_check_run(cluster_name, run_id) END AS rid)
     SELECT l.previous_run_id, l.run_id, l.event, l.previous_cluster_id, l.cluster_id, l.matched,
            l.centroid_similarity, l.member_overlap, l.previous_share, l.share,
-           l.shared_members, l.previous_size, l.size
+           l.shared_members, l.previous_size, l.size, l.partition
     FROM duckcluster.lineage l JOIN seq ON seq.rid = l.run_id, chosen
     WHERE l.name = cluster_name AND (chosen.rid IS NULL OR COLUMNS('^run_id$') = chosen.rid)
     ORDER BY seq.seq,
@@ -150,14 +153,34 @@ CREATE OR REPLACE TEMP MACRO cluster_lineage(cluster_name, run_id := NULL) AS TA
              l.previous_cluster_id NULLS LAST, l.cluster_id NULLS LAST;
 
 -- Quality metrics of a run and the should_recluster recommendation with its reasons.
+-- scope 'run': the whole run (one row); with partition_by, also one row per partition
+-- (scope 'partition', partition its value, n_members its rows) after it.
 CREATE OR REPLACE TEMP MACRO cluster_quality(cluster_name, run_id := NULL) AS TABLE
+    SELECT * EXCLUDE (__dc_order) FROM (
     SELECT r.run_id, r.silhouette_score, r.mean_cosine_to_centroid, r.noise_ratio,
            r.cluster_size_entropy, r.davies_bouldin, r.calinski_harabasz, r.n_clusters,
            r.should_recluster,
            CAST(json_extract(r.quality, '$.reasons') AS VARCHAR[]) AS reasons,
-           CAST(json_extract(r.quality, '$.silhouette_sample_size') AS BIGINT) AS silhouette_sample_size
+           CAST(json_extract(r.quality, '$.silhouette_sample_size') AS BIGINT) AS silhouette_sample_size,
+           'run' AS scope, NULL::VARCHAR AS partition, r.n_members, 0 AS __dc_order
     FROM duckcluster.runs r
-    WHERE COLUMNS('^run_id$') = _dc_run(cluster_name, run_id);
+    WHERE COLUMNS('^run_id$') = _dc_run(cluster_name, run_id)
+    UNION ALL
+    SELECT r.run_id, CAST(json_extract(u.p, '$.silhouette_score') AS DOUBLE),
+           CAST(json_extract(u.p, '$.mean_cosine_to_centroid') AS DOUBLE),
+           CAST(json_extract(u.p, '$.noise_ratio') AS DOUBLE),
+           CAST(json_extract(u.p, '$.cluster_size_entropy') AS DOUBLE),
+           CAST(json_extract(u.p, '$.davies_bouldin') AS DOUBLE),
+           CAST(json_extract(u.p, '$.calinski_harabasz') AS DOUBLE),
+           CAST(json_extract(u.p, '$.n_clusters') AS INTEGER),
+           CAST(json_extract(u.p, '$.should_recluster') AS BOOLEAN),
+           CAST(coalesce(json_extract(u.p, '$.reasons'), '[]') AS VARCHAR[]),
+           CAST(json_extract(u.p, '$.silhouette_sample_size') AS BIGINT),
+           'partition', json_extract_string(u.p, '$.partition'),
+           CAST(json_extract(u.p, '$.n_members') AS BIGINT), 1
+    FROM duckcluster.runs r, unnest(CAST(json_extract(r.quality, '$.partitions') AS JSON[])) AS u(p)
+    WHERE COLUMNS('^run_id$') = _dc_run(cluster_name, run_id))
+    ORDER BY __dc_order, partition NULLS LAST;
 
 -- Definitions and their latest run (by run_seq, whatever its status). The latest run's
 -- columns come from that one row: max_by would skip its NULLs (a running run has no
@@ -224,14 +247,35 @@ CREATE OR REPLACE TEMP MACRO _dc_threshold_ok(threshold) AS
                     || '(-1 keeps every assignment), or NULL for no threshold. Got '
                     || printf('%g', CAST(threshold AS FLOAT)) || ' instead.') END;
 
+-- true, or the Python version's error: partition := is given exactly when the definition
+-- has partition_by (given: partition is not the default STRUCT).
+CREATE OR REPLACE TEMP MACRO _dc_partition_ok(cluster_name, given) AS
+    CASE WHEN (SELECT json_extract_string(d.spec, '$.partition_by') FROM duckcluster.definitions d
+               WHERE d.name = cluster_name) IS NULL
+             THEN CASE WHEN given THEN error('assign_cluster: cluster ''' || cluster_name
+                      || ''' has no partition_by, so it takes no partition; drop partition := from the call.')
+                  ELSE true END
+         WHEN NOT given THEN error('assign_cluster: cluster ''' || cluster_name || ''' is partitioned by '''
+             || (SELECT json_extract_string(d.spec, '$.partition_by') FROM duckcluster.definitions d
+                 WHERE d.name = cluster_name)
+             || '''; pass each row''s partition, e.g. assign_cluster(embedding, ''' || cluster_name
+             || ''', partition := ' || (SELECT json_extract_string(d.spec, '$.partition_by')
+                                        FROM duckcluster.definitions d WHERE d.name = cluster_name) || ').')
+         ELSE true END;
+
 -- Nearest centroid of the latest successful full run by cosine; -1 below the threshold.
+-- partition := the row's partition, for a definition with partition_by: the nearest cluster
+-- of that partition (NULL is a partition too); a partition the run does not have gives -1.
 -- Same results and errors as the Python version: ties go to the lowest cluster_id, a NULL
 -- embedding or name gives NULL, a NULL threshold means no threshold (-1 keeps every row
 -- too), a threshold outside [-1, 1], a NaN/Inf embedding and a zero vector are errors that
 -- say so, and a run without clusters gives -1 with similarity NULL.
-CREATE OR REPLACE TEMP MACRO assign_cluster_detail(embedding, cluster_name, threshold := 0.5) AS
+CREATE OR REPLACE TEMP MACRO assign_cluster_detail(embedding, cluster_name, threshold := 0.5,
+    partition := {'unpartitioned': true}) AS
     CASE WHEN NOT _dc_threshold_ok(threshold) THEN NULL  -- (never: it is true or an error)
          WHEN embedding IS NULL OR cluster_name IS NULL THEN NULL
+         WHEN NOT _dc_partition_ok(cluster_name, typeof(partition) <> 'STRUCT(unpartitioned BOOLEAN)')
+             THEN NULL  -- (never: it is true or an error)
          WHEN _dc_placeable(_dc_as_list(embedding)) THEN (
         SELECT CASE WHEN NOT isnan(max(s.sim))
                          AND (threshold IS NULL OR max(s.sim) >= CAST(threshold AS FLOAT))
@@ -241,11 +285,15 @@ CREATE OR REPLACE TEMP MACRO assign_cluster_detail(embedding, cluster_name, thre
         FROM (SELECT c.cluster_id,
                      _dc_cosine_to_centroid(_dc_as_list(embedding), c.centroid, cluster_name, c.run_id) AS sim
               FROM duckcluster.centroids c
-              WHERE c.run_id = _dc_latest_full_run(cluster_name) AND c.hierarchy_level = 0) s
+              WHERE c.run_id = _dc_latest_full_run(cluster_name) AND c.hierarchy_level = 0
+                    AND (typeof(partition) = 'STRUCT(unpartitioned BOOLEAN)'
+                         OR c.partition IS NOT DISTINCT FROM CAST(partition AS VARCHAR))) s
     ) END;
 
-CREATE OR REPLACE TEMP MACRO assign_cluster(embedding, cluster_name, threshold := 0.5) AS
-    assign_cluster_detail(embedding, cluster_name, threshold := threshold).cluster_id;
+CREATE OR REPLACE TEMP MACRO assign_cluster(embedding, cluster_name, threshold := 0.5,
+    partition := {'unpartitioned': true}) AS
+    assign_cluster_detail(embedding, cluster_name, threshold := threshold,
+                          partition := partition).cluster_id;
 
 -- The successful run just before run `rid` of a definition: cluster_drift's default baseline.
 CREATE OR REPLACE TEMP MACRO _dc_previous_run(cluster_name, rid) AS (

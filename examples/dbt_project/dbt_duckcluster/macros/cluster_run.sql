@@ -23,7 +23,8 @@
   Definition options (all optional except `embedding`): embedding, id, algorithm
   (default 'auto'), params, preprocessing, sample_size, hierarchical,
   max_hierarchy_depth, dimensions, seed, assignment_threshold, pooling, labeling,
-  noise, noise_threshold.
+  noise, noise_threshold, partition_by (one clustering per value of that column or
+  expression of the model's rows; the default fields then include `partition`).
 -#}
 
 {% macro cluster_create_sql(name, source, options) -%}
@@ -76,14 +77,15 @@
   {%- set options = {} -%}
   {%- for key in ['embedding', 'id', 'algorithm', 'params', 'preprocessing', 'sample_size',
                   'hierarchical', 'max_hierarchy_depth', 'dimensions', 'seed',
-                  'assignment_threshold', 'pooling', 'labeling', 'noise', 'noise_threshold'] -%}
+                  'assignment_threshold', 'pooling', 'labeling', 'noise', 'noise_threshold',
+                  'partition_by'] -%}
     {%- do options.update({key: config.get(key)}) -%}
   {%- endfor -%}
   {%- do options.update({'id': id_column}) -%}
   {%- if options['embedding'] is none -%}
     {{ exceptions.raise_compiler_error("cluster_run model " ~ this ~ ": set the embedding column, e.g. config(materialized='cluster_run', embedding='embedding', id='doc_id').") }}
   {%- endif -%}
-  {%- set default_fields = ['cluster_id', 'cosine_similarity_to_centroid', 'x', 'y'] + (['z'] if options['dimensions'] == 3 else []) + ['run_id'] -%}
+  {%- set default_fields = ['cluster_id', 'cosine_similarity_to_centroid', 'x', 'y'] + (['z'] if options['dimensions'] == 3 else []) + ['run_id'] + (['partition'] if options['partition_by'] else []) -%}
   {%- set fields = config.get('fields', default_fields) -%}
   {%- set label = config.get('label', false) -%}
 
