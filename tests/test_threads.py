@@ -75,3 +75,15 @@ def test_machine_sized_runs_the_function_and_restores():
 
     assert work(21) == 42
     assert _blas_counts() == before
+
+
+def test_assign_pin_sets_one_blas_thread_and_restores():
+    _in_fresh_process("""
+        from duckcluster.functions.core import _BLAS_PIN
+        before = counts()
+        with _BLAS_PIN:
+            with _BLAS_PIN:  # overlapping batches keep the pin
+                assert set(counts()) == {1}, counts()
+            assert set(counts()) == {1}, counts()
+        assert counts() == before, (counts(), before)
+    """)
