@@ -263,3 +263,19 @@ def test_noise_options_are_validated():
         ClusterSpec.from_dict({**base, "noise_threshold": 2.0})
     assert ClusterSpec.from_dict({**base, "algorithm": "auto"}).noise_policy == "assign"
     assert ClusterSpec.from_dict({**base, "algorithm": "hdbscan"}).noise_policy == "keep"
+
+
+def test_above_fit_rows_a_seeded_sample_is_fitted_and_the_rest_joins_nearest_centroid():
+    X, y = blobs(k=6, d=48, per=150)  # 900 rows
+    r = fit("auto", X, {"fit_rows": 300}, seed=1)
+    assert r.choices["sample"] == {"rows": 300, "of": 900, "seeded": True,
+                                   "rest": "nearest centroid (cosine) of the sample's clusters"}
+    assert r.choices["input"] == {"rows": 900, "dimensions": 48}
+    assert r.labels.shape == (900,) and (r.labels >= 0).all()
+    assert len(np.unique(r.labels)) == r.choices["n_clusters"] == 6
+    # every blob is one cluster: the rows outside the sample joined their own blob
+    assert all(len(np.unique(r.labels[y == b])) == 1 for b in range(6))
+    again = fit("auto", X, {"fit_rows": 300}, seed=1)
+    np.testing.assert_array_equal(r.labels, again.labels)
+    assert "sample" not in fit("auto", X, {"fit_rows": None}).choices
+    assert "sample" not in fit("auto", X).choices  # 900 rows <= the default

@@ -1,0 +1,132 @@
+"""The default answer at scale: ``algorithm := 'auto'`` on 5k, 100k and 1M rows x 384.
+
+    python -m bench.auto_scale [--rows 5000,100000,1000000] [--base docstrings8]
+                               [--peers kmeans] [--fit-rows 20000]
+
+Rows come from a real set of ``bench/realdata.py`` (all-MiniLM-L6-v2, 384-d, known
+categories), upsampled SMOTE-style (:func:`upsampled`): each row a seeded point between
+a real row and one of its 10 nearest rows of the same category, so the categories and
+their overlap are the real set's. Each size runs in its own
+process (a clean peak RSS): it builds the rows, warms auto up on 500 digits rows (numba
+kernels compiled: a warm process), then times ``auto`` with no params (and the peers
+asked for, on the same rows) and prints ARI against the categories, #clusters, seconds,
+what auto sampled (``choices.sample``), the process's peak RSS (``ru_maxrss``: the rows
+themselves are 1.5 GB at 1M) and the load average. Peers: ``kmeans`` (scikit-learn
+KMeans told the true k, n_init 1, on the raw rows), ``umap_hdbscan`` (umap-learn +
+HDBSCAN as in bench/auto.py; slow above 100k).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+
+
+def upsampled(base: str, n: int, seed: int = 0):
+    """``n`` rows like the real set ``base``: SMOTE-style, each a seeded point on the
+    segment between a real row and one of its 10 nearest rows of the same category,
+    renormalised (rows repeated with noise instead would make islands of near-copies
+    that no real collection has)."""
+    from bench.auto import load
+
+    X0, y0 = load(base)
+    X0 = X0 / np.linalg.norm(X0, axis=1, keepdims=True)
+    near = np.empty((len(X0), 10), dtype=np.int64)
+    for c in np.unique(y0):
+        idx = np.flatnonzero(y0 == c)
+        S = X0[idx] @ X0[idx].T
+        np.fill_diagonal(S, -np.inf)
+        near[idx] = idx[np.argsort(-S, axis=1)[:, :10]]
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, len(X0), n)
+    other = near[pick, rng.integers(0, 10, n)]
+    X = np.empty((n, X0.shape[1]), dtype=np.float32)
+    for s in range(0, n, 100_000):
+        e = min(n, s + 100_000)
+        t = rng.random((e - s, 1), dtype=np.float32)
+        X[s:e] = X0[pick[s:e]] * (1 - t) + X0[other[s:e]] * t
+        X[s:e] /= np.linalg.norm(X[s:e], axis=1, keepdims=True)
+    return X, y0[pick]
+
+
+def one(n: int, a) -> dict:
+    from sklearn.metrics import adjusted_rand_score
+
+    from bench.auto import METHODS, load, run_auto
+    from duckcluster.core.algorithms import get_algorithm, validate_algorithm_params
+
+    warnings.filterwarnings("ignore")
+    Xw, yw = load("digits")
+    run_auto(Xw[:500], yw[:500], 0)
+    X, y = upsampled(a.base, n)
+    out = {"rows": n, "load_before": os.getloadavg()[0]}
+    params = {} if a.fit_rows is None else {"fit_rows": a.fit_rows or None}
+    t = time.perf_counter()
+    r = get_algorithm("auto").fit_explained(X, validate_algorithm_params("auto", params), 0)
+    out["auto"] = {"seconds": time.perf_counter() - t, "ari": adjusted_rand_score(y, r.labels),
+                   "clusters": int(len(np.unique(r.labels[r.labels >= 0]))),
+                   "sample": r.choices.get("sample")}
+    out["rss_gb_auto"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    for m in [p for p in a.peers.split(",") if p]:
+        t = time.perf_counter()
+        labels = np.asarray(METHODS[m](X, y, 0) if m != "kmeans" else _kmeans(X, y))
+        out[m] = {"seconds": time.perf_counter() - t, "ari": adjusted_rand_score(y, labels),
+                  "clusters": int(len(np.unique(labels[labels >= 0])))}
+    out["load_after"] = os.getloadavg()[0]
+    return out
+
+
+def _kmeans(X, y):
+    from sklearn.cluster import KMeans
+
+    return KMeans(len(np.unique(y)), n_init=1, random_state=0).fit_predict(X)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rows", default="5000,100000,1000000")
+    ap.add_argument("--base", default="docstrings8")
+    ap.add_argument("--peers", default="kmeans")
+    ap.add_argument("--fit-rows", type=int, default=None,
+                    help="auto's fit_rows (0 = every row); default: auto's own")
+    ap.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.one is not None:
+        print(json.dumps(one(a.one, a)))
+        return 0
+    print(f"{'rows':>9s} {'method':13s} {'ARI':>6s} {'clusters':>8s} {'seconds':>8s} "
+          f"{'x auto':>7s}  (rows like {a.base}'s; one process per size)")
+    for n in (int(v) for v in a.rows.split(",")):
+        cmd = [sys.executable, "-m", "bench.auto_scale", "--one", str(n), "--base", a.base,
+               "--peers", a.peers]
+        if a.fit_rows is not None:
+            cmd += ["--fit-rows", str(a.fit_rows)]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode:
+            print(res.stderr[-2000:])
+            return 1
+        r = json.loads(res.stdout.strip().splitlines()[-1])
+        base = r["auto"]["seconds"]
+        for m in ["auto"] + [p for p in a.peers.split(",") if p]:
+            v = r[m]
+            print(f"{n:9,d} {m:13s} {v['ari']:6.3f} {v['clusters']:8d} {v['seconds']:8.1f} "
+                  f"{v['seconds'] / base:7.2f}", flush=True)
+        s = r["auto"]["sample"]
+        print(f"{'':9s} auto sampled: {s['rows']:,} of {s['of']:,} rows" if s else
+              f"{'':9s} auto fitted every row", end="")
+        print(f"; peak RSS after auto {r['rss_gb_auto']:.2f} GB; load average "
+              f"{r['load_before']:.1f} -> {r['load_after']:.1f} ({os.cpu_count()} cores)",
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
