@@ -30,6 +30,9 @@ the row is assigned to (nearest centroid).
 
 ``--epochs``: trustworthiness and silhouette of the graph map after that many layout
 epochs on the first set (0 = the PCA of the 5-D clustering embedding, the start).
+``--whole``: the whole default ``cluster_execute`` on the first set, warm (median of 3
+runs in one process): its total and its map stage ("laying out the map", from
+``cluster_runs.timings``).
 ``--large N``: seconds of both maps at N rows (the first set's rows repeated with a
 little noise, so the graph is real-looking; its clustering runs once, not timed).
 """
@@ -188,12 +191,34 @@ def large(X0: np.ndarray, n: int) -> dict:
             "place_100k_s": round(t_place, 3)}
 
 
+def whole(X: np.ndarray, repeat: int = 3) -> dict:
+    import pyarrow as pa
+
+    import duckcluster
+
+    con = duckcluster.connect()
+    con.register("t", pa.table({"id": np.arange(len(X)), "e": pa.FixedSizeListArray.from_arrays(
+        pa.array(X.ravel()), X.shape[1])}))
+    con.sql(f"CREATE TABLE docs AS SELECT id, e::FLOAT[{X.shape[1]}] AS e FROM t")
+    con.sql("SELECT cluster_create('m', source := 'docs', embedding := 'e', id := 'id')"
+            ).fetchall()
+    for _ in range(repeat + 1):  # the first run is the cold one
+        con.sql("SELECT cluster_execute('m')").fetchall()
+    rows = con.sql("SELECT timings, choices FROM cluster_runs('m')").fetchall()[1:]
+    con.close()
+    t = [json.loads(r[0]) for r in rows]
+    return {"rows": len(X), "total_s": round(statistics.median(x["total"] for x in t), 3),
+            "map_s": round(statistics.median(x.get("laying", 0.0) for x in t), 3),
+            "map": json.loads(rows[-1][1]).get("map", {}).get("kind")}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sets", default="docstrings8,packages10,digits")
     ap.add_argument("--eval-rows", type=int, default=2000)
     ap.add_argument("--epochs", default="")
     ap.add_argument("--large", type=int, default=0)
+    ap.add_argument("--whole", action="store_true")
     ap.add_argument("--no-placement", action="store_true")
     ap.add_argument("--data-dir", default=None)
     args = ap.parse_args(argv)
@@ -220,6 +245,8 @@ def main(argv=None) -> int:
                                        rows)
         rows_out.append(r)
         print(json.dumps(r), flush=True)
+    if args.whole and first is not None:
+        print(json.dumps({"whole": whole(first[1])}), flush=True)
     if args.large and first is not None:
         print(json.dumps({"large": large(first[1], args.large)}), flush=True)
     print("\n| set | rows | map | trust | kNN kept | silhouette (categories) | seconds |")
