@@ -67,6 +67,13 @@ def test_auto_on_wide_input_gets_a_graph_map_recorded_in_the_run(tmp_path):
     # the layout keeps the groups apart: every row's nearest row is of its group
     assert _one_cluster_per_region(m, y) == 1.0
     con.close()
+    from click.testing import CliRunner
+
+    from duckcluster.cli import main
+
+    out = CliRunner().invoke(main, ["runs", str(tmp_path / "m.duckdb"), "t"])
+    assert out.exit_code == 0, out.output
+    assert "map: graph layout" in out.output, out.output
 
 
 def test_umap_preprocessing_gets_a_graph_map_and_3d_when_asked(tmp_path):
@@ -136,6 +143,9 @@ def test_a_sampled_run_lays_out_its_sample_and_places_the_other_rows(tmp_path):
     assert choices["map"]["kind"] == "graph" and "200 rows" in choices["map"]["from"]
     assert np.isfinite(m["x"]).all()
     assert _one_cluster_per_region(m, y) > 0.95
+    # the references go with the definition's other artifacts
+    con.execute("SELECT cluster_delete('s', drop_artifacts := true)")
+    assert con.execute("SELECT count(*) FROM duckcluster.map_references").fetchall() == [(0,)]
     con.close()
 
 
