@@ -149,6 +149,18 @@ def test_a_sampled_run_lays_out_its_sample_and_places_the_other_rows(tmp_path):
     con.close()
 
 
+def test_auto_fitting_a_sample_lays_out_the_sample_and_places_the_rest(tmp_path):
+    X, y = blobs(n_per=100, k=4, d=40)
+    con = _con(tmp_path / "m.duckdb", X)
+    _, choices, m = _run(con, "f", ", params := {'fit_rows': 150}")
+    assert choices["sample"]["rows"] == 150
+    assert choices["map"]["kind"] == "graph" and "150 rows" in choices["map"]["from"]
+    assert choices["map"]["reference_rows"] == 150
+    assert np.isfinite(m["x"]).all() and np.isfinite(m["y"]).all()
+    assert _one_cluster_per_region(m, y) > 0.95
+    con.close()
+
+
 def test_files_from_before_graph_maps_still_assign_with_their_pca(tmp_path):
     path = tmp_path / "old.duckdb"
     X, _ = blobs(n_per=50, k=4, d=16)

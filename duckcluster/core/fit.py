@@ -127,11 +127,32 @@ def fit_sample(X_fit: np.ndarray, spec: ClusterSpec, progress: Progress = _noop,
 
 def run_map(X_fit: np.ndarray, f: SampleFit, spec: ClusterSpec
             ) -> tuple[Projection | GraphMap, np.ndarray | None]:
-    """The run's map: a layout of the fitted rows' neighbour graph when the pipeline
-    built one (returned with the fitted rows' positions), else the PCA of the rows
-    (positions None: ``transform`` them)."""
-    if f.graph is not None and f.graph[0].shape[0] == X_fit.shape[0]:
-        return graph_map(X_fit, f.graph[0], f.graph[1], spec.dimensions, spec.seed)
+    """The run's map: a layout of the neighbour graph when the pipeline built one
+    (returned with the positions of every fitted row), else the PCA of the rows
+    (positions None: ``transform`` them).
+
+    The graph may cover only a seeded sample of the fitted rows (``auto`` above its
+    ``fit_rows``): then the sample is laid out and the other rows are placed on that
+    map as assign runs place new rows (:meth:`GraphMap.transform`); the sample's own
+    rows are found by their fingerprints. A graph over rows the pipeline transformed
+    first (whitening before a sampled fit) is not used: PCA."""
+    from .lineage import fingerprints
+
+    if f.graph is None:
+        return Projection(X_fit, spec.dimensions, spec.seed), None
+    graph, embedding, rows = f.graph
+    if graph.shape[0] == X_fit.shape[0]:
+        return graph_map(X_fit, graph, embedding, spec.dimensions, spec.seed)
+    if rows.shape[1] == X_fit.shape[1] and graph.shape[0] < X_fit.shape[0]:
+        fp_rows, fp_fit = fingerprints(rows), fingerprints(X_fit)
+        order = np.argsort(fp_rows, kind="stable")
+        at = np.minimum(np.searchsorted(fp_rows[order], fp_fit), len(order) - 1)
+        hit = fp_rows[order][at] == fp_fit
+        if np.isin(fp_rows, fp_fit[hit]).all():  # every graph row is a fitted row
+            gm, layout = graph_map(rows, graph, embedding, spec.dimensions, spec.seed)
+            placed = gm.transform(X_fit, f.centroids)
+            placed[hit] = layout[order[at[hit]]]
+            return gm, placed
     return Projection(X_fit, spec.dimensions, spec.seed), None
 
 
@@ -186,14 +207,16 @@ def _fit(X_norm: np.ndarray, spec: ClusterSpec, progress: Progress,
     coords = projection = None
     if with_coords:
         progress("laying out the map")
-        if f.graph is None:  # PCA of every row (fit_projection samples above FIT_SAMPLE)
+        projection, placed = run_map(X_fit, f, spec) if f.graph is not None else \
+            (None, None)
+        if placed is None:  # PCA of every row (fit_projection samples above FIT_SAMPLE)
             projection = fit_projection(X_norm, spec.dimensions, seed)
             coords = projection.transform(X_norm)
+        elif sample is None:
+            coords = placed
         else:
-            projection, placed = run_map(X_fit, f, spec)
-            coords = placed if sample is None else projection.transform(X_norm, f.centroids)
-            if sample is not None:
-                coords[sample] = placed
+            coords = projection.transform(X_norm, f.centroids)
+            coords[sample] = placed
         choices = with_map(choices, projection)
     progress("quality metrics")
     sims, quality = evaluate(X_norm, labels, seed, sums)  # and each row's own similarity

@@ -139,6 +139,7 @@ def umap_with_graph(X: np.ndarray, p: dict, seed: int):
     chooses its k by the modularity of the candidates on this graph.
     """
     X = np.ascontiguousarray(X, dtype=np.float32)
+    X_in = X  # the rows the graph is over, as given (for the map: capture_graphs)
     n, d = X.shape
     if n < UMAP_MIN_ROWS:
         raise DataError(
@@ -178,7 +179,7 @@ def umap_with_graph(X: np.ndarray, p: dict, seed: int):
                           parallel=n > PARALLEL_LAYOUT_MIN_ROWS)
     sink = _GRAPHS.get()
     if sink is not None:  # core/projection.py lays the map out on this same graph
-        sink.append((graph, out))
+        sink.append((graph, out, X_in))
     return np.asarray(out, dtype=np.float32), graph
 
 
@@ -188,9 +189,10 @@ _GRAPHS: contextvars.ContextVar[list | None] = contextvars.ContextVar("umap_grap
 
 @contextlib.contextmanager
 def capture_graphs() -> Iterator[list]:
-    """Within it, every ``umap`` step appends ``(graph, embedding)`` to the list it
-    yields: the pruned fuzzy graph (scipy CSR, n x n) and the layout it produced (the
-    plotting map of :mod:`..projection` reuses both instead of building a graph again)."""
+    """Within it, every ``umap`` step appends ``(graph, embedding, rows)`` to the list it
+    yields: the pruned fuzzy graph (scipy CSR, n x n), the layout it produced and the
+    (n, d) rows it was given (the plotting map of :mod:`..projection` reuses them instead
+    of building a graph again; ``rows`` tells which rows a sampled fit's graph covers)."""
     sink: list = []
     token = _GRAPHS.set(sink)
     try:
