@@ -246,3 +246,20 @@ def test_ivf_knn_probes_more_cells_until_its_recall_is_checked():
     assert recall(checked) >= IVF_MIN_RECALL - 0.03  # measured on 256 rows, checked on all
     assert (checked[:, 0] == np.arange(4000)).all() and (dist[:, 0] == 0).all()
     np.testing.assert_array_equal(checked, _checked_ivf_knn(X, 15, "cosine", seed=0)[0])
+
+
+def test_top_k_rows_keeps_the_largest_by_value_then_column():
+    """The kNN graph's top-k kernel: the same rows as a full sort by (-value, column),
+    ties (exact duplicates of real texts have equal similarities) included."""
+    from duckcluster.core.preprocess.layout import top_k_rows
+
+    rng = np.random.default_rng(0)
+    for (n, m), k in (((40, 30), 30), ((200, 700), 15), ((64, 300), 1)):
+        S = rng.normal(size=(n, m)).astype(np.float32)
+        S[:, 5:25] = S[:, 3:4]
+        S[np.arange(n), np.arange(n) % m] = np.inf
+        cols = np.broadcast_to(np.arange(m), S.shape)
+        want = np.lexsort((cols, -S), axis=1)[:, :k]
+        got, vals = top_k_rows(S, k)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(vals, np.take_along_axis(S, want, axis=1))

@@ -378,13 +378,9 @@ def _top_k(Zq, sq_q, Zc, sq_c, k, metric, self_cols):
     if metric == "euclidean":
         S -= 0.5 * sq_c[None, :]
     S[np.arange(len(Zq)), self_cols] = np.inf
-    m = Zc.shape[0]
-    part = np.argpartition(-S, k - 1, axis=1)[:, :k] if k < m else \
-        np.broadcast_to(np.arange(m), (len(Zq), m)).copy()
-    sv = np.take_along_axis(S, part, axis=1)
-    order = np.lexsort((part, -sv), axis=1)
-    part = np.take_along_axis(part, order, axis=1)
-    sv = np.take_along_axis(sv, order, axis=1)
+    from .layout import top_k_rows
+
+    part, sv = top_k_rows(S, min(k, Zc.shape[0]))
     d = np.sqrt(np.maximum(sq_q[:, None] - 2.0 * sv, 0.0)) if metric == "euclidean" \
         else 1.0 - sv
     d[:, 0] = 0.0
