@@ -152,7 +152,8 @@ REFERENCE_ROWS = 2048
 #: A later row lands at the weighted mean of this many nearest references (umap-learn's
 #: transform uses the graph's n_neighbors, 15): measured on docstrings8 fitted on 80 %,
 #: the share of held-out rows whose nearest fitted row on the map has their category
-#: was 0.703 / 0.694 / 0.669 / 0.656 with 3 / 5 / 10 / 15 (a full re-run: 0.765).
+#: was 0.703 / 0.694 / 0.669 / 0.656 with 3 / 5 / 10 / 15 among all references (a full
+#: re-run: 0.765).
 PLACE_NEIGHBORS = 5
 #: Minimum distance of the map's layout (umap-learn's default for pictures; the
 #: clustering reduction uses 0, which packs clusters into dots).
