@@ -1,7 +1,7 @@
 """The default answer at scale: ``algorithm := 'auto'`` on 5k, 100k and 1M rows x 384.
 
     python -m bench.auto_scale [--rows 5000,100000,1000000] [--base docstrings8]
-                               [--peers kmeans] [--fit-rows 20000]
+                               [--peers kmeans] [--fit-rows 20000] [--sql]
 
 Rows come from a real set of ``bench/realdata.py`` (all-MiniLM-L6-v2, 384-d, known
 categories), upsampled SMOTE-style (:func:`upsampled`): each row a seeded point between
@@ -84,6 +84,50 @@ def one(n: int, a) -> dict:
     return out
 
 
+def build_db(path: str, base: str, n: int) -> None:
+    """A DuckDB file with table docs(id INTEGER, e FLOAT[384], category INTEGER)."""
+    import duckdb
+    import pyarrow as pa
+
+    X, y = upsampled(base, n)
+    con = duckdb.connect(path)
+    t = pa.table({"id": np.arange(n, dtype=np.int32),
+                  "e": pa.FixedSizeListArray.from_arrays(pa.array(X.ravel()), X.shape[1]),
+                  "category": y.astype(np.int32)})
+    con.register("t", t)
+    con.execute("CREATE OR REPLACE TABLE docs AS SELECT * FROM t")
+    con.close()
+
+
+def run_sql(path: str) -> dict:
+    """cluster_create (no algorithm: auto) + cluster_execute on the file's docs, in
+    this process: seconds, ARI, #clusters, the process's peak RSS."""
+    import duckdb
+    from sklearn.metrics import adjusted_rand_score
+
+    import duckcluster
+
+    con = duckdb.connect(path)
+    duckcluster.install(con)
+    con.execute("SELECT cluster_create('t', source := 'docs', embedding := 'e', id := 'id', "
+                "\"replace\" := true)")
+    load_before = os.getloadavg()[0]
+    runs = []
+    for _ in range(2):  # the first in a fresh process, then warm
+        t = time.perf_counter()
+        c0 = time.process_time()
+        con.execute("SELECT cluster_execute('t')").fetchall()
+        runs.append((time.perf_counter() - t, time.process_time() - c0))
+    (first, _), (secs, cpu) = runs
+    y, lab = con.execute("SELECT d.category, m.cluster_id FROM cluster_members('t') m "
+                         "JOIN docs d ON d.id = m.id").fetchnumpy().values()
+    choices = json.loads(con.execute("SELECT choices FROM cluster_runs('t')").fetchall()[-1][0])
+    return {"first": first, "seconds": secs, "cpu": cpu, "ari": adjusted_rand_score(y, lab),
+            "clusters": int(len(np.unique(lab[lab >= 0]))), "sample": choices.get("sample"),
+            "rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
+            "load_before": load_before, "load_after": os.getloadavg()[0]}
+
+
 def _kmeans(X, y):
     from sklearn.cluster import KMeans
 
@@ -97,11 +141,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peers", default="kmeans")
     ap.add_argument("--fit-rows", type=int, default=None,
                     help="auto's fit_rows (0 = every row); default: auto's own")
+    ap.add_argument("--sql", action="store_true",
+                    help="through SQL instead: cluster_create + cluster_execute on a DuckDB "
+                         "file (built in another process), peak RSS of the run's process")
     ap.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--build", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--run-sql", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.one is not None:
         print(json.dumps(one(a.one, a)))
         return 0
+    if a.build is not None:
+        build_db(a.build, a.base, int(a.rows))
+        return 0
+    if a.run_sql is not None:
+        print(json.dumps(run_sql(a.run_sql)))
+        return 0
+    if a.sql:
+        return sql_main(a)
     print(f"{'rows':>9s} {'method':13s} {'ARI':>6s} {'clusters':>8s} {'seconds':>8s} "
           f"{'x auto':>7s}  (rows like {a.base}'s; one process per size)")
     for n in (int(v) for v in a.rows.split(",")):
@@ -125,6 +182,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"; peak RSS after auto {r['rss_gb_auto']:.2f} GB; load average "
               f"{r['load_before']:.1f} -> {r['load_after']:.1f} ({os.cpu_count()} cores)",
               flush=True)
+    return 0
+
+
+def sql_main(a) -> int:
+    import tempfile
+
+    print(f"{'rows':>9s} {'ARI':>6s} {'clusters':>8s} {'first s':>8s} {'warm s':>7s} "
+          f"{'CPU s':>6s} {'peak RSS':>9s}  (cluster_execute, no algorithm: auto; the "
+          "first run in a fresh process, then warm: wall and CPU seconds)")
+    for n in (int(v) for v in a.rows.split(",")):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "scale.duckdb")
+            subprocess.run([sys.executable, "-m", "bench.auto_scale", "--build", path,
+                            "--rows", str(n), "--base", a.base], check=True)
+            res = subprocess.run([sys.executable, "-m", "bench.auto_scale", "--run-sql", path],
+                                 capture_output=True, text=True)
+        if res.returncode:
+            print(res.stderr[-2000:])
+            return 1
+        r = json.loads(res.stdout.strip().splitlines()[-1])
+        s = r["sample"]
+        print(f"{n:9,d} {r['ari']:6.3f} {r['clusters']:8d} {r['first']:8.1f} "
+              f"{r['seconds']:7.1f} {r['cpu']:6.1f} "
+              f"{r['rss_gb']:8.2f}G  " + (f"sampled {s['rows']:,}; " if s else "") +
+              f"load {r['load_before']:.1f} -> {r['load_after']:.1f}", flush=True)
     return 0
 
 
