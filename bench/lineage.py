@@ -3,6 +3,7 @@ what the matching costs.
 
     python -m bench.lineage [--rows 100000] [--repeat 1] [--sets docstrings8,packages10]
                             [--trials 10] [--definitions kmeans,auto,umap+hdbscan]
+    python -m bench.lineage --rows 0 --sets manpages6   # the held-out set: validation only
 
 Real text embeddings (``bench/realdata.py``, all-MiniLM-L6-v2, known categories):
 
@@ -20,8 +21,10 @@ Three definitions per set (``--definitions`` picks): k-means with the number of 
 (a fixed k must take room from the old clusters for the new one), HDBSCAN after UMAP (it
 finds k itself) and ``auto``, the zero-config pipeline a user who names no algorithm gets.
 
+- **split + merge fixture**: the synthetic fixture of the issue (one cluster split in
+  two, two merged, one unchanged); the lineage must be exactly that.
 - **matching cost**: k-means k = 100 on ``--rows`` synthetic 384-d rows, run twice; the
-  second run's ``matching`` stage (previous run's centroids, the member flow join,
+  second run's ``matching`` and ``new_topics`` stages (previous run's centroids, the member flow join,
   the optimal assignment, renumbering, carried labels) against its whole run
   (target <= 5 %). The peer is a greedy matching (each new cluster takes the most
   overlapping free old one) on the same flow matrix: the optimal assignment's price.
@@ -45,6 +48,12 @@ DEFINITIONS = {
                      "preprocessing := [{{'method': 'umap', 'n_components': 5, "
                      "'n_neighbors': 15}}]"),
 }
+
+
+#: Appended to every definition (``--split-new-topics``: the lineage option on).
+EXTRA = {"spec": ""}
+#: Rows ``--skip`` leaves out.
+SKIP: set[str] = set()
 
 
 def _table(con, name: str, ids, texts, cats, X) -> None:
@@ -79,7 +88,7 @@ def unchanged(set_name: str, algo: str) -> Row:
     con = connect()
     try:
         _table(con, "docs", ids, texts, cats, X)
-        spec = DEFINITIONS[algo].format(k=len(set(cats)))
+        spec = DEFINITIONS[algo].format(k=len(set(cats))) + EXTRA["spec"]
         con.sql(f"SELECT cluster_create('d', source := 'docs', embedding := 'embedding', "
                 f"id := 'id', {spec})").fetchall()
         r1 = _run(con, "d")
@@ -116,8 +125,8 @@ def new_topic(set_name: str, algo: str, held_out: str) -> dict:
     try:
         keep = np.flatnonzero(old)
         _table(con, "docs", ids[keep], [texts[i] for i in keep], cats[keep], X[keep])
-        spec = DEFINITIONS[algo].format(k=len(set(cats[old])))
-        spec2 = DEFINITIONS[algo].format(k=len(set(cats)))
+        spec = DEFINITIONS[algo].format(k=len(set(cats[old]))) + EXTRA["spec"]
+        spec2 = DEFINITIONS[algo].format(k=len(set(cats))) + EXTRA["spec"]
         con.sql(f"SELECT cluster_create('d', source := 'docs', embedding := 'embedding', "
                 f"id := 'id', {spec})").fetchall()
         r1 = _run(con, "d")
@@ -154,10 +163,14 @@ def new_topic(set_name: str, algo: str, held_out: str) -> dict:
             / max(len(continued), 1)
         counts = {k: sum(e[0] == k for e in events) for k in
                   ("continued", "born", "died", "split", "merged")}
+        choices = con.sql(f"SELECT choices FROM duckcluster.runs WHERE run_id = '{r2}'"
+                          ).fetchall()[0][0]
+        split_off = len((json.loads(choices) if choices else {}).get("new_topics", {})
+                        .get("split_off", []))
     finally:
         con.close()
     return {"matched": matched, "born": found, "carried": carried, "secs": secs,
-            "n": len(both), "k": len(c1), "events": counts}
+            "n": len(both), "k": len(c1), "events": counts, "split_off": split_off}
 
 
 def new_topics(set_name: str, algo: str, trials: int) -> Row:
@@ -179,7 +192,60 @@ def new_topics(set_name: str, algo: str, trials: int) -> Row:
                         f"({', '.join(born) or 'none'}), labels carried {np.mean(carried):.0%} "
                         f"of continued (min {min(carried):.0%})"),
                target=">= 90 % matched, new topic born, labels carried", verdict=verdict(ok),
-               notes=f"events over all trials: {events}")
+               notes=(f"events over all trials: {events}; absorbed topics split off: "
+                      f"{sum(r['split_off'] for r in out.values())}; per topic (matched, "
+                      "born): " + ", ".join(f"{c} {r['matched']:.0%} {'y' if r['born'] else 'n'}"
+                                            for c, r in out.items())))
+
+
+def split_merge() -> Row:
+    """The fixture of issue 17: run 1 has A (200 rows), B, C1, C2 (100 each); run 2, same ids,
+    moves A's rows to two distant places (half each) and C1's and C2's to one; B stays.
+    k-means k = 4 both times; the lineage must be exactly: A split in two, C1 and C2
+    merged, B continued."""
+    rng = np.random.default_rng(7)
+    U = rng.normal(size=(7, 16))
+    a, b, c1, c2, a1, a2, c = U / np.linalg.norm(U, axis=1, keepdims=True)
+
+    def blob(center, n):
+        return center + 0.03 * rng.normal(size=(n, len(center)))
+
+    X1 = np.concatenate([blob(a, 200), blob(b, 100), blob(c1, 100), blob(c2, 100)])
+    X2 = np.concatenate([blob(a1, 100), blob(a2, 100), X1[200:300], blob(c, 200)])
+    con = connect()
+    try:
+        load_table(con, "corpus", X1.astype(np.float32))
+        con.sql("SELECT cluster_create('fx', source := 'corpus', embedding := 'embedding', "
+                "id := 'doc_id', algorithm := 'kmeans', params := {'n_clusters': 4})"
+                ).fetchall()
+        r1 = _run(con, "fx")
+        load_table(con, "corpus", X2.astype(np.float32))
+        t = time.perf_counter()
+        r2 = _run(con, "fx")
+        secs = time.perf_counter() - t
+
+        def cluster_of(run, lo, hi):
+            return {c for (c,) in con.sql(
+                f"SELECT DISTINCT cluster_id FROM cluster_members('fx', run_id := '{run}') "
+                f"WHERE CAST(id AS INTEGER) BETWEEN {lo} AND {hi - 1}").fetchall()}
+
+        (A,), (B,) = cluster_of(r1, 0, 200), cluster_of(r1, 200, 300)
+        (C1,), (C2,) = cluster_of(r1, 300, 400), cluster_of(r1, 400, 500)
+        (A1,), (A2,) = cluster_of(r2, 0, 100), cluster_of(r2, 100, 200)
+        (C,) = cluster_of(r2, 300, 500)
+        got = sorted(con.sql(f"SELECT event, previous_cluster_id, cluster_id FROM "
+                             f"cluster_lineage('fx', run_id := '{r2}')").fetchall())
+    finally:
+        con.close()
+    want = sorted([("continued", B, B), ("split", A, A1), ("split", A, A2),
+                   ("merged", C1, C), ("merged", C2, C)])
+    extra = [e for e in got if e not in want]
+    missing = [e for e in want if e not in got]
+    return Row("lineage: split + merge fixture (k-means 4)", len(X1), secs,
+               quality=(f"{len(got)} events: " + ", ".join(f"{e} {p}->{n}" for e, p, n in got)
+                        + (f"; missing {missing}" if missing else "")
+                        + (f"; extra {extra}" if extra else "")),
+               target="exactly the split and the merge", verdict=verdict(got == want))
 
 
 def _greedy(F: np.ndarray) -> np.ndarray:
@@ -212,7 +278,8 @@ def matching_cost(n: int, repeat: int) -> Row:
             r = _run(con, "m")
             t = json.loads(con.sql(f"SELECT timings FROM duckcluster.runs WHERE run_id = "
                                    f"'{r}'").fetchall()[0][0])
-            shares.append((t["matching"], t["total"]))
+            # the stable-ids stage plus the look for absorbed new topics (before it)
+            shares.append((t["matching"] + t.get("new_topics", 0.0), t["total"]))
         matching, total = sorted(shares, key=lambda s: s[0] / s[1])[len(shares) // 2]
         # the core alone and a greedy peer on the same flow matrix
         rows = con.sql(f"SELECT previous_cluster_id, cluster_id, shared_members FROM "
@@ -241,10 +308,11 @@ def matching_cost(n: int, repeat: int) -> Row:
 
 def run(n: int, repeat: int, sets=("docstrings8", "packages10"), trials: int = 10,
         algos=tuple(DEFINITIONS)) -> list[Row]:
-    rows = []
+    rows = [] if "fixture" in SKIP else [split_merge()]
     for s in sets:
         for algo in algos:
-            rows.append(unchanged(s, algo))
+            if "unchanged" not in SKIP:
+                rows.append(unchanged(s, algo))
             rows.append(new_topics(s, algo, trials))
     if n:
         rows.append(matching_cost(n, repeat))
@@ -263,8 +331,14 @@ if __name__ == "__main__":
     ap.add_argument("--trials", type=int, default=10, help="held-out topics per set")
     ap.add_argument("--definitions", default=",".join(DEFINITIONS),
                     help=f"which of {', '.join(DEFINITIONS)}")
+    ap.add_argument("--split-new-topics", action="store_true",
+                    help="lineage := {'split_new_topics': true} on every definition")
+    ap.add_argument("--skip", default="", help="fixture,unchanged: rows not to run")
     ap.add_argument("--json")
     a = ap.parse_args()
+    if a.split_new_topics:
+        EXTRA["spec"] = ", lineage := {'split_new_topics': true}"
+    SKIP.update(x for x in a.skip.split(",") if x)
     print(machine_note(), flush=True)
     emit(run(a.rows, a.repeat, tuple(s for s in a.sets.split(",") if s), a.trials,
              tuple(d for d in a.definitions.split(",") if d)), a.json)

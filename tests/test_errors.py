@@ -240,7 +240,7 @@ ROUND_2_CASES = [
     ('missing positional argument', 'assign_cluster needs 2 positional arguments (embedding, cluster_name); got 1, so cluster_name is missing.'),
     ('assign_cluster on a zero vector', 'which has no direction, so no nearest centroid by cosine.'),
     ('assign_cluster on NaN or Inf', 'assign_cluster: an embedding has NaN or Inf ([nan, 0, 0, 0, ...], 32 values)'),
-    ('assign_cluster threshold out of range', 'assign_cluster: threshold must be a cosine similarity in the range [-1, 1] (-1 keeps every assignment), or NULL for no threshold. Got 5 instead.'),
+    ('assign_cluster threshold out of range', "assign_cluster: threshold must be a cosine similarity in the range [-1, 1] (-1 keeps every assignment), or NULL for the run's own threshold. Got 5 instead."),
     ('rows with a NULL time', 'skipped_null_time (returned with rows_read, rows_added, skipped_null_embedding)'),
     ('whitening covariance too big', 'ResourceError: Whitening 1,200 rows x 1024 dimensions needs 1,024 x 1,024 float64 matrices'),
     ('identical sides, cluster method', '(p-value 1: k-means is fitted on a sample of both sides pooled)'),
@@ -394,7 +394,7 @@ def test_misspelled_named_argument_is_named(con, docs):
          "cluster_name is missing."),
         ("SELECT assign_cluster(embedding, 't', 0.5, 7, 8) FROM docs",
          "assign_cluster takes 2 positional arguments (embedding, cluster_name); got 5. Pass the "
-         "others by name (threshold := 0.5, partition := "),
+         "others by name (threshold := NULL, partition := "),
         ("SELECT * FROM cluster_list('t')", "cluster_list takes no arguments; got 1."),
         # strings and comments holding ':=' and commas are not arguments
         ("SELECT cluster_create('t', source := 'docs -- x := 1, y', embedding := 'a,b', "
@@ -438,7 +438,7 @@ def test_assign_cluster_refuses_vectors_without_a_direction(con, docs):
          "assign_cluster: an embedding has NaN or Inf ([inf, 0, 0, 0, ...], 32 values)"),
         ("SELECT assign_cluster(embedding, 't', threshold := 5) FROM docs",
          "assign_cluster: threshold must be a cosine similarity in the range [-1, 1] (-1 keeps "
-         "every assignment), or NULL for no threshold. Got 5 instead."),
+         "every assignment), or NULL for the run's own threshold. Got 5 instead."),
         ("SELECT assign_cluster(embedding, 't', threshold := 'nan'::DOUBLE) FROM docs", "Got nan instead."),
         ("SELECT assign_cluster(embedding, 't', threshold := -1.5) FROM docs", "Got -1.5 instead."),
     ]

@@ -125,6 +125,27 @@ def test_a_cluster_of_mostly_new_rows_is_born_even_with_a_remnant_of_an_old_one(
     assert [(e.event, e.old, e.new) for e in r.events] == [("continued", 0, 0)]
 
 
+def test_the_main_part_of_a_spread_cluster_keeps_its_id_and_a_mostly_new_part_is_born():
+    """The bench's miss (packages10, k-means, a held-out topic added back): old 0 (633 rows)
+    went 276 to new 1, 204 to new 2, the rest to others. New 1 has 553 members: 276 from
+    old 0, 96 never seen, 181 from old 1. No side reaches min_share (276/633, 276/553), so
+    old 0 had no match; each is now the other's main counterpart, so 0 continues as new 1
+    (a split, matched). New 2 (749 members: 204 of old 0, 269 never seen, 276 from old 1
+    which continues as new 0) is mostly new rows: born, and still listed as a part of 0's
+    split."""
+    C = _unit(np.random.default_rng(9), 3)
+    F = lineage.flow_matrix(2, 3, [(0, 1, 276), (0, 2, 204), (0, -1, 153), (1, 1, 181),
+                                   (1, 0, 600), (1, 2, 276 - 276)])
+    r = lineage.link(C[[0, 1]], C, F, new_sizes=np.array([600, 553, 473]))
+    assert r.match.tolist() == [1, 0, -1]
+    got = sorted((e.event, e.old, e.new, e.matched) for e in r.events)
+    assert got == [("born", -1, 2, False), ("continued", 1, 0, True),
+                   ("split", 0, 1, True), ("split", 0, 2, False)]
+    # without the rows the previous run never saw, new 2 is old 0's (a split part, not born)
+    r = lineage.link(C[[0, 1]], C, F)
+    assert ("born", -1, 2) not in [(e.event, e.old, e.new) for e in r.events]
+
+
 def test_noise_counts_in_the_shares_and_a_dissolved_cluster_dies():
     """An old cluster whose rows became noise is not matched by its centroid when rows are
     shared: overlap decides."""
@@ -565,3 +586,49 @@ def test_lineage_centroids_and_drift_in_the_stock_cli_match_python(db_path, con)
     assert out.returncode == 0 and not out.stderr, out.stderr
     cli = [tuple(json.loads(line).values()) for line in out.stdout.splitlines() if line.strip()]
     assert [tuple(r[:3]) for r in cli] == [tuple(r[:3]) for r in results[queries[0]]]
+
+
+def test_a_new_topic_absorbed_by_a_fixed_k_is_split_off_and_born(con):
+    """k-means k = 2 on topics A and B; then 60 rows of a topic C arrive (cosine 0.4 to A,
+    less than A's members have to A) and k stays 2, so C lands in A. With ``split_new_topics`` the rows the previous run never saw
+    that fit none of its clusters (below its own threshold) become a cluster of their own,
+    born; A and B continue with their ids. Without it (the default), C stays absorbed."""
+    rng = np.random.default_rng(21)
+    a, b, u = _unit(rng, 3, d=16)
+    u -= (u @ a) * a
+    c = 0.4 * a + np.sqrt(1 - 0.4 ** 2) * u / np.linalg.norm(u)  # cosine 0.4 to A: joins it
+    X1 = np.concatenate([_blob(rng, a, 100), _blob(rng, b, 100)]).astype(np.float32)
+    X2 = np.concatenate([X1, _blob(rng, c, 60).astype(np.float32)])
+    runs = {}
+    for flag in ("false", "true"):
+        load_table(con, "corpus", X1)
+        name = f"nt_{flag}"
+        q(con, f"SELECT cluster_create('{name}', source := 'corpus', embedding := 'embedding', "
+               "id := 'doc_id', algorithm := 'kmeans', params := {'n_clusters': 2}"
+               + (", lineage := {'split_new_topics': true}" if flag == "true" else "") + ")")
+        r1 = q(con, f"SELECT cluster_execute('{name}')")[0][0]
+        load_table(con, "corpus", X2)
+        r2 = q(con, f"SELECT cluster_execute('{name}')")[0][0]
+        runs[flag] = (name, r1, r2)
+    name, r1, r2 = runs["true"]
+    events = sorted(q(con, f"SELECT event, previous_cluster_id, cluster_id, size FROM "
+                           f"cluster_lineage('{name}', run_id := '{r2}')"))
+    old_ids = sorted(r[0] for r in q(con, f"SELECT DISTINCT cluster_id FROM cluster_members("
+                                          f"'{name}', run_id := '{r1}')"))
+    born = [e for e in events if e[0] == "born"]
+    assert [e[:3] for e in events if e[0] == "continued"] == [("continued", i, i)
+                                                               for i in old_ids]
+    assert len(born) == 1 and born[0][3] == 60 and born[0][2] not in old_ids
+    got = q(con, f"SELECT DISTINCT cluster_id FROM cluster_members('{name}', run_id := '{r2}') "
+                 "WHERE CAST(id AS INTEGER) >= 200")
+    assert got == [(born[0][2],)]  # all of C, nothing else
+    choices = json.loads(q(con, f"SELECT choices FROM cluster_runs('{name}') "
+                                f"WHERE run_id = '{r2}'")[0][0])
+    assert [s["rows"] for s in choices["new_topics"]["split_off"]] == [60]
+    assert q(con, f"SELECT n_clusters FROM cluster_runs('{name}') WHERE run_id = '{r2}'") == \
+        [(3,)]
+    name, r1, r2 = runs["false"]
+    assert "born" not in {r[0] for r in q(con, f"SELECT event FROM cluster_lineage("
+                                              f"'{name}', run_id := '{r2}')")}
+    assert q(con, f"SELECT n_clusters FROM cluster_runs('{name}') WHERE run_id = '{r2}'") == \
+        [(2,)]

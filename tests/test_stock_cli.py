@@ -225,7 +225,7 @@ ASSIGN_QUERIES = {
                             "FROM new_docs ORDER BY doc_id",
     "threshold_named": "SELECT doc_id, assign_cluster(embedding, 'topics', threshold := 0.2) AS c "
                        "FROM new_docs ORDER BY doc_id",
-    "no_threshold": "SELECT doc_id, assign_cluster(embedding, 'topics', threshold := NULL) AS c "
+    "own_threshold": "SELECT doc_id, assign_cluster(embedding, 'topics', threshold := NULL) AS c "
                     "FROM new_docs ORDER BY doc_id",
     "hdbscan": "SELECT doc_id, assign_cluster(embedding, 'dense') AS c FROM new_docs ORDER BY doc_id",
     "hierarchical_top_level": "SELECT doc_id, assign_cluster(embedding, 'nested') AS c "
@@ -256,6 +256,11 @@ def test_assign_cluster_known_rows(built):
     assert rows[NULL_ID] is None
     near = [rows[i] for i in range(N_NEW_NEAR)]
     assert all(r["cluster_id"] >= 0 and r["similarity"] > 0.9 for r in near)
+    # no threshold given: the full run's own, its members' 10 % similarity quantile capped
+    # at 0.5 (these well-separated blobs are far above it)
+    (own,) = cli_rows(db, "SELECT assignment_threshold AS t FROM cluster_runs('topics') "
+                          "WHERE mode = 'full'")
+    assert own["t"] == 0.5
 
 
 # -- errors, read-only, storage format ------------------------------------------------
@@ -369,9 +374,9 @@ ASSIGN_ERRORS = {
         "lambda x: isnan(x) OR isinf(x)))) or fix the embedding pipeline.",
     "SELECT assign_cluster(embedding, 'topics', threshold := 1.5) FROM new_docs":
         "assign_cluster: threshold must be a cosine similarity in the range [-1, 1] (-1 keeps every "
-        "assignment), or NULL for no threshold. Got 1.5 instead.",
+        "assignment), or NULL for the run's own threshold. Got 1.5 instead.",
     "SELECT assign_cluster(embedding, 'topics', threshold := 'nan'::DOUBLE) FROM new_docs":
-        "or NULL for no threshold. Got nan instead.",
+        "or NULL for the run's own threshold. Got nan instead.",
 }
 
 
@@ -554,3 +559,62 @@ def test_sql_path_prints_the_installed_read_side(built, py):
     out = run_cli(built[0], query, reads=(path,))
     assert out.returncode == 0 and not out.stderr, out.stderr
     assert len(out.stdout.splitlines()) == len(py.sql(query).fetchall()) == 1
+
+
+# -- a file last written by an older duckcluster, opened read-only (issue 18) -------------
+
+def test_read_only_cli_on_a_file_from_before_the_members_dispatch(tmp_path):
+    """A file written before duckcluster kept the persistent ``_dc_members_view_of``: the stock
+    CLI opens it read-only and ``.read``s sql/duckcluster.sql; cluster_members gives the typed
+    ids of each definition, an unknown name the usual error, with nothing written first.
+    A definition from before typed ids (no view) reads its ids as stored, text."""
+    import duckcluster
+
+    db = str(tmp_path / "old.duckdb")
+    con = duckcluster.connect(db)
+    load_table(con, "docs", blobs(n_per=40, k=3, d=8)[0])
+    for name in ("Topics", "other"):
+        con.sql(f"SELECT cluster_create('{name}', source := 'docs', embedding := 'embedding', "
+                "id := 'doc_id', algorithm := 'kmeans', params := {'n_clusters': 3})").fetchall()
+        con.sql(f"SELECT cluster_execute('{name}')").fetchall()
+    want = con.sql("SELECT id, cluster_id FROM cluster_members('Topics') ORDER BY id").fetchall()
+    con.close()
+    plain = duckdb.connect(db)  # what an older duckcluster left: no dispatch, no view of 'other'
+    plain.sql("DROP MACRO duckcluster._dc_members_view_of").fetchall()
+    plain.sql("DELETE FROM duckcluster.meta WHERE key = 'members_dispatch'").fetchall()
+    plain.sql("""DROP VIEW duckcluster."members of 'other'\"""").fetchall()
+    plain.sql("ALTER TABLE duckcluster.members DROP COLUMN noise_assigned").fetchall()  # later
+    plain.close()
+    got = cli_rows(db, "SELECT id, cluster_id, typeof(id) AS t, noise_assigned "
+                       "FROM cluster_members('Topics') ORDER BY id")
+    assert [(r["id"], r["cluster_id"]) for r in got] == [tuple(w) for w in want]
+    assert {r["noise_assigned"] for r in got} == {None}
+    assert {r["t"] for r in got} == {"BIGINT"}  # the source's type, not text
+    other = cli_rows(db, "SELECT count(*) AS n, any_value(typeof(id)) AS t "
+                         "FROM cluster_members('other')")
+    assert other == [{"n": 120, "t": "VARCHAR"}]
+    assert cli_error(db, "SELECT * FROM cluster_members('topics')").startswith(
+        "Invalid Input Error: No cluster definition named 'topics'. List them with "
+        "SELECT * FROM cluster_list().")
+    assert "needs a definition name, not NULL" in cli_error(
+        db, "SELECT * FROM cluster_members(NULL)")
+    # a read-only Python connection reads it the same way; nothing was written
+    ro = duckcluster.connect(db, read_only=True)
+    assert ro.sql("SELECT id, cluster_id FROM cluster_members('Topics') ORDER BY id"
+                  ).fetchall() == want
+    assert ro.sql("SELECT count(*), any_value(typeof(id)) FROM cluster_members('other')"
+                  ).fetchall() == [(120, "VARCHAR")]
+    ro.close()
+    check = duckdb.connect(db, read_only=True)
+    assert check.sql("SELECT count(*) FROM duckdb_functions() WHERE schema_name = 'duckcluster' "
+                     "AND function_name = '_dc_members_view_of'").fetchall() == [(0,)]
+    check.close()
+
+
+def test_persistent_read_side_uses_the_dispatch_not_a_session_variable():
+    """The persistent macros a BI tool calls cannot rely on the variable ``.read`` sets."""
+    from duckcluster.catalog.read_side import persistent_sql
+
+    text = persistent_sql()
+    assert "SET VARIABLE _dc" not in text and "getvariable('" not in text
+    assert "duckcluster._dc_members_view_of(cluster_name" in text

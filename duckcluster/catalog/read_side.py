@@ -51,7 +51,8 @@ def persistent_macros(sql: str, schema: str = "duckcluster") -> str:
 
 def persistent_sql() -> str:
     """Every statement that creates the persistent read side."""
-    return persistent_macros(sql_text("duckcluster.sql")) + "\n" + sql_text("read_views.sql")
+    return persistent_macros(dispatched(sql_text("duckcluster.sql"))) + "\n" + \
+        sql_text("read_views.sql")
 
 
 def digest(text: str) -> str:
@@ -145,11 +146,30 @@ _UNKNOWN = ("'No cluster definition named ''' || cluster_name || '''. List them 
 _NULL_NAME = ("'cluster_members needs a definition name, not NULL. List them with ' "
               "|| listing || '.'")
 
-#: The statement of sql/duckcluster.sql that uses the dispatch macro.
+#: What sql/duckcluster.sql reads the members views with: the definitions and their views
+#: read into a variable when the file is loaded (pure SQL, so the stock CLI on a file opened
+#: read-only works whatever version wrote it), and ``_dc_members_view`` looking names up in it.
+VARIABLE_MEMBERS_VIEW = re.compile(
+    r"SET VARIABLE _dc_members_views = .*?\n\nCREATE OR REPLACE TEMP MACRO "
+    r"_dc_members_view\(cluster_name\) AS\n.*? END;\n", re.S)
+
+#: What replaces it where the definitions can change while the macro is in use (a Python
+#: connection that writes) or where no variable is set (the persistent macros a BI tool
+#: calls): the dispatch macro every write of the definitions rewrites.
 DISPATCHED_MEMBERS_VIEW = """CREATE OR REPLACE TEMP MACRO _dc_members_view(cluster_name) AS
     CASE WHEN cluster_name IS NULL
              THEN error('cluster_members needs a definition name, not NULL. List them with SELECT * FROM cluster_list().')
-         ELSE duckcluster._dc_members_view_of(cluster_name, 'SELECT * FROM cluster_list()') END;"""
+         ELSE duckcluster._dc_members_view_of(cluster_name, 'SELECT * FROM cluster_list()') END;
+"""
+
+
+def dispatched(sql: str) -> str:
+    """sql/duckcluster.sql with ``_dc_members_view`` calling the dispatch macro."""
+    out, n = VARIABLE_MEMBERS_VIEW.subn(lambda _: DISPATCHED_MEMBERS_VIEW, sql)
+    if n != 1:
+        raise RuntimeError("duckcluster.sql: the variable-based _dc_members_view was not found "
+                           "exactly once (catalog/read_side.py VARIABLE_MEMBERS_VIEW)")
+    return out
 
 
 def members_dispatch_sql(names: list[str]) -> str:
@@ -190,15 +210,6 @@ def sync_members_dispatch(cur) -> bool:
     return True
 
 
-#: _dc_members_view for a file opened read-only that has typed views but was last written
-#: before the dispatch macro: the view's name computed from the name (an unknown name then
-#: fails with DuckDB's "Table with name members of '...' does not exist").
-NAME_ONLY_MEMBERS_VIEW = r"""
-CREATE OR REPLACE TEMP MACRO _dc_members_view(cluster_name) AS
-    'duckcluster."members of ''' || replace(regexp_replace(cluster_name, '([A-Z^])', '^\1', 'g'), '"', '^_') || '''"';
-"""
-
-
 def definitions_without_view(cur) -> list[str]:
     views = {r[0].lower() for r in cur.execute(
         "SELECT view_name FROM duckdb_views() WHERE database_name = current_database() AND "
@@ -227,15 +238,3 @@ def ensure_members_views(cur) -> int:
             id_type = None
         sync_members_view(cur, name, id_type)
     return len(missing)
-
-
-#: cluster_members for a file opened read-only whose definitions have no typed view yet
-#: (written before typed ids): the ids as stored, text.
-TEXT_ID_MEMBERS = """
-CREATE OR REPLACE TEMP MACRO cluster_members(cluster_name, run_id := NULL) AS TABLE
-    SELECT m.run_id, m.id, m.cluster_id, m.cosine_similarity_to_centroid, m.x, m.y, m.z,
-           m.node_id, m.parent_cluster_id, m.hierarchy_level
-    FROM duckcluster.members m
-    WHERE m.name = cluster_name AND COLUMNS('^run_id$') = _dc_run(cluster_name, run_id)
-    ORDER BY m.cluster_id, m.id;
-"""

@@ -721,6 +721,36 @@ def member_flows(cur, run_id: str, members: pa.Table) -> list[tuple[int, int, in
         cur.unregister(view)
 
 
+def unseen_rows(cur, run_id: str, ids) -> np.ndarray:
+    """(n,) bool: which of ``ids`` (a source's ids, any type) are not members of ``run_id``
+    (one anti-join in DuckDB)."""
+    view = f"__dc_unseen_{secrets.token_hex(4)}"
+    col = ids if isinstance(ids, (pa.Array, pa.ChunkedArray)) else \
+        pa.array(np.asarray(ids, dtype=object).tolist(), pa.string())
+    cur.register(view, pa.table({"id": col, "pos": pa.array(np.arange(len(col),
+                                                                        dtype=np.int64))}))
+    try:
+        pos = cur.sql(f"SELECT n.pos FROM {view} n ANTI JOIN (SELECT id FROM duckcluster.members "
+                      f"WHERE run_id = ?) o ON o.id = CAST(n.id AS VARCHAR)",
+                      params=[run_id]).fetchnumpy()["pos"]
+    finally:
+        cur.unregister(view)
+    out = np.zeros(len(col), dtype=bool)
+    out[np.asarray(pos, dtype=np.int64)] = True
+    return out
+
+
+def own_threshold(cur, run_id: str) -> float:
+    """A full run's own assignment threshold (``assign_cluster``'s default): the stored one,
+    else (runs from before it was stored) the 10 % quantile of its members' cosine
+    similarity to their own centroid capped at 0.5 (as core/noise.py computes it), else 0.5."""
+    row = cur.execute(
+        "SELECT coalesce((SELECT assignment_threshold FROM duckcluster.runs WHERE run_id = $1),"
+        " (SELECT least(0.5, quantile_cont(cosine_similarity_to_centroid, 0.1)) FROM "
+        "duckcluster.members WHERE run_id = $1 AND cluster_id >= 0), 0.5)", [run_id]).fetchall()
+    return float(row[0][0])
+
+
 def known_rows(cur, run_id: str, ids, fps: np.ndarray) -> dict[str, np.ndarray]:
     """Rows of a run that are also among (``ids``, ``fps``: fingerprints) unchanged:
     ``pos`` (index into ``ids``), cluster_id, similarity, x, y, z (one hash join)."""

@@ -534,6 +534,8 @@ def choices_summary(choices: str | dict | None) -> str:
     if choices is None:
         return ""
     c = json.loads(choices) if isinstance(choices, str) else choices
+    if not any(k in c for k in ("pipeline", "algorithm", "n_clusters", "candidates")):
+        return ""  # nothing chosen (only what the noise policy or lineage recorded)
     steps = []
     chose = c.get("pipeline") or ([] if set(c) <= {"map", "noise"} else [
         {"step": c.get("algorithm", "?"), "n_clusters": c.get("n_clusters")}])

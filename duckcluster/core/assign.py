@@ -233,12 +233,12 @@ def _bad_vector_message(v: np.ndarray, what: str) -> str:
 
 def check_threshold(threshold: np.ndarray, what: str = "assign_cluster") -> None:
     """A threshold is a cosine similarity: finite and in [-1, 1] (the caller leaves out
-    NULLs, which mean no threshold). Cheap: one pass over the batch's values."""
+    NULLs, which mean the run's own threshold). Cheap: one pass over the batch's values."""
     t = np.asarray(threshold, dtype=np.float32)
     bad = ~((t >= -1.0) & (t <= 1.0))  # NaN fails both comparisons
     if bad.any():
         raise SpecError(f"{what}: threshold must be a cosine similarity in the range [-1, 1] "
-                        f"(-1 keeps every assignment), or NULL for no threshold. Got "
+                        f"(-1 keeps every assignment), or NULL for the run's own threshold. Got "
                         f"{float(t[np.argmax(bad)]):g} instead.")  # as the SQL macro's printf('%g')
 
 

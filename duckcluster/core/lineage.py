@@ -19,6 +19,11 @@ counting all of the new cluster's members when their number is known: a cluster 
 grew by absorbing noise or new rows, or shrank, is still the same one, but a new cluster
 made mostly of rows the previous run never saw is born, even when its few old rows all
 came from one cluster),
+or when each is the other's main counterpart (*mutual main*: more of ``i``'s shared rows
+went to ``j`` than to any other new cluster or to noise, more of ``j``'s members came from
+``i`` than from any other old cluster, old noise or rows the previous run never saw, and
+both shares are at least ``split_share``: the main part of a cluster k-means spread over
+several keeps the id),
 or, when either has none (new data only, rows deleted), when ``similarity >=
 min_similarity``. Among candidates one optimal assignment (maximum total ``similarity +
 overlap``) pairs each new cluster with at most one old one; a paired new cluster
@@ -31,7 +36,10 @@ Events (one row per cluster, or per old/new pair for splits and merges):
 - ``merged``: a new cluster into which at least two old clusters each sent at least
   ``merge_share`` of their shared rows; one row per such old cluster.
 - ``continued``: a matched pair that is not part of a split or merge.
-- ``born``: a new cluster that is not matched, not a split part, not a merge result.
+- ``born``: a new cluster that is not matched, not a split part, not a merge result; or
+  one that is not matched and most of whose members the previous run never saw (more
+  than came from any one old cluster), even if it also took a part of a split or a merge
+  (its ``split`` / ``merged`` rows are listed too).
 - ``died``: an old cluster that is not matched, did not split and did not merge.
 
 Splits and merges need shared rows; between runs on disjoint data only ``continued``,
@@ -76,6 +84,14 @@ OPTIONS: dict[str, Param] = {
                               doc="centroid cosine a continued cluster needs to keep its label"),
     "label_overlap": Param(float, 0.5, low=0.0, high=1.0,
                            doc="member overlap a continued cluster needs to keep its label"),
+    "split_new_topics": Param(bool, False,
+                              doc="split off, as a new cluster, the rows of a cluster that the "
+                                  "previous run never saw and that fit none of its clusters"),
+    "new_topic_share": Param(float, 0.2, low=0.0, high=1.0, low_open=True,
+                             doc="share of a cluster's members such rows must be to be split off"),
+    "new_topic_min_size": Param(int, 10, low=2,
+                                doc="rows such a new topic (and what is left of its cluster) "
+                                    "needs at least"),
 }
 
 EVENTS = ("continued", "born", "died", "split", "merged")
@@ -163,7 +179,22 @@ def link(C_old: np.ndarray, C_new: np.ndarray, F: np.ndarray,
         with np.errstate(invalid="ignore", divide="ignore"):
             whole = np.where(n > 0, Fc / n, 0.0)
     most = np.maximum(prev_share, whole) >= o["min_share"]
-    eligible = np.where(by_rows, most, Sv >= o["min_similarity"])
+    # mutual main: j got more of i's shared rows than any other new cluster (or noise) and
+    # more of j's members came from i than from any other old cluster, old noise or rows the
+    # previous run never saw; with split_share of both sides, i continues as j even when
+    # k-means spread i's rows (the main part of a split keeps the id)
+    unseen = np.zeros(k_new) if new_sizes is None else \
+        np.maximum(np.asarray(new_sizes, dtype=np.float64) - b, 0.0)
+    mutual = np.zeros_like(most)
+    if k_old and k_new:
+        dest = F[:k_old, :].argmax(axis=1)  # (k_old,) noise is column k_new
+        src = F[:, :k_new].argmax(axis=0)   # (k_new,) old noise is row k_old
+        top = F[src, np.arange(k_new)] > unseen
+        i = np.arange(k_old)
+        mutual[i, np.minimum(dest, k_new - 1)] = (dest < k_new) & (F[i, dest] > 0)
+        mutual &= ((src[None, :] == i[:, None]) & top[None, :])
+        mutual &= (prev_share >= o["split_share"]) & (whole >= o["split_share"])
+    eligible = np.where(by_rows, most | mutual, Sv >= o["min_similarity"])
     score = np.where(eligible, 1.0 + np.maximum(Sv, 0.0) + np.where(by_rows, overlap, 0.0),
                      0.0)
     match = np.full(k_new, -1, dtype=np.int64)
@@ -194,6 +225,9 @@ def link(C_old: np.ndarray, C_new: np.ndarray, F: np.ndarray,
         events += [event("split", i, j) for j in np.flatnonzero(in_split[i])]
     for j in np.flatnonzero(merged_into):
         events += [event("merged", i, j) for i in np.flatnonzero(in_merge[:, j])]
+    # a new cluster most of whose members the previous run never saw is born, even when it
+    # also took a part of a split or rows of a merge (it has those rows too)
+    new_mostly = unseen > (F[:, :k_new].max(axis=0) if k_new else 0)
     keep = np.zeros(k_new, dtype=bool)
     for j in range(k_new):
         i = match[j]
@@ -201,7 +235,7 @@ def link(C_old: np.ndarray, C_new: np.ndarray, F: np.ndarray,
             events.append(event("continued", i, j))
             keep[j] = (Sv[i, j] >= o["label_similarity"] and
                        (not by_rows[i, j] or overlap[i, j] >= o["label_overlap"]))
-        elif i < 0 and not in_split[:, j].any() and not merged_into[j]:
+        elif i < 0 and (not in_split[:, j].any() and not merged_into[j] or new_mostly[j]):
             events.append(_lonely("born", S, overlap, by_rows, j, axis=0))
     matched_old = np.zeros(k_old, dtype=bool)
     matched_old[match[match >= 0]] = True
@@ -225,6 +259,46 @@ def _lonely(kind: str, S: np.ndarray, overlap: np.ndarray, by_rows: np.ndarray, 
     best_o = float(np.nanmax(ov)) if ov.size and not np.isnan(ov).all() else None
     return Event(kind, -1 if axis == 0 else k, k if axis == 0 else -1, False, best_s, best_o,
                  None, None, 0)
+
+
+def new_topics(labels: np.ndarray, unseen: np.ndarray, best_old: np.ndarray,
+               threshold: float, options: Mapping[str, Any] | None = None
+               ) -> list[np.ndarray]:
+    """Rows a new run put in a cluster that are a topic the previous run did not have.
+
+    A clustering can absorb a new topic into an existing cluster (k-means with a fixed k
+    must; ``auto`` often does when the topic is small). Per new cluster, its *far* rows are
+    those the previous run never saw (``unseen`` (n,) bool) whose best cosine to the
+    previous run's centroids (``best_old`` (n,)) is below ``threshold`` (the previous run's
+    own assignment threshold: all but about 10 % of its members are closer to their own
+    centroid). When far rows are at least ``new_topic_share`` of the cluster's members
+    and ``new_topic_min_size`` rows, and as many are left, they are returned as one new
+    topic (rows of old topics are far only about 10 % of the time, by the threshold's
+    definition). ``labels`` (n,): the new run's clusters (-1 noise). Returns one array
+    of row positions per new topic.
+
+    >>> labels = np.array([0] * 30 + [1] * 30 + [2] * 30)
+    >>> unseen = np.arange(90) >= 15                        # rows 15.. are new
+    >>> best = np.where(np.arange(90) < 18, 0.8, 0.1)       # rows 18.. fit no old cluster
+    >>> best[60:85] = 0.8                                   # but 60..84 do
+    >>> [(int(p.min()), len(p)) for p in new_topics(labels, unseen, best, 0.3)]
+    [(18, 12)]
+
+    (Cluster 1 is all far rows: a new cluster already. Cluster 2 has 5: too few.)
+    """
+    o = validate_options(options)
+    labels = np.asarray(labels)
+    far = np.asarray(unseen, dtype=bool) & (np.asarray(best_old) < threshold) & (labels >= 0)
+    out = []
+    if not o["split_new_topics"] or not far.any():
+        return out
+    ids, sizes = np.unique(labels[labels >= 0], return_counts=True)
+    n_far = np.bincount(np.searchsorted(ids, labels[far]), minlength=len(ids))
+    for c, size, m in zip(ids, sizes, n_far):
+        if m >= max(o["new_topic_min_size"], o["new_topic_share"] * size) and \
+                size - m >= o["new_topic_min_size"]:
+            out.append(np.flatnonzero(far & (labels == c)))
+    return out
 
 
 def fingerprints(X: np.ndarray) -> np.ndarray:

@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
+
 from .. import _json
 from .._errors import INTERRUPTED, RunCancelledError, SpecError, stored_message
 from .._source import (
@@ -23,6 +25,7 @@ from .._source import (
     source_sql,
 )
 from ..catalog import runs as catalog
+from ..core import noise
 from ..core.algorithms import get_algorithm
 from ..core.fit import fit
 from ..core.spec import ClusterSpec, check_rows
@@ -128,6 +131,11 @@ def execute(cur, name: str, settings: catalog.Settings, mode: str = "full",
             else:
                 check_rows(spec, len(data.ids))
                 result = fit(data.X, spec, progress=stage)
+                if mode == "full":  # new topics it absorbed: clusters of their own (lineage)
+                    t_new = time.perf_counter()
+                    result = lineage.split_new_topics(cur, spec, data.ids, data.X, result)
+                    timings["new_topics"] = round(time.perf_counter() - t_new, 4)
+                    last += timings["new_topics"]  # not in the fitting stage's time
                 centroids, members = tables.full_tables(run_id, spec, data, result)
                 projection = result.projection
                 quality = result.quality
@@ -141,6 +149,10 @@ def execute(cur, name: str, settings: catalog.Settings, mode: str = "full",
         else:
             identity = lineage.inherit(cur, base_run, centroids, members)
         centroids, members = identity.centroids, identity.members
+        if mode == "full":  # assign_cluster's default threshold (core/noise.py)
+            thr = noise.assign_threshold(
+                choices, np.asarray(members.column("cluster_id").to_numpy()),
+                members.column("cosine_similarity_to_centroid").to_numpy())
         stage("writing")
         q = quality.as_dict()
         if extra_quality is not None:  # per partition (cluster_quality shows a row each)
@@ -151,6 +163,7 @@ def execute(cur, name: str, settings: catalog.Settings, mode: str = "full",
             "_name": spec.name, "n_rows": data.n_rows, "n_null": data.n_null,
             "n_members": len(data.ids), "n_fit": n_fit, "n_clusters": n_clusters,
             "dim": int(data.X.shape[1]), "input_hash": data.input_hash, "base_run_id": base_run,
+            "assignment_threshold": thr,
             "timings": json.dumps(timings), "progress": "done",  # with the status, atomically
             "quality": _json.dumps(q),
             "choices": None if choices is None else _json.dumps(choices),

@@ -149,6 +149,67 @@ def _link_by_partition(Co, Cn, F, options, sizes, old_parts, new_parts) -> linea
     return lineage.Linked(match=match, events=events, keep_label=keep)
 
 
+def split_new_topics(cur, spec: ClusterSpec, ids, X: np.ndarray, result):
+    """A full run's fit with the new topics it absorbed into existing clusters split off
+    as clusters of their own (:func:`duckcluster.core.lineage.new_topics`), so that the
+    lineage sees them ``born``; ``result`` unchanged when there are none, on a first run,
+    for hierarchical runs and with ``lineage := {'split_new_topics': false}``.
+
+    ``ids``, ``X`` (n, d) L2-normalized: the rows of the fit (``result`` a
+    :class:`~duckcluster.core.fit.FitResult` aligned with them). The far rows are those the
+    previous full run did not have whose best cosine to its centroids is below its own
+    assignment threshold (the one ``assign_cluster`` uses). After the split, the new
+    topic takes the cluster's other unseen rows that are closer to it than to what is left
+    (one step), centroids, similarities and quality are recomputed, and
+    ``cluster_runs.choices`` records what was split (``new_topics``)."""
+    import dataclasses
+
+    from ..core.assign import centroids_from_labels, similarity_to_own
+    from ..core.quality import compute_quality
+
+    o = lineage.validate_options(spec.lineage)
+    if not o["split_new_topics"] or result.hierarchy is not None or \
+            not len(result.cluster_ids) or len(ids) != len(result.labels):
+        return result
+    prev = catalog.previous_full_run(cur, spec.name)
+    if prev is None:
+        return result
+    old = catalog.centroid_matrix(cur, prev)
+    if not len(old.cluster_ids) or old.C.shape[1] != X.shape[1]:
+        return result
+    unseen = catalog.unseen_rows(cur, prev, ids)
+    if not unseen.any():
+        return result
+    thr = catalog.own_threshold(cur, prev)
+    rows = np.flatnonzero(unseen)
+    best = np.full(len(unseen), np.inf, dtype=np.float32)
+    best[rows] = (X[rows] @ old.C.T).max(axis=1)
+    groups = lineage.new_topics(result.labels, unseen, best, thr, spec.lineage)
+    if not groups:
+        return result
+    labels = result.labels.copy()
+    fresh = int(result.cluster_ids.max()) + 1
+    report = []
+    for pos in groups:
+        c = int(labels[pos[0]])
+        labels[pos] = fresh
+        ids_now, C = centroids_from_labels(X, np.where(np.isin(labels, [c, fresh]), labels, -1))
+        c_new, c_rest = C[list(ids_now).index(fresh)], C[list(ids_now).index(c)]
+        others = np.flatnonzero(unseen & (labels == c))
+        closer = others[X[others] @ c_new > X[others] @ c_rest]
+        labels[closer] = fresh
+        report.append({"from_cluster": c, "rows": int((labels == fresh).sum()),
+                       "far_rows": int(len(pos))})
+        fresh += 1
+    cluster_ids, C = centroids_from_labels(X, labels)
+    sims = similarity_to_own(X, C, labels, cluster_ids)
+    choices = {**(result.choices or {}), "new_topics": {
+        "threshold": round(float(thr), 4), "previous_run_id": prev, "split_off": report}}
+    return dataclasses.replace(result, labels=labels, cluster_ids=cluster_ids, centroids=C,
+                               similarity=sims, choices=choices,
+                               quality=compute_quality(X, labels, sims, spec.seed))
+
+
 def inherit(cur, base_run: str, centroids: pa.Table, members: pa.Table) -> Identity:
     """An assign run uses its base run's clusters: it carries their labels."""
     old = catalog.top_nodes(cur, base_run)

@@ -56,12 +56,9 @@ def register(con: duckdb.DuckDBPyConnection, settings: catalog.Settings,
     _REGISTERED[con] = reg
     if has_catalog:  # a read-only file duckcluster never wrote has nothing to read yet
         text = catalog.sql_text("duckcluster.sql")
-        if not read_side.has_members_dispatch(con):  # read-only, last written before it
-            text = text.replace(read_side.DISPATCHED_MEMBERS_VIEW,
-                                read_side.NAME_ONLY_MEMBERS_VIEW)
-        con.execute(text)
-        if read_side.definitions_without_view(con):  # read-only, from before typed ids
-            con.execute(read_side.TEXT_ID_MEMBERS)
+        if read_side.has_members_dispatch(con):  # else read-only, last written before it:
+            text = read_side.dispatched(text)    # the file's own lookup, as in the stock CLI
+        con.execute(text)  # (a definition from before typed ids reads text ids: no view)
     # after the read side: the Python assign_cluster replaces the pure-SQL one
     con.execute(reg.rewrite(core.MACROS))
     if not has_catalog:

@@ -26,6 +26,8 @@ from ..catalog import runs as catalog
 from ..core import progress as core_progress
 
 _ASSIGN_CACHE_SECONDS = 1.0
+#: assign_cluster's threshold for a run that stored none of its own (before it was stored).
+DEFAULT_THRESHOLD = 0.5
 _ACTIVE_PIDS = {os.getpid()}
 
 # -- progress ---------------------------------------------------------------------------
@@ -237,7 +239,7 @@ class _State:
     def __init__(self, con: duckdb.DuckDBPyConnection, settings: catalog.Settings):
         self.con_ref = weakref.ref(con)
         self.settings = settings
-        self.cache: dict[str, tuple[int, float, str, np.ndarray, np.ndarray]] = {}
+        self.cache: dict[str, tuple] = {}  # name -> (generation, time, *reference)
         self.part_cache: dict[tuple[str, str, int], tuple[str | None, dict | None]] = {}
         self.generation = 0
         self.taxonomy_cache: dict[str, tuple[int, float, Any]] = {}
@@ -252,22 +254,33 @@ class _State:
 
     def centroids(self, name: str) -> tuple[str, np.ndarray, np.ndarray]:
         """(run_id, cluster_ids, C) of the latest successful full run, cached ~1 s."""
+        return self.reference(name)[:3]
+
+    def reference(self, name: str) -> tuple[str, np.ndarray, np.ndarray, float]:
+        """(run_id, cluster_ids, C, threshold) of the latest successful full run, cached
+        ~1 s; ``threshold``: the run's own assignment threshold (its ``assignment_threshold``,
+        see :func:`duckcluster.core.noise.assign_threshold`), :data:`DEFAULT_THRESHOLD` for
+        runs stored before it was."""
         now = time.monotonic()
         hit = self.cache.get(name)
         gen = (self.generation, catalog.epoch())  # a definition deleted anywhere in the process
         if hit and hit[0] == gen and now - hit[1] < _ASSIGN_CACHE_SECONDS:
-            return hit[2], hit[3], hit[4]
+            return hit[2:]
         with self.cursor() as cur:
             run_id = catalog.latest_run(cur, name, mode="full")
             if hit and hit[2] == run_id:
                 self.cache[name] = (gen, now, *hit[2:])
-                return hit[2], hit[3], hit[4]
+                return hit[2:]
             ref = catalog.centroid_matrix(cur, run_id)
+            thr = cur.execute(
+                "SELECT assignment_threshold FROM duckcluster.runs WHERE run_id = ?",
+                [run_id]).fetchall()
         ids_arr = ref.cluster_ids
         # a run that found no clusters: every row is noise
         C = ref.C if len(ids_arr) else np.zeros((0, 0), dtype=np.float32)
-        self.cache[name] = (gen, now, run_id, ids_arr, C)
-        return run_id, ids_arr, C
+        own = thr[0][0] if thr and thr[0][0] is not None else DEFAULT_THRESHOLD
+        self.cache[name] = (gen, now, run_id, ids_arr, C, float(own))
+        return run_id, ids_arr, C, float(own)
 
     def partitioning(self, name: str, run_id: str) -> tuple[str | None, list | None]:
         """(partition_by, the partition of each centroid of :meth:`centroids`) of a run;

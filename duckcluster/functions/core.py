@@ -269,10 +269,12 @@ def _assign_batch(state: _State, emb: pa.ChunkedArray, name: pa.ChunkedArray,
     nearest cluster of its own partition, -1 when the run has none of that partition."""
     emb, name, threshold = _one_chunk(emb), _one_chunk(name), _one_chunk(threshold)
     n = len(emb)
-    if threshold.null_count:  # NULL threshold: keep every assignment
+    if threshold.null_count == n:  # not given (the default): each run's own threshold
+        thr = None
+    elif threshold.null_count:  # NULL rows take the run's own threshold too
         check_threshold(pc.drop_null(threshold).to_numpy(zero_copy_only=False))
-        threshold = pc.fill_null(threshold, -2.0)
-        thr = np.asarray(threshold.to_numpy(zero_copy_only=False), dtype=np.float32)
+        thr = np.asarray(pc.fill_null(threshold, np.nan).to_numpy(zero_copy_only=False),
+                         dtype=np.float32)
     else:
         thr = np.asarray(threshold.to_numpy(zero_copy_only=False), dtype=np.float32)
         check_threshold(thr)
@@ -295,8 +297,9 @@ def _assign_batch(state: _State, emb: pa.ChunkedArray, name: pa.ChunkedArray,
         if part is not None:
             (nm, value) = nm
             run_id, ids_arr, C = state.partition_centroids(nm, value)
+            own = state.reference(nm)[3]
         else:
-            run_id, ids_arr, C = state.centroids(nm)
+            run_id, ids_arr, C, own = state.reference(nm)
             if state.partitioning(nm, run_id)[0] is not None:
                 by = state.partitioning(nm, run_id)[0]
                 raise SpecError(f"assign_cluster: cluster {nm!r} is partitioned by {by!r}; "
@@ -322,7 +325,12 @@ def _assign_batch(state: _State, emb: pa.ChunkedArray, name: pa.ChunkedArray,
                             "embedding model as the definition's source.")
         with _BLAS_PIN:
             idx, best = assign_raw(X, C)
-        t = thr if rows is None else thr[rows]
+        if thr is None:
+            t = np.float32(own)
+        else:
+            t = thr if rows is None else thr[rows]
+            if threshold.null_count:
+                t = np.where(np.isnan(t), np.float32(own), t)
         cid = np.where(best >= t, ids_arr[idx], -1).astype(np.int32)
         if rows is None:
             out_ids, out_sim = cid, best
@@ -378,7 +386,7 @@ def _assign_macro(macro: str, udf: str, doc: str) -> str:
     # no partition value has, so typeof tells "not given" from a NULL partition when the
     # query is bound (the unpartitioned path costs nothing more)
     return (f"\n-- {doc}\nCREATE OR REPLACE TEMP MACRO {macro}(embedding, cluster_name, "
-            f"threshold := 0.5, partition := {NO_PARTITION}) AS\n"
+            f"threshold := NULL, partition := {NO_PARTITION}) AS\n"
             f"    CASE WHEN typeof(partition) <> {NO_PARTITION_TYPE!r}\n"
             f"        THEN {udf}_part(CAST(embedding AS FLOAT[]), cluster_name, "
             "CAST(partition AS VARCHAR), CAST(threshold AS FLOAT))"

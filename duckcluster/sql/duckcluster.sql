@@ -88,16 +88,32 @@ CREATE OR REPLACE TEMP MACRO cluster_runs(cluster_name) AS TABLE
     ORDER BY r.run_seq;
 
 -- The view holding one definition's members with ids in the source's own type (duckcluster
--- keeps one per definition, next to duckcluster.members, which stores ids as text). The
--- macro duckcluster._dc_members_view_of is written into the file by duckcluster whenever the
--- set of definitions changes: a CASE over their names, so DuckDB folds it when the query is
--- bound, and an unknown name fails here with the same message as the other read functions.
--- (Behind a CASE, DuckDB does not look the macro up when this one is created, so this file
--- loads in files written before it too; cluster_members then needs one read-write open.)
+-- keeps one per definition, next to duckcluster.members, which stores ids as text). A table
+-- macro's query_table() argument must fold to a constant when the query is bound, so the
+-- definitions and their views are read once, when this file is loaded, into the variable
+-- _dc_members_views (getvariable folds): a known name gives its view (duckcluster.members,
+-- ids as text, for a definition written before typed ids), any other name the same error as
+-- the other read functions. Pure SQL over the catalog tables and duckdb_views(), so it works
+-- on a file opened read-only whatever duckcluster version wrote it. (A read-only session
+-- sees no new definitions, and nothing else writes the file while the stock CLI has it open.
+-- Python connections, which create definitions, and the persistent macros use instead
+-- duckcluster._dc_members_view_of, a CASE over the names that every write of the
+-- definitions rewrites: catalog/read_side.py.)
+SET VARIABLE _dc_members_views = (
+    SELECT {'names': coalesce(list(d.name ORDER BY d.name), []::VARCHAR[]),
+            'views': coalesce(list(coalesce('duckcluster."' || v.view_name || '"', 'duckcluster.members')
+                                   ORDER BY d.name), []::VARCHAR[])}
+    FROM duckcluster.definitions d
+    LEFT JOIN (SELECT view_name FROM duckdb_views()
+               WHERE database_name = current_database() AND schema_name = 'duckcluster') v
+        ON lower(v.view_name) = lower('members of ''' || replace(regexp_replace(d.name, '([A-Z^])', '^\1', 'g'), '"', '^_') || ''''));
+
 CREATE OR REPLACE TEMP MACRO _dc_members_view(cluster_name) AS
     CASE WHEN cluster_name IS NULL
              THEN error('cluster_members needs a definition name, not NULL. List them with SELECT * FROM cluster_list().')
-         ELSE duckcluster._dc_members_view_of(cluster_name, 'SELECT * FROM cluster_list()') END;
+         WHEN list_contains(getvariable('_dc_members_views').names, cluster_name)
+             THEN getvariable('_dc_members_views').views[list_position(getvariable('_dc_members_views').names, cluster_name)]
+         ELSE error('No cluster definition named ''' || cluster_name || '''. List them with SELECT * FROM cluster_list().') END;
 
 -- One row per member: id (in the source's type), cluster_id (-1 = noise), similarity,
 -- x, y[, z], hierarchy fields, noise_assigned (left as noise by the algorithm, then put in
@@ -107,7 +123,11 @@ CREATE OR REPLACE TEMP MACRO _dc_members_view(cluster_name) AS
 CREATE OR REPLACE TEMP MACRO cluster_members(cluster_name, run_id := NULL) AS TABLE
     SELECT m.run_id, m.id, m.cluster_id, m.cosine_similarity_to_centroid, m.x, m.y, m.z,
            m.node_id, m.parent_cluster_id, m.hierarchy_level, m.noise_assigned, m.partition
-    FROM query_table(_dc_members_view(cluster_name)) m
+    -- (the empty UNION BY NAME gives NULL noise_assigned and partition in files written
+    -- before those columns existed)
+    FROM (FROM query_table(_dc_members_view(cluster_name))
+          UNION ALL BY NAME SELECT NULL::BOOLEAN AS noise_assigned, NULL::VARCHAR AS partition
+          WHERE false) m
     WHERE COLUMNS('^run_id$') = _dc_run(cluster_name, run_id)
     ORDER BY m.cluster_id, m.id;
 
@@ -239,12 +259,12 @@ CREATE OR REPLACE TEMP MACRO _dc_placeable(e) AS
                     || 'the embedding pipeline (a zero vector often means an empty input text).') END;
 
 -- true, or the Python version's error: a threshold is a cosine similarity in [-1, 1]
--- (NaN fails both comparisons), or NULL for no threshold.
+-- (NaN fails both comparisons), or NULL for the run's own threshold.
 CREATE OR REPLACE TEMP MACRO _dc_threshold_ok(threshold) AS
     CASE WHEN threshold IS NULL OR (CAST(threshold AS FLOAT) >= -1 AND CAST(threshold AS FLOAT) <= 1)
              THEN true
          ELSE error('assign_cluster: threshold must be a cosine similarity in the range [-1, 1] '
-                    || '(-1 keeps every assignment), or NULL for no threshold. Got '
+                    || '(-1 keeps every assignment), or NULL for the run''s own threshold. Got '
                     || printf('%g', CAST(threshold AS FLOAT)) || ' instead.') END;
 
 -- true, or the Python version's error: partition := is given exactly when the definition
@@ -263,14 +283,22 @@ CREATE OR REPLACE TEMP MACRO _dc_partition_ok(cluster_name, given) AS
                                         FROM duckcluster.definitions d WHERE d.name = cluster_name) || ').')
          ELSE true END;
 
+-- The assignment threshold a full run stored for itself (its assignment_threshold: the
+-- noise policy's threshold, else the 10 % quantile of its members' cosine similarity to
+-- their own centroid), 0.5 for runs stored before it was.
+CREATE OR REPLACE TEMP MACRO _dc_own_threshold(rid) AS COALESCE((
+    SELECT CAST(r.assignment_threshold AS FLOAT) FROM duckcluster.runs r WHERE r.run_id = rid),
+    CAST(0.5 AS FLOAT));
+
 -- Nearest centroid of the latest successful full run by cosine; -1 below the threshold.
 -- partition := the row's partition, for a definition with partition_by: the nearest cluster
 -- of that partition (NULL is a partition too); a partition the run does not have gives -1.
 -- Same results and errors as the Python version: ties go to the lowest cluster_id, a NULL
--- embedding or name gives NULL, a NULL threshold means no threshold (-1 keeps every row
--- too), a threshold outside [-1, 1], a NaN/Inf embedding and a zero vector are errors that
--- say so, and a run without clusters gives -1 with similarity NULL.
-CREATE OR REPLACE TEMP MACRO assign_cluster_detail(embedding, cluster_name, threshold := 0.5,
+-- embedding or name gives NULL, no threshold (or NULL) means the run's own threshold
+-- (_dc_own_threshold; -1 keeps every row), a threshold outside [-1, 1], a NaN/Inf embedding
+-- and a zero vector are errors that say so, and a run without clusters gives -1 with
+-- similarity NULL.
+CREATE OR REPLACE TEMP MACRO assign_cluster_detail(embedding, cluster_name, threshold := NULL,
     partition := {'unpartitioned': true}) AS
     CASE WHEN NOT _dc_threshold_ok(threshold) THEN NULL  -- (never: it is true or an error)
          WHEN embedding IS NULL OR cluster_name IS NULL THEN NULL
@@ -278,7 +306,8 @@ CREATE OR REPLACE TEMP MACRO assign_cluster_detail(embedding, cluster_name, thre
              THEN NULL  -- (never: it is true or an error)
          WHEN _dc_placeable(_dc_as_list(embedding)) THEN (
         SELECT CASE WHEN NOT isnan(max(s.sim))
-                         AND (threshold IS NULL OR max(s.sim) >= CAST(threshold AS FLOAT))
+                         AND max(s.sim) >= coalesce(CAST(threshold AS FLOAT),
+                                                    _dc_own_threshold(_dc_latest_full_run(cluster_name)))
                     THEN {'cluster_id': arg_max(s.cluster_id, {'sim': s.sim, 'neg_id': -s.cluster_id})::INTEGER,
                           'similarity': max(s.sim)}
                     ELSE {'cluster_id': -1::INTEGER, 'similarity': max(s.sim)} END
@@ -290,7 +319,7 @@ CREATE OR REPLACE TEMP MACRO assign_cluster_detail(embedding, cluster_name, thre
                          OR c.partition IS NOT DISTINCT FROM CAST(partition AS VARCHAR))) s
     ) END;
 
-CREATE OR REPLACE TEMP MACRO assign_cluster(embedding, cluster_name, threshold := 0.5,
+CREATE OR REPLACE TEMP MACRO assign_cluster(embedding, cluster_name, threshold := NULL,
     partition := {'unpartitioned': true}) AS
     assign_cluster_detail(embedding, cluster_name, threshold := threshold,
                           partition := partition).cluster_id;
