@@ -17,11 +17,8 @@ def test_for_machine_is_between_one_and_the_cores():
     assert threads.busy_elsewhere() >= 0
 
 
-# The two tests below run in a fresh interpreter: OpenBLAS pools are per process, and once
-# an earlier test of the same process has set them from another thread (a DuckDB worker
-# running a UDF), OpenBLAS (scipy-openblas 0.3.x) ignores a later set from the main thread
-# (measured: counts stay 2 inside limited(1)). That cross-thread behaviour is a known gap
-# of the thread sizing (issue 19), not what these tests are about.
+# The tests below run in a fresh interpreter: OpenBLAS pools are per process, and what an
+# earlier test set must not decide what these see.
 _FRESH = """
 import numpy as np
 from duckcluster.core import threads
@@ -86,4 +83,32 @@ def test_assign_pin_sets_one_blas_thread_and_restores():
                 assert set(counts()) == {1}, counts()
             assert set(counts()) == {1}, counts()
         assert counts() == before, (counts(), before)
+    """)
+
+
+def test_limited_works_from_any_thread_after_another_set_the_pools():
+    """threadpoolctl 3.8 drops OpenBLAS sets from every thread but the first that set
+    one (its 'controlling thread'); a DuckDB worker running a UDF took that role, and
+    later runs on other threads kept two BLAS threads inside limited(1)."""
+    _in_fresh_process("""
+        import threading
+        import duckdb
+        import pyarrow as pa
+
+        seen = {}
+
+        def inside(tag):
+            with threads.limited(1):
+                seen[tag] = counts()
+
+        con = duckdb.connect()
+        con.create_function("f", lambda x: (inside("udf"), pa.array([1] * len(x)))[1],
+                            ["INTEGER"], "INTEGER", type="arrow", side_effects=True)
+        con.sql("SELECT f(i::INTEGER) FROM range(3) t(i)").fetchall()
+        inside("main")
+        t = threading.Thread(target=inside, args=("thread",))
+        t.start()
+        t.join()
+        for tag, c in seen.items():
+            assert set(c) == {1}, (tag, c)
     """)

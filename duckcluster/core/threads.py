@@ -101,20 +101,37 @@ def controller() -> Any:
         return _controller
 
 
+def set_threads(lc: Any, n: int) -> None:
+    """Set one library controller's pool to ``n`` threads, from any thread.
+
+    threadpoolctl 3.8 lets only one Python thread ever set OpenBLAS (pthreads) pools: the
+    first one that does becomes the "controlling thread", and a set from any other thread
+    is silently dropped while that one lives. A DuckDB worker thread running a UDF is a
+    dummy Python thread that never dies, and the main thread never dies, so once either
+    set the pools every later set from the other did nothing: runs kept two BLAS threads
+    inside ``limited(1)`` (the "3x slower on a DuckDB worker thread" of issue 19). The
+    pool is process-wide, so the set itself is the same from any thread: this calls it
+    directly."""
+    real = getattr(lc, "_real_set_num_threads", None)
+    (real if callable(real) else lc.set_num_threads)(int(n))
+
+
 @contextlib.contextmanager
 def limited(n: int, user_api: str | None = None) -> Iterator[None]:
     """BLAS and OpenMP pools (or only ``user_api``: 'blas' / 'openmp') at ``n``
-    threads inside the block; the previous counts come back after it."""
+    threads inside the block; the previous counts come back after it. Never raises a
+    pool above its current count."""
     ctl = controller()
-    pools = ctl.lib_controllers if user_api is None else ctl.select(user_api=user_api).lib_controllers
-    if all(lc.num_threads <= n for lc in pools):  # never raises a pool the user lowered
-        yield
-        return
-    limiter = ctl.limit(limits=int(n), user_api=user_api)
+    pools = [lc for lc in ctl.lib_controllers if user_api is None or lc.user_api == user_api]
+    before = [(lc, lc.get_num_threads()) for lc in pools]
+    lowered = [(lc, b) for lc, b in before if b is not None and b > n]
+    for lc, _ in lowered:
+        set_threads(lc, n)
     try:
         yield
     finally:
-        limiter.restore_original_limits()
+        for lc, b in lowered:
+            set_threads(lc, b)
 
 
 def machine_sized(fn: F) -> F:

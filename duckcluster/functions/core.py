@@ -198,22 +198,24 @@ class _SingleThreadBLAS:
     def __enter__(self) -> None:
         with self._lock:
             if self._depth == 0:
-                from ..core.threads import controller
+                from ..core.threads import controller, set_threads
 
                 pools = [lc for lc in controller().lib_controllers if lc.user_api == "blas"]
                 self._restore = [(lc, lc.get_num_threads()) for lc in pools]
                 for lc, n in self._restore:
                     if n is not None and n > 1:
-                        lc.set_num_threads(1)
+                        set_threads(lc, 1)
             self._depth += 1
 
     def __exit__(self, *exc: object) -> None:
         with self._lock:
             self._depth -= 1
             if self._depth == 0:
+                from ..core.threads import set_threads
+
                 for lc, n in self._restore:
                     if n is not None and n > 1:
-                        lc.set_num_threads(n)
+                        set_threads(lc, n)
                 self._restore = []
 
 
