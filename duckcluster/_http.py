@@ -14,11 +14,12 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from ._errors import DuckclusterError
+
+if TYPE_CHECKING:  # imported by post(): httpx (with its CLI's rich) took 0.1-0.3 s of
+    import httpx  # every fresh process, which mostly never makes a request
 
 
 class LLMError(DuckclusterError):
@@ -102,6 +103,8 @@ def post(client: httpx.Client, url: str, policy: RetryPolicy, *,
     backoff; ``wait(seconds)`` replaces ``time.sleep`` and returns True to stop now (the
     attempt comes back ``interrupted``).
     """
+    import httpx
+
     shown = redact_url(url)
     number = first
     while True:

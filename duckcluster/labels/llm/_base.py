@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import httpx
 import numpy as np
 
 from ... import _secrets
 from ..._http import RetryPolicy
+
+if TYPE_CHECKING:  # httpx is imported where requests are made (0.1-0.3 s)
+    import httpx
 
 #: One piece of a user message: {"type": "text", "text": ...} or
 #: {"type": "image_url" | "video_url" | "audio_url", "url": ...}.

@@ -6,13 +6,16 @@ The key goes in the ``x-goog-api-key`` header, never in the URL.
 from __future__ import annotations
 
 import mimetypes
+from typing import TYPE_CHECKING
 
-import httpx
 import numpy as np
 
 from ..._http import LLMError, post_json
 from ._base import Endpoint, Part, dig, scrub
 from .openai import _matrix
+
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 DEFAULT_MODEL = "gemini-2.5-flash"

@@ -6,11 +6,15 @@ hang off, e.g. ``https://api.openai.com/v1`` or ``http://localhost:11434/v1``.
 
 from __future__ import annotations
 
-import httpx
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..._http import LLMError, post_json
 from ._base import Endpoint, Part, dig, scrub
+
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_MODEL = "gpt-4o-mini"
