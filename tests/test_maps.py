@@ -143,8 +143,14 @@ def test_a_sampled_run_lays_out_its_sample_and_places_the_other_rows(tmp_path):
     assert choices["map"]["kind"] == "graph" and "200 rows" in choices["map"]["from"]
     assert np.isfinite(m["x"]).all()
     assert _one_cluster_per_region(m, y) > 0.95
+    # a sampled run whose auto fits a sample of its sample: that graph's layout, the
+    # other sampled rows placed on it, then every streamed row
+    _, choices, m = _run(con, "s2", ", sample_size := 200, params := {'fit_rows': 120}")
+    assert choices["map"]["kind"] == "graph" and "120 rows" in choices["map"]["from"]
+    assert np.isfinite(m["x"]).all() and _one_cluster_per_region(m, y) > 0.95
     # the references go with the definition's other artifacts
     con.execute("SELECT cluster_delete('s', drop_artifacts := true)")
+    con.execute("SELECT cluster_delete('s2', drop_artifacts := true)")
     assert con.execute("SELECT count(*) FROM duckcluster.map_references").fetchall() == [(0,)]
     con.close()
 
