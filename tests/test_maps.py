@@ -228,3 +228,10 @@ def test_the_map_curve_constants_are_what_umap_fits_for_its_min_dist():
     from duckcluster.core.projection import MAP_AB, MAP_MIN_DIST
 
     assert _ab_params(1.0, MAP_MIN_DIST) == pytest.approx(MAP_AB, rel=1e-6)
+
+
+def test_the_map_goes_parallel_where_the_umap_step_does():
+    from duckcluster.core.preprocess import PARALLEL_LAYOUT_MIN_ROWS
+    from duckcluster.core.projection import MAP_PARALLEL_MIN_ROWS
+
+    assert MAP_PARALLEL_MIN_ROWS == PARALLEL_LAYOUT_MIN_ROWS

@@ -164,6 +164,9 @@ MAP_MIN_DIST = 0.1
 #: a, b of UMAP's curve 1 / (1 + a d^2b) for spread 1 and :data:`MAP_MIN_DIST` (what
 #: ``preprocess._ab_params`` fits; constants here so a map does not import scipy.optimize)
 MAP_AB = (1.5769434602697652, 0.8950608778515733)
+#: Above this many rows the map's layout runs on every core (the clustering's UMAP step
+#: switches at the same count, ``preprocess.PARALLEL_LAYOUT_MIN_ROWS``; a test pins them)
+MAP_PARALLEL_MIN_ROWS = 20_000
 #: Learning rate the map's layout starts at: it starts from the clustering embedding,
 #: already close, so half of umap-learn's 1.0 (measured: higher trustworthiness at
 #: the same epochs on docstrings8, bench/maps.py).
@@ -182,8 +185,7 @@ def graph_layout(graph, embedding: np.ndarray, dimensions: int, seed: int,
     """A ``dimensions``-D layout (float32, n x dimensions) of the neighbour ``graph``
     (UMAP's pruned fuzzy graph) started from the PCA of the clustering ``embedding``
     that graph produced; deterministic for a seed."""
-    from .preprocess import PARALLEL_LAYOUT_MIN_ROWS
-    from .preprocess.layout import optimize_layout
+    from .preprocess.layout import optimize_layout  # not .preprocess: it imports this module
 
     E = np.asarray(embedding, dtype=np.float32)
     n = E.shape[0]
@@ -201,7 +203,7 @@ def graph_layout(graph, embedding: np.ndarray, dimensions: int, seed: int,
     a, b = MAP_AB
     epochs = n_epochs if n_epochs is not None else map_epochs(n)
     out = optimize_layout(np.ascontiguousarray(init), graph, epochs, a, b, seed,
-                          initial_alpha=MAP_ALPHA, parallel=n > PARALLEL_LAYOUT_MIN_ROWS)
+                          initial_alpha=MAP_ALPHA, parallel=n > MAP_PARALLEL_MIN_ROWS)
     return np.asarray(out, dtype=np.float32)
 
 
