@@ -137,7 +137,10 @@ def test_cluster_method_against_a_reference_definition(con, shifted):
                   "method := 'cluster', reference := 'topics')")[0]
     d = r["details"]
     assert r["drift_detected"] and d["reference"] == f"run {run}"
-    assert d["assignment_threshold"] == 0.5  # assign_cluster's default with a reference
+    own = con.sql(f"SELECT assignment_threshold FROM duckcluster.runs WHERE run_id = '{run}'"
+                  ).fetchall()[0][0]
+    assert own is not None
+    assert d["assignment_threshold"] == pytest.approx(own)  # assign_cluster's default
     r = rows(con, "SELECT * FROM embedding_drift('docs', 'new_docs', 'embedding', "
                   "method := 'cluster', reference := 'topics', "
                   "params := {'assignment_threshold': 0.3})")[0]

@@ -30,12 +30,14 @@ class Reference:
     """Centroids both sides are assigned to (the ``cluster`` method).
 
     ``cluster_ids`` int64 of shape (k,), ``centroids`` float32 of shape (k, d),
-    L2-normalized; ``source`` says where they came from (a run id).
+    L2-normalized; ``source`` says where they came from (a run id); ``threshold`` is
+    the run's own assignment threshold (``assign_cluster``'s default), when known.
     """
 
     cluster_ids: np.ndarray
     centroids: np.ndarray
     source: str
+    threshold: float | None = None
 
 
 @dataclass(frozen=True)

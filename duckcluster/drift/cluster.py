@@ -10,8 +10,8 @@ the rows is as likely as the real one and the permutation p-value is exact, also
 when the sides share rows (the same table twice, overlapping windows, a current
 side that contains the baseline). Rows whose best similarity is below
 ``assignment_threshold`` count as cluster -1, "fits no cluster". The threshold
-defaults to 0.5 with a reference (``assign_cluster``'s default) and to 'auto'
-without one: the ``auto_quantile`` (5%) quantile of the fitting rows' similarity
+defaults, with a reference, to the reference run's own threshold (``assign_cluster``'s
+default: the one the run stored, 0.5 for runs with none) and to 'auto' without one: the ``auto_quantile`` (5%) quantile of the fitting rows' similarity
 to their centroid, so about 5% of unchanged rows fall below it and most rows of an
 unseen kind do. ``new_content_share`` is, with a reference, the current share of
 -1; without one, the current share of every category (cluster or -1) in which the
@@ -57,7 +57,8 @@ PARAMS = {
                               "k-means is fitted on (at most 5,000)"),
     "assignment_threshold": Param(float, None, low=-1.0, high=1.0, nullable=True,
                                   doc="rows below this cosine similarity are cluster -1 (new); "
-                                      "default 0.5 with a reference, else 'auto'"),
+                                      "default: the reference run's own (assign_cluster's "
+                                      "default), else 'auto'"),
     "auto_quantile": Param(float, 0.05, low=0.0, high=0.5,
                            doc="'auto' threshold: this quantile of the k-means fitting rows' "
                                "similarity to their centroid"),
@@ -110,7 +111,7 @@ def share_test(counts_b: np.ndarray, counts_c: np.ndarray, n_permutations: int,
                      int(chi.dof), float(chi.pvalue))
 
 
-#: Threshold with a reference run when none is given: assign_cluster's default.
+#: Threshold with a reference whose run has no threshold of its own.
 REFERENCE_THRESHOLD = 0.5
 
 
@@ -119,7 +120,9 @@ def _reference(B: np.ndarray, C: np.ndarray, p: dict, ctx: Context, rng: np.rand
     """(centroids, assignment threshold, details) for the tested rows ``B`` and ``C``."""
     thr = p["assignment_threshold"]
     if ctx.reference is not None:
-        thr = REFERENCE_THRESHOLD if thr is None else thr
+        if thr is None:  # assign_cluster's default: the reference run's own threshold
+            thr = REFERENCE_THRESHOLD if ctx.reference.threshold is None else \
+                float(ctx.reference.threshold)
         return ctx.reference, thr, {"reference": ctx.reference.source,
                                     "assignment_threshold": thr}
     from sklearn.cluster import KMeans

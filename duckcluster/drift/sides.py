@@ -251,8 +251,10 @@ def load_reference(cur, name: str | None, run_id: str | None) -> Reference | Non
     if not len(ref.cluster_ids):
         raise DataError(f"Run {run_id!r} has no clusters to assign to; pick a reference run "
                         "with at least one cluster.")
+    from ..catalog.runs import own_threshold
+
     return Reference(cluster_ids=ref.cluster_ids.astype(np.int64), centroids=normalize_rows(ref.C),
-                     source=f"run {run_id}")
+                     source=f"run {run_id}", threshold=own_threshold(cur, run_id))
 
 
 def _check_pair(B: Side, C: Side) -> None:
