@@ -223,3 +223,21 @@ def test_knn_statistic_is_minus_log10_of_the_smallest_component_p_value():
     assert r.statistic == pytest.approx(-np.log10(min(comp.values())))
     assert r.statistic <= np.log10(501) + 1e-9  # 500 permutations: p >= 1/501
     assert r.p_value >= min(comp.values())  # the min-p combination is calibrated after
+
+
+@pytest.mark.parametrize("flat_cells", [1024, 8])
+def test_approximate_neighbours_stay_in_their_blob_flat_or_two_level_cells(monkeypatch,
+                                                                           flat_cells):
+    """Above 12,000 pooled rows knn searches an inverted file; above FLAT_CELLS cells its
+    cells come from a two-level k-means (1M + 1M rows: 10,000 cells). Either way a row's
+    neighbours are rows of its own well-separated blob."""
+    from conftest import blobs
+
+    from duckcluster.drift import _graph
+
+    monkeypatch.setattr(_graph, "FLAT_CELLS", flat_cells)
+    X, y = blobs(n_per=700, k=20, d=16, spread=0.05, seed=5)
+    g = _graph.pooled_graph(X / np.linalg.norm(X, axis=1, keepdims=True), 10, seed=1)
+    assert g.details["neighbours"] == "approximate"
+    assert (y[g.idx] == y[:, None]).mean() > 0.99
+    assert (g.idx != np.arange(len(X))[:, None]).all()  # never itself

@@ -13,7 +13,8 @@ Up to :data:`EXACT_MAX_ROWS` pooled rows the neighbours are exact (blocked BLAS)
 Above, an inverted file in numpy: the rows are reduced to their first
 :data:`REDUCED_DIMS` principal components (fitted on a seeded sample of pooled
 rows), split into cells of about :data:`CELL_ROWS` rows by k-means (fitted on a
-seeded sample), and each row's neighbours are the nearest, in the full space,
+seeded sample; above :data:`FLAT_CELLS` cells, a two-level k-means), and each row's
+neighbours are the nearest, in the full space,
 of the rows of the :data:`PROBES` cells nearest its own. Its recall against the exact neighbours of
 :data:`CHECK_ROWS` seeded rows is measured and reported in ``details``.
 Approximate neighbours change power, not validity.
@@ -155,6 +156,44 @@ def _kmeans(Z: np.ndarray, n_cells: int, rng: np.random.Generator, iters: int = 
     return C
 
 
+#: Above this many cells, the cells are found by a two-level k-means (one k-means of about
+#: sqrt(cells) groups, then one per group), so finding them stays near-linear in the rows.
+FLAT_CELLS = 1024
+
+
+def _cells(Z: np.ndarray, n_cells: int, rng: np.random.Generator
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """(centroids, cell of every row) of about ``n_cells`` k-means cells of ``Z``."""
+    if n_cells <= FLAT_CELLS:
+        C = _kmeans(Z, n_cells, rng)
+        return C, _assign(Z, C)
+    top = int(np.sqrt(n_cells))
+    group = _assign(Z, _kmeans(Z, top, rng))
+    cents, cell = [], np.empty(Z.shape[0], dtype=np.int64)
+    start = 0
+    for g in range(top):
+        rows = np.flatnonzero(group == g)
+        if rows.size == 0:
+            continue
+        sub = int(min(rows.size, max(1, round(rows.size / CELL_ROWS))))
+        C = _kmeans(Z[rows], sub, rng) if sub > 1 else Z[rows].mean(axis=0, keepdims=True)
+        cell[rows] = start + (_assign(Z[rows], C) if sub > 1 else 0)
+        cents.append(C)
+        start += C.shape[0]
+    return np.concatenate(cents), cell
+
+
+def _nearest_cells(C: np.ndarray, probes: int) -> np.ndarray:
+    """(cells, probes) the nearest centroids of each centroid (itself first, in blocks)."""
+    hc = _half_sq(C)
+    out = np.empty((C.shape[0], probes), dtype=np.int64)
+    for s in range(0, C.shape[0], 1024):
+        S = C[s:s + 1024] @ C.T - hc[None, :]
+        S[np.arange(S.shape[0]), np.arange(s, s + S.shape[0])] = np.inf  # itself first
+        out[s:s + 1024] = _top_k(S, probes)[0]
+    return out
+
+
 def approximate_graph(X: np.ndarray, k: int, seed: int, axes: Axes | None = None) -> Graph:
     """Inverted-file neighbours (see the module docstring)."""
     from ..core.threads import for_machine, limited
@@ -164,14 +203,12 @@ def approximate_graph(X: np.ndarray, k: int, seed: int, axes: Axes | None = None
     # the builder sees the rows in an order unrelated to the sides
     perm = rng.permutation(n)
     Z = _reduce(X, REDUCED_DIMS, rng, axes)[perm]
-    n_cells = max(2, n // CELL_ROWS)
-    C = _kmeans(Z, n_cells, rng)
-    cell = _assign(Z, C)
+    C, cell = _cells(Z, max(2, n // CELL_ROWS), rng)
+    n_cells = C.shape[0]
     order = np.argsort(cell, kind="stable")
     bounds = np.concatenate([[0], np.cumsum(np.bincount(cell, minlength=n_cells))])
-    near = C @ C.T - _half_sq(C)[None, :]
     probes = min(PROBES, n_cells)
-    nearest = np.argsort(-near, axis=1, kind="stable")[:, :probes]
+    nearest = _nearest_cells(C, probes)
     # rows sorted by cell, in the full space: a cell and its candidates are slices
     rows_of = perm[order]  # caller's row number of each sorted position
     F = X[rows_of]
