@@ -370,3 +370,45 @@ def test_dbt_cluster_run_with_partition_by(tmp_path):
                                 "partition) AS n FROM topics_by_month GROUP BY ALL)").fetchall()
     assert len(got) == 1 and got[0][0] is True and got[0][2] == 2 * months
     assert per_cluster == [(1,)]  # no cluster spans two months
+
+
+def test_a_partition_is_clustered_as_its_own_definition_would_be(three):
+    """Same seed, same rows: a partition's clusters are those of a definition over that
+    partition alone (the ids differ by an offset only)."""
+    con = three
+    _x(con, "SELECT cluster_create('p', source := 'docs', embedding := 'embedding', "
+            "id := 'doc_id', algorithm := 'hdbscan', params := {'min_cluster_size': 5}, "
+            "partition_by := 'lang')")
+    _x(con, "SELECT cluster_execute('p')")
+    for lang in ("en", "de"):
+        _x(con, f"SELECT cluster_create('only_{lang}', source := '(SELECT * FROM docs WHERE "
+                f"lang = ''{lang}'')', embedding := 'embedding', id := 'doc_id', "
+                "algorithm := 'hdbscan', params := {'min_cluster_size': 5})")
+        _x(con, f"SELECT cluster_execute('only_{lang}')")
+        pairs = con.sql(f"SELECT DISTINCT a.cluster_id, b.cluster_id FROM cluster_members('p') a "
+                        f"JOIN cluster_members('only_{lang}') b ON a.id = b.id").fetchall()
+        assert len({a for a, _ in pairs}) == len({b for _, b in pairs}) == len(pairs) >= 2
+
+
+def test_hierarchical_partitions(con):
+    """Sub-clusters hang under their partition's clusters; node ids follow the run's ids."""
+    rng = np.random.default_rng(0)
+    X, part = [], []
+    for lang in ("en", "de"):
+        for _ in range(2):
+            centre = rng.normal(size=16)
+            for _ in range(2):
+                sub = centre + 0.3 * rng.normal(size=16)
+                X.append(sub + 0.03 * rng.normal(size=(150, 16)))
+                part += [lang] * 150
+    X = np.vstack(X).astype(np.float32)
+    _load(con, "docs", X, np.array(part, dtype=object), np.zeros(len(X), dtype=np.int32))
+    _kmeans(con, hierarchical="true", max_hierarchy_depth=2)
+    _x(con, "SELECT cluster_execute('p')")
+    nodes = con.sql("SELECT partition, cluster_id, node_id, parent_cluster_id FROM "
+                    "cluster_centroids('p') WHERE hierarchy_level = 1").fetchall()
+    top = dict(con.sql("SELECT cluster_id, partition FROM cluster_centroids('p') "
+                       "WHERE hierarchy_level = 0").fetchall())
+    assert len(top) == 4 and len(nodes) >= 4
+    assert all(top[c] == p and node.startswith(f"cl_{c}_sub_") and parent == f"cl_{c}"
+               for p, c, node, parent in nodes)

@@ -530,10 +530,23 @@ def choices_summary(choices: str | dict | None) -> str:
     'umap(5, 15) + kmeans k=9: silhouette 0.48, of 1 k'
     >>> choices_summary({"map": {"kind": "graph", "dimensions": 2}})
     'map: graph layout'
+    >>> choices_summary({"partition_by": "lang", "partitions": [
+    ...     {"partition": "de", "n_clusters": 2, "choices": None},
+    ...     {"partition": None, "n_clusters": 0, "skipped": "not clustered: 1 rows"}]})
+    '2 partitions by lang: de 2 clusters; NULL not clustered'
     """
     if choices is None:
         return ""
     c = json.loads(choices) if isinstance(choices, str) else choices
+    if "partitions" in c:  # partition_by: one clustering per partition
+        parts = c["partitions"]
+        shown = "; ".join(
+            ("NULL" if p.get("partition") is None else str(p["partition"])) + " "
+            + ("not clustered" if p.get("skipped") else
+               (choices_summary(p.get("choices")) or f"{p.get('n_clusters')} clusters"))
+            for p in parts[:3])
+        more = f"; {len(parts) - 3} more" if len(parts) > 3 else ""
+        return f"{len(parts)} partitions by {c.get('partition_by')}: {shown}{more}"
     if not any(k in c for k in ("pipeline", "algorithm", "n_clusters", "candidates")):
         return ""  # nothing chosen (only what the noise policy or lineage recorded)
     steps = []

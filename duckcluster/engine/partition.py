@@ -222,6 +222,9 @@ def fit_partitions(cur, run_id: str, spec: ClusterSpec, p: reader.Plan, data: So
     stage("quality metrics")
     quality = compute_quality(data.X, labels, np.where(labels >= 0, sims, np.nan), spec.seed)
     choices = {"partition_by": spec.partition_by, "partitions": per}
+    maps = [p["choices"].get("map") for p in per if p.get("choices")]
+    if maps and all(m == maps[0] for m in maps) and maps[0] is not None:
+        choices["map"] = maps[0]  # what every partition's x, y are (plots' titles)
     return PartitionedFit(centroids=centroids, members=members, quality=quality,
                           n_clusters=int(next_id), n_fit=int(n_fit), choices=choices,
                           extra_quality=quals)

@@ -302,8 +302,8 @@ def _assign_batch(state: _State, emb: pa.ChunkedArray, name: pa.ChunkedArray,
             own = state.reference(nm)[3]
         else:
             run_id, ids_arr, C, own = state.reference(nm)
-            if state.partitioning(nm, run_id)[0] is not None:
-                by = state.partitioning(nm, run_id)[0]
+            by = state.partitioning(nm, run_id)[0]  # cached per run: a dict lookup
+            if by is not None:
                 raise SpecError(f"assign_cluster: cluster {nm!r} is partitioned by {by!r}; "
                                 "pass each row's partition, e.g. assign_cluster(embedding, "
                                 f"{nm!r}, partition := {by}).")
