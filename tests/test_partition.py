@@ -305,6 +305,16 @@ def test_a_version_1_catalog_is_migrated(db_path, tmp_path):
         con.sql(f"ALTER TABLE duckcluster.{t} DROP COLUMN partition")
     con.sql("UPDATE duckcluster.meta SET value = '1' WHERE key = 'catalog_version'")
     con.close()
+    con = duckcluster.connect(db_path, read_only=True)  # read as it is: partition NULL
+    assert con.sql("SELECT count(*), count(partition) FROM cluster_members('old')"
+                   ).fetchall() == [(120, 0)]
+    assert con.sql("SELECT count(*), count(partition) FROM cluster_centroids('old')"
+                   ).fetchall() == [(4, 0)]
+    assert con.sql("SELECT count(*) FROM docs d JOIN cluster_members('old') m ON m.id = "
+                   "d.doc_id WHERE assign_cluster(d.embedding, 'old', threshold := -1) = "
+                   "m.cluster_id AND duckcluster.assign_cluster(d.embedding, 'old', "
+                   "threshold := -1) = m.cluster_id").fetchall() == [(120,)]
+    con.close()
     con = duckcluster.connect(db_path)
     assert con.sql("SELECT value FROM duckcluster.meta WHERE key = 'catalog_version'"
                    ).fetchall() == [("2",)]

@@ -145,7 +145,9 @@ CREATE OR REPLACE TEMP MACRO cluster_centroids(cluster_name, run_id := NULL) AS 
                      WHERE r.run_id = c.run_id AND r.error LIKE 'run succeeded; %'),
                     'not labeled: label it with SELECT cluster_label(''' || cluster_name || ''')')
            END AS label_note, c.partition
-    FROM duckcluster.centroids c
+    -- (files written before the partition column: NULL, as in cluster_members)
+    FROM (FROM duckcluster.centroids
+          UNION ALL BY NAME SELECT NULL::VARCHAR AS partition WHERE false) c
     LEFT JOIN (SELECT l.run_id AS l_run, l.node_id AS l_node, l.source, l.carried_from_run_id
                FROM duckcluster.labels l) l ON l.l_run = c.run_id AND l.l_node = c.node_id
     WHERE COLUMNS('^run_id$') = _dc_run(cluster_name, run_id)
@@ -165,7 +167,9 @@ CREATE OR REPLACE TEMP MACRO cluster_lineage(cluster_name, run_id := NULL) AS TA
     SELECT l.previous_run_id, l.run_id, l.event, l.previous_cluster_id, l.cluster_id, l.matched,
            l.centroid_similarity, l.member_overlap, l.previous_share, l.share,
            l.shared_members, l.previous_size, l.size, l.partition
-    FROM duckcluster.lineage l JOIN seq ON seq.rid = l.run_id, chosen
+    FROM (FROM duckcluster.lineage
+          UNION ALL BY NAME SELECT NULL::VARCHAR AS partition WHERE false) l
+        JOIN seq ON seq.rid = l.run_id, chosen
     WHERE l.name = cluster_name AND (chosen.rid IS NULL OR COLUMNS('^run_id$') = chosen.rid)
     ORDER BY seq.seq,
              CASE l.event WHEN 'continued' THEN 0 WHEN 'born' THEN 1 WHEN 'died' THEN 2
@@ -313,7 +317,8 @@ CREATE OR REPLACE TEMP MACRO assign_cluster_detail(embedding, cluster_name, thre
                     ELSE {'cluster_id': -1::INTEGER, 'similarity': max(s.sim)} END
         FROM (SELECT c.cluster_id,
                      _dc_cosine_to_centroid(_dc_as_list(embedding), c.centroid, cluster_name, c.run_id) AS sim
-              FROM duckcluster.centroids c
+              FROM (FROM duckcluster.centroids  -- (partition NULL in files from before it)
+                    UNION ALL BY NAME SELECT NULL::VARCHAR AS partition WHERE false) c
               WHERE c.run_id = _dc_latest_full_run(cluster_name) AND c.hierarchy_level = 0
                     AND (typeof(partition) = 'STRUCT(unpartitioned BOOLEAN)'
                          OR c.partition IS NOT DISTINCT FROM CAST(partition AS VARCHAR))) s
