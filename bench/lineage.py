@@ -185,6 +185,12 @@ def new_topics(set_name: str, algo: str, trials: int) -> Row:
     events = {k: sum(r["events"][k] for r in out.values()) for k in next(iter(out.values()))
               ["events"]}
     ok = min(matched) >= 0.9 and len(born) == len(out) and min(carried) >= 0.9
+    import sys
+    print(f"{set_name} {algo}: matched {np.mean(matched):.0%} (min {min(matched):.0%}), born "
+          f"{len(born)}/{len(out)}, carried {np.mean(carried):.0%}; "
+          + ", ".join(f"{c} {r['matched']:.0%}{' born' if r['born'] else ''}"
+                      f"{' split_off ' + str(r['split_off']) if r['split_off'] else ''}"
+                      for c, r in out.items()), file=sys.stderr, flush=True)
     return Row(f"lineage: +10 % new topic, {set_name}, {algo}", max(r["n"] for r in out.values()),
                float(np.median([r["secs"] for r in out.values()])),
                quality=(f"{len(out)} held-out topics: old clusters matched {np.mean(matched):.0%} "
