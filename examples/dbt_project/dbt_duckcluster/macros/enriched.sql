@@ -5,8 +5,8 @@
 
   Rows that are members of the definition's latest successful run take their
   cluster from the run; other rows (new since the run) are assigned to the
-  nearest centroid of the latest full run by cosine (-1 below `threshold`, as
-  assign_cluster does). Labels, summaries and keywords come from the same full
+  nearest centroid of the latest full run by cosine (-1 below `threshold`, by
+  default the run's own, as assign_cluster does). Labels, summaries and keywords come from the same full
   run (fill them with cluster_label, e.g. the cluster_run materialization's
   `label` config). `fields` picks from cluster_id, label, summary, keywords,
   cosine_similarity_to_centroid, assigned (true for rows assigned here, false
@@ -15,7 +15,7 @@
 -#}
 {% macro enriched(cluster_name, relation, id='id', embedding='embedding',
                   fields=['cluster_id', 'label', 'keywords', 'cosine_similarity_to_centroid'],
-                  threshold=0.5, prefix='') -%}
+                  threshold=none, prefix='') -%}
   {%- set allowed = ['cluster_id', 'label', 'summary', 'keywords', 'cosine_similarity_to_centroid', 'assigned'] -%}
   {%- for f in fields if f not in allowed -%}
     {{ exceptions.raise_compiler_error("dbt_duckcluster.enriched: unknown field '" ~ f ~ "'. Valid fields: " ~ allowed | join(', ') ~ ".") }}
