@@ -422,3 +422,25 @@ def test_hierarchical_partitions(con):
     assert len(top) == 4 and len(nodes) >= 4
     assert all(top[c] == p and node.startswith(f"cl_{c}_sub_") and parent == f"cl_{c}"
                for p, c, node, parent in nodes)
+
+
+def test_cluster_sweep_refuses_a_partitioned_definition(three):
+    """A sweep fits one clustering of every row: for a partitioned definition it says so
+    instead of mixing the partitions."""
+    con = three
+    _kmeans(con)
+    with pytest.raises(duckdb.Error, match="cluster_sweep fits one clustering of all rows, "
+                                           "but 'p' clusters each value of 'lang' on its own"):
+        con.sql("SELECT * FROM cluster_sweep('p', grid := {'n_clusters': [2, 3]})").fetchall()
+
+
+def test_cluster_assign_parquet_refuses_a_partitioned_definition(three, tmp_path):
+    con = three
+    _kmeans(con)
+    _x(con, "SELECT cluster_execute('p')")
+    con.sql(f"COPY docs TO '{tmp_path}/docs.parquet' (FORMAT parquet)")
+    with pytest.raises(duckdb.Error, match="cluster_assign_parquet assigns each row to the "
+                                           "nearest centroid of the whole run, but 'p'"):
+        con.sql(f"SELECT * FROM cluster_assign_parquet('p', '{tmp_path}/docs.parquet', "
+                f"'{tmp_path}/out', id := 'doc_id')").fetchall()
+    assert not (tmp_path / "out").exists()

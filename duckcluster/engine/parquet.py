@@ -434,11 +434,24 @@ def load_centroids(cur, name: str, run_id: str | None, fields: Sequence[str]) ->
                                                       if f in ("label", "summary", "keywords")))
 
 
+def _refuse_partitioned(cur, name: str) -> None:
+    """A partition_by definition's rows belong to their partition's clusters; this path
+    assigns to every centroid of the run, so it refuses them (before any file is written)."""
+    by = catalog.get_definition(cur, name).partition_by
+    if by is not None:
+        raise SpecError(
+            f"cluster_assign_parquet assigns each row to the nearest centroid of the whole run, "
+            f"but {name!r} clusters each value of {by!r} on its own. Assign in SQL instead: "
+            f"assign_cluster(embedding, {name!r}, partition := {by}) over read_parquet(...), "
+            "or cluster_execute(mode := 'assign').")
+
+
 def assign_parquet(cur, name: str, source: Any, output: Any, fields: Any = None,
                    options: Mapping[str, Any] | None = None) -> AssignResult:
     """Validate, read the centroids, then assign every row of ``source`` into ``output``."""
     if isinstance(output, str) and output.strip() and "://" not in output:
         check_not_artifacts(cur, os.path.abspath(os.path.expanduser(output.strip())), output)
     files, out, job, opts = prepare(source, output, fields, options or {})
+    _refuse_partitioned(cur, name)
     ref = load_centroids(cur, name, opts["run_id"], job.fields)
     return run(files, out, ref, job, opts)

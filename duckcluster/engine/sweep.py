@@ -106,6 +106,12 @@ def sweep(cur, name: str, grid: Any, backend: str = "local",
     check_backend(backend)
     check_address(ray_address)
     spec = catalog.get_definition(cur, name)
+    if spec.partition_by is not None:  # one fit over every row would mix the partitions
+        raise SpecError(
+            f"cluster_sweep fits one clustering of all rows, but {name!r} clusters each "
+            f"value of {spec.partition_by!r} on its own. Sweep one partition through a "
+            f"definition of its rows, e.g. cluster_create('{name}_one', source := '(SELECT * "
+            f"FROM ... WHERE {spec.partition_by} = ...)', ...), then cluster_sweep it.")
     points = grid_points(grid)
     specs = point_specs(spec, points)
     executor = get_executor(backend, ray_address)  # a missing Ray fails before reading
