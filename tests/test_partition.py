@@ -260,6 +260,9 @@ def test_assign_runs_stay_in_the_rows_partition(con):
     assert kept == [(60,)]  # unchanged rows keep their clusters
     assert con.sql("SELECT count(*) FROM cluster_members('p') WHERE partition = 'fr'"
                    ).fetchall() == [(1,)]
+    assert con.sql("SELECT scope, partition, n_members, n_clusters FROM cluster_quality('p')"
+                   ).fetchall() == [("run", None, 62, 2), ("partition", "de", 30, 1),
+                                    ("partition", "en", 31, 1), ("partition", "fr", 1, 0)]
 
 
 def test_assign_cluster_takes_the_partition(con):

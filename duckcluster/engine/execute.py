@@ -108,8 +108,8 @@ def execute(cur, name: str, settings: catalog.Settings, mode: str = "full",
             and spec.partition_by is None  # partitions: sample_size applies per partition
         extra_quality = None
         if mode == "assign" and spec.partition_by is not None:
-            data, centroids, members, quality, n_clusters = partition.assign_run(
-                cur, run_id, spec, p, base_run, thr, stage)
+            data, centroids, members, quality, n_clusters, extra_quality = \
+                partition.assign_run(cur, run_id, spec, p, base_run, thr, stage)
             n_fit, projection, choices = 0, None, None
         elif mode == "assign":
             data, centroids, members, quality, n_clusters = stream.assign_run(

@@ -240,7 +240,9 @@ def _tagged(callback, where: str):
 def assign_run(cur, run_id: str, spec: ClusterSpec, p: reader.Plan, base_run: str,
                thr: float, stage: Stage):
     """Assign mode: every row to the nearest centroid of its own partition in the base run
-    (one streamed pass per partition; a partition the base run lacks gives -1)."""
+    (one streamed pass per partition; a partition the base run lacks gives -1). Returns
+    the run's tables and quality as :func:`stream.assign_run` does, plus each partition's
+    quality."""
     base = catalog.centroid_matrix(cur, base_run)
     base_part = catalog.cluster_partitions(cur, base_run)
     cluster_part = [base_part.get(int(c)) for c in base.cluster_ids]
@@ -253,6 +255,7 @@ def assign_run(cur, run_id: str, spec: ClusterSpec, p: reader.Plan, base_run: st
     probe = np.sort(rng.choice(p.n_rows, size=min(p.n_rows, stream.ASSIGN_QUALITY_SAMPLE),
                                replace=False))
     ids, labels, sims, fps, parts, probe_X, probe_rows = [], [], [], [], [], [], []
+    quals: list[dict] = []  # per partition (cluster_quality's 'partition' rows)
     n_done = 0
     for g, value in enumerate(found):
         where = f"partition {_label(value)}, {g + 1} of {len(found)}"
@@ -273,9 +276,15 @@ def assign_run(cur, run_id: str, spec: ClusterSpec, p: reader.Plan, base_run: st
         moved = (lab >= 0) & ~np.isin(lab, cids)
         lab = np.where(moved, new_lab, lab)
         sim = np.where(moved, new_sim, sim)
-        if out.probe_rows:
-            probe_rows.append(np.concatenate(out.probe_rows) + n_done)
-            probe_X.append(np.concatenate(out.probe_X))
+        pr = np.concatenate(out.probe_rows) if out.probe_rows else np.zeros(0, np.int64)
+        px = np.concatenate(out.probe_X) if out.probe_X else \
+            np.zeros((0, max(base.C.shape[1], 1)), dtype=np.float32)
+        q = compute_quality(px, lab[pr], sim[pr].astype(np.float32), spec.seed,
+                            population=(lab, sim.astype(np.float32)))
+        quals.append({**q.as_dict(), "partition": value, "n_members": int(len(lab))})
+        if len(pr):
+            probe_rows.append(pr + n_done)
+            probe_X.append(px)
         n_done += len(lab)
         ids.append(i)
         labels.append(lab)
@@ -300,4 +309,5 @@ def assign_run(cur, run_id: str, spec: ClusterSpec, p: reader.Plan, base_run: st
     centroids = centroids.append_column("partition", pa.array(cluster_part, pa.string()))
     members = members.append_column("partition", _repeated(parts))
     data = stream._summary(id_arr, base.C, stats)
-    return data, centroids, members, quality, int(len(np.unique(labels_all[labels_all >= 0])))
+    return data, centroids, members, quality, \
+        int(len(np.unique(labels_all[labels_all >= 0]))), quals
