@@ -265,8 +265,9 @@ def test_assign_runs_stay_in_the_rows_partition(con):
                                     ("partition", "en", 31, 1), ("partition", "fr", 1, 0)]
 
 
-def test_assign_cluster_takes_the_partition(con):
-    X, part, centre = _rows({"en": [0, 1], "de": [0, 1], None: [2, 3]}, n_per=1000)
+@pytest.mark.parametrize("d", [16, 32])  # the generic FLOAT[] UDF, a FLOAT[32] one
+def test_assign_cluster_takes_the_partition(con, d):
+    X, part, centre = _rows({"en": [0, 1], "de": [0, 1], None: [2, 3]}, n_per=1000, d=d)
     _load(con, "docs", X, part, centre)  # 6,000 rows: several UDF batches
     _kmeans(con)
     _x(con, "SELECT cluster_execute('p')")

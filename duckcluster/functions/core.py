@@ -384,14 +384,19 @@ def _assign_macro(macro: str, udf: str, doc: str) -> str:
         f"\n        WHEN typeof(embedding) IN ('FLOAT[{d}]', 'DOUBLE[{d}]') "
         f"THEN {udf}_f{d}(CAST(embedding AS FLOAT[{d}]), {args})"
         for d in _ASSIGN_DIMS)
+    part_args = "cluster_name, CAST(partition AS VARCHAR), CAST(threshold AS FLOAT)"
+    part_branches = "".join(
+        f"\n            WHEN typeof(embedding) IN ('FLOAT[{d}]', 'DOUBLE[{d}]') "
+        f"THEN {udf}_part_f{d}(CAST(embedding AS FLOAT[{d}]), {part_args})"
+        for d in _ASSIGN_DIMS)
     # partition := the row's partition (partition_by definitions): the default is a STRUCT
     # no partition value has, so typeof tells "not given" from a NULL partition when the
     # query is bound (the unpartitioned path costs nothing more)
     return (f"\n-- {doc}\nCREATE OR REPLACE TEMP MACRO {macro}(embedding, cluster_name, "
             f"threshold := NULL, partition := {NO_PARTITION}) AS\n"
             f"    CASE WHEN typeof(partition) <> {NO_PARTITION_TYPE!r}\n"
-            f"        THEN {udf}_part(CAST(embedding AS FLOAT[]), cluster_name, "
-            "CAST(partition AS VARCHAR), CAST(threshold AS FLOAT))"
+            f"        THEN CASE{part_branches}\n"
+            f"            ELSE {udf}_part(CAST(embedding AS FLOAT[]), {part_args}) END"
             f"{branches}\n        ELSE {udf}(CAST(embedding AS FLOAT[]), {args}) END;\n")
 
 
@@ -515,12 +520,15 @@ def register_udfs(reg, state: _State) -> None:
       null_handling="special", side_effects=True)
     assign = _wrap(lambda e, n, t: _assign_batch(state, e, n, t, False))
     detail = _wrap(lambda e, n, t: _assign_batch(state, e, n, t, True))
-    f("_dc_assign_part", _wrap(lambda e, n, p, t: _assign_batch(state, e, n, t, False, p)),
-      ["FLOAT[]", "VARCHAR", "VARCHAR", "FLOAT"], "INTEGER", type="arrow",
-      null_handling="special", side_effects=True)
-    f("_dc_assign_detail_part", _wrap(lambda e, n, p, t: _assign_batch(state, e, n, t, True, p)),
-      ["FLOAT[]", "VARCHAR", "VARCHAR", "FLOAT"], "STRUCT(cluster_id INTEGER, similarity FLOAT)",
-      type="arrow", null_handling="special", side_effects=True)
+    assign_part = _wrap(lambda e, n, p, t: _assign_batch(state, e, n, t, False, p))
+    detail_part = _wrap(lambda e, n, p, t: _assign_batch(state, e, n, t, True, p))
+    for suffix, emb_type in (("", "FLOAT[]"), *((f"_f{d}", f"FLOAT[{d}]")
+                                                 for d in _ASSIGN_DIMS)):
+        f(f"_dc_assign_part{suffix}", assign_part, [emb_type, "VARCHAR", "VARCHAR", "FLOAT"],
+          "INTEGER", type="arrow", null_handling="special", side_effects=True)
+        f(f"_dc_assign_detail_part{suffix}", detail_part,
+          [emb_type, "VARCHAR", "VARCHAR", "FLOAT"], "STRUCT(cluster_id INTEGER, similarity FLOAT)",
+          type="arrow", null_handling="special", side_effects=True)
     for suffix, emb_type in (("", "FLOAT[]"), *((f"_f{d}", f"FLOAT[{d}]")
                                                  for d in _ASSIGN_DIMS)):
         f(f"_dc_assign{suffix}", assign, [emb_type, "VARCHAR", "FLOAT"], "INTEGER",
