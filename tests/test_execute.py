@@ -381,3 +381,54 @@ def test_run_duration_recorded(con, docs):
     q(con, "SELECT cluster_execute('topics')")
     (d,) = q(con, "SELECT duration_s FROM cluster_runs('topics')")[0]
     assert d is not None and d > 0
+
+
+def test_every_assignment_path_defaults_to_the_runs_own_threshold(con, tmp_path):
+    """assign_cluster, cluster_execute(mode := 'assign') and cluster_assign_parquet all
+    default to the full run's own threshold (loose blobs: below 0.5); the call's
+    threshold, then the definition's, win over it."""
+    X, y = blobs(n_per=120, spread=0.25)
+    held = np.arange(len(X)) % 6 == 0
+    load_table(con, "docs", X[~held], topic=y[~held].astype(np.int32))
+    load_table(con, "far", X[held], topic=y[held].astype(np.int32))
+    con.sql("UPDATE far SET doc_id = doc_id + 1000").fetchall()
+    q(con, KMEANS)
+    full = q(con, "SELECT cluster_execute('topics')")[0][0]
+    own = q(con, f"SELECT assignment_threshold FROM duckcluster.runs WHERE run_id = '{full}'")[0][0]
+    assert own is not None and 0.0 < own < 0.5
+    sims = [r[0] for r in q(con, "SELECT (assign_cluster_detail(embedding, 'topics')).similarity "
+                                 "FROM far")]
+    assert sum(own <= s < 0.5 for s in sims) > 0, (own, sims)  # the default makes a difference
+    udf = dict(q(con, "SELECT doc_id, assign_cluster(embedding, 'topics') FROM far"))
+    assert sum(c >= 0 for c in udf.values()) == sum(s >= own for s in sims)
+
+    con.sql("INSERT INTO docs SELECT * FROM far").fetchall()
+    run = q(con, "SELECT cluster_execute('topics', mode := 'assign')")[0][0]
+    assert q(con, f"SELECT assignment_threshold FROM duckcluster.runs WHERE run_id = '{run}'"
+             )[0][0] == pytest.approx(own)
+    members = dict(q(con, f"SELECT id, cluster_id FROM cluster_members('topics', run_id := "
+                          f"'{run}') WHERE id >= 1000"))
+    assert members == udf
+
+    src = tmp_path / "far.parquet"
+    con.sql(f"COPY (SELECT doc_id AS id, embedding FROM far) TO '{src}'").fetchall()
+    q(con, f"SELECT * FROM cluster_assign_parquet('topics', '{src}', '{tmp_path / 'out'}', "
+           f"run_id := '{full}')")
+    pq = dict(q(con, f"SELECT id, cluster_id FROM read_parquet('{tmp_path / 'out'}/*.parquet')"))
+    assert pq == udf
+    # -1 keeps every row; an explicit threshold wins
+    q(con, f"SELECT * FROM cluster_assign_parquet('topics', '{src}', '{tmp_path / 'all'}', "
+           f"run_id := '{full}', threshold := -1)")
+    assert q(con, f"SELECT min(cluster_id) FROM read_parquet('{tmp_path / 'all'}/*.parquet')"
+             )[0][0] >= 0
+    strict = q(con, "SELECT cluster_execute('topics', mode := 'assign', "
+                    "assignment_threshold := 0.5)")[0][0]
+    assert q(con, f"SELECT count(*) FROM cluster_members('topics', run_id := '{strict}') "
+                  "WHERE id >= 1000 AND cluster_id >= 0")[0][0] == sum(s >= 0.5 for s in sims)
+    # a definition's own assignment_threshold wins over the run's
+    q(con, KMEANS.replace("{'n_clusters': 5})", "{'n_clusters': 5}, assignment_threshold := 0.45, "
+                          "\"replace\" := true)"))
+    q(con, "SELECT cluster_execute('topics')")
+    run45 = q(con, "SELECT cluster_execute('topics', mode := 'assign')")[0][0]
+    assert q(con, f"SELECT assignment_threshold FROM duckcluster.runs WHERE run_id = '{run45}'"
+             )[0][0] == pytest.approx(0.45)

@@ -751,6 +751,17 @@ def own_threshold(cur, run_id: str) -> float:
     return float(row[0][0])
 
 
+def assign_threshold(cur, spec, base_run_id: str, threshold) -> float:
+    """The threshold of an assign run: the call's, else the definition's
+    ``assignment_threshold``, else the base full run's own (:func:`own_threshold`), the
+    default of ``assign_cluster`` and ``cluster_assign_parquet`` too."""
+    if threshold is not None:
+        return float(threshold)
+    if spec.assignment_threshold is not None:
+        return float(spec.assignment_threshold)
+    return own_threshold(cur, base_run_id)
+
+
 def known_rows(cur, run_id: str, ids, fps: np.ndarray) -> dict[str, np.ndarray]:
     """Rows of a run that are also among (``ids``, ``fps``: fingerprints) unchanged:
     ``pos`` (index into ``ids``), cluster_id, similarity, x, y, z (one hash join)."""

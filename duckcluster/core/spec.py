@@ -30,8 +30,10 @@ OPTIONS: dict[str, Param] = {
     "max_hierarchy_depth": Param(int, 3, low=1, high=10, doc="levels, including the top one"),
     "dimensions": Param(int, 2, low=2, high=3, doc="reduced coordinates per member (x, y[, z])"),
     "seed": Param(int, 42, low=0, high=2**32 - 1, doc="random seed of every seeded step"),
-    "assignment_threshold": Param(float, 0.5, low=0.0, high=1.0,
-                                  doc="minimum cosine similarity in assign mode; below -> -1"),
+    "assignment_threshold": Param(float, None, low=0.0, high=1.0, nullable=True,
+                                  doc="minimum cosine similarity in assign mode; below -> -1; "
+                                      "None = the base full run's own threshold "
+                                      "(assign_cluster's default)"),
     "pooling": Param(str, "mean", choices=("mean", "max", "first"),
                      doc="how a multi-vector column (a list of vectors per row) becomes one vector"),
     "noise": Param(str, None, choices=("keep", "assign"), nullable=True,
@@ -77,7 +79,7 @@ class ClusterSpec:
     max_hierarchy_depth: int = 3
     dimensions: int = 2
     seed: int = 42
-    assignment_threshold: float = 0.5
+    assignment_threshold: float | None = None
     pooling: str = "mean"
     backend: str = "local"
     stable_ids: bool = True

@@ -83,8 +83,7 @@ def execute(cur, name: str, settings: catalog.Settings, mode: str = "full",
         raise SpecError(f"assignment_threshold must be a float in the range [0, 1]. "
                         f"Got {threshold!r} instead.")
     base_run = catalog.latest_run(cur, name, mode="full") if mode == "assign" else None
-    thr = (spec.assignment_threshold if threshold is None else float(threshold)) \
-        if mode == "assign" else None
+    thr = catalog.assign_threshold(cur, spec, base_run, threshold) if mode == "assign" else None
     if run_id is None:
         run_id = catalog.start_run(cur, spec, mode, thr)
     else:

@@ -21,7 +21,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -49,8 +49,9 @@ DEFAULT_FIELDS = ("cluster_id", "similarity")
 OPTIONS: dict[str, Param] = {
     "embedding": Param(str, "embedding", doc="embedding column of the Parquet files"),
     "id": Param(str, "id", nullable=True, doc="id column written to the output"),
-    "threshold": Param(float, 0.5, low=0.0, high=1.0, nullable=True,
-                       doc="minimum cosine similarity; below it cluster_id is -1"),
+    "threshold": Param(float, None, low=-1.0, high=1.0, nullable=True,
+                       doc="minimum cosine similarity; below it cluster_id is -1; NULL = the "
+                           "run's own threshold (assign_cluster's default); -1 keeps every row"),
     "run_id": Param(str, None, nullable=True, doc="default: the latest successful full run"),
     "keep_columns": Param(bool, False, doc="write every source column, not only the id"),
     "overwrite": Param(bool, False, doc="replace an existing output folder of Parquet files"),
@@ -454,4 +455,6 @@ def assign_parquet(cur, name: str, source: Any, output: Any, fields: Any = None,
     files, out, job, opts = prepare(source, output, fields, options or {})
     _refuse_partitioned(cur, name)
     ref = load_centroids(cur, name, opts["run_id"], job.fields)
+    if job.threshold is None:  # the run's own, as assign_cluster's default
+        job = replace(job, threshold=catalog.own_threshold(cur, ref.run_id))
     return run(files, out, ref, job, opts)

@@ -58,7 +58,7 @@ FUNCTIONS = (
              lambda state: lambda n, s, o, a: _assign_parquet(state, n, s, o, a),
              (P("name", to="arg"), P("source", to="arg", cast=True),
               P("output", to="arg", cast=True), P("embedding", "'embedding'"), P("id", "'id'"),
-              P("threshold", "0.5"), P("run_id", "NULL"), P("fields", "NULL"),
+              P("threshold", "NULL"), P("run_id", "NULL"), P("fields", "NULL"),
               P("keep_columns", "false"), P("overwrite", "false"), P("backend", "'local'"),
               P("ray_address", "NULL"), P("batch_rows", "65536")), kind="table",
              checks=_parquet.OPTIONS,

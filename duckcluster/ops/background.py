@@ -123,10 +123,10 @@ class Runner:
         spec = catalog.get_definition(cur, name)
         if is_query(spec.source):  # a stored multi-statement source never runs
             check_query(spec.source)
-        if mode == "assign":
-            catalog.latest_run(cur, name, mode="full")  # clear error now, not in the worker
-        thr = (spec.assignment_threshold if threshold is None else float(threshold)) \
-            if mode == "assign" else None
+        thr = None
+        if mode == "assign":  # latest_run: a clear error now, not in the worker
+            thr = catalog.assign_threshold(cur, spec, catalog.latest_run(cur, name, mode="full"),
+                                           threshold)
         with _SUBMIT_LOCK:
             if mode == "full":
                 refuse_second_full_run(cur, name, "submit")
