@@ -139,7 +139,19 @@ def install(con: duckdb.DuckDBPyConnection, *, artifacts_dir: str | None = None
         else (artifacts_dir or ""))
     if not read_only and not installed:
         _catalog.mark_abandoned(con, _sql._ACTIVE_PIDS, settings)
-    _sql.register(con, settings, has_catalog=has_catalog)
+    try:
+        _sql.register(con, settings, has_catalog=has_catalog)
+    except (duckdb.BinderException, duckdb.CatalogException):
+        from .catalog import missing_columns
+
+        missing = missing_columns(con) if read_only and has_catalog else []
+        if not missing:
+            raise
+        raise DataError(
+            "This database's duckcluster catalog was last written by an older duckcluster: it "
+            f"lacks {', '.join(missing)}, which this version reads, and a read-only "
+            "connection cannot add them. Open it read-write once (duckcluster.connect(path)) "
+            "to upgrade it in place; read-only connections work after that.") from None
     _sql.set_default_display(_stderr_progress)
     _connections.add(con)
     return con

@@ -64,3 +64,34 @@ def test_delete_with_drop_artifacts_empties_every_definition_table(tmp_path):
     keyed = tables - {"definitions", "drift_monitors"}
     assert keyed == set(catalog.DEFINITION_TABLES), keyed ^ set(catalog.DEFINITION_TABLES)
     con.close()
+
+
+def test_read_only_open_of_a_catalog_older_than_its_read_side(tmp_path):
+    """A file last written by an older duckcluster lacks columns the read side reads: a
+    read-only connection says so and how to upgrade (not a binder error); after one
+    read-write open it reads the same rows read-only."""
+    from conftest import blobs, load_table
+
+    db = str(tmp_path / "old.duckdb")
+    con = duckcluster.connect(db)
+    load_table(con, "docs", blobs(n_per=30, k=3, d=8)[0])
+    con.sql("SELECT cluster_create('t', source := 'docs', embedding := 'embedding', "
+            "id := 'doc_id', algorithm := 'kmeans', params := {'n_clusters': 3})").fetchall()
+    con.sql("SELECT cluster_execute('t')").fetchall()
+    want = con.sql("SELECT id, cluster_id FROM cluster_members('t') ORDER BY id").fetchall()
+    con.close()
+    plain = duckdb.connect(db)  # what an older duckcluster left
+    for col in ("runs.progress", "runs.choices", "labels.carried_from_run_id"):
+        table, column = col.split(".")
+        plain.sql(f"ALTER TABLE duckcluster.{table} DROP COLUMN {column}").fetchall()
+    plain.close()
+    with pytest.raises(duckcluster.DataError) as err:
+        duckcluster.connect(db, read_only=True)
+    msg = str(err.value)
+    assert "older duckcluster" in msg and "Open it read-write once" in msg
+    assert all(c in msg for c in ("runs.progress", "runs.choices", "labels.carried_from_run_id"))
+    duckcluster.connect(db).close()  # the upgrade
+    ro = duckcluster.connect(db, read_only=True)
+    assert ro.sql("SELECT id, cluster_id FROM cluster_members('t') ORDER BY id").fetchall() == want
+    assert len(ro.sql("SELECT * FROM cluster_centroids('t')").fetchall()) == 3
+    ro.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+import re
 from importlib import resources
 
 import duckdb
@@ -51,6 +52,28 @@ class Settings:
     """Per-connection settings: where artifacts go."""
 
     artifacts_dir: str
+
+
+def _catalog_files() -> list[str]:
+    folder = resources.files("duckcluster").joinpath("sql")
+    return ["catalog.sql"] + sorted(p.name for p in folder.iterdir()
+                                    if p.name.startswith("catalog_") and p.name.endswith(".sql"))
+
+
+def missing_columns(cur: duckdb.DuckDBPyConnection) -> list[str]:
+    """The catalog tables (``table t``) and the columns a later duckcluster added to an
+    existing catalog (``t.column``, the DDL files' ``ADD COLUMN IF NOT EXISTS``) that this
+    database lacks: a file last written by an older version, which only a read-write
+    :func:`ensure` upgrades."""
+    added = {(t, c) for name in _catalog_files() for t, c in re.findall(
+        r"ALTER TABLE duckcluster\.(\w+) ADD COLUMN IF NOT EXISTS (\w+)", sql_text(name))}
+    created = {t for name in _catalog_files() for t in re.findall(
+        r"CREATE TABLE IF NOT EXISTS duckcluster\.(\w+)", sql_text(name))}
+    have = set(cur.execute("SELECT table_name, column_name FROM duckdb_columns() "
+                           "WHERE schema_name = 'duckcluster'").fetchall())
+    tables = {t for t, _ in have}
+    return sorted([f"table {t}" for t in created - tables]
+                  + [f"{t}.{c}" for t, c in added if t in tables and (t, c) not in have])
 
 
 def sql_text(filename: str) -> str:

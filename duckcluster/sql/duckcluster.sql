@@ -148,8 +148,11 @@ CREATE OR REPLACE TEMP MACRO cluster_centroids(cluster_name, run_id := NULL) AS 
     -- (files written before the partition column: NULL, as in cluster_members)
     FROM (FROM duckcluster.centroids
           UNION ALL BY NAME SELECT NULL::VARCHAR AS partition WHERE false) c
+    -- (files written before labels were carried forward: carried_from_run_id NULL)
     LEFT JOIN (SELECT l.run_id AS l_run, l.node_id AS l_node, l.source, l.carried_from_run_id
-               FROM duckcluster.labels l) l ON l.l_run = c.run_id AND l.l_node = c.node_id
+               FROM (FROM duckcluster.labels UNION ALL BY NAME
+                     SELECT NULL::VARCHAR AS carried_from_run_id WHERE false) l) l
+        ON l.l_run = c.run_id AND l.l_node = c.node_id
     WHERE COLUMNS('^run_id$') = _dc_run(cluster_name, run_id)
     ORDER BY c.hierarchy_level, c.cluster_id, c.node_id;
 
