@@ -6,14 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import blobs, load_table
-
-ID_TYPES = {
-    "INTEGER": "CAST(doc_id AS INTEGER)",
-    "BIGINT": "doc_id * 1000000000000",
-    "UUID": "md5(doc_id::VARCHAR)::UUID",
-    "VARCHAR": "'doc-' || doc_id",
-    "DATE": "DATE '2024-01-01' + CAST(doc_id AS INTEGER)",
-}
+from test_typed_ids import ID_TYPES
 
 
 @pytest.fixture
