@@ -65,10 +65,9 @@ def missing_columns(cur: duckdb.DuckDBPyConnection) -> list[str]:
     existing catalog (``t.column``, the DDL files' ``ADD COLUMN IF NOT EXISTS``) that this
     database lacks: a file last written by an older version, which only a read-write
     :func:`ensure` upgrades."""
-    added = {(t, c) for name in _catalog_files() for t, c in re.findall(
-        r"ALTER TABLE duckcluster\.(\w+) ADD COLUMN IF NOT EXISTS (\w+)", sql_text(name))}
-    created = {t for name in _catalog_files() for t in re.findall(
-        r"CREATE TABLE IF NOT EXISTS duckcluster\.(\w+)", sql_text(name))}
+    ddl = "\n".join(sql_text(name) for name in _catalog_files())
+    added = set(re.findall(r"ALTER TABLE duckcluster\.(\w+) ADD COLUMN IF NOT EXISTS (\w+)", ddl))
+    created = set(re.findall(r"CREATE TABLE IF NOT EXISTS duckcluster\.(\w+)", ddl))
     have = set(cur.execute("SELECT table_name, column_name FROM duckdb_columns() "
                            "WHERE schema_name = 'duckcluster'").fetchall())
     tables = {t for t, _ in have}
@@ -95,11 +94,8 @@ def ensure(cur: duckdb.DuckDBPyConnection) -> None:
             f"duckcluster; this one understands up to version {CATALOG_VERSION}. Upgrade "
             "duckcluster (pip install -U duckcluster), or open the file read-only "
             "(read_only=True) to read its results with the SQL read side.")
-    cur.execute(sql_text("catalog.sql"))
-    folder = resources.files("duckcluster").joinpath("sql")
-    for name in sorted(p.name for p in folder.iterdir()):
-        if name.startswith("catalog_") and name.endswith(".sql"):
-            cur.execute(sql_text(name))
+    for name in _catalog_files():  # catalog.sql, then catalog_<area>.sql in name order
+        cur.execute(sql_text(name))
     version = _stored_version(cur) or 1
     for step in range(version + 1, CATALOG_VERSION + 1):
         MIGRATIONS[step](cur)

@@ -740,15 +740,18 @@ def unseen_rows(cur, run_id: str, ids) -> np.ndarray:
     return out
 
 
+#: A full run's own assignment threshold when it stored none (runs from before it was).
+DEFAULT_THRESHOLD = 0.5
+
+
 def own_threshold(cur, run_id: str) -> float:
-    """A full run's own assignment threshold (``assign_cluster``'s default): the stored one,
-    else (runs from before it was stored) the 10 % quantile of its members' cosine
-    similarity to their own centroid capped at 0.5 (as core/noise.py computes it), else 0.5."""
-    row = cur.execute(
-        "SELECT coalesce((SELECT assignment_threshold FROM duckcluster.runs WHERE run_id = $1),"
-        " (SELECT least(0.5, quantile_cont(cosine_similarity_to_centroid, 0.1)) FROM "
-        "duckcluster.members WHERE run_id = $1 AND cluster_id >= 0), 0.5)", [run_id]).fetchall()
-    return float(row[0][0])
+    """A full run's own assignment threshold, the default of every assignment path
+    (``assign_cluster``, assign runs, ``cluster_assign_parquet``, lineage, run sides of
+    drift): the one it stored (:func:`duckcluster.core.noise.assign_threshold`), else
+    :data:`DEFAULT_THRESHOLD`, as the pure-SQL ``_dc_own_threshold`` reads it."""
+    row = cur.execute("SELECT assignment_threshold FROM duckcluster.runs WHERE run_id = ?",
+                      [run_id]).fetchall()
+    return float(row[0][0]) if row and row[0][0] is not None else DEFAULT_THRESHOLD
 
 
 def assign_threshold(cur, spec, base_run_id: str, threshold) -> float:

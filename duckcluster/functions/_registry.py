@@ -26,8 +26,6 @@ from ..catalog import runs as catalog
 from ..core import progress as core_progress
 
 _ASSIGN_CACHE_SECONDS = 1.0
-#: assign_cluster's threshold for a run that stored none of its own (before it was stored).
-DEFAULT_THRESHOLD = 0.5
 _ACTIVE_PIDS = {os.getpid()}
 
 # -- progress ---------------------------------------------------------------------------
@@ -259,7 +257,7 @@ class _State:
     def reference(self, name: str) -> tuple[str, np.ndarray, np.ndarray, float]:
         """(run_id, cluster_ids, C, threshold) of the latest successful full run, cached
         ~1 s; ``threshold``: the run's own assignment threshold (its ``assignment_threshold``,
-        see :func:`duckcluster.core.noise.assign_threshold`), :data:`DEFAULT_THRESHOLD` for
+        see :func:`duckcluster.catalog.runs.own_threshold`), 0.5 for
         runs stored before it was."""
         now = time.monotonic()
         hit = self.cache.get(name)
@@ -272,15 +270,12 @@ class _State:
                 self.cache[name] = (gen, now, *hit[2:])
                 return hit[2:]
             ref = catalog.centroid_matrix(cur, run_id)
-            thr = cur.execute(
-                "SELECT assignment_threshold FROM duckcluster.runs WHERE run_id = ?",
-                [run_id]).fetchall()
+            own = catalog.own_threshold(cur, run_id)
         ids_arr = ref.cluster_ids
         # a run that found no clusters: every row is noise
         C = ref.C if len(ids_arr) else np.zeros((0, 0), dtype=np.float32)
-        own = thr[0][0] if thr and thr[0][0] is not None else DEFAULT_THRESHOLD
-        self.cache[name] = (gen, now, run_id, ids_arr, C, float(own))
-        return run_id, ids_arr, C, float(own)
+        self.cache[name] = (gen, now, run_id, ids_arr, C, own)
+        return run_id, ids_arr, C, own
 
     def partitioning(self, name: str, run_id: str) -> tuple[str | None, list | None]:
         """(partition_by, the partition of each centroid of :meth:`centroids`) of a run;
