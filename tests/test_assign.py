@@ -109,3 +109,30 @@ def test_assign_roundtrip_on_blobs_matches_labels():
     idx, sims = assign(X, C, threshold=0.5, batch_rows=33)
     np.testing.assert_array_equal(ids[idx], y)
     np.testing.assert_allclose(sims, similarity_to_own(X, C, y, ids), atol=1e-6)
+
+
+def test_nearest_reuses_its_block_and_matches_assign_raw():
+    """Nearest.raw (the assign UDF's per-batch path) gives assign_raw's answer for
+    batches of any size in any order, and refuses the same bad rows."""
+    from duckcluster.core.assign import Nearest, assign_raw
+
+    rng = np.random.default_rng(3)
+    C = normalize_rows(rng.normal(size=(7, 16)))
+    near = Nearest(C)
+    for n in (5, 2048, 1, 3000, 17):  # grows and shrinks the per-thread block
+        X = (rng.normal(size=(n, 16)) * rng.uniform(0.1, 10, size=(n, 1))).astype(np.float32)
+        idx, sims = near.raw(X)
+        want_idx, want_sims = assign_raw(X, C)
+        assert idx.tolist() == want_idx.tolist()
+        np.testing.assert_allclose(sims, want_sims, rtol=1e-6)
+        assert sims.dtype == np.float32 and sims.shape == (n,)
+    X = rng.normal(size=(4, 16)).astype(np.float32)
+    tiny = X.copy()
+    tiny[1] *= 1e-30  # squares underflow float32: redone in float64, still assigned
+    assert near.raw(tiny)[0].tolist() == assign_raw(X, C)[0].tolist()
+    X[2] = 0.0
+    with pytest.raises(DataError, match="zero vector"):
+        near.raw(X)
+    X[2] = np.nan
+    with pytest.raises(DataError, match="NaN or Inf"):
+        near.raw(X)

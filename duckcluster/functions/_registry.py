@@ -243,6 +243,7 @@ class _State:
         self.taxonomy_cache: dict[str, tuple[int, float, Any]] = {}
         self.taxonomy_generation = 0
         self.ops_runner: Any = None
+        self.nearest_cache: dict[str, tuple[np.ndarray, Any, np.ndarray]] = {}
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         con = self.con_ref()
@@ -276,6 +277,16 @@ class _State:
         C = ref.C if len(ids_arr) else np.zeros((0, 0), dtype=np.float32)
         self.cache[name] = (gen, now, run_id, ids_arr, C, own)
         return run_id, ids_arr, C, own
+
+    def nearest(self, name: str, C: np.ndarray, ids: np.ndarray) -> tuple[Any, np.ndarray]:
+        """(:class:`~duckcluster.core.assign.Nearest` of ``C``, ``ids`` as int32) for the
+        assign UDF, made once per centroid matrix :meth:`reference` returns."""
+        hit = self.nearest_cache.get(name)
+        if hit is None or hit[0] is not C:
+            from ..core.assign import Nearest
+
+            hit = self.nearest_cache[name] = (C, Nearest(C), ids.astype(np.int32))
+        return hit[1], hit[2]
 
     def partitioning(self, name: str, run_id: str) -> tuple[str | None, list | None]:
         """(partition_by, the partition of each centroid of :meth:`centroids`) of a run;
@@ -367,7 +378,8 @@ class _Registrar:
         kwargs["null_handling"] = "special"
         self.udfs.append(udf)
         self.con.create_function(udf, self.errors.catching(fn, arrow, skip_nulls,
-                                                           _arrow_type(args, kwargs)),
+                                                           _arrow_type(args, kwargs),
+                                                           getattr(fn, "_dc_reports", True)),
                                  *args, **kwargs)
         names = ", ".join(f"a{i}" for i in range(len(params)))
         self.macros.append(name + self.suffix)
@@ -446,7 +458,10 @@ class _PendingErrors:
         return False
 
     def catching(self, fn: Callable[..., Any], arrow: bool, skip_nulls: bool,
-                 arrow_type: Any) -> Callable[..., Any]:
+                 arrow_type: Any, reports: bool = True) -> Callable[..., Any]:
+        """``fn`` returning NULL (and leaving its message) on a duckcluster error;
+        ``reports``: run it inside :func:`long_call` (progress); False for per-vector UDFs
+        that report nothing (assign_cluster: one call per 2,048 rows)."""
         from .._errors import DuckclusterError
         from .._secrets import scrub
 
@@ -464,6 +479,8 @@ class _PendingErrors:
             if skip_nulls and not arrow and any(v is None for v in a):
                 return None  # what DuckDB does for null_handling='default'
             try:
+                if not reports:
+                    return fn(*a)
                 with long_call():
                     return fn(*a)
             except Exception as exc:
@@ -481,15 +498,18 @@ class _PendingErrors:
         return udf
 
 
-def _wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+def _wrap(fn: Callable[..., Any], reports: bool = True) -> Callable[..., Any]:
     """Mark ``fn`` as a UDF whose duckcluster errors reach SQL as clean one-line errors.
 
     The registrar (:class:`_Registrar`) puts it behind a macro that raises them with
     ``error('ClassName: message')``. Called outside a registrar, errors propagate
-    unchanged.
+    unchanged. ``reports=False``: a per-vector UDF that reports no progress, called
+    without :func:`long_call` around it (two context managers and an environment
+    lookup per 2,048 rows).
     """
     @functools.wraps(fn)
     def inner(*a):
         return fn(*a)
     inner._dc_wrapped = True  # type: ignore[attr-defined]
+    inner._dc_reports = reports  # type: ignore[attr-defined]
     return inner
