@@ -47,6 +47,7 @@ from duckcluster.drift._graph import exact_graph  # noqa: E402
 KS = (10, 20, 40)
 REGIONS = (16, 32, 64)
 COMPONENTS = (20, 50, 100)
+PCA_GRAPHS = (32, 64)
 DEFAULT_COMBOS = ("new10_10+gone10_10+mix40+hot20",  # knn before this comparison
                   "new20_18+gone20_18+chi16+hot20",  # knn now
                   "new20_18+chi16", "new20_18+meandiff", "new20_18+regup32+hot50")
@@ -83,7 +84,30 @@ def statistics(X: np.ndarray, n: int, perms: int, rng: np.random.Generator
             out[f"new{k}_{t}"] = (Cz * (cur >= t)).sum(axis=0)
             out[f"gone{k}_{t}"] = (Z * (cur <= k - t)).sum(axis=0)
         out[f"mix{k}"] = (Cz * cur).sum(axis=0) + (Z * (k - cur)).sum(axis=0)
+        out[f"cc{k}"] = (Cz * cur).sum(axis=0)  # one-sided: current rows' current neighbours
+        out[f"soft{k}"] = (Cz * np.maximum(cur - np.ceil(0.7 * k), 0)).sum(axis=0)
         out[f"klr{k}"] = (Cz * np.log((cur + 0.5) / (k - cur + 0.5))).sum(axis=0)
+    # reciprocal neighbours: pairs (i, j) with j among i's k nearest and i among j's
+    for k in (10, 20):
+        gk = g[:, :k]
+        mutual = (g[gk][:, :, :k] == np.arange(N)[:, None, None]).any(axis=2)  # (N, k)
+        both = np.zeros((N, perms + 1), np.float32)
+        for j in range(k):
+            both += mutual[:, j:j + 1] * Cz[gk[:, j]]
+        out[f"mut{k}"] = (Cz * both).sum(axis=0)
+        out[f"mutnew{k}"] = (Cz * (both >= np.maximum(1, np.ceil(0.9 * mutual.sum(axis=1,
+                             keepdims=True))))).sum(axis=0)
+    # the same new-content count on neighbours found in the first principal components
+    Xc0 = X - X.mean(axis=0)
+    vals0, vecs0 = np.linalg.eigh(Xc0.T.astype(np.float64) @ Xc0 / (N - 1))
+    for d in PCA_GRAPHS:
+        P = (Xc0 @ vecs0[:, np.argsort(vals0)[::-1][:d]]).astype(np.float32)
+        gp = exact_graph(P, 20).idx
+        curp = np.zeros((N, perms + 1), np.float32)
+        for j in range(20):
+            curp += Cz[gp[:, j]]
+        out[f"pca{d}new20_18"] = (Cz * (curp >= 18)).sum(axis=0)
+        out[f"pca{d}cc20"] = (Cz * curp).sum(axis=0)
     p0 = m / N
     for R in REGIONS:
         lab = kmeans_regions(X, R, np.random.default_rng(int(rng.integers(1 << 30))))
@@ -124,6 +148,21 @@ def min_p(rank_rows: list[np.ndarray]) -> float:
     return float((1 + np.sum(s[1:] >= s[0] - 1e-12)) / s.size)
 
 
+def fisher(rank_rows: list[np.ndarray]) -> float:
+    """Fisher's sum of -log p over the components, calibrated on the same relabellings."""
+    s = -np.log(np.stack(rank_rows)).sum(axis=0)
+    return float((1 + np.sum(s[1:] >= s[0] - 1e-12)) / s.size)
+
+
+def cauchy(rank_rows: list[np.ndarray]) -> float:
+    """The Cauchy combination (mean of tan((0.5 - p) pi)), calibrated the same way."""
+    s = np.tan((0.5 - np.minimum(np.stack(rank_rows), 1 - 1e-9)) * np.pi).mean(axis=0)
+    return float((1 + np.sum(s[1:] >= s[0] - 1e-12)) / s.size)
+
+
+COMBINE = {"min-p": min_p, "fisher": fisher, "cauchy": cauchy}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--set", default="drift_pool")
@@ -134,6 +173,7 @@ def main() -> None:
     ap.add_argument("--perms", type=int, default=200)
     ap.add_argument("--scenarios", default="null,new5,gone5,mix")
     ap.add_argument("--combos", default=",".join(DEFAULT_COMBOS))
+    ap.add_argument("--save", default=None, help="pickle of every statistic's p-values")
     a = ap.parse_args()
     from threadpoolctl import threadpool_limits
 
@@ -153,14 +193,20 @@ def main() -> None:
                 X = np.concatenate([pool.X[b], pool.X[c]]).astype(np.float32)
                 for name, v in statistics(X, len(b), a.perms, np.random.default_rng(s)).items():
                     got.setdefault(name, {}).setdefault(kind, []).append(ranks(v))
+    if a.save:  # every statistic's permutation p-values, for combinations tried later
+        import pickle
+
+        with open(a.save, "wb") as f:
+            pickle.dump(got, f)
     head = f"| statistic | {' | '.join(scenarios)} |"
     print(f"\n{time.perf_counter() - t0:.0f} s\n\n{head}\n|" + "---|" * (len(scenarios) + 1))
     rows = [(name, {k: [r[0] for r in v] for k, v in by.items()}) for name, by in got.items()]
     for combo in a.combos.split(","):
         parts = combo.split("+")
-        rows.append((f"min-p({combo})", {
-            k: [min_p([got[p][k][i] for p in parts]) for i in range(len(got[parts[0]][k]))]
-            for k in scenarios}))
+        for how, fn in COMBINE.items():
+            rows.append((f"{how}({combo})", {
+                k: [fn([got[p][k][i] for p in parts]) for i in range(len(got[parts[0]][k]))]
+                for k in scenarios}))
     for name, by in rows:
         print(f"| {name} | " + " | ".join(f"{np.mean(np.array(by[k]) < ALPHA):.2f}"
                                           for k in scenarios) + " |")
