@@ -50,7 +50,7 @@ DEFINITIONS = {
 }
 
 
-#: Appended to every definition (``--split-new-topics``: the lineage option on).
+#: Appended to every definition (``--split-new-topics``, ``--no-warm-start``: lineage options).
 EXTRA = {"spec": ""}
 #: Rows ``--skip`` leaves out.
 SKIP: set[str] = set()
@@ -165,12 +165,18 @@ def new_topic(set_name: str, algo: str, held_out: str) -> dict:
                   ("continued", "born", "died", "split", "merged")}
         choices = con.sql(f"SELECT choices FROM duckcluster.runs WHERE run_id = '{r2}'"
                           ).fetchall()[0][0]
-        split_off = len((json.loads(choices) if choices else {}).get("new_topics", {})
-                        .get("split_off", []))
+        ch = json.loads(choices) if choices else {}
+        split_off = len(ch.get("new_topics", {}).get("split_off", []))
+        warm = ch.get("warm_start")
+        from sklearn.metrics import adjusted_rand_score
+
+        ari = adjusted_rand_score([cat_of[i] for i in m2], list(m2.values()))
     finally:
         con.close()
     return {"matched": matched, "born": found, "carried": carried, "secs": secs,
-            "n": len(both), "k": len(c1), "events": counts, "split_off": split_off}
+            "n": len(both), "k": len(c1), "k2": len(c2), "events": counts,
+            "split_off": split_off, "ari": ari,
+            "warm": None if warm is None else bool(warm.get("used", True))}
 
 
 def new_topics(set_name: str, algo: str, trials: int) -> Row:
@@ -182,12 +188,15 @@ def new_topics(set_name: str, algo: str, trials: int) -> Row:
     matched = [r["matched"] for r in out.values()]
     carried = [r["carried"] for r in out.values()]
     born = [c for c, r in out.items() if r["born"]]
+    ari = [r["ari"] for r in out.values()]
+    warm = [r["warm"] for r in out.values() if r["warm"] is not None]
     events = {k: sum(r["events"][k] for r in out.values()) for k in next(iter(out.values()))
               ["events"]}
     ok = min(matched) >= 0.9 and len(born) == len(out) and min(carried) >= 0.9
     import sys
     print(f"{set_name} {algo}: matched {np.mean(matched):.0%} (min {min(matched):.0%}), born "
-          f"{len(born)}/{len(out)}, carried {np.mean(carried):.0%}; "
+          f"{len(born)}/{len(out)}, carried {np.mean(carried):.0%}, ARI {np.mean(ari):.3f} "
+          f"(min {min(ari):.3f}), warm start kept {sum(warm)}/{len(warm)}; "
           + ", ".join(f"{c} {r['matched']:.0%}{' born' if r['born'] else ''}"
                       f"{' split_off ' + str(r['split_off']) if r['split_off'] else ''}"
                       for c, r in out.items()), file=sys.stderr, flush=True)
@@ -196,9 +205,13 @@ def new_topics(set_name: str, algo: str, trials: int) -> Row:
                quality=(f"{len(out)} held-out topics: old clusters matched {np.mean(matched):.0%} "
                         f"(min {min(matched):.0%}), new topic born in {len(born)} "
                         f"({', '.join(born) or 'none'}), labels carried {np.mean(carried):.0%} "
-                        f"of continued (min {min(carried):.0%})"),
+                        f"of continued (min {min(carried):.0%}), ARI of the second run vs "
+                        f"the categories {np.mean(ari):.3f} (min {min(ari):.3f})"),
                target=">= 90 % matched, new topic born, labels carried", verdict=verdict(ok),
-               notes=(f"events over all trials: {events}; absorbed topics split off: "
+               notes=(f"warm start kept in {sum(warm)} of {len(warm)} runs that had one; "
+                      f"clusters {np.mean([r['k'] for r in out.values()]):.1f} -> "
+                      f"{np.mean([r['k2'] for r in out.values()]):.1f}; "
+                      f"events over all trials: {events}; absorbed topics split off: "
                       f"{sum(r['split_off'] for r in out.values())}; per topic (matched, "
                       "born): " + ", ".join(f"{c} {r['matched']:.0%} {'y' if r['born'] else 'n'}"
                                             for c, r in out.items())))
@@ -339,11 +352,15 @@ if __name__ == "__main__":
                     help=f"which of {', '.join(DEFINITIONS)}")
     ap.add_argument("--split-new-topics", action="store_true",
                     help="lineage := {'split_new_topics': true} on every definition")
+    ap.add_argument("--no-warm-start", action="store_true",
+                    help="lineage := {'warm_start': false}: every full run fits from scratch")
     ap.add_argument("--skip", default="", help="fixture,unchanged: rows not to run")
     ap.add_argument("--json")
     a = ap.parse_args()
-    if a.split_new_topics:
-        EXTRA["spec"] = ", lineage := {'split_new_topics': true}"
+    opts = {**({"split_new_topics": "true"} if a.split_new_topics else {}),
+            **({"warm_start": "false"} if a.no_warm_start else {})}
+    if opts:
+        EXTRA["spec"] = ", lineage := {" + ", ".join(f"'{k}': {v}" for k, v in opts.items()) + "}"
     SKIP.update(x for x in a.skip.split(",") if x)
     print(machine_note(), flush=True)
     emit(run(a.rows, a.repeat, tuple(s for s in a.sets.split(",") if s), a.trials,

@@ -632,3 +632,114 @@ def test_a_new_topic_absorbed_by_a_fixed_k_is_split_off_and_born(con):
                                               f"'{name}', run_id := '{r2}')")}
     assert q(con, f"SELECT n_clusters FROM cluster_runs('{name}') WHERE run_id = '{r2}'") == \
         [(2,)]
+
+
+# -- warm start: a re-run starts from the previous run's clusters -------------------------
+
+def test_warm_init_keeps_the_previous_means_and_seeds_new_centres_among_poorly_fitted_rows():
+    from duckcluster.core.algorithms.kmeans import warm_init
+
+    rng = np.random.default_rng(4)
+    a, b, c = _unit(rng, 3, d=8) * 3
+    X = np.concatenate([_blob(rng, a, 50), _blob(rng, b, 40), _blob(rng, c, 20)])
+    prev = np.array([7] * 50 + [2] * 40 + [-1] * 20)  # c's rows are new
+    C, kept, added = warm_init(X, prev, 3, seed=0)
+    assert (kept, added) == (2, 1)
+    np.testing.assert_allclose(C[0], X[:50].mean(axis=0))   # the largest first
+    np.testing.assert_allclose(C[1], X[50:90].mean(axis=0))
+    assert np.linalg.norm(C[2] - c) < 0.1                   # the new rows' centre
+    C2, kept, added = warm_init(X, prev, 1, seed=0)          # fewer: the largest kept
+    assert (kept, added) == (1, 0)
+    np.testing.assert_allclose(C2[0], X[:50].mean(axis=0))
+    np.testing.assert_array_equal(warm_init(X, prev, 3, seed=0)[0], C)  # seeded
+
+
+def _warm_tables(con, name, k, extra=""):
+    q(con, f"SELECT cluster_create('{name}', source := 'corpus', embedding := 'embedding', "
+           f"id := 'doc_id', algorithm := 'kmeans', params := {{'n_clusters': {k}}}{extra}, "
+           "\"replace\" := true)")
+    return q(con, f"SELECT cluster_execute('{name}')")[0][0]
+
+
+def _choices(con, name, run):
+    raw = q(con, f"SELECT choices FROM cluster_runs('{name}') WHERE run_id = '{run}'")[0][0]
+    return json.loads(raw) if raw else {}
+
+
+def test_a_re_run_starts_from_the_previous_clusters_and_says_so(con):
+    """k-means k = 3, then the same rows plus a fourth topic and k = 4: the run starts from
+    the three previous clusters' means plus one centre among the new rows that fit none;
+    the three continue with their ids, the new topic is born whole. An unchanged re-run
+    starts from all of them and reproduces the run."""
+    rng = np.random.default_rng(5)
+    a, b, c, d = _unit(rng, 4, d=16)
+    X1 = np.concatenate([_blob(rng, a, 80), _blob(rng, b, 80), _blob(rng, c, 80)])
+    X2 = np.concatenate([X1, _blob(rng, d, 30)]).astype(np.float32)
+    load_table(con, "corpus", X1.astype(np.float32))
+    r1 = _warm_tables(con, "w", 3)
+    assert "warm_start" not in _choices(con, "w", r1)  # a first run has nothing to start from
+    r2 = _warm_tables(con, "w", 3)
+    assert _choices(con, "w", r2)["warm_start"] == {
+        "from_run": r1, "kept": 3, "added": 0, "used": True,
+        "inertia": _choices(con, "w", r2)["warm_start"]["inertia"],
+        "fresh_inertia": _choices(con, "w", r2)["warm_start"]["fresh_inertia"]}
+    members = "SELECT id, cluster_id FROM cluster_members('w', run_id := '{}') ORDER BY id"
+    assert q(con, members.format(r1)) == q(con, members.format(r2))
+    load_table(con, "corpus", X2)
+    r3 = _warm_tables(con, "w", 4)
+    warm = _choices(con, "w", r3)["warm_start"]
+    assert (warm["from_run"], warm["kept"], warm["added"], warm["used"]) == (r2, 3, 1, True)
+    events = sorted(q(con, f"SELECT event, previous_cluster_id, cluster_id, size FROM "
+                           f"cluster_lineage('w', run_id := '{r3}')"))
+    old = sorted({c for _, c in q(con, members.format(r2))})
+    assert [e[:3] for e in events if e[0] == "continued"] == [("continued", i, i) for i in old]
+    (born,) = [e for e in events if e[0] == "born"]
+    assert born[3] == 30
+    assert q(con, f"SELECT DISTINCT cluster_id FROM cluster_members('w', run_id := '{r3}') "
+                  "WHERE CAST(id AS INTEGER) >= 240") == [(born[2],)]
+
+
+def test_warm_start_off_fits_from_scratch_and_a_moved_structure_wins_over_it(con):
+    """``lineage := {'warm_start': false}`` records no warm start. When the rows moved (the
+    split and merge fixture), a fresh start fits them much better than the previous
+    clusters' means and is used instead (``used`` false)."""
+    rng = np.random.default_rng(6)
+    X = np.concatenate([_blob(rng, c, 60) for c in _unit(rng, 3, d=16)]).astype(np.float32)
+    load_table(con, "corpus", X)
+    _warm_tables(con, "off", 3, ", lineage := {'warm_start': false}")
+    r = _warm_tables(con, "off", 3, ", lineage := {'warm_start': false}")
+    assert "warm_start" not in _choices(con, "off", r)
+    _, r2 = _two_runs(con)
+    warm = _choices(con, "fx", r2)
+    assert warm["warm_start"]["used"] is False
+    assert warm["warm_start"]["fresh_inertia"] < 0.95 * warm["warm_start"]["inertia"]
+
+
+def test_auto_warm_start_sweeps_from_the_previous_clusters_up(con):
+    """auto (UMAP, then k-means swept over k): a re-run with a new, separate topic starts
+    every candidate from the previous clusters, sweeps k from their number up, and the
+    new topic is born while every old cluster continues. Seeded: a second definition
+    doing the same gets the same clusters."""
+    rng = np.random.default_rng(8)
+    centres = _unit(rng, 5, d=48)
+    X1 = np.concatenate([_blob(rng, c, 60, 0.05) for c in centres[:4]]).astype(np.float32)
+    X2 = np.concatenate([X1, _blob(rng, centres[4], 40, 0.05).astype(np.float32)])
+    got = []
+    for name in ("a1", "a2"):
+        load_table(con, "corpus", X1)
+        q(con, f"SELECT cluster_create('{name}', source := 'corpus', embedding := 'embedding', "
+               "id := 'doc_id')")
+        r1 = q(con, f"SELECT cluster_execute('{name}')")[0][0]
+        load_table(con, "corpus", X2)
+        r2 = q(con, f"SELECT cluster_execute('{name}')")[0][0]
+        got.append(q(con, f"SELECT id, cluster_id FROM cluster_members('{name}', "
+                          f"run_id := '{r2}') ORDER BY id"))
+    ch1, ch2 = _choices(con, "a2", r1), _choices(con, "a2", r2)
+    k1 = ch1["n_clusters"]
+    assert ch2["warm_start"]["from_run"] == r1 and ch2["warm_start"]["kept"] == k1
+    assert min(c["n_clusters"] for c in ch2["candidates"]) == k1
+    assert "warm start" in ch2["criterion"]
+    events = q(con, f"SELECT event, size FROM cluster_lineage('a2', run_id := '{r2}')")
+    assert sorted(e for e, _ in events) == ["born"] + ["continued"] * k1
+    assert [s for e, s in events if e == "born"] == [40]
+    assert got[0] == got[1]

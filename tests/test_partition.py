@@ -448,3 +448,56 @@ def test_cluster_assign_parquet_refuses_a_partitioned_definition(three, tmp_path
         con.sql(f"SELECT * FROM cluster_assign_parquet('p', '{tmp_path}/docs.parquet', "
                 f"'{tmp_path}/out', id := 'doc_id')").fetchall()
     assert not (tmp_path / "out").exists()
+
+
+def _near_own_cluster(con, new_ids) -> bool:
+    """Each new row's map position is nearest the median position of its own cluster's
+    other rows among its partition's clusters."""
+    m = con.sql("SELECT id, cluster_id, partition, x, y FROM cluster_members('p')").fetchall()
+    pos = {}
+    for i, c, part, x, y in m:
+        if i not in new_ids:
+            pos.setdefault((part, c), []).append((x, y))
+    med = {key: np.median(np.array(v), axis=0) for key, v in pos.items()}
+    for i, c, part, x, y in m:
+        if i in new_ids:
+            mine = {key: v for key, v in med.items() if key[0] == part}
+            best = min(mine, key=lambda key: float(np.sum((mine[key] - (x, y)) ** 2)))
+            if best != (part, c):
+                return False
+    return True
+
+
+@pytest.mark.parametrize("algorithm,kind,d", [("kmeans", "pca", 16), ("auto", "graph", 48)])
+def test_each_partition_has_its_own_map_and_assign_runs_place_new_rows_on_it(
+        con, algorithm, kind, d):
+    """A partitioned run stores a map per partition, of the kind an unpartitioned run of the
+    pipeline gets (PCA for k-means, the graph layout for auto's UMAP); an assign run places
+    new rows of a partition on that partition's map, near their cluster's rows."""
+    X, part, centre = _rows({"en": [0, 1, 2], "de": [3, 4, 5]}, d=d, n_per=50)
+    _load(con, "docs", X, part, centre)
+    if algorithm == "kmeans":
+        _kmeans(con, k=3)
+    else:
+        _x(con, "SELECT cluster_create('p', source := 'docs', embedding := 'embedding', "
+                "id := 'doc_id', partition_by := 'lang')")
+    run = _x(con, "SELECT cluster_execute('p')")[0][0]
+    maps = con.sql("SELECT partition, kind FROM duckcluster.partition_projections "
+                   f"WHERE run_id = '{run}' ORDER BY partition").fetchall()
+    assert maps == [("de", kind), ("en", kind)]
+    refs = con.sql("SELECT partition, count(*) > 0 FROM duckcluster.map_references "
+                   f"WHERE run_id = '{run}' GROUP BY ALL ORDER BY 1").fetchall()
+    assert refs == ([("de", True), ("en", True)] if kind == "graph" else [])
+    assert not con.sql(f"SELECT count(*) FROM duckcluster.projections WHERE run_id = '{run}'"
+                       ).fetchall()[0][0]
+    rng = np.random.default_rng(2)
+    pick = rng.choice(len(X), 12, replace=False)
+    new = X[pick] + rng.normal(scale=0.005, size=(12, d)).astype(np.float32)
+    for n, i in enumerate(pick):
+        _x(con, "INSERT INTO docs VALUES (?, ?, ?, ?)",
+           [9000 + n, part[i], int(centre[i]), new[n].tolist()])
+    _x(con, "SELECT cluster_execute('p', mode := 'assign', assignment_threshold := 0.0)")
+    got = con.sql("SELECT count(*), count(x), count(y) FROM cluster_members('p') "
+                  "WHERE id >= 9000").fetchall()
+    assert got == [(12, 12, 12)]
+    assert _near_own_cluster(con, set(range(9000, 9012)))

@@ -40,7 +40,8 @@ MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {2: _partit
 #: ``cluster_delete(..., drop_artifacts := true)`` empties them for that name. Webhooks
 #: with name NULL (every definition) are kept.
 DEFINITION_TABLES: tuple[str, ...] = (
-    "members", "centroids", "projections", "map_references", "lineage", "cluster_id_marks",
+    "members", "centroids", "projections", "partition_projections", "map_references",
+    "lineage", "cluster_id_marks",
     "runs",  # runs
     "labels", "label_failures", "enrichments",                           # labels
     "triggers", "trigger_firings", "drift_checks", "webhooks", "webhook_deliveries",  # ops

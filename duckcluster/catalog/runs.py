@@ -354,7 +354,8 @@ def _abandon(cur, rows: list[dict]) -> None:
     """Inside a claim: the runs of dead processes become 'abandoned', their rows removed."""
     ts = now()
     for r in rows:
-        for table in ("members", "centroids", "projections", "map_references"):
+        for table in ("members", "centroids", "projections", "partition_projections",
+                      "map_references"):
             cur.execute(f"DELETE FROM duckcluster.{table} WHERE run_id = ?", [r["run_id"]])
         cur.execute(
             "UPDATE duckcluster.runs SET status = 'abandoned', error = coalesce(error, "
@@ -542,28 +543,42 @@ def centroid_matrix(cur, run_id: str, fields: tuple[str, ...] = ()) -> Centroids
                      labels=labels or None)
 
 
-def load_projection(cur, run_id: str):
+#: ``partition`` of :func:`load_projection` for an unpartitioned run.
+WHOLE_RUN = object()
+
+
+def load_projection(cur, run_id: str, partition=WHOLE_RUN):
     """The stored map of a run (a :class:`~duckcluster.core.projection.Projection` or
-    :class:`~duckcluster.core.projection.GraphMap`), or None (runs from before it was kept)."""
+    :class:`~duckcluster.core.projection.GraphMap`), or None (runs from before it was kept,
+    partitioned runs from before each partition had one). ``partition``: the map of that
+    partition (its value as text, None for the NULL partition) of a partitioned run."""
     from ..core.projection import GraphMap, Projection
 
-    rel = cur.sql("SELECT * FROM duckcluster.projections WHERE run_id = $run",
-                  params={"run": run_id})
+    if partition is WHOLE_RUN:
+        rel = cur.sql("SELECT * FROM duckcluster.projections WHERE run_id = $run",
+                      params={"run": run_id})
+        refs_where, args = "run_id = ?", [run_id]
+    else:
+        rel = cur.sql("SELECT * FROM duckcluster.partition_projections WHERE run_id = $run "
+                      "AND partition IS NOT DISTINCT FROM $part",
+                      params={"run": run_id, "part": partition})
+        refs_where, args = "run_id = ? AND partition IS NOT DISTINCT FROM ?", [run_id, partition]
     rows = rel.fetchall()
     if not rows:
         return None
     row = dict(zip(rel.columns, rows[0]))
     if row.get("kind") != "graph":
         return Projection.from_row(row["dimensions"], row["mean"], row["components"])
-    t = cur.execute("SELECT vector, x, y, z FROM duckcluster.map_references WHERE run_id = ? "
-                    "ORDER BY ord", [run_id]).fetchnumpy()
+    t = cur.execute(f"SELECT vector, x, y, z FROM duckcluster.map_references WHERE {refs_where} "
+                    "ORDER BY ord", args).fetchnumpy()
     dims = int(row["dimensions"])
     refs = np.array([np.asarray(v, dtype=np.float32) for v in t["vector"]], dtype=np.float32)
     pos = np.column_stack([np.asarray(t[c], dtype=np.float32) for c in ("x", "y", "z")[:dims]])
     return GraphMap(refs.reshape(len(pos), -1), pos, dims)
 
 
-def _map_table(run_id: str, name: str, projection: dict) -> pa.Table | None:
+def _map_table(run_id: str, name: str, projection: dict,
+               partition: str | None = None) -> pa.Table | None:
     """The ``duckcluster.map_references`` rows of a graph map (``as_row()``), else None."""
     if projection.get("kind") != "graph":
         return None
@@ -575,32 +590,44 @@ def _map_table(run_id: str, name: str, projection: dict) -> pa.Table | None:
         "vector": pa.ListArray.from_arrays(pa.array(np.arange(0, m * d + 1, d, dtype=np.int32)),
                                            pa.array(refs.ravel(), pa.float32())),
         **{c: pa.array(pos[:, i], pa.float32()) if i < pos.shape[1] else pa.nulls(m, pa.float32())
-           for i, c in enumerate(("x", "y", "z"))}})
+           for i, c in enumerate(("x", "y", "z"))},
+        "partition": pa.array([partition] * m, pa.string())})
 
 
-def _insert_map(cur, run_id: str, name: str, projection: dict, references: str | None) -> None:
-    """A run's map: its projections row and, for a graph map, its reference rows (the
-    registered view ``references``, from :func:`_map_table`)."""
-    cur.execute("INSERT INTO duckcluster.projections (run_id, name, dimensions, mean, "
-                "components, kind) VALUES (?, ?, ?, ?, ?, ?)",
-                [run_id, name, projection["dimensions"], projection["mean"],
-                 projection["components"], projection.get("kind", "pca")])
+def _insert_map(cur, run_id: str, name: str, projection: dict, references: str | None,
+                partition=WHOLE_RUN) -> None:
+    """A run's map: its projections row (a partition's: its partition_projections row) and,
+    for a graph map, its reference rows (the registered view ``references``, from
+    :func:`_map_table`)."""
+    if partition is WHOLE_RUN:
+        cur.execute("INSERT INTO duckcluster.projections (run_id, name, dimensions, mean, "
+                    "components, kind) VALUES (?, ?, ?, ?, ?, ?)",
+                    [run_id, name, projection["dimensions"], projection["mean"],
+                     projection["components"], projection.get("kind", "pca")])
+    else:
+        cur.execute("INSERT INTO duckcluster.partition_projections (run_id, name, partition, "
+                    "dimensions, mean, components, kind) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [run_id, name, partition, projection["dimensions"], projection["mean"],
+                     projection["components"], projection.get("kind", "pca")])
     if references is not None:
-        cur.execute("INSERT INTO duckcluster.map_references (run_id, name, ord, vector, x, y, z) "
-                    f"SELECT run_id, name, ord, vector, x, y, z FROM {references}")
+        cur.execute("INSERT INTO duckcluster.map_references (run_id, name, ord, vector, x, y, z, "
+                    f"partition) SELECT run_id, name, ord, vector, x, y, z, partition "
+                    f"FROM {references}")
 
 
 def commit_run(cur, run_id: str, settings: Settings, centroids: pa.Table, members: pa.Table,
                updates: dict, projection: dict | None = None,
                within: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
-               id_type: str | None = None) -> str:
+               id_type: str | None = None,
+               partition_maps: list[tuple[str | None, dict]] | None = None) -> str:
     """Write artifacts, then rows + run status in one transaction. All or nothing.
 
     ``projection``: the run's plotting PCA (:meth:`Projection.as_row`), stored so
     assign runs based on this one use the same map. ``within(cur)``: more writes of
     the run (its lineage, carried labels) inside the same transaction. ``id_type``: the
     source's id type; members.parquet holds ids in it, and the definition's typed
-    members view follows it."""
+    members view follows it. ``partition_maps``: (partition, ``as_row()``) of each
+    partition's map (partitioned runs, instead of ``projection``)."""
     from .read_side import sync_members_view, view_id_type
 
     spec_name = updates.pop("_name")
@@ -634,6 +661,11 @@ def commit_run(cur, run_id: str, settings: Settings, centroids: pa.Table, member
         if refs is not None:
             views["map_references"] = f"__dc_map_references_{run_id}"
             cur.register(views["map_references"], refs)
+        for n, (part, row) in enumerate(partition_maps or []):
+            got = _map_table(run_id, spec_name, row, part)
+            if got is not None:
+                views[f"map_references_{n}"] = f"__dc_map_references_{run_id}_{n}"
+                cur.register(views[f"map_references_{n}"], got)
         try:  # views live outside the transaction: an aborted one cannot unregister
             cur.execute("BEGIN")
             try:
@@ -646,6 +678,9 @@ def commit_run(cur, run_id: str, settings: Settings, centroids: pa.Table, member
                     sync_members_view(cur, spec_name, id_type)
                 if projection is not None:
                     _insert_map(cur, run_id, spec_name, projection, views.get("map_references"))
+                for n, (part, row) in enumerate(partition_maps or []):
+                    _insert_map(cur, run_id, spec_name, row, views.get(f"map_references_{n}"),
+                                part)
                 if within is not None:
                     within(cur)
                 finished = now()
@@ -737,6 +772,25 @@ def unseen_rows(cur, run_id: str, ids) -> np.ndarray:
         cur.unregister(view)
     out = np.zeros(len(col), dtype=bool)
     out[np.asarray(pos, dtype=np.int64)] = True
+    return out
+
+
+def previous_clusters(cur, run_id: str, ids) -> np.ndarray:
+    """(n,) int64: the cluster_id each of ``ids`` (a source's ids, any type) had in
+    ``run_id``, -1 where it was noise or not a member (one join in DuckDB)."""
+    view = f"__dc_prev_{secrets.token_hex(4)}"
+    col = ids if isinstance(ids, (pa.Array, pa.ChunkedArray)) else \
+        pa.array(np.asarray(ids, dtype=object).tolist(), pa.string())
+    cur.register(view, pa.table({"id": col, "pos": pa.array(np.arange(len(col),
+                                                                        dtype=np.int64))}))
+    try:
+        got = cur.sql(f"SELECT n.pos, o.cluster_id FROM {view} n JOIN (SELECT id, cluster_id "
+                      f"FROM duckcluster.members WHERE run_id = ?) o "
+                      f"ON o.id = CAST(n.id AS VARCHAR)", params=[run_id]).fetchnumpy()
+    finally:
+        cur.unregister(view)
+    out = np.full(len(col), -1, dtype=np.int64)
+    out[np.asarray(got["pos"], dtype=np.int64)] = np.asarray(got["cluster_id"], dtype=np.int64)
     return out
 
 

@@ -16,9 +16,11 @@ import numpy as np
 
 from .._errors import DataError
 from .algorithms import get_algorithm
+from .algorithms.kmeans import WARM
 from .assign import assign, centroids_of, cluster_sums
 from .backend import get_executor
 from .hierarchy import Hierarchy, build_hierarchy
+from .lineage import WarmStart
 from .noise import apply as apply_noise
 from .preprocess import capture_graphs, run_preprocessing
 from .projection import GraphMap, Projection, fit_projection, graph_map
@@ -107,22 +109,49 @@ class SampleFit:
 
 
 def fit_sample(X_fit: np.ndarray, spec: ClusterSpec, progress: Progress = _noop,
-               rows: str = "rows") -> SampleFit:
+               rows: str = "rows", warm: WarmStart | None = None) -> SampleFit:
     """The fitting steps every run shares: preprocessing, the algorithm, the noise
-    policy and the centroids, on the rows the algorithm sees (all, or a sample)."""
+    policy and the centroids, on the rows the algorithm sees (all, or a sample).
+    ``warm``: the previous run's cluster of each of these rows (k-means and auto start
+    from it, :mod:`.algorithms.kmeans`; ``choices.warm_start`` says so)."""
+    params = dict(spec.params)
+    if warm is not None and spec.algorithm in WARM_ALGORITHMS:
+        params[WARM] = np.asarray(warm.labels, dtype=np.int64)
+    else:
+        warm = None
     progress("preprocessing")
     with capture_graphs() as graphs:  # the map is laid out on the same neighbour graph
         Xp = run_preprocessing(X_fit, spec.preprocessing, spec.seed)
-        progress(f"fitting {spec.algorithm} on {X_fit.shape[0]:,} {rows}")
-        fitted = get_algorithm(spec.algorithm).fit_explained(Xp, dict(spec.params), spec.seed)
+        progress(f"fitting {spec.algorithm} on {X_fit.shape[0]:,} {rows}"
+                 + (" from the previous run" if warm is not None else ""))
+        fitted = get_algorithm(spec.algorithm).fit_explained(Xp, params, spec.seed)
     noise = apply_noise(X_fit, np.asarray(fitted.labels, dtype=np.int64), spec.noise_policy,
                         spec.noise_threshold)
     choices = fitted.choices
+    if warm is not None:
+        choices = {**(choices or {}), "warm_start": _warm_report(warm, params, choices)}
     if noise.report is not None:
         choices = {**(choices or {}), "noise": noise.report}
     sums = cluster_sums(X_fit, noise.labels)
     return SampleFit(noise.labels, sums[0], centroids_of(sums[2]), choices, noise.assigned,
                      graphs[0] if graphs else None, sums)
+
+
+#: Algorithms a re-run starts from the previous run's clusters (``lineage := {'warm_start':
+#: false}`` turns it off).
+WARM_ALGORITHMS = ("kmeans", "auto")
+
+
+def _warm_report(warm: WarmStart, params: dict, choices: dict | None) -> dict:
+    """``choices.warm_start``: the run it started from, previous clusters kept as starting
+    centres, new centres added (auto reports its chosen k's; k-means: from n_clusters)."""
+    got = dict((choices or {}).get("warm_start") or {})
+    if not got:
+        k = params.get("n_clusters")
+        k = (choices or {}).get("n_clusters", k) if k == "auto" else k
+        present = int(np.unique(warm.labels[warm.labels >= 0]).size)
+        got = {"kept": min(int(k), present), "added": max(int(k) - present, 0)}
+    return {"from_run": warm.from_run, **got}
 
 
 def run_map(X_fit: np.ndarray, f: SampleFit, spec: ClusterSpec
@@ -165,14 +194,15 @@ def with_map(choices: dict | None, projection) -> dict | None:
 
 
 def fit(X_norm: np.ndarray, spec: ClusterSpec, progress: Progress = _noop,
-        with_coords: bool = True) -> FitResult:
-    """Run preprocessing, the algorithm, centroids, hierarchy, coordinates and quality."""
+        with_coords: bool = True, warm: WarmStart | None = None) -> FitResult:
+    """Run preprocessing, the algorithm, centroids, hierarchy, coordinates and quality.
+    ``warm``: the previous run's cluster of every row of ``X_norm`` (:func:`fit_sample`)."""
     with quiet_fit_warnings():
-        return _fit(X_norm, spec, progress, with_coords)
+        return _fit(X_norm, spec, progress, with_coords, warm)
 
 
 def _fit(X_norm: np.ndarray, spec: ClusterSpec, progress: Progress,
-         with_coords: bool) -> FitResult:
+         with_coords: bool, warm: WarmStart | None = None) -> FitResult:
     check_distinct(X_norm if not spec.sample_size else X_norm[: spec.sample_size], spec)
     seed = spec.seed
     n = X_norm.shape[0]
@@ -182,7 +212,9 @@ def _fit(X_norm: np.ndarray, spec: ClusterSpec, progress: Progress,
         sample = np.sort(rng.choice(n, size=spec.sample_size, replace=False))
     X_fit = X_norm if sample is None else X_norm[sample]
 
-    f = fit_sample(X_fit, spec, progress)
+    if warm is not None and sample is not None:
+        warm = WarmStart(warm.labels[sample], warm.from_run)
+    f = fit_sample(X_fit, spec, progress, warm=warm)
     choices, cluster_ids, C = f.choices, f.cluster_ids, f.centroids
     sums = f.sums
     if sample is None:

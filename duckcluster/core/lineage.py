@@ -92,6 +92,10 @@ OPTIONS: dict[str, Param] = {
     "new_topic_min_size": Param(int, 10, low=2,
                                 doc="rows such a new topic (and what is left of its cluster) "
                                     "needs at least"),
+    "warm_start": Param(bool, True,
+                        doc="k-means and auto start from the previous full run's clusters "
+                            "(their rows still present) plus new centres for rows they fit "
+                            "poorly, instead of re-fitting from scratch"),
 }
 
 EVENTS = ("continued", "born", "died", "split", "merged")
@@ -124,6 +128,16 @@ class Linked:
     match: np.ndarray  # (k_new,) old position continued by each new cluster, -1 if none
     events: list[Event]
     keep_label: np.ndarray  # (k_new,) bool: a continued cluster that changed little
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """What a warm-started fit starts from: ``labels`` (n,) int64, the previous full run's
+    cluster id of each row of the fit (-1: a row it did not have, or noise there), and
+    that run's id (``cluster_runs.choices.warm_start.from_run``)."""
+
+    labels: np.ndarray
+    from_run: str
 
 
 def flow_matrix(k_old: int, k_new: int, flows: Iterable[tuple[int, int, int]]) -> np.ndarray:

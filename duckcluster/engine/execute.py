@@ -105,7 +105,7 @@ def execute(cur, name: str, settings: catalog.Settings, mode: str = "full",
         alg = get_algorithm(spec.algorithm)
         sampled = mode == "full" and bool(spec.sample_size) and p.n_rows > spec.sample_size \
             and spec.partition_by is None  # partitions: sample_size applies per partition
-        extra_quality = None
+        extra_quality = partition_maps = None
         if mode == "assign" and spec.partition_by is not None:
             data, centroids, members, quality, n_clusters, extra_quality = \
                 partition.assign_run(cur, run_id, spec, p, base_run, thr, stage)
@@ -119,28 +119,29 @@ def execute(cur, name: str, settings: catalog.Settings, mode: str = "full",
             data, centroids, members, quality, n_clusters, projection, choices = \
                 stream.sampled_run(cur, run_id, spec, p, stage)
             n_fit = spec.sample_size
+        elif spec.partition_by is not None:  # one read and fit per partition (partition.py)
+            data, pf = partition.fit_partitions(cur, run_id, spec, p, stage)
+            centroids, members, quality = pf.centroids, pf.members, pf.quality
+            n_clusters, n_fit, choices = pf.n_clusters, pf.n_fit, pf.choices
+            projection, extra_quality, partition_maps = None, pf.extra_quality, pf.maps
         else:
             reader.check_memory(spec, p.n_rows, p.dim, alg.quadratic_memory, False)
             data = read_source(cur, spec, p)
-            if spec.partition_by is not None:  # one fit per partition (engine/partition.py)
-                pf = partition.fit_partitions(cur, run_id, spec, p, data, stage)
-                centroids, members, quality = pf.centroids, pf.members, pf.quality
-                n_clusters, n_fit, choices = pf.n_clusters, pf.n_fit, pf.choices
-                projection, extra_quality = None, pf.extra_quality
-            else:
-                check_rows(spec, len(data.ids))
-                result = fit(data.X, spec, progress=stage)
-                if mode == "full":  # new topics it absorbed: clusters of their own (lineage)
-                    t_new = time.perf_counter()
-                    result = lineage.split_new_topics(cur, spec, data.ids, data.X, result)
-                    timings["new_topics"] = round(time.perf_counter() - t_new, 4)
-                    last += timings["new_topics"]  # not in the fitting stage's time
-                centroids, members = tables.full_tables(run_id, spec, data, result)
-                projection = result.projection
-                quality = result.quality
-                n_clusters = int(len(result.cluster_ids))
-                n_fit = result.n_fit
-                choices = result.choices
+            check_rows(spec, len(data.ids))
+            # a re-run starts from the previous run's clusters (lineage warm_start)
+            result = fit(data.X, spec, progress=stage,
+                         warm=lineage.warm_start(cur, spec, data.ids))
+            if mode == "full":  # new topics it absorbed: clusters of their own (lineage)
+                t_new = time.perf_counter()
+                result = lineage.split_new_topics(cur, spec, data.ids, data.X, result)
+                timings["new_topics"] = round(time.perf_counter() - t_new, 4)
+                last += timings["new_topics"]  # not in the fitting stage's time
+            centroids, members = tables.full_tables(run_id, spec, data, result)
+            projection = result.projection
+            quality = result.quality
+            n_clusters = int(len(result.cluster_ids))
+            n_fit = result.n_fit
+            choices = result.choices
         # stable ids, lineage and carried labels (engine/lineage.py)
         if mode == "full":
             stage("matching clusters to the previous full run")
@@ -173,7 +174,7 @@ def execute(cur, name: str, settings: catalog.Settings, mode: str = "full",
         catalog.commit_run(cur, run_id, settings, centroids, members, updates,
                            projection=projection.as_row() if projection is not None else None,
                            within=lambda c: identity.write(c, run_id, spec.name),
-                           id_type=p.id_type)
+                           id_type=p.id_type, partition_maps=partition_maps)
         progress(f"{name}: done")
         return run_id
     except BaseException as exc:

@@ -149,6 +149,23 @@ def _link_by_partition(Co, Cn, F, options, sizes, old_parts, new_parts) -> linea
     return lineage.Linked(match=match, events=events, keep_label=keep)
 
 
+def warm_start(cur, spec: ClusterSpec, ids) -> lineage.WarmStart | None:
+    """What a full run of ``spec`` over the rows ``ids`` starts from: the previous
+    successful full run's cluster of each row (k-means and auto, :mod:`duckcluster.core.fit`),
+    or None: a first run, another algorithm, ``lineage := {'warm_start': false}``, or no
+    row of the previous run left."""
+    from ..core.fit import WARM_ALGORITHMS
+
+    if spec.algorithm not in WARM_ALGORITHMS or \
+            not lineage.validate_options(spec.lineage)["warm_start"]:
+        return None
+    prev = catalog.previous_full_run(cur, spec.name)
+    if prev is None:
+        return None
+    labels = catalog.previous_clusters(cur, prev, ids)
+    return lineage.WarmStart(labels, prev) if (labels >= 0).any() else None
+
+
 def split_new_topics(cur, spec: ClusterSpec, ids, X: np.ndarray, result):
     """A full run's fit with the new topics it absorbed into existing clusters split off
     as clusters of their own (:func:`duckcluster.core.lineage.new_topics`), so that the

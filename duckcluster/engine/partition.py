@@ -13,9 +13,12 @@ with a ``partition`` column (the value as text). Rules:
 - a partition with fewer rows than the algorithm needs (``min_rows`` of its params, e.g.
   ``n_clusters`` for k-means, ``min_cluster_size`` for hdbscan) is not fitted: its rows are
   noise (-1) and ``choices.partitions`` says why.
-- a partitioned full run is always read in memory (no streamed sampled run) and stores no
-  plotting projection: each partition has its own map (x, y), and rows an assign run adds
-  have no map position unless its base run placed them.
+- a partitioned full run reads one partition at a time (a DuckDB query per partition
+  value: memory holds the largest partition's vectors, not the source's; no streamed sampled
+  run) and stores each partition's own map (``duckcluster.partition_projections`` and its
+  ``map_references`` rows; the same kinds as unpartitioned runs: a layout of the neighbour
+  graph when the pipeline builds one, else PCA), so an assign run places a new row on its
+  partition's map.
 - an assign run puts each row into the nearest cluster of its own partition; a partition
   the base run does not have gives -1.
 """
@@ -87,33 +90,6 @@ def check(cur, spec: ClusterSpec, src: str, cols: dict[str, str]) -> None:
                         "'tags[1]'.")
 
 
-def values(cur, spec: ClusterSpec, p: reader.Plan, ids: np.ndarray) -> pa.Array:
-    """The partition of every row of ``ids`` (text, NULL for a NULL value), read in SQL."""
-    cols = describe(cur, p.src)
-    expr = expression(spec, cols)
-    tbl = cur.sql(f"SELECT CAST({quote_ident(p.id_col)} AS VARCHAR) AS id, "
-                  f"CAST({expr} AS VARCHAR) AS part FROM {p.src}").to_arrow_table()
-    at = pc.index_in(pa.array(ids.tolist() if isinstance(ids, np.ndarray) else ids,
-                              pa.string()), value_set=tbl.column("id").combine_chunks())
-    if at.null_count:
-        raise DataError(f"Source {spec.source!r} changed while the run read it; run it again "
-                        "when writers are done.")
-    return tbl.column("part").combine_chunks().take(at)
-
-
-def _groups(part: pa.Array) -> list[tuple[str | None, np.ndarray]]:
-    """(value, row positions) per partition: text order, NULL last."""
-    enc = pc.dictionary_encode(part)
-    codes = np.asarray(enc.indices.to_numpy(zero_copy_only=False))
-    null = np.asarray(part.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-    names = enc.dictionary.to_pylist()
-    out = [(v, np.flatnonzero((codes == i) & ~null)) for i, v in enumerate(names)]
-    out.sort(key=lambda g: g[0])
-    if null.any():
-        out.append((None, np.flatnonzero(null)))
-    return [g for g in out if len(g[1])]
-
-
 def _label(v: str | None) -> str:
     return "NULL" if v is None else repr(v)
 
@@ -153,81 +129,145 @@ class PartitionedFit:
     n_fit: int
     choices: dict
     extra_quality: list[dict]
+    #: (partition, ``as_row()``) of each clustered partition's map (catalog.commit_run)
+    maps: list[tuple[str | None, dict]] = dataclasses.field(default_factory=list)
 
 
-def fit_partitions(cur, run_id: str, spec: ClusterSpec, p: reader.Plan, data: SourceData,
-                   stage: Stage) -> PartitionedFit:
-    """One fit per partition of an in-memory run; the tables of all, ids unique in the run."""
-    part = values(cur, spec, p, data.ids)
-    groups = _groups(part)
-    need = get_algorithm(spec.algorithm).min_rows(dict(spec.params))
-    n = len(data.ids)
-    labels = np.full(n, -1, dtype=np.int64)
-    sims = np.full(n, np.nan, dtype=np.float32)
-    cents, mems, per, quals = [], [], [], []
-    next_id, n_fit = 0, 0
-    for g, (value, rows) in enumerate(groups):
+def counts(cur, spec: ClusterSpec, p: reader.Plan) -> list[tuple[str | None, int]]:
+    """(partition value as text, source rows) of every partition: text order, NULL last."""
+    expr = expression(spec, describe(cur, p.src))
+    got = cur.sql(f"SELECT CAST({expr} AS VARCHAR), count(*) FROM {p.src} GROUP BY 1"
+                  ).fetchall()
+    named = sorted((v, int(n)) for v, n in got if v is not None)
+    return named + [(None, int(n)) for v, n in got if v is None]
+
+
+def plan_of(spec: ClusterSpec, p: reader.Plan, cols: dict[str, str], value: str | None,
+            n_rows: int) -> reader.Plan:
+    """The read plan of one partition: the source filtered to its rows (one DuckDB query)."""
+    test = "IS NULL" if value is None else f"= {quote_literal(value)}"
+    return dataclasses.replace(p, src=f"(SELECT * FROM {p.src} WHERE CAST("
+                                      f"{expression(spec, cols)} AS VARCHAR) {test}) "
+                                      "AS __dc_partition", n_rows=n_rows)
+
+
+def fit_partitions(cur, run_id: str, spec: ClusterSpec, p: reader.Plan, stage: Stage
+                   ) -> tuple[SourceData, PartitionedFit]:
+    """One read and one fit per partition (a DuckDB query per partition value, so memory
+    holds one partition's vectors at a time, not the source's); the tables of all, ids
+    unique in the run. Returns the run's read summary (its ``X`` holds no rows) and the
+    fit. Geometric quality metrics of the whole run use a seeded sample of at most
+    :data:`stream.ASSIGN_QUALITY_SAMPLE` rows' vectors (every row below that)."""
+    alg = get_algorithm(spec.algorithm)
+    groups = counts(cur, spec, p)
+    cols = describe(cur, p.src)
+    largest = max(n for _, n in groups)
+    reader.check_memory(spec, min(largest, spec.sample_size) if spec.sample_size else largest,
+                        p.dim, alg.quadratic_memory, bool(spec.sample_size))
+    need = alg.min_rows(dict(spec.params))
+    stats = reader.ReadStats()
+    rng = np.random.default_rng(spec.seed)
+    keep_share = min(1.0, stream.ASSIGN_QUALITY_SAMPLE / max(p.n_rows, 1))
+    ids_all, labels_all, sims_all, probe_X, probe_pos, widths = [], [], [], [], [], set()
+    cents, mems, per, quals, maps = [], [], [], [], []
+    next_id = n_fit = n_done = 0
+    for g, (value, n_part) in enumerate(groups):
         where = f"partition {_label(value)}, {g + 1} of {len(groups)}"
-        stage(f"fitting {where} ({len(rows):,} rows)")
-        sub = SourceData(ids=data.ids[rows], X=data.X[rows], n_rows=len(rows), n_null=0,
-                         stats=data.stats)
-        fitted = min(len(rows), spec.sample_size) if spec.sample_size else len(rows)
-        why = None
-        if fitted < need:
-            why = (f"not clustered: {len(rows)} rows, {spec.algorithm} with these params "
-                   f"needs at least {need}; its rows are noise (-1)")
-        else:
-            try:  # fewer distinct vectors than clusters (auto aims at 5 at least)
-                check_distinct(sub.X if not spec.sample_size else sub.X[:spec.sample_size],
-                               spec)
-            except DataError as exc:
-                why = f"not clustered: {exc} Its rows are noise (-1)."
-        if why is not None:
-            c, m = tables.flat_tables(
-                run_id, spec, sub.ids, np.full(len(rows), -1, dtype=np.int64),
-                np.full(len(rows), np.nan, dtype=np.float32), None,
-                np.zeros(0, dtype=np.int64), np.zeros((0, data.X.shape[1]), np.float32),
-                fps=fingerprints(sub.X))
-            per.append({"partition": value, "n_members": int(len(rows)), "n_clusters": 0,
-                        "skipped": why})
-            quals.append({"partition": value, "n_members": int(len(rows)), "n_clusters": 0,
-                          "noise_ratio": 1.0, "skipped": why})
-        else:
-            with counted.reporting(_tagged(counted.current(), where)):
-                try:
-                    r = fit(sub.X, spec, progress=lambda s: stage(f"{s} ({where})"))
-                except DuckclusterError as exc:
-                    raise type(exc)(f"partition {_label(value)}: {exc}") from None
-            c, m = tables.full_tables(run_id, spec, sub, r)
+        stage(f"reading {where} ({n_part:,} rows)")
+        ids, X = reader.read_all(cur, spec, plan_of(spec, p, cols, value, n_part), stats)
+        if not len(ids):  # every row of it has a NULL embedding
+            continue
+        widths.add(int(X.shape[1]))
+        reader.check_dims(widths, spec)
+        sub = SourceData(ids=ids, X=X, n_rows=len(ids), n_null=0, stats=stats)
+        c, m, r, info, qual = _fit_one(cur, run_id, spec, sub, value, where, need, stage)
+        if r is not None:
             k = len(r.cluster_ids)
             ident = lineage._renumbered(c, m, np.asarray(r.cluster_ids, dtype=np.int64),
                                         list(range(next_id, next_id + k)), 0)
             c, m = ident.centroids, ident.members
             next_id += k
             n_fit += r.n_fit
-            per.append({"partition": value, "n_members": int(len(rows)), "n_clusters": int(k),
-                        "choices": r.choices})
-            quals.append({"partition": value, "n_members": int(len(rows)), "n_clusters": int(k),
-                          **{key: v for key, v in r.quality.as_dict().items()
-                             if key != "n_clusters"}})
-        labels[rows] = np.asarray(m.column("cluster_id").to_numpy(), dtype=np.int64)
-        sims[rows] = np.asarray(m.column("cosine_similarity_to_centroid").to_numpy(
-            zero_copy_only=False), dtype=np.float32)
+            if r.projection is not None:
+                maps.append((value, r.projection.as_row()))
+        per.append(info)
+        quals.append(qual)
+        ids_all.append(ids)
+        labels_all.append(np.asarray(m.column("cluster_id").to_numpy(), dtype=np.int64))
+        sims_all.append(np.asarray(m.column("cosine_similarity_to_centroid").to_numpy(
+            zero_copy_only=False), dtype=np.float32))
+        take = np.arange(len(ids)) if keep_share >= 1.0 else np.sort(rng.choice(
+            len(ids), size=min(len(ids), int(np.ceil(keep_share * len(ids)))), replace=False))
+        probe_X.append(X[take])
+        probe_pos.append(take + n_done)
+        n_done += len(ids)
         cents.append(_plain(_with_partition(c, value)))
-        mems.append((rows, _plain(_with_partition(m, value))))
+        mems.append(_plain(_with_partition(m, value)))
+        del X, sub, r  # the next partition's vectors take their place
+    if not n_done:
+        raise DataError(f"Every row of {spec.source!r} has a NULL embedding in "
+                        f"{', '.join(spec.embedding)}; there is nothing to cluster.")
+    ids = np.concatenate(ids_all)
+    if stats.n_rows != p.n_rows or len(np.unique(ids)) != len(ids):
+        raise DataError(f"Source {spec.source!r} changed while the run read it; run it again "
+                        "when writers are done.")
+    labels, sims = np.concatenate(labels_all), np.concatenate(sims_all)
     centroids = pa.concat_tables(cents, promote_options="permissive") if cents else None
-    members = pa.concat_tables([t for _, t in mems], promote_options="permissive")
-    order = np.argsort(np.concatenate([r for r, _ in mems]), kind="stable")
-    members = members.take(pa.array(order))  # back in id order, as unpartitioned runs are
+    members = pa.concat_tables(mems, promote_options="permissive")
     stage("quality metrics")
-    quality = compute_quality(data.X, labels, np.where(labels >= 0, sims, np.nan), spec.seed)
+    rows = np.concatenate(probe_pos)
+    sims = np.where(labels >= 0, sims, np.nan).astype(np.float32)
+    quality = compute_quality(np.concatenate(probe_X), labels[rows], sims[rows], spec.seed,
+                              population=None if len(rows) == len(ids) else (labels, sims))
     choices = {"partition_by": spec.partition_by, "partitions": per}
-    maps = [p["choices"].get("map") for p in per if p.get("choices")]
-    if maps and all(m == maps[0] for m in maps) and maps[0] is not None:
-        choices["map"] = maps[0]  # what every partition's x, y are (plots' titles)
-    return PartitionedFit(centroids=centroids, members=members, quality=quality,
-                          n_clusters=int(next_id), n_fit=int(n_fit), choices=choices,
-                          extra_quality=quals)
+    shown = [q["choices"].get("map") for q in per if q.get("choices")]
+    if shown and all(m == shown[0] for m in shown) and shown[0] is not None:
+        choices["map"] = shown[0]  # what every partition's x, y are (plots' titles)
+    data = SourceData(ids=ids, X=np.zeros((0, widths.pop()), dtype=np.float32),
+                      n_rows=stats.n_rows, n_null=stats.n_null, stats=stats)
+    return data, PartitionedFit(centroids=centroids, members=members, quality=quality,
+                                n_clusters=int(next_id), n_fit=int(n_fit), choices=choices,
+                                extra_quality=quals, maps=maps)
+
+
+def _fit_one(cur, run_id: str, spec: ClusterSpec, sub: SourceData, value: str | None,
+             where: str, need: int, stage: Stage):
+    """One partition's tables, fit (None when too small to cluster: its rows are noise),
+    ``choices.partitions`` entry and quality row."""
+    n = len(sub.ids)
+    fitted = min(n, spec.sample_size) if spec.sample_size else n
+    why = None
+    if fitted < need:
+        why = (f"not clustered: {n} rows, {spec.algorithm} with these params "
+               f"needs at least {need}; its rows are noise (-1)")
+    else:
+        try:  # fewer distinct vectors than clusters (auto aims at 5 at least)
+            check_distinct(sub.X if not spec.sample_size else sub.X[:spec.sample_size], spec)
+        except DataError as exc:
+            why = f"not clustered: {exc} Its rows are noise (-1)."
+    if why is not None:
+        c, m = tables.flat_tables(
+            run_id, spec, sub.ids, np.full(n, -1, dtype=np.int64),
+            np.full(n, np.nan, dtype=np.float32), None,
+            np.zeros(0, dtype=np.int64), np.zeros((0, sub.X.shape[1]), np.float32),
+            fps=fingerprints(sub.X))
+        return c, m, None, {"partition": value, "n_members": n, "n_clusters": 0,
+                            "skipped": why}, \
+            {"partition": value, "n_members": n, "n_clusters": 0, "noise_ratio": 1.0,
+             "skipped": why}
+    # a re-run starts from the previous run's clusters of these rows (lineage warm_start)
+    warm = lineage.warm_start(cur, spec, sub.ids)
+    with counted.reporting(_tagged(counted.current(), where)):
+        try:
+            r = fit(sub.X, spec, progress=lambda s: stage(f"{s} ({where})"), warm=warm)
+        except DuckclusterError as exc:
+            raise type(exc)(f"partition {_label(value)}: {exc}") from None
+    c, m = tables.full_tables(run_id, spec, sub, r)
+    k = len(r.cluster_ids)
+    return c, m, r, {"partition": value, "n_members": n, "n_clusters": int(k),
+                     "choices": r.choices}, \
+        {"partition": value, "n_members": n, "n_clusters": int(k),
+         **{key: v for key, v in r.quality.as_dict().items() if key != "n_clusters"}}
 
 
 def _tagged(callback, where: str):
@@ -246,36 +286,42 @@ def assign_run(cur, run_id: str, spec: ClusterSpec, p: reader.Plan, base_run: st
     base = catalog.centroid_matrix(cur, base_run)
     base_part = catalog.cluster_partitions(cur, base_run)
     cluster_part = [base_part.get(int(c)) for c in base.cluster_ids]
-    expr = expression(spec, describe(cur, p.src))
-    found = [r[0] for r in cur.sql(f"SELECT DISTINCT CAST({expr} AS VARCHAR) FROM {p.src}"
-                                   ).fetchall()]
-    found = sorted(v for v in found if v is not None) + ([None] if None in found else [])
+    cols = describe(cur, p.src)
+    found = counts(cur, spec, p)
+    dims = spec.dimensions
     stats = reader.ReadStats()
     rng = np.random.default_rng(spec.seed)
     probe = np.sort(rng.choice(p.n_rows, size=min(p.n_rows, stream.ASSIGN_QUALITY_SAMPLE),
                                replace=False))
-    ids, labels, sims, fps, parts, probe_X, probe_rows = [], [], [], [], [], [], []
+    ids, labels, sims, fps, parts, probe_X, probe_rows, coords = [], [], [], [], [], [], [], []
     quals: list[dict] = []  # per partition (cluster_quality's 'partition' rows)
     n_done = 0
-    for g, value in enumerate(found):
+    for g, (value, n_part) in enumerate(found):
         where = f"partition {_label(value)}, {g + 1} of {len(found)}"
         mine = np.array([cp == value for cp in cluster_part], dtype=bool)
         C = base.C[mine]
         cids = base.cluster_ids[mine].astype(np.int64)
-        test = "IS NULL" if value is None else f"= {quote_literal(value)}"
-        sub = dataclasses.replace(p, src=f"(SELECT * FROM {p.src} WHERE CAST({expr} AS "
-                                         f"VARCHAR) {test}) AS __dc_partition")
+        # the partition's map in the base run: new rows land where its rows are (None:
+        # a partition it did not cluster, or a run from before partitions had maps)
+        projection = catalog.load_projection(cur, base_run, value) if len(cids) else None
+        if projection is not None and projection.input_dims not in (None, C.shape[1]):
+            projection = None
         # (a partition without clusters: every row -1; the id list must not be empty)
-        out = stream._stream_assign(cur, spec, sub, C, cids if len(cids) else np.array([-1]), stats,
+        out = stream._stream_assign(cur, spec, plan_of(spec, p, cols, value, n_part), C,
+                                    cids if len(cids) else np.array([-1]), stats,
                                     lambda s: stage(f"{s} ({where})"), threshold=thr,
-                                    probe=probe)
-        i, new_lab, new_sim, _ = out.arrays()
+                                    probe=probe, projection=projection)
+        i, new_lab, new_sim, new_xy = out.arrays()
         fp = np.concatenate(out.fps)
+        if new_xy is None:
+            new_xy = np.full((len(new_lab), dims), np.nan, dtype=np.float32)
         # unchanged rows keep the base run's decision, unless they moved to this partition
-        lab, sim, _ = lineage.keep_known(cur, base_run, i, fp, new_lab, new_sim, None)
+        lab, sim, xy = lineage.keep_known(cur, base_run, i, fp, new_lab, new_sim, new_xy)
         moved = (lab >= 0) & ~np.isin(lab, cids)
         lab = np.where(moved, new_lab, lab)
         sim = np.where(moved, new_sim, sim)
+        xy = np.where(moved[:, None], new_xy, xy)
+        coords.append(xy)
         pr = np.concatenate(out.probe_rows) if out.probe_rows else np.zeros(0, np.int64)
         px = np.concatenate(out.probe_X) if out.probe_X else \
             np.zeros((0, max(base.C.shape[1], 1)), dtype=np.float32)
@@ -302,7 +348,8 @@ def assign_run(cur, run_id: str, spec: ClusterSpec, p: reader.Plan, base_run: st
         np.zeros((0, max(base.C.shape[1], 1)), dtype=np.float32)
     quality = compute_quality(Xq, labels_all[rows], sims_all[rows], spec.seed,
                          population=(labels_all, sims_all))
-    centroids, members = tables.flat_tables(run_id, spec, id_arr, labels_all, sims_all, None,
+    centroids, members = tables.flat_tables(run_id, spec, id_arr, labels_all, sims_all,
+                                            np.concatenate(coords),
                                             base.cluster_ids.astype(np.int64), base.C,
                                             centroid_column=base.column,
                                             fps=np.concatenate(fps))

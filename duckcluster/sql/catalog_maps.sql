@@ -15,3 +15,17 @@ CREATE TABLE IF NOT EXISTS duckcluster.map_references (
     y         FLOAT NOT NULL,
     z         FLOAT                  -- 3-D maps
 );
+
+-- Partitioned runs (partition_by): one map per partition, of the same kinds, keyed by the
+-- partition value as text (NULL: the NULL partition); their graph maps' references are the
+-- map_references rows with that partition. Unpartitioned runs keep theirs in projections.
+CREATE TABLE IF NOT EXISTS duckcluster.partition_projections (
+    run_id      VARCHAR NOT NULL,
+    name        VARCHAR NOT NULL,
+    partition   VARCHAR,
+    dimensions  INTEGER NOT NULL,
+    mean        FLOAT[] NOT NULL,
+    components  FLOAT[][] NOT NULL,
+    kind        VARCHAR
+);
+ALTER TABLE duckcluster.map_references ADD COLUMN IF NOT EXISTS partition VARCHAR;

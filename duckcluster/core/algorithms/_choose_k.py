@@ -187,10 +187,12 @@ def modularity(graph, labels: np.ndarray) -> float:
 
 
 def choose_k_on_graph(Z: np.ndarray, graph, fit_k: Callable[[np.ndarray, int], np.ndarray],
-                      ks: Sequence[int]) -> tuple[np.ndarray, int, list[dict]]:
+                      ks: Sequence[int], tolerance: float = MODULARITY_TOLERANCE
+                      ) -> tuple[np.ndarray, int, list[dict]]:
     """Sweep ``fit_k(Z, k)`` over ``ks`` on every row; keep the smallest k whose
     modularity on ``graph`` (the neighbour graph over the rows of ``Z``) is within
-    :data:`MODULARITY_TOLERANCE` of the best, after the guards of :func:`choose_k`.
+    ``tolerance`` (:data:`MODULARITY_TOLERANCE`) of the best, after the guards of
+    :func:`choose_k`.
 
     Measured (bench/auto.py's sets after auto's UMAP, 3 seeds) against the silhouette
     in the reduced space: the silhouette rewards splitting the tight islands UMAP
@@ -210,7 +212,7 @@ def choose_k_on_graph(Z: np.ndarray, graph, fit_k: Callable[[np.ndarray, int], n
                       "largest_share": round(float(np.bincount(kept).max() / labels.size)
                                              if kept.size else 0.0, 4),
                       "noise_ratio": round(float(np.mean(labels < 0)), 4)})
-    best = _pick(cands, "modularity", MODULARITY_TOLERANCE)
+    best = _pick(cands, "modularity", tolerance)
     return fits[best], cands[best]["n_clusters"], cands
 
 

@@ -30,6 +30,12 @@ that noise joins its nearest cluster the ARI is below k-means's (0.50 vs 0.56 do
 0.31 vs 0.33 packages10).
 
 Seeded: the same rows and seed give the same reduction, sweep and choice.
+
+Warm start (a re-run of a definition, :data:`.kmeans.WARM` in the params): every
+candidate k-means of the sweep starts from the previous run's clusters (the mean
+positions in this run's UMAP space of their rows still present), plus new centres
+seeded among the rows those fit poorly (:func:`.kmeans.warm_init`); the sweep then
+decides whether a new cluster is worth it. ``choices.warm_start``: kept, added.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import numpy as np
 from ..._params import Param
 from . import _choose_k
 from ._base import Algorithm, Fitted, explained, labels_of, random_state
+from .kmeans import WARM
 
 #: Inputs with more dimensions than this are reduced first (UMAP): sentence embeddings
 #: (128-4096) and digits (64) are; low-dimensional features are clustered as they are,
@@ -47,6 +54,11 @@ REDUCE_ABOVE_DIMS = 32
 #: Fewer rows than this are clustered without a reduction (a neighbour graph of a
 #: few dozen rows says little; k-means on the rows themselves is as good).
 REDUCE_MIN_ROWS = 100
+
+#: A warm-started sweep (k from the previous run's clusters up) adds a cluster when that
+#: raises the modularity by more than this (the cold sweep's parsimony rule is
+#: :data:`._choose_k.MODULARITY_TOLERANCE`).
+WARM_MODULARITY_TOLERANCE = 0.005
 
 #: Above this many rows, UMAP and the k sweep run on a seeded sample of this many and
 #: the other rows join the nearest centroid. Measured on 100k rows like docstrings8's
@@ -93,12 +105,19 @@ def _reduction(X: np.ndarray, p: dict) -> tuple[str, str]:
                     "(UMAP) first")
 
 
-def _kmeans(Z: np.ndarray, k: int, seed: int) -> np.ndarray:
+def _kmeans(Z: np.ndarray, k: int, seed: int, warm: np.ndarray | None = None,
+            reports: dict | None = None) -> np.ndarray:
     from .kmeans import KMEANS, PARAMS as KM
 
     p = {name: param.default for name, param in KM.items()}
     p["n_clusters"] = k
-    return KMEANS.fit_predict(Z, p, seed)
+    if warm is None:
+        return KMEANS.fit_predict(Z, p, seed)
+    p[WARM] = warm  # started from the previous run's clusters' means in Z
+    fitted = KMEANS.fit_explained(Z, p, seed)
+    if reports is not None:
+        reports[k] = (fitted.choices or {}).get("warm_start")
+    return fitted.labels
 
 
 def _fit(X: np.ndarray, p: dict, seed: int) -> Fitted:
@@ -108,7 +127,9 @@ def _fit(X: np.ndarray, p: dict, seed: int) -> Fitted:
     if method != "umap" or m is None or n <= m:
         return _fit_all(X, p, seed, method, why)
     rows = np.sort(np.random.default_rng(random_state(seed)).choice(n, size=m, replace=False))
-    fitted = _fit_all(X[rows], p, seed, method, why)
+    warm = p.get(WARM)
+    fitted = _fit_all(X[rows], p if warm is None else {**p, WARM: warm[rows]}, seed, method,
+                      why)
     labels = _join_nearest(X, rows, fitted.labels)
     choices = {**fitted.choices, "input": {"rows": int(n), "dimensions": int(d)},
                "sample": {"rows": int(m), "of": int(n), "seeded": True,
@@ -156,14 +177,30 @@ def _fit_all(X: np.ndarray, p: dict, seed: int, method: str, why: str) -> Fitted
     else:
         ks = _choose_k.sweep_range(n, p["max_clusters"])
         criterion = _choose_k.CRITERION if graph is None else _choose_k.GRAPH_CRITERION
+    warm = p.get(WARM)
+    if warm is not None and len(warm) != n:
+        warm = None
+    if warm is not None and p["n_clusters"] is None:  # keep every previous cluster; the
+        present = int(np.unique(warm[warm >= 0]).size)  # sweep decides what to add
+        ks = [k for k in ks if k >= present] or [min(present, n)]
+        criterion += (f"; warm start: k from the previous run's {present} clusters up "
+                      f"(each candidate started from them), within "
+                      f"{WARM_MODULARITY_TOLERANCE} of the best")
+
+    reports: dict = {}
+
+    def fit_k(R: np.ndarray, k: int) -> np.ndarray:  # warm only on these rows (not a sample)
+        return _kmeans(R, k, seed, warm if warm is not None and len(R) == n else None,
+                       reports)
+
     # small products: one BLAS/OpenMP thread is faster than two fighting on a busy machine
     with limited(1):
         if graph is None or len(ks) == 1:
-            labels, k, candidates = _choose_k.choose_k(
-                Z, lambda R, k: _kmeans(R, k, seed), ks, seed)
+            labels, k, candidates = _choose_k.choose_k(Z, fit_k, ks, seed)
         else:
             labels, k, candidates = _choose_k.choose_k_on_graph(
-                Z, graph, lambda R, k: _kmeans(R, k, seed), ks)
+                Z, graph, fit_k, ks, _choose_k.MODULARITY_TOLERANCE if warm is None
+                else WARM_MODULARITY_TOLERANCE)
     choices = {
         "algorithm": "auto",
         "input": {"rows": int(n), "dimensions": int(d)},
@@ -173,6 +210,8 @@ def _fit_all(X: np.ndarray, p: dict, seed: int, method: str, why: str) -> Fitted
         "criterion": criterion,
         "candidates": candidates,
     }
+    if reports.get(k):  # every candidate k started from the previous clusters
+        choices["warm_start"] = reports[k]
     return Fitted(labels, choices)
 
 

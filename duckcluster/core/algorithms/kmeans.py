@@ -7,6 +7,14 @@ cost O(n k d) each; 256 rows per centroid estimate a centroid to well within
 its cluster's spread. Measured (bench/kmeans.py, 100k x 384, 30 clusters): the
 same ARI against the truth as fitting every row, several times faster. Set
 ``max_points_per_centroid`` to 0 to fit on every row.
+
+**Warm start** (a scheduled re-run, ``engine/lineage.py``): the fit's params carry
+:data:`WARM` (the previous full run's cluster of every input row, -1 for rows it did not
+have or left as noise); :func:`warm_init` then starts Lloyd from the means of the previous
+clusters' rows still present (the largest ``k`` of them) plus, when ``k`` is larger, new
+centres seeded by k-means++ among the rows those means fit poorly. The fresh k-means++
+start(s) run too; the warm one is kept unless a fresh one fits the rows more than
+:data:`WARM_TOLERANCE` better (the rows moved: a cluster split, two merged). Seeded.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ import numpy as np
 
 from ..._params import Param
 from . import _choose_k
-from ._base import Algorithm, labels_of, random_state
+from ._base import Algorithm, Fitted, explained, labels_of, random_state
 
 PARAMS = {
     "n_clusters": Param(int, 8, low=1, auto=True, doc="number of clusters k; 'auto' = chosen by silhouette over 2..30 (cluster_runs.choices)"),
@@ -28,6 +36,75 @@ PARAMS = {
         doc="train on a seeded sample of at most this many rows per centroid, then assign "
             "every row (faiss's default); 0 = train on every row"),
 }
+
+
+#: Key of the params a warm-started fit receives (not a user parameter): (n,) int64, the
+#: previous run's cluster of each input row, -1 where it had none.
+WARM = "_warm_labels"
+#: A warm start is kept unless a fresh k-means++ start reaches an inertia this much lower
+#: (relative): then the rows moved (a cluster split, two merged) and the fresh fit wins.
+WARM_TOLERANCE = 0.05
+#: Rows farther from every previous centre than this quantile of the previous members'
+#: own distances are *poorly fitted*: new centres are seeded among them.
+WARM_POOR_QUANTILE = 0.9
+#: New centres are seeded among new rows only when at least this many are poorly fitted.
+WARM_MIN_ROWS = 10
+
+
+def warm_init(X: np.ndarray, prev: np.ndarray, k: int, seed: int
+              ) -> tuple[np.ndarray, int, int]:
+    """``k`` starting centres (k, d) float64 for ``X`` (n, d) from the previous run's
+    clusters ``prev`` (n,) (-1: none), and how many were kept and added.
+
+    Kept: the means of the rows of the ``k`` largest previous clusters still present
+    (largest first). Added (when ``k`` is larger than that): the centres of a k-means
+    (k-means++ seeded) of the poorly fitted rows alone: those the previous run did not
+    have whose squared distance to the nearest kept centre is above the
+    :data:`WARM_POOR_QUANTILE` quantile of the previous members' own (the old rows too
+    when fewer than :data:`WARM_MIN_ROWS` are; every row when too few are).
+
+    >>> X = np.array([[0, 0], [0, 1], [10, 0], [10, 1], [50, 50]], float)
+    >>> C, kept, added = warm_init(X, np.array([3, 3, 7, 7, -1]), 3, 0)
+    >>> C.tolist(), kept, added
+    ([[0.0, 0.5], [10.0, 0.5], [50.0, 50.0]], 2, 1)
+    """
+    X64 = np.asarray(X, dtype=np.float64)
+    prev = np.asarray(prev, dtype=np.int64)
+    have = prev >= 0
+    ids, inv, counts = np.unique(prev[have], return_inverse=True, return_counts=True)
+    order = np.lexsort((ids, -counts))[:k]  # largest first, ties by id
+    kept = len(order)
+    sums = np.zeros((len(ids), X64.shape[1]))
+    np.add.at(sums, inv, X64[have])
+    centers = np.empty((k, X64.shape[1]))
+    centers[:kept] = sums[order] / counts[order][:, None]
+    if kept == k:
+        return centers, kept, 0
+    if kept == 0:
+        return kmeans_plusplus(X, k, seed).astype(np.float64), 0, k
+    sq = np.einsum("ij,ij->i", X64, X64)
+
+    def d2(C):
+        return np.maximum(sq[:, None] - 2.0 * X64 @ C.T + np.einsum("ij,ij->i", C, C), 0.0)
+
+    closest = d2(centers[:kept]).min(axis=1)
+    own = closest[have & np.isin(prev, ids[order])]
+    far = closest > np.quantile(own, WARM_POOR_QUANTILE) if own.size else \
+        np.ones(len(X64), dtype=bool)
+    poor = np.flatnonzero(far & ~have)  # new rows first: old rows have their clusters
+    if poor.size < max(k - kept, WARM_MIN_ROWS):
+        poor = np.flatnonzero(far)
+    if poor.size < k - kept:
+        poor = np.arange(len(X64))
+    # the new centres: k-means of the poorly fitted rows alone (a new topic's rows are
+    # most of them; an outlier seed alone would start a cluster of outliers)
+    P = X64[poor]
+    m = k - kept
+    init = kmeans_plusplus(P, m, seed).astype(np.float64)
+    pm = P.mean(axis=0)
+    _, Cp, _ = lloyd(P - pm, init - pm, 100, 1e-4)
+    centers[kept:] = Cp + pm
+    return centers, kept, k - kept
 
 
 def training_rows(n: int, p: dict, seed: int) -> np.ndarray | None:
@@ -80,6 +157,14 @@ def _kmeans_plusplus(X: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 
 def _fit(X: np.ndarray, p: dict, seed: int) -> np.ndarray:
+    return _fit_report(X, p, seed)[0]
+
+
+def _fit_report(X: np.ndarray, p: dict, seed: int) -> tuple[np.ndarray, dict | None]:
+    """Labels of the fit and, warm-started, what it started from (``choices.warm_start``):
+    ``kept``, ``added`` centres, the inertia from the previous clusters and from fresh
+    k-means++ starts, and ``used`` (False: the fresh start fitted the rows more than
+    :data:`WARM_TOLERANCE` better, so the data's structure changed and it won)."""
     X = np.asarray(X)
     X = X if X.dtype == np.float64 else np.asarray(X, dtype=np.float32)
     rows = training_rows(X.shape[0], p, seed)
@@ -89,20 +174,32 @@ def _fit(X: np.ndarray, p: dict, seed: int) -> np.ndarray:
     mean = X_train.mean(axis=0, dtype=np.float64).astype(X.dtype)
     Xc = X_train - mean
     rng = np.random.default_rng(random_state(seed))
-    best = None
+    warm = p.get(WARM)
+    if warm is not None and len(warm) != X.shape[0]:  # not these rows (a sweep's sample)
+        warm = None
+    best = report = None
+    if warm is not None:  # from the previous run's clusters
+        init, kept, added = warm_init(X, warm, k, seed)
+        best = lloyd(Xc, np.asarray(init, dtype=X.dtype) - mean, p["max_iter"], p["tol"])
+        report = {"kept": int(kept), "added": int(added), "inertia": round(best[2], 4)}
+    fresh = None
     for i in range(p["n_init"]):
         if p["init"] == "k-means++":
             init = kmeans_plusplus(X_train, k, seed if i == 0 else int(rng.integers(2**31)))
         else:
             init = X_train[np.sort(rng.choice(X_train.shape[0], size=k, replace=False))]
-        labels, C, inertia = lloyd(Xc, np.asarray(init, dtype=X.dtype) - mean,
-                                   p["max_iter"], p["tol"])
-        if best is None or inertia < best[2]:
-            best = (labels, C, inertia)
+        got = lloyd(Xc, np.asarray(init, dtype=X.dtype) - mean, p["max_iter"], p["tol"])
+        if fresh is None or got[2] < fresh[2]:
+            fresh = got
+    if report is not None:
+        report["fresh_inertia"] = round(fresh[2], 4)
+        report["used"] = bool(fresh[2] >= (1.0 - WARM_TOLERANCE) * best[2])
+    if best is None or not report["used"]:
+        best = fresh
     labels, C, _ = best
-    if rows is None:
-        return labels
-    return nearest(X, C + mean)[0]  # every row, uncentred (no copy of X)
+    if rows is not None:
+        labels = nearest(X, C + mean)[0]  # every row, uncentred (no copy of X)
+    return labels, report
 
 
 def nearest(X: np.ndarray, C: np.ndarray, xx: np.ndarray | None = None,
@@ -189,7 +286,24 @@ def _sums64(X: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     return sums
 
 
-_explain = _choose_k.with_auto_k("kmeans", _fit)
+_auto_k = _choose_k.with_auto_k("kmeans", _fit)
+
+
+def _warm_fit(X: np.ndarray, p: dict, seed: int) -> Fitted:
+    labels, report = _fit_report(X, p, seed)
+    return Fitted(labels, None if report is None else {"warm_start": report})
+
+
+_warm = explained(_warm_fit)
+
+
+def _explain(X: np.ndarray, p: dict, seed: int) -> Fitted:
+    """k-means's fit with its choices: the k sweep (``n_clusters 'auto'``), or the warm
+    start's report."""
+    if p.get(WARM) is not None and p["n_clusters"] != "auto":
+        return _warm(X, p, seed)
+    return _auto_k(X, p, seed)
+
 
 KMEANS = Algorithm(
     name="kmeans",
