@@ -23,6 +23,7 @@ from ..core.assign import assign_raw, check_threshold, check_vectors
 from ..core.fit import fit
 from ..core.spec import OPTIONS as SPEC_OPTIONS
 from ..core.spec import ClusterSpec, check_rows
+from ..core.threads import machine_sized
 from ..core.vectors import combine_columns, to_dense
 from ..engine import execute as _execute
 from ..labels.config import LabelConfig
@@ -94,9 +95,13 @@ def _oneshot_sql(source: str, embedding_json: str, id_col: str | None,
         raise SpecError("cluster_embeddings: partition_by must name a column of the source. "
                         f"Got {partition_by!r}.")
     part = "NULL" if partition_by is None else quote_ident(partition_by)
+    # one partition: the position in it is the row number (no second window, whose sort
+    # carried every column of every row)
+    pos = "__dc_rn" if partition_by is None else \
+        f"row_number() OVER (PARTITION BY {part} ORDER BY __dc_rn)"
     return (f"SELECT * EXCLUDE ({temps}), [{packed}] AS __dc_emb, "
             f"CAST({ident} AS VARCHAR) AS __dc_id, {part} AS __dc_part, "
-            f"row_number() OVER (PARTITION BY {part} ORDER BY __dc_rn) AS __dc_pos "
+            f"{pos} AS __dc_pos "
             f"FROM (SELECT row_number() OVER () AS __dc_rn, *, {picked} FROM {src}) "
             "AS __dc_numbered")
 
@@ -110,15 +115,19 @@ VECTOR_TYPE = "STRUCT(kind VARCHAR, parts FLOAT[][], indices INTEGER[])"
 def _column_of(rows: pa.Array, j: int, ids: np.ndarray, name: str, pooling: str):
     """Column ``j`` of the packed rows (lists of _dc_vector STRUCTs) as dense vectors,
     converted as a definition's reader converts the original column."""
-    col = pc.list_element(rows, j)
+    col = _only_element(rows) if j == 0 else None
+    col = pc.list_element(rows, j) if col is None else col
     col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     valid = np.asarray(col.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
     kind, parts, indices = col.flatten()  # (flatten, not field(): it applies the offset)
     kinds = set(pc.unique(kind.filter(pa.array(valid))).to_pylist())
     mask = pa.array(~valid)
     if not kinds or kinds == {"dense"}:
-        first = pc.list_element(parts, 0)
-        arr = pa.ListArray.from_arrays(first.offsets, first.values, mask=mask)
+        first = _only_element(parts)
+        first = pc.list_element(parts, 0) if first is None else first
+        off = first.offsets.to_numpy(zero_copy_only=False)  # (of a slice: from its start)
+        arr = pa.ListArray.from_arrays(pa.array(off - off[0], type=pa.int32()),
+                                       first.values.slice(off[0], off[-1] - off[0]), mask=mask)
     elif kinds == {"multi"}:
         arr = pa.ListArray.from_arrays(parts.offsets, parts.values, mask=mask)
     elif kinds == {"sparse"}:
@@ -132,18 +141,41 @@ def _column_of(rows: pa.Array, j: int, ids: np.ndarray, name: str, pooling: str)
     return to_dense(arr, ids, name, pooling)
 
 
+def _only_element(lists: pa.Array) -> pa.Array | None:
+    """The elements of a list array whose every entry holds exactly one (no copy), or
+    None: the common one-shot case, a single dense column (``pc.list_element`` copies
+    every vector, twice per row: 0.3-0.5 s of 100k x 384 rows)."""
+    if lists.null_count or not len(lists):
+        return None
+    off = lists.offsets.to_numpy(zero_copy_only=False)
+    if off[-1] - off[0] != len(lists) or not (np.diff(off) == 1).all():
+        return None
+    return lists.flatten()
+
+
+@machine_sized  # BLAS threads from the cores other processes leave free, as cluster_execute
 def _fit_lists(embs: pa.ChunkedArray, ids: pa.ChunkedArray, spec_json: pa.ChunkedArray):
-    """Arrow UDF: one call per aggregate group; returns labels + similarities per row."""
-    out = []
+    """Arrow UDF: one call per aggregate group; returns labels + similarities per row.
+
+    The result is built from the fitted arrays as Arrow lists (NULL where a row had no
+    embedding, or no similarity), not from Python lists of every row."""
+    labels, sims, offsets = [], [], [0]
     for i in range(len(embs)):
         rows = embs[i].values  # one entry per source row: a list of column vectors
         spec_d = json.loads(spec_json[i].as_py())
-        out.append(_fit_one(rows, ids[i].values, spec_d))
-    return pa.array(out, type=pa.struct([("cluster_id", pa.list_(pa.int32())),
-                                         ("similarity", pa.list_(pa.float32()))]))
+        lab, sim = _fit_one(rows, ids[i].values, spec_d)
+        labels.append(lab)
+        sims.append(sim)
+        offsets.append(offsets[-1] + len(lab))
+    off = pa.array(offsets, type=pa.int32())
+    lab = pa.concat_arrays(labels) if labels else pa.array([], type=pa.int32())
+    sim = pa.concat_arrays(sims) if sims else pa.array([], type=pa.float32())
+    return pa.StructArray.from_arrays([pa.ListArray.from_arrays(off, lab),
+                                       pa.ListArray.from_arrays(off, sim)],
+                                      names=["cluster_id", "similarity"])
 
 
-def _fit_one(rows: pa.Array, ids_arr: pa.Array, spec_d: dict) -> dict:
+def _fit_one(rows: pa.Array, ids_arr: pa.Array, spec_d: dict) -> tuple[pa.Array, pa.Array]:
     column, value = spec_d.pop("partition_by", None), spec_d.pop("partition", None)
     try:
         return _fit_rows(rows, ids_arr, spec_d)
@@ -153,7 +185,7 @@ def _fit_one(rows: pa.Array, ids_arr: pa.Array, spec_d: dict) -> dict:
         raise type(exc)(f"partition {column} = {value!r}: {exc}") from None
 
 
-def _fit_rows(rows: pa.Array, ids_arr: pa.Array, spec_d: dict) -> dict:
+def _fit_rows(rows: pa.Array, ids_arr: pa.Array, spec_d: dict) -> tuple[pa.Array, pa.Array]:
     emb = spec_d.pop("embedding")
     cols = [emb] if isinstance(emb, str) else list(emb)
     spec = ClusterSpec.from_dict({"name": "cluster_embeddings", "source": "(query)",
@@ -172,11 +204,12 @@ def _fit_rows(rows: pa.Array, ids_arr: pa.Array, spec_d: dict) -> dict:
     X = combine_columns(parts, valid, ids)
     check_rows(spec, X.shape[0])
     r = fit(X, spec, progress=lambda s: _report(f"cluster_embeddings: {s}"), with_coords=False)
-    labels = np.full(n, None, dtype=object)
-    sims = np.full(n, None, dtype=object)
-    labels[valid] = r.labels.astype(int).tolist()
-    sims[valid] = [None if np.isnan(s) else float(s) for s in r.similarity]
-    return {"cluster_id": labels.tolist(), "similarity": sims.tolist()}
+    labels = np.zeros(n, dtype=np.int32)
+    sims = np.full(n, np.nan, dtype=np.float32)
+    labels[valid] = r.labels
+    sims[valid] = r.similarity
+    return (pa.array(labels, type=pa.int32(), mask=~valid),
+            pa.array(sims, type=pa.float32(), mask=np.isnan(sims)))
 
 
 class _SingleThreadBLAS:
