@@ -12,7 +12,21 @@ already in memory, in 65,536-row chunks, BLAS threads at their default:
 - sgemm bound: ``X @ C.T`` alone into one reused output;
 - the DuckDB floor: an empty Arrow UDF over the same column (DuckDB's scan and its
   Arrow hand-off, the part of the UDF's time no Python code can remove);
-- the pure-SQL macro of ``sql/duckcluster.sql`` on a ``--sql-rows`` subset (quiet only).
+- the pure-SQL macro of ``sql/duckcluster.sql`` on a ``--sql-rows`` subset (quiet only);
+- the same table stored uncompressed (``SET force_compression = 'uncompressed'`` while
+  it is written): DuckDB picks ALPRD for random-looking floats, which makes the file
+  larger (610 vs 464 MB for 300k x 384) and the scan several times slower; the UDF
+  and the empty UDF over that copy show what the scan costs;
+- the whole-table route: ``cluster_execute(name, mode := 'assign')`` (an assign run:
+  Arrow record batches of 65,536 rows, BLAS threads at the machine's count, members,
+  quality and lineage written), and the same stream by hand (``to_arrow_reader`` +
+  numpy), both quiet only.
+
+Besides wall medians every function's process CPU seconds (all threads) are
+recorded: on a loaded machine they show what each one costs, whatever share of the
+cores it got. The floor of a scalar UDF is the empty UDF's CPU plus numpy's
+matmul + argmax CPU: DuckDB calls the UDF per 2,048-row vector, so the scan and the
+Arrow hand-off cannot overlap with numpy's own work.
 
 Two conditions: "as is" (whatever else runs on the machine; the load is printed)
 and "+ background load": one extra process running a one-thread numpy matmul loop,
@@ -26,6 +40,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import statistics
+import time
 
 import numpy as np
 
@@ -34,10 +50,9 @@ from bench._common import (
     BackgroundLoad,
     Row,
     connect,
-    interleaved,
-    load_now,
     emit,
     fmt_s,
+    load_now,
     load_table,
     make_clusters,
     median_time,
@@ -57,6 +72,27 @@ def numpy_assign(X: np.ndarray, C: np.ndarray, chunk: int = 65536) -> np.ndarray
         norms = np.sqrt(np.einsum("ij,ij->i", blk, blk))
         out[s:s + chunk] = np.where(best / norms >= 0.0, idx, -1)
     return out
+
+
+def _compression(con, table: str) -> str:
+    rows = con.sql(f"SELECT compression, count(*) FROM pragma_storage_info('{table}') "
+                   "WHERE column_name LIKE 'embedding%' AND segment_type = 'FLOAT' "
+                   "GROUP BY ALL ORDER BY 2 DESC").fetchall()
+    return "/".join(c for c, _ in rows) or "?"
+
+
+def interleaved_cpu(fns: dict, repeat: int) -> tuple[dict[str, float], dict[str, float]]:
+    """(wall, process CPU) medians of each function, taking turns ``repeat`` times."""
+    wall: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(max(1, repeat)):
+        for k, fn in fns.items():
+            t, c = time.perf_counter(), time.process_time()
+            fn()
+            wall[k].append(time.perf_counter() - t)
+            cpu[k].append(time.process_time() - c)
+    return ({k: statistics.median(v) for k, v in wall.items()},
+            {k: statistics.median(v) for k, v in cpu.items()})
 
 
 def run(rows: int = 1_000_000, k: int = 100, repeat: int = 3,
@@ -80,10 +116,17 @@ def run(rows: int = 1_000_000, k: int = 100, repeat: int = 3,
     C = np.asarray(cen.column(1).combine_chunks().flatten().to_numpy(),
                    dtype=np.float32).reshape(len(ids), d)
     assert (ids == np.arange(len(ids))).all()
+    # the same rows stored uncompressed (what the scan costs; see the module doc)
+    con.execute("CHECKPOINT")  # 'docs' as DuckDB stores it by itself
+    con.execute("SET force_compression = 'uncompressed'")
+    load_table(con, "docs_raw", X)
+    con.execute("CHECKPOINT")  # segments are compressed when they are checkpointed
+    con.execute("RESET force_compression")
+    layout = {t: _compression(con, t) for t in ("docs", "docs_raw")}
     con.create_function("bench_empty_udf", lambda e: pa.array(np.zeros(len(e), np.int32)),
                         [f"FLOAT[{d}]"], "INTEGER", type="arrow", side_effects=True)
 
-    udf_q = "SELECT count(*), sum(assign_cluster(embedding, 'b', threshold := 0.0)) FROM docs"
+    udf_q = "SELECT count(*), sum(assign_cluster(embedding, 'b', threshold := 0.0)) FROM {}"
     CT = np.ascontiguousarray(C.T)
     S = np.empty((min(65536, n), len(C)), dtype=np.float32)
 
@@ -102,21 +145,33 @@ def run(rows: int = 1_000_000, k: int = 100, repeat: int = 3,
         pin = dc_sql._BLAS_PIN
         dc_sql._BLAS_PIN = contextlib.nullcontext()
         try:
-            con.sql(udf_q).fetchall()
+            con.sql(udf_q.format("docs")).fetchall()
         finally:
             dc_sql._BLAS_PIN = pin
 
-    fns = {"udf": lambda: con.sql(udf_q).fetchall(), "numpy": lambda: numpy_assign(X, C),
+    def stream_by_hand() -> None:  # DuckDB -> Arrow record batches -> numpy, whole table
+        S2 = np.empty((131072, len(C)), dtype=np.float32)
+        for b in con.sql("SELECT embedding FROM docs").to_arrow_reader(131072):
+            col = b.column(0)
+            Xb = col.flatten().to_numpy().reshape(len(col), d)
+            np.matmul(Xb, CT, out=S2[:len(Xb)])
+            S2[:len(Xb)].argmax(axis=1)
+
+    fns = {"udf": lambda: con.sql(udf_q.format("docs")).fetchall(),
+           "numpy": lambda: numpy_assign(X, C),
            "matmul+argmax": matmul_argmax, "sgemm": sgemm,
            "floor": lambda: con.sql("SELECT sum(bench_empty_udf(embedding)) FROM docs"
                                     ).fetchall(),
-           "unpinned": unpinned}
+           "udf raw": lambda: con.sql(udf_q.format("docs_raw")).fetchall(),
+           "floor raw": lambda: con.sql("SELECT sum(bench_empty_udf(embedding)) FROM docs_raw"
+                                        ).fetchall(),
+           "unpinned": unpinned, "stream by hand": stream_by_hand}
     conditions = {}
     for cond in ("as is", "+ background load"):
         ctx = BackgroundLoad() if cond != "as is" else contextlib.nullcontext()
         with ctx:
             before = load_now()
-            conditions[cond] = (interleaved(fns, repeat), before, load_now())
+            conditions[cond] = (*interleaved_cpu(fns, repeat), before, load_now())
     labels_np = numpy_assign(X, C)
     labels_udf = con.sql("SELECT assign_cluster(embedding, 'b', threshold := 0.0) FROM docs "
                          "ORDER BY doc_id").to_arrow_table().column(0).to_numpy()
@@ -137,13 +192,13 @@ def run(rows: int = 1_000_000, k: int = 100, repeat: int = 3,
     plain.close()
 
     out = []
-    for cond, (t, before, after) in conditions.items():
+    for cond, (t, c, before, after) in conditions.items():
         vs_np, vs_mm, vs_gemm = t["numpy"] / t["udf"], t["matmul+argmax"] / t["udf"], \
             t["udf"] / t["sgemm"]
         quiet = cond == "as is"
         peers = {"numpy chunked": t["numpy"], "numpy matmul + argmax": t["matmul+argmax"],
                  "sgemm bound": t["sgemm"], "DuckDB scan + Arrow hand-off (empty UDF)":
-                 t["floor"]}
+                 t["floor"], "DuckDB -> Arrow batches -> numpy by hand": t["stream by hand"]}
         if quiet:
             peers[f"pure-SQL macro ({m:,} rows)"] = t_sql
             ok = vs_np >= 1.0 and vs_gemm <= 1.3
@@ -151,21 +206,31 @@ def run(rows: int = 1_000_000, k: int = 100, repeat: int = 3,
         else:
             ok = vs_np >= 0.8
             target = ">= 0.8x numpy next to the background load"
+        # the best a scalar UDF can do: DuckDB's part (empty UDF) plus numpy's own work
+        floor_np = c["numpy"] / (c["floor"] + c["matmul+argmax"])
         out.append(Row(
             workload=f"assign_cluster, {k} centroids, d={d}, {cond}",
             rows=n, duckcluster=t["udf"], peers=peers,
             ratio=(f"{vs_np:.2f}x numpy's throughput; {vs_mm:.2f}x matmul+argmax; "
-                   f"{vs_gemm:.2f}x the sgemm time"
+                   f"{vs_gemm:.2f}x the sgemm time; CPU: {c['numpy'] / c['udf']:.2f}x numpy"
                    + (f"; {(n / t['udf']) / (m / t_sql):.0f}x the SQL macro"
                       if quiet else "")),
             quality=f"labels identical to numpy: {'yes' if same else 'NO'}",
             target=target, verdict=verdict(ok and same),
             notes=(f"{before} at the start, {after} at the end of the block; UDF "
-                   f"{n / t['udf']:,.0f} rows/s, numpy {n / t['numpy']:,.0f} rows/s; the "
-                   f"empty UDF (DuckDB's scan and Arrow hand-off) takes "
-                   f"{t['floor'] / t['udf']:.0%} of the UDF's time; with BLAS threads not "
-                   f"pinned to 1 inside the UDF: {fmt_s(t['unpinned'])} "
-                   f"({t['unpinned'] / t['udf']:.2f}x)."),
+                   f"{n / t['udf']:,.0f} rows/s, numpy {n / t['numpy']:,.0f} rows/s. CPU "
+                   f"seconds (all threads): UDF {c['udf']:.2f}, empty UDF {c['floor']:.2f}, "
+                   f"numpy {c['numpy']:.2f}, matmul+argmax {c['matmul+argmax']:.2f}: the UDF "
+                   f"less the empty UDF is {(c['udf'] - c['floor']) / c['matmul+argmax']:.2f}x "
+                   f"numpy's matmul+argmax, and a scalar UDF's floor (empty UDF + matmul+"
+                   f"argmax) is {floor_np:.2f}x numpy's CPU. Embeddings stored {layout['docs']} "
+                   f"(DuckDB's choice); the same table stored {layout['docs_raw']}: UDF "
+                   f"{fmt_s(t['udf raw'])} ({t['numpy'] / t['udf raw']:.2f}x numpy; CPU "
+                   f"{c['udf raw']:.2f} s), empty UDF {fmt_s(t['floor raw'])} (CPU "
+                   f"{c['floor raw']:.2f} s). Whole table by hand through DuckDB's Arrow "
+                   f"batches: {fmt_s(t['stream by hand'])} ({t['numpy'] / t['stream by hand']:.2f}"
+                   f"x numpy). With BLAS threads not pinned to 1 inside the UDF: "
+                   f"{fmt_s(t['unpinned'])} ({t['unpinned'] / t['udf']:.2f}x)."),
         ))
     return out
 
