@@ -191,23 +191,6 @@ def sql(con: duckdb.DuckDBPyConnection, query: str) -> duckdb.DuckDBPyRelation |
     return result
 
 
-@atexit.register  # registered before _close_all, so it runs after it (last in, first out)
-def _fast_shutdown() -> None:
-    """Let the interpreter's shutdown skip its full garbage collections.
-
-    After the atexit handlers, CPython clears every module and runs full collections
-    over every object still alive: with numba, llvmlite and scipy loaded (a process that
-    ran a UMAP step) that took 1.0-1.5 s of a fresh ``cluster_embeddings`` process on the
-    busy 2-core machine, 0.2 s with the objects frozen (bench/first_result.py). Frozen
-    objects are still freed by reference counting as the modules are cleared; only
-    cycles among them are left to the operating system, which reclaims the process
-    anyway (Python does not promise ``__del__`` for objects alive at exit). duckcluster's
-    own connections are closed before the freeze (:func:`_close_all` runs first)."""
-    import gc
-
-    gc.freeze()
-
-
 @atexit.register
 def _close_all() -> None:
     # Connections holding Python UDFs print nanobind leak warnings if alive at exit.
