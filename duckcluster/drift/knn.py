@@ -218,6 +218,8 @@ def current_blocks(n: int, m: int, n_permutations: int, rng: np.random.Generator
         for Zb in permutation_blocks(n, m, n_permutations, rng, groups, block):
             yield np.ascontiguousarray(1.0 - Zb.T)
         return
+    from ._relabel import fill_current
+
     N = n + m
     total = n_permutations + 1
     for start in range(0, total, block):
@@ -227,8 +229,7 @@ def current_blocks(n: int, m: int, n_permutations: int, rng: np.random.Generator
         if start == 0:
             Zt[0, n:] = 1.0
             first = 1
-        for j in range(first, b):
-            Zt[j, rng.choice(N, m, replace=False, shuffle=False)] = 1.0
+        fill_current(Zt, first, m, rng)
         yield Zt
 
 
