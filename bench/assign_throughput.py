@@ -13,10 +13,11 @@ already in memory, in 65,536-row chunks, BLAS threads at their default:
 - the DuckDB floor: an empty Arrow UDF over the same column (DuckDB's scan and its
   Arrow hand-off, the part of the UDF's time no Python code can remove);
 - the pure-SQL macro of ``sql/duckcluster.sql`` on a ``--sql-rows`` subset (quiet only);
-- the same table stored uncompressed (``SET force_compression = 'uncompressed'`` while
-  it is written): DuckDB picks ALPRD for random-looking floats, which makes the file
-  larger (610 vs 464 MB for 300k x 384) and the scan several times slower; the UDF
-  and the empty UDF over that copy show what the scan costs;
+- the same table written with ``SET disabled_compression_methods = 'alprd'``: DuckDB
+  picks ALPRD for embedding floats by itself, which makes the file larger (610 vs
+  461 MB for 300k x 384) and the scan several times slower; without it they are
+  stored uncompressed (other types keep their compression; DuckDB 1.4/1.5 clients
+  read the file). The UDF and the empty UDF over that copy show what the scan costs;
 - the whole-table route: ``cluster_execute(name, mode := 'assign')`` (an assign run:
   Arrow record batches of 65,536 rows, BLAS threads at the machine's count, members,
   quality and lineage written), and the same stream by hand (``to_arrow_reader`` +
@@ -116,12 +117,12 @@ def run(rows: int = 1_000_000, k: int = 100, repeat: int = 3,
     C = np.asarray(cen.column(1).combine_chunks().flatten().to_numpy(),
                    dtype=np.float32).reshape(len(ids), d)
     assert (ids == np.arange(len(ids))).all()
-    # the same rows stored uncompressed (what the scan costs; see the module doc)
+    # the same rows stored without ALPRD (what the scan costs; see the module doc)
     con.execute("CHECKPOINT")  # 'docs' as DuckDB stores it by itself
-    con.execute("SET force_compression = 'uncompressed'")
+    con.execute("SET disabled_compression_methods = 'alprd'")
     load_table(con, "docs_raw", X)
     con.execute("CHECKPOINT")  # segments are compressed when they are checkpointed
-    con.execute("RESET force_compression")
+    con.execute("RESET disabled_compression_methods")
     layout = {t: _compression(con, t) for t in ("docs", "docs_raw")}
     con.create_function("bench_empty_udf", lambda e: pa.array(np.zeros(len(e), np.int32)),
                         [f"FLOAT[{d}]"], "INTEGER", type="arrow", side_effects=True)
