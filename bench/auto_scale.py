@@ -116,19 +116,37 @@ def run_sql(path: str) -> dict:
     for _ in range(2):  # the first in a fresh process, then warm
         t = time.perf_counter()
         c0 = time.process_time()
+        q0 = _queued()
         con.execute("SELECT cluster_execute('t')").fetchall()
-        runs.append((time.perf_counter() - t, time.process_time() - c0))
+        runs.append((time.perf_counter() - t, time.process_time() - c0, _queued() - q0))
         if len(runs) == 1:  # the peak of one run in a fresh process (the second adds its own)
             rss_first = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
-    (first, _), (secs, cpu) = runs
+    (first, _, _), (secs, cpu, queued) = runs
+    timings = json.loads(con.execute("SELECT timings FROM cluster_runs('t') ORDER BY "
+                                     "started_at DESC LIMIT 1").fetchall()[0][0])
     y, lab = con.execute("SELECT d.category, m.cluster_id FROM cluster_members('t') m "
                          "JOIN docs d ON d.id = m.id").fetchnumpy().values()
     choices = json.loads(con.execute("SELECT choices FROM cluster_runs('t')").fetchall()[-1][0])
-    return {"first": first, "seconds": secs, "cpu": cpu, "ari": adjusted_rand_score(y, lab),
+    return {"first": first, "seconds": secs, "cpu": cpu, "queued": queued, "timings": timings,
+            "ari": adjusted_rand_score(y, lab),
             "clusters": int(len(np.unique(lab[lab >= 0]))), "sample": choices.get("sample"),
             "rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
             "rss_first_gb": rss_first,
             "load_before": load_before, "load_after": os.getloadavg()[0]}
+
+
+def _queued() -> float:
+    """Seconds this process's threads have waited, runnable, for a core
+    (``/proc/self/task/*/schedstat``, Linux; NaN elsewhere): where wall time exceeds CPU
+    time on a busy machine."""
+    total = 0
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/schedstat", encoding="ascii") as f:
+                total += int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+    return total / 1e9
 
 
 def _kmeans(X, y):
@@ -194,7 +212,8 @@ def sql_main(a) -> int:
     print(f"{'rows':>9s} {'ARI':>6s} {'clusters':>8s} {'first s':>8s} {'warm s':>7s} "
           f"{'CPU s':>6s} {'RSS 1st':>8s} {'RSS 2':>6s}  (cluster_execute, no algorithm: auto; "
           "the first run in a fresh process, then warm: wall and CPU seconds, peak RSS "
-          "after the first and after both)")
+          "after the first and after both; then the warm run's wait for a core and its "
+          "stages)")
     for n in (int(v) for v in a.rows.split(",")):
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "scale.duckdb")
@@ -211,6 +230,9 @@ def sql_main(a) -> int:
               f"{r['seconds']:7.1f} {r['cpu']:6.1f} "
               f"{r['rss_first_gb']:7.2f}G {r['rss_gb']:5.2f}G  " + (f"sampled {s['rows']:,}; " if s else "") +
               f"load {r['load_before']:.1f} -> {r['load_after']:.1f}", flush=True)
+        print(f"{'':9s} warm run: {r['queued']:.1f} s of its threads' time waiting, runnable, "
+              "for a core; stages " + ", ".join(f"{k} {v:.2f} s" for k, v in r["timings"].items()),
+              flush=True)
     return 0
 
 
