@@ -82,7 +82,8 @@ PARAMS = {
     "n_components": Param(int, 5, low=2, doc="dimensions of the UMAP reduction"),
     "n_neighbors": Param(int, 15, low=2, doc="neighbours of the UMAP graph"),
     "n_epochs": Param(int, None, low=1, nullable=True,
-                      doc="UMAP layout epochs; None = umap's own rule (see preprocessing)"),
+                      doc="UMAP layout epochs; None = 100 up to 10k rows, then fewer (50 from "
+                          "20k rows)"),
     "fit_rows": Param(int, FIT_ROWS, low=100, nullable=True,
                       doc="above this many rows, UMAP and the k sweep run on a seeded sample "
                           "of this many and every other row joins the nearest (cosine) "
@@ -166,11 +167,12 @@ def _fit_all(X: np.ndarray, p: dict, seed: int, method: str, why: str) -> Fitted
     if method == "umap":
         from ..preprocess import auto_epochs, umap_with_graph, validate_steps
 
+        epochs = p["n_epochs"] or auto_epochs(n)  # not the step's (HDBSCAN's) 500
         umap = {"method": "umap", "n_components": p["n_components"],
-                "n_neighbors": p["n_neighbors"], "n_epochs": p["n_epochs"]}
+                "n_neighbors": p["n_neighbors"], "n_epochs": epochs}
         Z, graph = umap_with_graph(X, validate_steps([umap])[0][1], seed)
         step.update(n_components=int(Z.shape[1]), n_neighbors=min(p["n_neighbors"], n - 1),
-                    n_epochs=p["n_epochs"] or auto_epochs(n), metric="cosine", min_dist=0.0)
+                    n_epochs=epochs, metric="cosine", min_dist=0.0)
     if p["n_clusters"] is not None:
         ks = [min(p["n_clusters"], n)]
         criterion = f"n_clusters {p['n_clusters']} given: k-means with that k"

@@ -11,7 +11,8 @@ Methods (defaults follow the seed's recommendations for clustering):
   than dimensions it is computed in the rows' span (an n x d SVD, the same result)
   instead of from the d x d covariance.
 - ``umap``: UMAP to ``n_components`` (50), ``n_neighbors`` 30, ``min_dist`` 0.0,
-  metric cosine, ``n_epochs`` auto (:func:`auto_epochs`). umap-learn's method
+  metric cosine, ``n_epochs`` umap-learn's count (:func:`umap_epochs`; ``algorithm
+  'auto'`` passes its own, :func:`auto_epochs`). umap-learn's method
   (fuzzy simplicial set, spectral init, its layout objective) computed here
   without importing umap-learn: kNN graph exact up to
   :data:`EXACT_KNN_MAX_ROWS` rows, then IVF-style (:func:`_ivf_knn`, its recall
@@ -151,7 +152,7 @@ def umap_with_graph(X: np.ndarray, p: dict, seed: int):
         d = X.shape[1]
     n_neighbors = min(p["n_neighbors"], n - 1)
     n_components = min(p["n_components"], d, n - 2)
-    n_epochs = p["n_epochs"] if p["n_epochs"] is not None else auto_epochs(n)
+    n_epochs = p["n_epochs"] if p["n_epochs"] is not None else umap_epochs(n)
     if n <= EXACT_KNN_MAX_ROWS:
         idx, dist = _exact_knn(X, n_neighbors, p["metric"])
     elif n <= IVF_KNN_MAX_ROWS and p["metric"] != "manhattan":
@@ -216,15 +217,38 @@ PARALLEL_LAYOUT_MIN_ROWS = 20_000
 SPECTRAL_INIT_MAX_ROWS = EXACT_KNN_MAX_ROWS
 
 
-def auto_epochs(n: int) -> int:
-    """Layout epochs when ``n_epochs`` is not given: 100 up to 10k rows, then
-    ``100 * 10k / n``, never under 50 (so 50 from 20k rows).
+def umap_epochs(n: int) -> int:
+    """The ``umap`` step's layout epochs when ``n_epochs`` is not given: umap-learn's
+    500 up to 10k rows, then ``500 * 10k / n`` (the same epochs x rows), never under
+    50 (250 at 20k rows, 100 at 50k, 50 from 100k).
 
-    Each epoch samples every edge in proportion to its weight, so the layout
-    costs ``epochs * edges``. Measured (ARI of HDBSCAN on the result): digits
-    0.848 at 200 epochs and 0.850 at 100 (mean of 6 seeds; 0.809 and 0.810
-    after whitening); the benchmark's clusters at 20k and 100k rows 1.000 at 50
-    epochs as at 200.
+    Each epoch samples every edge in proportion to its weight, so the layout costs
+    ``epochs * edges``. HDBSCAN after the step needs the epochs: it reaches
+    umap-learn's ARI with 500 and falls short with 100, while the layout is the
+    same algorithm (``python -m bench.umap_parity --cross``: our graph or
+    umap-learn's, our optimiser or its, the same ARI at the same epochs). Mean ARI of
+    HDBSCAN's leaf cut over 5-8 seeds (``bench/umap_parity.py``): docstrings8
+    umap(5, 15) 0.241 at 100 epochs, 0.245 at 200, 0.258 at 300 and 500, umap-learn
+    0.271; umap(50, 30) 0.253 at 100, 0.262 at 500, umap-learn 0.264; packages10
+    umap(5, 15) 0.148 at 100, 0.161 at 500, umap-learn 0.160. Above 10k rows (not
+    measured against umap-learn, which runs 200 there) the budget stays that of 10k
+    rows; from 100k rows it is the 50 epochs with which the benchmark's clusters
+    gave ARI 1.000 at 20k and 100k rows, as 200 did.
+    """
+    return int(max(50, min(500, round(500 * 10_000 / max(n, 1)))))
+
+
+def auto_epochs(n: int) -> int:
+    """``algorithm 'auto'``'s UMAP epochs (it passes them to the ``umap`` step): 100
+    up to 10k rows, then ``100 * 10k / n``, never under 50 (so 50 from 20k rows).
+
+    auto clusters the layout with k-means, which does not need the tight islands
+    that more epochs make (and HDBSCAN does): k-means told the true k after
+    umap(5, 15), mean ARI of 8 seeds, docstrings8 0.567 at 100 epochs, 0.554 at
+    200, 0.549 at 300 and 500 (umap-learn 0.558); packages10 0.309 at 100, 0.303
+    at 500 (umap-learn 0.306). Digits: HDBSCAN 0.848 at 200 epochs and 0.850 at 100
+    (mean of 6 seeds). The layout is 65 % of auto's UMAP at 5k x 384, so 500
+    epochs would make the default pipeline several times slower.
     """
     return int(max(50, min(100, round(100 * 10_000 / max(n, 1)))))
 
@@ -514,8 +538,8 @@ PREPROCESSORS: dict[str, Preprocessor] = {
                 "n_neighbors": Param(int, 30, low=2, doc="local neighbourhood size"),
                 "min_dist": Param(float, 0.0, low=0.0, high=1.0, doc="0 packs clusters tight"),
                 "n_epochs": Param(int, None, low=10, high=2000, nullable=True,
-                                  doc="optimisation epochs; None = 100 up to 10k rows, "
-                                  "then fewer (50 from 20k rows)"),
+                                  doc="optimisation epochs; None = 500 up to 10k rows "
+                                  "(umap-learn's), then fewer (50 from 100k rows)"),
                 "metric": Param(
                     str, "cosine", choices=("cosine", "euclidean", "manhattan", "correlation"),
                     doc="input distance",
