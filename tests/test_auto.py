@@ -13,7 +13,8 @@ import pytest
 
 import duckcluster
 from duckcluster.core.algorithms import get_algorithm, validate_algorithm_params
-from duckcluster.core.algorithms._choose_k import (GRAPH_CRITERION, MODULARITY_TOLERANCE,
+from duckcluster.core.algorithms._choose_k import (GRAPH_CRITERION, MERGE_TOLERANCE,
+                                                   MODULARITY_TOLERANCE, merge_weak,
                                                    modularity, silhouette_from, sweep_range)
 
 
@@ -79,6 +80,58 @@ def test_auto_finds_separated_blobs_and_reports_every_candidate():
     assert all(c["modularity"] < best - MODULARITY_TOLERANCE for c in eligible
                if c["n_clusters"] < chosen["n_clusters"])
     assert r.choices["criterion"] == GRAPH_CRITERION
+    # separated blobs: no cut between them is weak, nothing is merged
+    assert r.choices["pipeline"][2] == {"step": "merge", "n_clusters": 6,
+                                        "tolerance": MERGE_TOLERANCE, "merges": []}
+
+
+def _triangles(k=4, link=2.0):
+    """k triangles; triangles 2i and 2i+1 joined by one edge of weight ``link``."""
+    import scipy.sparse
+
+    A = np.kron(np.eye(k), np.ones((3, 3))) - np.eye(3 * k)
+    for i in range(0, k - 1, 2):
+        A[3 * i + 2, 3 * i + 3] = A[3 * i + 3, 3 * i + 2] = link
+    return scipy.sparse.csr_matrix(A), np.repeat(np.arange(k), 3)
+
+
+def test_merge_weak_joins_weakly_cut_clusters_within_the_guards():
+    G, lab = _triangles(6)
+    merged, merges = merge_weak(G, lab, tolerance=0.01, min_clusters=1, max_share=1.0)
+    assert merged.tolist() == np.repeat([0, 1, 2], 6).tolist()
+    assert [m["clusters"] for m in merges] == [[0, 1], [2, 3], [4, 5]]
+    # each merge's recorded change is the change of the modularity it made
+    before = modularity(G, lab)
+    assert sum(m["modularity_change"] for m in merges) == pytest.approx(
+        modularity(G, merged) - before, abs=1e-4)
+    # the guards: never fewer than min_clusters, never a cluster over max_share
+    few, _ = merge_weak(G, lab, tolerance=0.01, min_clusters=5, max_share=1.0)
+    assert len(np.unique(few)) == 5
+    small, _ = merge_weak(G, lab, tolerance=1.0, min_clusters=1, max_share=0.34)
+    assert np.bincount(small).max() <= 0.34 * len(lab)
+    # a cut that costs more than the tolerance stays
+    kept, none = merge_weak(*_triangles(6, link=0.01), tolerance=0.001, min_clusters=1,
+                            max_share=1.0)
+    assert none == [] and len(np.unique(kept)) == 6
+
+
+def test_auto_records_its_merges_and_a_given_k_is_not_merged():
+    """Two pairs of near-duplicate blobs: what auto merged is in its pipeline."""
+    rng = np.random.default_rng(4)
+    base = rng.normal(size=(4, 48))
+    centres = np.vstack([base, base[:2] + 0.08 * rng.normal(size=(2, 48))])
+    X, _ = blobs(centres=centres, sigma=0.05, per=80, seed=4)
+    r = fit("auto", X)
+    merge = r.choices["pipeline"][2]
+    assert merge["step"] == "merge" and merge["tolerance"] == MERGE_TOLERANCE
+    assert merge["n_clusters"] == r.choices["n_clusters"] == len(np.unique(r.labels))
+    kmeans_k = r.choices["pipeline"][1]["n_clusters"]
+    assert merge["n_clusters"] == kmeans_k - len(merge["merges"])
+    assert all(m["modularity_change"] > -MERGE_TOLERANCE for m in merge["merges"])
+    assert len(np.unique(r.labels)) >= 3 and np.bincount(r.labels).max() <= 0.5 * len(X)
+    given = fit("auto", X, {"n_clusters": 6})
+    assert [s["step"] for s in given.choices["pipeline"]] == ["umap", "kmeans"]
+    assert len(np.unique(given.labels)) == 6
 
 
 def test_never_collapses_to_two_families():
