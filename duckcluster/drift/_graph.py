@@ -49,6 +49,8 @@ class Graph:
 
     idx: np.ndarray  # (N, k) int32
     details: dict[str, Any] = field(default_factory=dict)
+    #: rows in the order of the search's cells (neighbours mostly near each other), or None
+    order: np.ndarray | None = None
 
     @property
     def k(self) -> int:
@@ -238,7 +240,7 @@ def _approximate_graph(X: np.ndarray, k: int, seed: int, axes: Axes | None) -> G
         "search": f"inverted file on {F.shape[1]} principal components: {n_cells} k-means "
                   f"cells, each row ranked against the rows of its own and the {probes - 1} "
                   f"nearest cells",
-        "recall": round(recall, 3), "recall_rows": int(min(CHECK_ROWS, n))})
+        "recall": round(recall, 3), "recall_rows": int(min(CHECK_ROWS, n))}, rows_of)
 
 
 def _search(F: np.ndarray, bounds: np.ndarray, nearest: np.ndarray, k: int) -> np.ndarray:
