@@ -263,3 +263,25 @@ def test_top_k_rows_keeps_the_largest_by_value_then_column():
         got, vals = top_k_rows(S, k)
         np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(vals, np.take_along_axis(S, want, axis=1))
+
+
+def test_umap_curve_params_of_the_defaults_are_curve_fits_own():
+    """The (a, b) kept for min_dist 0 are what curve_fit gives, and a default umap step
+    uses them without importing scipy.optimize (a fresh process's first result)."""
+    import subprocess
+    import sys
+
+    from duckcluster.core.preprocess import AB_FITTED, _ab_params, _fit_ab
+
+    for (spread, min_dist), ab in AB_FITTED.items():
+        assert ab == pytest.approx(_fit_ab(spread, min_dist), rel=1e-9)
+        assert _ab_params(spread, min_dist) == ab
+    assert _ab_params(1.0, 0.25) == pytest.approx(_fit_ab(1.0, 0.25))  # others: fitted
+    code = ("import sys, numpy as np; from duckcluster.core.preprocess import run_preprocessing, "
+            "validate_steps; X = np.random.default_rng(0).normal(size=(60, 8)).astype('float32'); "
+            "run_preprocessing(X, validate_steps([{'method': 'umap', 'n_components': 2, "
+            "'n_epochs': 10}]), 0); print('scipy.optimize' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
