@@ -126,6 +126,10 @@ def test_nearest_reuses_its_block_and_matches_assign_raw():
         assert idx.tolist() == want_idx.tolist()
         np.testing.assert_allclose(sims, want_sims, rtol=1e-6)
         assert sims.dtype == np.float32 and sims.shape == (n,)
+    near.KEEP_BYTES = 7 * 4 * 100  # blocks above 100 rows are made per call, not kept
+    for n in (3000, 50, 200):
+        X = rng.normal(size=(n, 16)).astype(np.float32)
+        assert near.raw(X)[0].tolist() == assign_raw(X, C)[0].tolist()
     X = rng.normal(size=(4, 16)).astype(np.float32)
     tiny = X.copy()
     tiny[1] *= 1e-30  # squares underflow float32: redone in float64, still assigned

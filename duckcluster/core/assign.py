@@ -193,8 +193,13 @@ class Nearest:
     (rows, k) similarity block, so a batch costs one sgemm into that block
     (``np.matmul(out=)``), an argmax, a flat gather of the best similarity and the row
     norms. A fresh 2,048 x 100 block per call was a fresh 800 KB allocation (mmap and
-    page faults at every call). ``C`` (k, d) must be L2-normalized.
+    page faults at every call). ``C`` (k, d) must be L2-normalized. A block larger than
+    :attr:`KEEP_BYTES` (above ~1,000 centroids) is not kept between calls: it would stay
+    allocated per thread and run, and the matmul then dwarfs the allocation anyway.
     """
+
+    #: Largest per-thread similarity block kept between calls.
+    KEEP_BYTES = 8 << 20
 
     def __init__(self, C: np.ndarray) -> None:
         self.C = np.ascontiguousarray(C, dtype=np.float32)
@@ -205,8 +210,11 @@ class Nearest:
         buf = getattr(self._local, "buf", None)
         if buf is None or buf[0].shape[0] < n:
             rows, k = max(n, 2048), self.C.shape[0]
-            buf = self._local.buf = (np.empty((rows, k), dtype=np.float32),
-                                     np.arange(rows, dtype=np.int64) * k)
+            if rows * k * 4 > self.KEEP_BYTES:
+                rows = n
+            buf = (np.empty((rows, k), dtype=np.float32), np.arange(rows, dtype=np.int64) * k)
+            if rows * k * 4 <= self.KEEP_BYTES:
+                self._local.buf = buf
         return buf
 
     def raw(self, X: np.ndarray, what: str = "assign_cluster"
