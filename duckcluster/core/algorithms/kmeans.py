@@ -12,9 +12,10 @@ same ARI against the truth as fitting every row, several times faster. Set
 :data:`WARM` (the previous full run's cluster of every input row, -1 for rows it did not
 have or left as noise); :func:`warm_init` then starts Lloyd from the means of the previous
 clusters' rows still present (the largest ``k`` of them) plus, when ``k`` is larger, new
-centres seeded by k-means++ among the rows those means fit poorly. The fresh k-means++
-start(s) run too; the warm one is kept unless a fresh one fits the rows more than
-:data:`WARM_TOLERANCE` better (the rows moved: a cluster split, two merged). Seeded.
+centres seeded by k-means++ among the rows those means fit poorly. When no centre is
+added, the fresh k-means++ start(s) run too, and the warm one is kept unless a fresh one
+fits the rows more than :data:`WARM_TOLERANCE` better (the rows moved: a cluster split,
+two merged). Seeded.
 """
 
 from __future__ import annotations
@@ -163,8 +164,9 @@ def _fit(X: np.ndarray, p: dict, seed: int) -> np.ndarray:
 def _fit_report(X: np.ndarray, p: dict, seed: int) -> tuple[np.ndarray, dict | None]:
     """Labels of the fit and, warm-started, what it started from (``choices.warm_start``):
     ``kept``, ``added`` centres, the inertia from the previous clusters and from fresh
-    k-means++ starts, and ``used`` (False: the fresh start fitted the rows more than
-    :data:`WARM_TOLERANCE` better, so the data's structure changed and it won)."""
+    k-means++ starts (None when centres were added: no fresh start then), and ``used``
+    (False: the fresh start fitted the rows more than :data:`WARM_TOLERANCE` better, so
+    the data's structure changed and it won)."""
     X = np.asarray(X)
     X = X if X.dtype == np.float64 else np.asarray(X, dtype=np.float32)
     rows = training_rows(X.shape[0], p, seed)
@@ -183,7 +185,9 @@ def _fit_report(X: np.ndarray, p: dict, seed: int) -> tuple[np.ndarray, dict | N
         best = lloyd(Xc, np.asarray(init, dtype=X.dtype) - mean, p["max_iter"], p["tol"])
         report = {"kept": int(kept), "added": int(added), "inertia": round(best[2], 4)}
     fresh = None
-    for i in range(p["n_init"]):
+    # a fresh start competes with the previous clusters kept as they were (a moved structure
+    # shows there); with centres added for new rows, growth is what the start is made for
+    for i in range(p["n_init"] if report is None or report["added"] == 0 else 0):
         if p["init"] == "k-means++":
             init = kmeans_plusplus(X_train, k, seed if i == 0 else int(rng.integers(2**31)))
         else:
@@ -192,8 +196,8 @@ def _fit_report(X: np.ndarray, p: dict, seed: int) -> tuple[np.ndarray, dict | N
         if fresh is None or got[2] < fresh[2]:
             fresh = got
     if report is not None:
-        report["fresh_inertia"] = round(fresh[2], 4)
-        report["used"] = bool(fresh[2] >= (1.0 - WARM_TOLERANCE) * best[2])
+        report["fresh_inertia"] = None if fresh is None else round(fresh[2], 4)
+        report["used"] = bool(fresh is None or fresh[2] >= (1.0 - WARM_TOLERANCE) * best[2])
     if best is None or not report["used"]:
         best = fresh
     labels, C, _ = best
