@@ -1,11 +1,12 @@
 """The default answer: ``algorithm := 'auto'`` against its peers on real sets.
 
-    python -m bench.auto [--sets docstrings8,packages10,digits,manpages6,infomanuals8,libdocs10]
+    python -m bench.auto [--sets docstrings8,packages10,digits,demo_docs,manpages6,...]
                          [--seeds 3] [--peers kmeans,umap_hdbscan,evoc] [--rows N]
 
 For every set (real sentence embeddings with known categories from
-``bench/realdata.py``; ``manpages6``, ``infomanuals8`` and ``libdocs10`` are held out:
-never used to tune auto, only to validate it) and seed,
+``bench/realdata.py``, or scikit-learn's digits; auto is tuned on docstrings8,
+packages10, digits and demo_docs; ``manpages6``, ``infomanuals8`` and ``libdocs10`` are
+held out: never used to tune auto, only to validate it) and seed,
 in one process, each method clusters the same unit rows:
 
 - ``auto``: duckcluster's default pipeline (``core.algorithms.auto``), no params;
@@ -147,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sets",
-                    default="docstrings8,packages10,digits,manpages6,infomanuals8,libdocs10")
+                    default="docstrings8,packages10,digits,demo_docs,manpages6,infomanuals8,"
+                            "libdocs10")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--peers", default="kmeans,umap_hdbscan,evoc")
     ap.add_argument("--rows", type=int, default=None, help="first N rows of each set")

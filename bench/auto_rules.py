@@ -1,6 +1,6 @@
 """How ``algorithm := 'auto'`` picks its count: the k rules side by side, on auto's own UMAP.
 
-    python -m bench.auto_rules [--sets docstrings8,packages10,digits] [--seeds 5]
+    python -m bench.auto_rules [--sets docstrings8,packages10,digits,demo_docs] [--seeds 5]
 
 For every set and seed, auto's reduction runs once as auto runs it (the seeded
 ``fit_rows`` sample, duckcluster's UMAP with 5 components and 15 neighbours, its
@@ -13,8 +13,8 @@ the fitted rows) and the counts per seed:
 - ``pick T``: the smallest k whose modularity on the graph is within T of the best
   (T = 0: the best-modularity k; 0.01 was auto's previous rule);
 - ``pick T + merge M``: then clusters merged pairwise while a merge costs less than M
-  modularity (:func:`duckcluster.core.algorithms._choose_k.merge_weak`; auto now: T 0,
-  M 0.005).
+  modularity (:func:`duckcluster.core.algorithms._choose_k.merge_weak`; auto now: T
+  0.005, M 0.0025).
 
 The default sets are the ones auto is tuned on; ``manpages6``, ``infomanuals8`` and
 ``libdocs10`` are held out (pass them to validate a rule chosen here, not to choose it).
@@ -81,7 +81,7 @@ def rules(y, graph, fits) -> dict[str, tuple[float, int]]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sets", default="docstrings8,packages10,digits")
+    ap.add_argument("--sets", default="docstrings8,packages10,digits,demo_docs")
     ap.add_argument("--seeds", type=int, default=5)
     a = ap.parse_args(argv)
     warnings.filterwarnings("ignore")

@@ -154,18 +154,20 @@ def _pick(cands: list[dict], score: str, tolerance: float = 0.0) -> int:
     return best
 
 
-#: ``algorithm := 'auto'`` after its UMAP: the k with the highest modularity on the graph
-#: (0: no parsimony margin; the merges below make the count parsimonious).
-MODULARITY_TOLERANCE = 0.0
+#: ``algorithm := 'auto'`` after its UMAP: the smallest k whose modularity on the graph
+#: is within this much of the best candidate's (a parsimony margin; modularity lies in
+#: [-0.5, 1]) ...
+MODULARITY_TOLERANCE = 0.005
 #: ... then two clusters are merged while merging them costs less than this much
 #: modularity (a cut of the graph that weak is not a boundary between groups).
-MERGE_TOLERANCE = 0.005
+MERGE_TOLERANCE = 0.0025
 
-GRAPH_CRITERION = (f"modularity on the UMAP neighbour graph: the k with the highest, then "
-                   f"clusters merged pairwise while a merge costs less than "
-                   f"{MERGE_TOLERANCE} modularity; candidates with <= {MIN_CHOSEN} clusters "
-                   f"or a cluster of more than {MAX_LARGEST_SHARE:.0%} of the rows are passed "
-                   "over while others remain, and merges keep to the same limits")
+GRAPH_CRITERION = (f"modularity on the UMAP neighbour graph: the smallest k within "
+                   f"{MODULARITY_TOLERANCE} of the best, then clusters merged pairwise while "
+                   f"a merge costs less than {MERGE_TOLERANCE} modularity; candidates with <= "
+                   f"{MIN_CHOSEN} clusters or a cluster of more than "
+                   f"{MAX_LARGEST_SHARE:.0%} of the rows are passed over while others remain, "
+                   "and merges keep to the same limits")
 
 
 def modularity(graph, labels: np.ndarray) -> float:
@@ -193,11 +195,11 @@ def modularity(graph, labels: np.ndarray) -> float:
 def choose_k_on_graph(Z: np.ndarray, graph, fit_k: Callable[[np.ndarray, int], np.ndarray],
                       ks: Sequence[int], tolerance: float | None = None
                       ) -> tuple[np.ndarray, int, list[dict]]:
-    """Sweep ``fit_k(Z, k)`` over ``ks`` on every row; keep the k whose partition has
-    the highest modularity on ``graph`` (the neighbour graph over the rows of ``Z``;
-    the smallest k within ``tolerance``, by default :data:`MODULARITY_TOLERANCE`, of
-    it), after the guards of :func:`choose_k`. :func:`merge_weak` then joins the
-    clusters a weak cut separates.
+    """Sweep ``fit_k(Z, k)`` over ``ks`` on every row; keep the smallest k whose
+    modularity on ``graph`` (the neighbour graph over the rows of ``Z``) is within
+    ``tolerance`` (by default :data:`MODULARITY_TOLERANCE`) of the best, after the
+    guards of :func:`choose_k`. :func:`merge_weak` then joins the clusters a weak cut
+    separates.
 
     Measured (bench/auto.py's sets after auto's UMAP, 3 seeds) against the silhouette
     in the reduced space: the silhouette rewards splitting the tight islands UMAP
@@ -254,11 +256,10 @@ def merge_weak(graph, labels: np.ndarray, tolerance: float = MERGE_TOLERANCE,
 
     Merging clusters a and b changes Newman's modularity by ``2 (e_ab - a_a a_b)``,
     with ``e_ab`` the share of edge weight between them and ``a_a`` the share of
-    degree in a. Measured (``python -m bench.auto --peers auto_nomerge``, medians of 3
-    seeds, ARI / #clusters) after the best-modularity k: docstrings8 0.533 / 14 -> 0.558
-    / 9, packages10 0.347 / 19 -> 0.359 / 9, digits 0.884 / 13 -> 0.870 / 10 (the sets
-    auto is tuned on); held out: manpages6 0.429 / 15 -> 0.444 / 10, infomanuals8 0.461
-    / 16 -> 0.518 / 9, libdocs10 0.317 / 15 -> 0.342 / 9.
+    degree in a. Measured (``python -m bench.auto_rules``, medians of 5 seeds, ARI /
+    #clusters per seed) after the smallest k within 0.005 of the best modularity:
+    docstrings8 0.551 / 10-12 -> 0.561 / 9-10, packages10 0.352 / 12-15 -> 0.347 / 10-12,
+    digits 0.914 / 12-13 -> 0.918 / 11, demo_docs 0.534 / 10-11 (unchanged).
 
     >>> import scipy.sparse
     >>> A = np.kron(np.eye(4), np.ones((3, 3))) - np.eye(12)   # four triangles ...
