@@ -20,13 +20,22 @@ min-p combination of them is exact too (calibrated on the same relabellings):
   (Schilling's and Henze's test, what a hand-written kNN test does); ``klr{k}``: the
   kNN density-ratio estimate of KL(current || baseline), sum over current rows of
   log((current + 0.5) / (baseline + 0.5)) neighbours;
+- ``cc{k}``: current rows' current neighbours (a one-sided Schilling count: new content
+  only adds such pairs); ``soft{k}``: current rows' current neighbours beyond 0.7 k,
+  summed; ``mut{k}`` / ``mutnew{k}``: the same on reciprocal neighbours only (j among
+  i's k nearest and i among j's), pairs / rows with at least 90 % of their reciprocal
+  neighbours current; ``pca{d}new20_18`` / ``pca{d}cc20``: ``new20_18`` / ``cc20`` on
+  the exact 20-NN graph of the first ``d`` (32, 64) principal components;
 - ``chi{R}``: chi-square of the sides' counts over ``R`` regions; ``regup{R}``: the largest
   one-sided binomial log-likelihood ratio of a region's current excess (a scan);
 - ``hot{r}``: squared distance between the side means on ``r`` whitened principal
   components (Hotelling); ``meandiff``: the same on the raw embeddings.
 
 The table prints the share of replicates with p < 0.05 per statistic and per
-combination (``--combos``, ``+``-joined, several separated by commas).
+combination (``--combos``, ``+``-joined, several separated by commas), each combined
+three ways, all calibrated on the same relabellings (so exact): min-p, Fisher (sum of
+-log p) and Cauchy (mean of tan((0.5 - p) pi)). ``--save`` pickles every statistic's
+p-values per replicate, to try more combinations without recomputing.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ RSS, p-value, the graph's recall from ``details``: the share of the exact
 full-space 20 nearest neighbours of 64 seeded rows it found); the graph alone
 (``pooled_graph``, wall and CPU) and, in the same process, the peers asked for,
 each timed and its recall measured on the same 256 rows against the same exact
-neighbours: ``faiss64`` (faiss IVF-flat on the same 64 principal components, as
+neighbours (after the SQL run: faiss's and numba's spinning thread pools would count
+in its CPU time): ``faiss64`` (faiss IVF-flat on the same 64 principal components, as
 many cells, 8 probes per query), ``faiss384`` (IVF-flat on the full rows),
 ``nndescent`` (pynndescent, 20 neighbours, its defaults). With ``--sql`` the rows
 also go to a DuckDB file and ``embedding_drift`` runs end to end from SQL, next
@@ -172,11 +173,9 @@ def one(n: int, a) -> dict:
     X = np.concatenate([B, C])
     rows = np.sort(np.random.default_rng(5).choice(len(X), TRUTH_ROWS, replace=False))
     truth = exact_truth(X, rows)
-    g, out["graph_wall"], out["graph_cpu"] = timed(pooled_graph, X, K, 1)
-    out["graph_recall"] = recall(g.idx, rows, truth)
-    for name in filter(None, a.peers.split(",")):
-        idx, wall, cpu = timed(peer_graph, name, X, 1)
-        out[f"peer:{name}"] = {"wall": wall, "cpu": cpu, "recall": recall(idx, rows, truth)}
+    if a.graph:
+        g, out["graph_wall"], out["graph_cpu"] = timed(pooled_graph, X, K, 1)
+        out["graph_recall"] = recall(g.idx, rows, truth)
     if a.sql:
         import tempfile
 
@@ -185,7 +184,7 @@ def one(n: int, a) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "scale.duckdb")
             _, out["db_s"], _ = timed(write_db, path, B, C)
-            del B, C, X
+            del B, C
             con = duckcluster.connect(path, read_only=True)
             q = ("SELECT p_value, details FROM embedding_drift('(SELECT embedding FROM emb "
                  "WHERE side = 0)', '(SELECT embedding FROM emb WHERE side = 1)', 'embedding')")
@@ -202,6 +201,9 @@ def one(n: int, a) -> dict:
 
             _, out["read_wall"], out["read_cpu"] = timed(floor)
             con.close()
+    for name in filter(None, a.peers.split(",")):
+        idx, wall, cpu = timed(peer_graph, name, X, 1)
+        out[f"peer:{name}"] = {"wall": wall, "cpu": cpu, "recall": recall(idx, rows, truth)}
     out["load_after"] = os.getloadavg()[0]
     return out
 
@@ -214,12 +216,14 @@ def show(o: dict) -> None:
           f"{o['knn_rss_gb']:.2f} GB, p = {o['p']:.4f}, rows tested {o['tested']}, "
           f"recall (details, 64 rows) {o['recall_details']}")
     print(f"    {o['search']}")
-    print(f"  its graph alone: {o['graph_wall']:.1f} s wall, {o['graph_cpu']:.1f} s CPU, "
-          f"recall {o['graph_recall']:.3f} ({TRUTH_ROWS} rows, exact full-space {K}-NN)")
+    if "graph_wall" in o:
+        print(f"  its graph alone: {o['graph_wall']:.1f} s wall, {o['graph_cpu']:.1f} s CPU, "
+              f"recall {o['graph_recall']:.3f} ({TRUTH_ROWS} rows, exact full-space {K}-NN)")
     for key, v in o.items():
         if key.startswith("peer:"):
             print(f"  peer {key[5:]}: {v['wall']:.1f} s wall, {v['cpu']:.1f} s CPU, recall "
-                  f"{v['recall']:.3f}; knn graph / peer wall {o['graph_wall'] / v['wall']:.2f}")
+                  f"{v['recall']:.3f}" + (f"; knn graph / peer wall {o['graph_wall'] / v['wall']:.2f}"
+                                          if "graph_wall" in o else ""))
     if "sql_wall" in o:
         print(f"  from SQL (embedding_drift, default knn): {o['sql_wall']:.1f} s wall, "
               f"{o['sql_cpu']:.1f} s CPU, p = {o['sql_p']:.4f}; reading both sides' "
@@ -232,6 +236,8 @@ def main() -> None:
     ap.add_argument("--rows", default="100000,1000000", help="rows per side, comma-separated")
     ap.add_argument("--peers", default="faiss64", help="faiss64, faiss384, nndescent")
     ap.add_argument("--sql", action="store_true", help="also end to end from a DuckDB file")
+    ap.add_argument("--no-graph", dest="graph", action="store_false",
+                    help="skip timing the graph alone (and the peers' comparison with it)")
     ap.add_argument("--one", type=int, default=0, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
@@ -239,7 +245,8 @@ def main() -> None:
         return
     for n in (int(x) for x in a.rows.split(",")):
         cmd = [sys.executable, os.path.abspath(__file__), "--one", str(n), "--peers", a.peers]
-        res = subprocess.run(cmd + (["--sql"] if a.sql else []), capture_output=True,
+        cmd += (["--sql"] if a.sql else []) + ([] if a.graph else ["--no-graph"])
+        res = subprocess.run(cmd, capture_output=True,
                              text=True)
         if res.returncode:
             print(res.stderr[-3000:])
