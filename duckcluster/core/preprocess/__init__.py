@@ -225,12 +225,13 @@ def umap_epochs(n: int) -> int:
     Each epoch samples every edge in proportion to its weight, so the layout costs
     ``epochs * edges``. HDBSCAN after the step needs the epochs: it reaches
     umap-learn's ARI with 500 and falls short with 100, while the layout is the
-    same algorithm (``python -m bench.umap_parity --cross``: our graph or
-    umap-learn's, our optimiser or its, the same ARI at the same epochs). Mean ARI of
-    HDBSCAN's leaf cut over 5-8 seeds (``bench/umap_parity.py``): docstrings8
-    umap(5, 15) 0.241 at 100 epochs, 0.245 at 200, 0.258 at 300 and 500, umap-learn
-    0.271; umap(50, 30) 0.253 at 100, 0.262 at 500, umap-learn 0.264; packages10
-    umap(5, 15) 0.148 at 100, 0.161 at 500, umap-learn 0.160. Above 10k rows (not
+    same algorithm (``python -m bench.umap_parity --cross 500``: either graph into
+    either optimiser from the same start, leaf cut within 0.016, k-means within
+    0.006). Mean ARI of HDBSCAN's leaf cut over 5-8 seeds (``bench/umap_parity.py``):
+    docstrings8 umap(5, 15) 0.241 at 100 epochs, 0.245 at 200, 0.258 at 300 and 500
+    (10 seeds: 0.262, umap-learn 0.261); umap(50, 30) 0.253 at 100, 0.262 at 500,
+    umap-learn 0.264; packages10 umap(5, 15) 0.148 at 100, 0.161 at 500, umap-learn
+    0.160. Above 10k rows (not
     measured against umap-learn, which runs 200 there) the budget stays that of 10k
     rows; from 100k rows it is the 50 epochs with which the benchmark's clusters
     gave ARI 1.000 at 20k and 100k rows, as 200 did.
