@@ -332,7 +332,8 @@ def run(n: int, repeat: int, sets=("docstrings8", "packages10"), trials: int = 1
         for algo in algos:
             if "unchanged" not in SKIP:
                 rows.append(unchanged(s, algo))
-            rows.append(new_topics(s, algo, trials))
+            if "new_topic" not in SKIP:
+                rows.append(new_topics(s, algo, trials))
     if n:
         rows.append(matching_cost(n, repeat))
     return rows
@@ -354,7 +355,7 @@ if __name__ == "__main__":
                     help="lineage := {'split_new_topics': true} on every definition")
     ap.add_argument("--no-warm-start", action="store_true",
                     help="lineage := {'warm_start': false}: every full run fits from scratch")
-    ap.add_argument("--skip", default="", help="fixture,unchanged: rows not to run")
+    ap.add_argument("--skip", default="", help="fixture,unchanged,new_topic: rows not to run")
     ap.add_argument("--json")
     a = ap.parse_args()
     opts = {**({"split_new_topics": "true"} if a.split_new_topics else {}),
