@@ -794,6 +794,21 @@ def previous_clusters(cur, run_id: str, ids) -> np.ndarray:
     return out
 
 
+def same_rows(cur, run_id: str, spec, ids, fps: np.ndarray, partition=WHOLE_RUN) -> bool:
+    """Whether ``run_id`` ran ``spec`` (the same stored definition) on exactly these rows:
+    every one of ``ids`` a member with the same fingerprint, and no other member (of
+    ``partition``, for a partitioned run)."""
+    got = cur.execute("SELECT spec FROM duckcluster.runs WHERE run_id = ?", [run_id]).fetchall()
+    if not got or got[0][0] is None or json.loads(got[0][0]) != json.loads(spec.to_json()):
+        return False
+    where, args = "run_id = ?", [run_id]
+    if partition is not WHOLE_RUN:
+        where, args = "run_id = ? AND partition IS NOT DISTINCT FROM ?", [run_id, partition]
+    n = cur.execute(f"SELECT count(*) FROM duckcluster.members WHERE {where}", args
+                    ).fetchall()[0][0]
+    return int(n) == len(fps) and len(known_rows(cur, run_id, ids, fps)["pos"]) == len(fps)
+
+
 #: A full run's own assignment threshold when it stored none (runs from before it was).
 DEFAULT_THRESHOLD = 0.5
 

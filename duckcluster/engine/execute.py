@@ -130,7 +130,7 @@ def execute(cur, name: str, settings: catalog.Settings, mode: str = "full",
             check_rows(spec, len(data.ids))
             # a re-run starts from the previous run's clusters (lineage warm_start)
             result = fit(data.X, spec, progress=stage,
-                         warm=lineage.warm_start(cur, spec, data.ids))
+                         warm=lineage.warm_start(cur, spec, data.ids, data.X))
             if mode == "full":  # new topics it absorbed: clusters of their own (lineage)
                 t_new = time.perf_counter()
                 result = lineage.split_new_topics(cur, spec, data.ids, data.X, result)

@@ -149,11 +149,18 @@ def _link_by_partition(Co, Cn, F, options, sizes, old_parts, new_parts) -> linea
     return lineage.Linked(match=match, events=events, keep_label=keep)
 
 
-def warm_start(cur, spec: ClusterSpec, ids) -> lineage.WarmStart | None:
-    """What a full run of ``spec`` over the rows ``ids`` starts from: the previous
-    successful full run's cluster of each row (k-means and auto, :mod:`duckcluster.core.fit`),
-    or None: a first run, another algorithm, ``lineage := {'warm_start': false}``, or no
-    row of the previous run left."""
+def warm_start(cur, spec: ClusterSpec, ids, X: np.ndarray, partition=catalog.WHOLE_RUN
+               ) -> lineage.WarmStart | None:
+    """What a full run of ``spec`` over the rows ``ids`` (vectors ``X``) starts from: the
+    previous successful full run's cluster of each row (k-means and auto,
+    :mod:`duckcluster.core.fit`), or None: a first run, another algorithm, ``lineage :=
+    {'warm_start': false}``, or no row of the previous run left.
+
+    A re-run of the same definition on unchanged rows (same ids and vectors as the previous
+    run, no other rows; ``partition``: those of one partition) starts from what the previous
+    run started from, so it reproduces it (seeded): from scratch when that one did."""
+    import json
+
     from ..core.fit import WARM_ALGORITHMS
 
     if spec.algorithm not in WARM_ALGORITHMS or \
@@ -162,8 +169,18 @@ def warm_start(cur, spec: ClusterSpec, ids) -> lineage.WarmStart | None:
     prev = catalog.previous_full_run(cur, spec.name)
     if prev is None:
         return None
-    labels = catalog.previous_clusters(cur, prev, ids)
-    return lineage.WarmStart(labels, prev) if (labels >= 0).any() else None
+    source = prev
+    if catalog.same_rows(cur, prev, spec, ids, lineage.fingerprints(X), partition):
+        choices = json.loads(catalog.get_run(cur, prev).get("choices") or "null") or {}
+        if partition is not catalog.WHOLE_RUN:
+            choices = next((p.get("choices") or {} for p in choices.get("partitions", [])
+                            if p.get("partition") == partition), {})
+        started = (choices or {}).get("warm_start")
+        if not started:
+            return None  # the previous run fitted these rows from scratch: so does this one
+        source = started["from_run"]
+    labels = catalog.previous_clusters(cur, source, ids)
+    return lineage.WarmStart(labels, source) if (labels >= 0).any() else None
 
 
 def split_new_topics(cur, spec: ClusterSpec, ids, X: np.ndarray, result):

@@ -256,7 +256,7 @@ def _fit_one(cur, run_id: str, spec: ClusterSpec, sub: SourceData, value: str | 
             {"partition": value, "n_members": n, "n_clusters": 0, "noise_ratio": 1.0,
              "skipped": why}
     # a re-run starts from the previous run's clusters of these rows (lineage warm_start)
-    warm = lineage.warm_start(cur, spec, sub.ids)
+    warm = lineage.warm_start(cur, spec, sub.ids, sub.X, value)
     with counted.reporting(_tagged(counted.current(), where)):
         try:
             r = fit(sub.X, spec, progress=lambda s: stage(f"{s} ({where})"), warm=warm)
