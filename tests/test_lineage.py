@@ -744,3 +744,31 @@ def test_auto_warm_start_sweeps_from_the_previous_clusters_up(con):
     assert sorted(e for e, _ in events) == ["born"] + ["continued"] * k1
     assert [s for e, s in events if e == "born"] == [40]
     assert got[0] == got[1]
+
+
+def test_auto_warm_start_lets_a_topic_whose_rows_left_die(con):
+    """auto re-run after one of four topics lost all but three of its rows: the warm sweep
+    starts from the four previous clusters, but the sliver the three rows would make is a
+    weak cut of UMAP's graph and is merged, so the topic dies (or merges) instead of living
+    on as a cluster of three; the other three continue."""
+    rng = np.random.default_rng(9)
+    centres = _unit(rng, 4, d=48)
+    X1 = np.concatenate([_blob(rng, c, 60, 0.05) for c in centres]).astype(np.float32)
+    X2 = X1[:183]  # the fourth topic keeps 3 of its 60 rows
+    load_table(con, "corpus", X1)
+    q(con, "SELECT cluster_create('gone', source := 'corpus', embedding := 'embedding', "
+           "id := 'doc_id')")
+    r1 = q(con, "SELECT cluster_execute('gone')")[0][0]
+    assert _choices(con, "gone", r1)["n_clusters"] == 4
+    load_table(con, "corpus", X2)
+    r2 = q(con, "SELECT cluster_execute('gone')")[0][0]
+    ch = _choices(con, "gone", r2)
+    assert ch["warm_start"]["kept"] == 4 and "then merges of cuts weaker than" in ch["criterion"]
+    assert ch["n_clusters"] == 3 and ch["pipeline"][-1]["step"] == "merge"
+    sizes = q(con, f"SELECT count(*) FROM cluster_members('gone', run_id := '{r2}') "
+                   "GROUP BY cluster_id ORDER BY 1")
+    assert [s for (s,) in sizes][0] >= 60
+    events = q(con, f"SELECT event FROM cluster_lineage('gone', run_id := '{r2}')")
+    kinds = sorted(e for (e,) in events)
+    assert kinds.count("continued") >= 2 and ("died" in kinds or "merged" in kinds)
+    assert "born" not in kinds

@@ -47,8 +47,10 @@ Warm start (a re-run of a definition, :data:`.kmeans.WARM` in the params): every
 candidate k-means of the sweep starts from the previous run's clusters (the mean
 positions in this run's UMAP space of their rows still present), plus new centres
 seeded among the rows those fit poorly (:func:`.kmeans.warm_init`); the sweep then
-decides whether a new cluster is worth it, and nothing is merged after it (a re-run
-keeps its clusters). ``choices.warm_start``: kept, added.
+decides whether a new cluster is worth it, and only cuts weaker than
+:data:`WARM_MERGE_TOLERANCE` are merged after it (a re-run keeps its clusters, but a topic
+whose rows left does not live on as a sliver, and k can fall from run to run).
+``choices.warm_start``: kept, added.
 """
 
 from __future__ import annotations
@@ -72,6 +74,11 @@ REDUCE_MIN_ROWS = 100
 #: raises the modularity by more than this (a cold sweep's margin is
 #: :data:`._choose_k.MODULARITY_TOLERANCE`, and it merges weak cuts after; a warm one does not).
 WARM_MODULARITY_TOLERANCE = 0.005
+#: A warm-started run merges only cuts weaker than this (a cold run: :data:`._choose_k.
+#: MERGE_TOLERANCE`): hysteresis, so a cut that hovers near the cold threshold does not
+#: merge and re-split from run to run, while the sliver a departing topic leaves (a cut
+#: of almost no modularity) still merges and the topic dies.
+WARM_MERGE_TOLERANCE = 0.001
 
 #: Above this many rows, UMAP and the k sweep run on a seeded sample of this many and
 #: the other rows join the nearest centroid. Measured on 100k rows like docstrings8's
@@ -200,7 +207,8 @@ def _fit_all(X: np.ndarray, p: dict, seed: int, method: str, why: str) -> Fitted
         ks = [k for k in ks if k >= present] or [min(present, n)]
         criterion += (f"; warm start: k from the previous run's {present} clusters up "
                       f"(each candidate started from them), within "
-                      f"{WARM_MODULARITY_TOLERANCE} of the best, no merges")
+                      f"{WARM_MODULARITY_TOLERANCE} of the best, then merges of cuts weaker than "
+                      f"{WARM_MERGE_TOLERANCE}")
 
     reports: dict = {}
 
@@ -218,10 +226,14 @@ def _fit_all(X: np.ndarray, p: dict, seed: int, method: str, why: str) -> Fitted
                 else WARM_MODULARITY_TOLERANCE)
     pipeline = [step, {"step": "kmeans", "n_clusters": int(k),
                        "space": "reduced" if method == "umap" else "input"}]
-    if graph is not None and len(ks) > 1 and warm is None:  # a warm start keeps its clusters
-        labels, merges = _choose_k.merge_weak(graph, labels, _choose_k.MERGE_TOLERANCE)
+    # Weak cuts are merged after a warm start too: otherwise k could only grow from run to
+    # run (the sweep starts at the previous count), and a topic whose rows mostly left
+    # would live on as a sliver instead of dying.
+    if graph is not None and p["n_clusters"] is None and (len(ks) > 1 or warm is not None):
+        tolerance = _choose_k.MERGE_TOLERANCE if warm is None else WARM_MERGE_TOLERANCE
+        labels, merges = _choose_k.merge_weak(graph, labels, tolerance)
         pipeline.append({"step": "merge", "n_clusters": int(labels.max()) + 1,
-                         "tolerance": _choose_k.MERGE_TOLERANCE, "merges": merges})
+                         "tolerance": tolerance, "merges": merges})
     choices = {
         "algorithm": "auto",
         "input": {"rows": int(n), "dimensions": int(d)},
