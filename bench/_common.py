@@ -247,3 +247,31 @@ def cli(run, rows: int, repeat: int = 3) -> None:
     ap.add_argument("--json", help="also write the rows as JSON here (bench runner)")
     a = ap.parse_args()
     emit(run(a.rows, a.repeat), a.json)
+
+
+def category_neighbours(X0: np.ndarray, y0: np.ndarray, k: int = 10) -> np.ndarray:
+    """(n, k) int64: each unit row's ``k`` nearest rows (cosine) of its own category."""
+    near = np.empty((len(X0), k), dtype=np.int64)
+    for c in np.unique(y0):
+        idx = np.flatnonzero(y0 == c)
+        S = X0[idx] @ X0[idx].T
+        np.fill_diagonal(S, -np.inf)
+        near[idx] = idx[np.argsort(-S, axis=1)[:, :k]]
+    return near
+
+
+def smote_rows(X0: np.ndarray, near: np.ndarray, pick: np.ndarray,
+               rng: np.random.Generator) -> np.ndarray:
+    """SMOTE-style rows like the real ones: for each of ``pick``, a seeded point on the
+    segment to one of its ``near`` rows, renormalised (float32, in blocks of 100k), so
+    upsampled sets keep the real set's neighbour structure instead of making islands
+    of near-copies."""
+    m = len(pick)
+    other = near[pick, rng.integers(0, near.shape[1], m)]
+    out = np.empty((m, X0.shape[1]), dtype=np.float32)
+    for s in range(0, m, 100_000):
+        e = min(m, s + 100_000)
+        t = rng.random((e - s, 1), dtype=np.float32)
+        out[s:e] = X0[pick[s:e]] * (1 - t) + X0[other[s:e]] * t
+        out[s:e] /= np.linalg.norm(out[s:e], axis=1, keepdims=True)
+    return out

@@ -35,25 +35,15 @@ def upsampled(base: str, n: int, seed: int = 0):
     segment between a real row and one of its 10 nearest rows of the same category,
     renormalised (rows repeated with noise instead would make islands of near-copies
     that no real collection has)."""
+    from bench._common import category_neighbours, smote_rows
     from bench.auto import load
 
     X0, y0 = load(base)
     X0 = X0 / np.linalg.norm(X0, axis=1, keepdims=True)
-    near = np.empty((len(X0), 10), dtype=np.int64)
-    for c in np.unique(y0):
-        idx = np.flatnonzero(y0 == c)
-        S = X0[idx] @ X0[idx].T
-        np.fill_diagonal(S, -np.inf)
-        near[idx] = idx[np.argsort(-S, axis=1)[:, :10]]
+    near = category_neighbours(X0, y0)
     rng = np.random.default_rng(seed)
     pick = rng.integers(0, len(X0), n)
-    other = near[pick, rng.integers(0, 10, n)]
-    X = np.empty((n, X0.shape[1]), dtype=np.float32)
-    for s in range(0, n, 100_000):
-        e = min(n, s + 100_000)
-        t = rng.random((e - s, 1), dtype=np.float32)
-        X[s:e] = X0[pick[s:e]] * (1 - t) + X0[other[s:e]] * t
-        X[s:e] /= np.linalg.norm(X[s:e], axis=1, keepdims=True)
+    X = smote_rows(X0, near, pick, rng)
     return X, y0[pick]
 
 

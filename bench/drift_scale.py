@@ -50,31 +50,19 @@ def sides(n: int, seed: int = 0, new_share: float = 0.05,
           base: str = "drift_pool") -> tuple[np.ndarray, np.ndarray]:
     """(baseline, current), ``n`` rows each, SMOTE-upsampled from ``base``: the current
     side has ``new_share`` of its rows from a Section the baseline never has."""
+    from bench._common import category_neighbours, smote_rows
     from bench.realdata import load
 
     _ids, _texts, cats, X0 = load(base)
     X0 = (X0 / np.linalg.norm(X0, axis=1, keepdims=True)).astype(np.float32)
-    names, y0 = np.unique(cats.astype(str), return_inverse=True)
-    near = np.empty((len(X0), 10), dtype=np.int64)
-    for c in range(len(names)):
-        idx = np.flatnonzero(y0 == c)
-        S = X0[idx] @ X0[idx].T
-        np.fill_diagonal(S, -np.inf)
-        near[idx] = idx[np.argsort(-S, axis=1)[:, :10]]
+    y0 = np.unique(cats.astype(str), return_inverse=True)[1]
+    near = category_neighbours(X0, y0)
     rng = np.random.default_rng(seed)
     held = 0
     old, new = np.flatnonzero(y0 != held), np.flatnonzero(y0 == held)
 
     def draw(rows: np.ndarray, m: int) -> np.ndarray:
-        pick = rows[rng.integers(0, rows.size, m)]
-        other = near[pick, rng.integers(0, 10, m)]
-        out = np.empty((m, X0.shape[1]), dtype=np.float32)
-        for s in range(0, m, 100_000):
-            e = min(m, s + 100_000)
-            t = rng.random((e - s, 1), dtype=np.float32)
-            out[s:e] = X0[pick[s:e]] * (1 - t) + X0[other[s:e]] * t
-            out[s:e] /= np.linalg.norm(out[s:e], axis=1, keepdims=True)
-        return out
+        return smote_rows(X0, near, rows[rng.integers(0, rows.size, m)], rng)
 
     k_new = int(round(n * new_share))
     C = np.concatenate([draw(old, n - k_new), draw(new, k_new)])

@@ -24,6 +24,7 @@ incarnation of a definition: those started before it was (re)created are not its
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -756,21 +757,29 @@ def member_flows(cur, run_id: str, members: pa.Table) -> list[tuple[int, int, in
         cur.unregister(view)
 
 
-def unseen_rows(cur, run_id: str, ids) -> np.ndarray:
-    """(n,) bool: which of ``ids`` (a source's ids, any type) are not members of ``run_id``
-    (one anti-join in DuckDB)."""
-    view = f"__dc_unseen_{secrets.token_hex(4)}"
+@contextlib.contextmanager
+def _positions(cur, ids):
+    """Register ``ids`` (a source's ids, any type: an Arrow array as it is, else as text)
+    with their positions as a temporary view; yields (view name, number of ids)."""
+    view = f"__dc_ids_{secrets.token_hex(4)}"
     col = ids if isinstance(ids, (pa.Array, pa.ChunkedArray)) else \
         pa.array(np.asarray(ids, dtype=object).tolist(), pa.string())
     cur.register(view, pa.table({"id": col, "pos": pa.array(np.arange(len(col),
                                                                         dtype=np.int64))}))
     try:
+        yield view, len(col)
+    finally:
+        cur.unregister(view)
+
+
+def unseen_rows(cur, run_id: str, ids) -> np.ndarray:
+    """(n,) bool: which of ``ids`` (a source's ids, any type) are not members of ``run_id``
+    (one anti-join in DuckDB)."""
+    with _positions(cur, ids) as (view, n):
         pos = cur.sql(f"SELECT n.pos FROM {view} n ANTI JOIN (SELECT id FROM duckcluster.members "
                       f"WHERE run_id = ?) o ON o.id = CAST(n.id AS VARCHAR)",
                       params=[run_id]).fetchnumpy()["pos"]
-    finally:
-        cur.unregister(view)
-    out = np.zeros(len(col), dtype=bool)
+    out = np.zeros(n, dtype=bool)
     out[np.asarray(pos, dtype=np.int64)] = True
     return out
 
@@ -778,18 +787,11 @@ def unseen_rows(cur, run_id: str, ids) -> np.ndarray:
 def previous_clusters(cur, run_id: str, ids) -> np.ndarray:
     """(n,) int64: the cluster_id each of ``ids`` (a source's ids, any type) had in
     ``run_id``, -1 where it was noise or not a member (one join in DuckDB)."""
-    view = f"__dc_prev_{secrets.token_hex(4)}"
-    col = ids if isinstance(ids, (pa.Array, pa.ChunkedArray)) else \
-        pa.array(np.asarray(ids, dtype=object).tolist(), pa.string())
-    cur.register(view, pa.table({"id": col, "pos": pa.array(np.arange(len(col),
-                                                                        dtype=np.int64))}))
-    try:
+    with _positions(cur, ids) as (view, n):
         got = cur.sql(f"SELECT n.pos, o.cluster_id FROM {view} n JOIN (SELECT id, cluster_id "
                       f"FROM duckcluster.members WHERE run_id = ?) o "
                       f"ON o.id = CAST(n.id AS VARCHAR)", params=[run_id]).fetchnumpy()
-    finally:
-        cur.unregister(view)
-    out = np.full(len(col), -1, dtype=np.int64)
+    out = np.full(n, -1, dtype=np.int64)
     out[np.asarray(got["pos"], dtype=np.int64)] = np.asarray(got["cluster_id"], dtype=np.int64)
     return out
 
