@@ -133,9 +133,11 @@ class PartitionedFit:
     maps: list[tuple[str | None, dict]] = dataclasses.field(default_factory=list)
 
 
-def counts(cur, spec: ClusterSpec, p: reader.Plan) -> list[tuple[str | None, int]]:
-    """(partition value as text, source rows) of every partition: text order, NULL last."""
-    expr = expression(spec, describe(cur, p.src))
+def counts(cur, spec: ClusterSpec, p: reader.Plan, cols: dict[str, str]
+           ) -> list[tuple[str | None, int]]:
+    """(partition value as text, source rows) of every partition: text order, NULL last
+    (``cols``: the source's columns, :func:`describe`)."""
+    expr = expression(spec, cols)
     got = cur.sql(f"SELECT CAST({expr} AS VARCHAR), count(*) FROM {p.src} GROUP BY 1"
                   ).fetchall()
     named = sorted((v, int(n)) for v, n in got if v is not None)
@@ -159,8 +161,8 @@ def fit_partitions(cur, run_id: str, spec: ClusterSpec, p: reader.Plan, stage: S
     fit. Geometric quality metrics of the whole run use a seeded sample of at most
     :data:`stream.ASSIGN_QUALITY_SAMPLE` rows' vectors (every row below that)."""
     alg = get_algorithm(spec.algorithm)
-    groups = counts(cur, spec, p)
     cols = describe(cur, p.src)
+    groups = counts(cur, spec, p, cols)
     largest = max(n for _, n in groups)
     reader.check_memory(spec, min(largest, spec.sample_size) if spec.sample_size else largest,
                         p.dim, alg.quadratic_memory, bool(spec.sample_size))
@@ -287,7 +289,7 @@ def assign_run(cur, run_id: str, spec: ClusterSpec, p: reader.Plan, base_run: st
     base_part = catalog.cluster_partitions(cur, base_run)
     cluster_part = [base_part.get(int(c)) for c in base.cluster_ids]
     cols = describe(cur, p.src)
-    found = counts(cur, spec, p)
+    found = counts(cur, spec, p, cols)
     dims = spec.dimensions
     stats = reader.ReadStats()
     rng = np.random.default_rng(spec.seed)

@@ -193,11 +193,10 @@ def modularity(graph, labels: np.ndarray) -> float:
 
 
 def choose_k_on_graph(Z: np.ndarray, graph, fit_k: Callable[[np.ndarray, int], np.ndarray],
-                      ks: Sequence[int], tolerance: float | None = None
-                      ) -> tuple[np.ndarray, int, list[dict]]:
+                      ks: Sequence[int]) -> tuple[np.ndarray, int, list[dict]]:
     """Sweep ``fit_k(Z, k)`` over ``ks`` on every row; keep the smallest k whose
     modularity on ``graph`` (the neighbour graph over the rows of ``Z``) is within
-    ``tolerance`` (by default :data:`MODULARITY_TOLERANCE`) of the best, after the
+    :data:`MODULARITY_TOLERANCE` of the best (warm-started sweeps too), after the
     guards of :func:`choose_k`. :func:`merge_weak` then joins the clusters a weak cut
     separates.
 
@@ -218,7 +217,7 @@ def choose_k_on_graph(Z: np.ndarray, graph, fit_k: Callable[[np.ndarray, int], n
                       "largest_share": round(float(np.bincount(kept).max() / labels.size)
                                              if kept.size else 0.0, 4),
                       "noise_ratio": round(float(np.mean(labels < 0)), 4)})
-    best = _pick(cands, "modularity", MODULARITY_TOLERANCE if tolerance is None else tolerance)
+    best = _pick(cands, "modularity", MODULARITY_TOLERANCE)
     return fits[best], cands[best]["n_clusters"], cands
 
 

@@ -70,10 +70,6 @@ REDUCE_ABOVE_DIMS = 32
 #: few dozen rows says little; k-means on the rows themselves is as good).
 REDUCE_MIN_ROWS = 100
 
-#: A warm-started sweep (k from the previous run's clusters up) adds a cluster when that
-#: raises the modularity by more than this (a cold sweep's margin is
-#: :data:`._choose_k.MODULARITY_TOLERANCE`, and it merges weak cuts after; a warm one does not).
-WARM_MODULARITY_TOLERANCE = 0.005
 #: A warm-started run merges only cuts weaker than this (a cold run: :data:`._choose_k.
 #: MERGE_TOLERANCE`): hysteresis, so a cut that hovers near the cold threshold does not
 #: merge and re-split from run to run, while the sliver a departing topic leaves (a cut
@@ -207,8 +203,8 @@ def _fit_all(X: np.ndarray, p: dict, seed: int, method: str, why: str) -> Fitted
         ks = [k for k in ks if k >= present] or [min(present, n)]
         criterion += (f"; warm start: k from the previous run's {present} clusters up "
                       f"(each candidate started from them), within "
-                      f"{WARM_MODULARITY_TOLERANCE} of the best, then merges of cuts weaker than "
-                      f"{WARM_MERGE_TOLERANCE}")
+                      f"{_choose_k.MODULARITY_TOLERANCE} of the best, then merges of cuts "
+                      f"weaker than {WARM_MERGE_TOLERANCE}")
 
     reports: dict = {}
 
@@ -221,9 +217,7 @@ def _fit_all(X: np.ndarray, p: dict, seed: int, method: str, why: str) -> Fitted
         if graph is None or len(ks) == 1:
             labels, k, candidates = _choose_k.choose_k(Z, fit_k, ks, seed)
         else:
-            labels, k, candidates = _choose_k.choose_k_on_graph(
-                Z, graph, fit_k, ks, _choose_k.MODULARITY_TOLERANCE if warm is None
-                else WARM_MODULARITY_TOLERANCE)
+            labels, k, candidates = _choose_k.choose_k_on_graph(Z, graph, fit_k, ks)
     pipeline = [step, {"step": "kmeans", "n_clusters": int(k),
                        "space": "reduced" if method == "umap" else "input"}]
     # Weak cuts are merged after a warm start too: otherwise k could only grow from run to

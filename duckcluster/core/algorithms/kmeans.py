@@ -83,12 +83,7 @@ def warm_init(X: np.ndarray, prev: np.ndarray, k: int, seed: int
         return centers, kept, 0
     if kept == 0:
         return kmeans_plusplus(X, k, seed).astype(np.float64), 0, k
-    sq = np.einsum("ij,ij->i", X64, X64)
-
-    def d2(C):
-        return np.maximum(sq[:, None] - 2.0 * X64 @ C.T + np.einsum("ij,ij->i", C, C), 0.0)
-
-    closest = d2(centers[:kept]).min(axis=1)
+    closest = nearest(X64, centers[:kept], np.einsum("ij,ij->i", X64, X64))[1]
     own = closest[have & np.isin(prev, ids[order])]
     far = closest > np.quantile(own, WARM_POOR_QUANTILE) if own.size else \
         np.ones(len(X64), dtype=bool)
